@@ -1,0 +1,3 @@
+from xhuma.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""Application factory: the only module that knows which adapters are plugged in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from xhuma import __version__
+from xhuma.config import Settings, load_settings
+from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
+from xhuma.ports import Cache
+from xhuma.store.audit import SqlAuditStore
+from xhuma.store.cache import MemoryCache, RedisCache, ResilientCache
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a request handler may use, built in the lifespan and closed at shutdown."""
+
+    settings: Settings
+    metrics: Metrics
+    cache: ResilientCache
+    audit: SqlAuditStore
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_cache(settings: Settings) -> Cache:
+    if settings.redis_url:
+        return RedisCache(
+            settings.redis_url, namespace=settings.redis_namespace, timeout_seconds=settings.redis_timeout_seconds
+        )
+    return MemoryCache(settings.memory_cache_max_items)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            cache = ResilientCache(build_cache(settings), name="redis" if settings.redis_url else "memory")
+            stack.push_async_callback(cache.close)
+            audit = SqlAuditStore(settings.effective_database_url)
+            stack.push_async_callback(audit.close)
+            if audit.is_sqlite:
+                # Embedded default: the SQLite audit file is created and migrated on start-up.
+                await audit.migrate()
+            runtime = Runtime(settings=settings, metrics=metrics, cache=cache, audit=audit)
+            app.state.runtime = runtime
+            log.info("xhuma_started", profile=settings.profile.value, version=__version__,
+                     cache=cache.name, audit="sqlite" if audit.is_sqlite else "postgresql")
+            yield
+            log.info("xhuma_stopping")
+
+    app = FastAPI(title="Xhuma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id") or new_request_id()
+        request_token = request_id_var.set(request_id)
+        trace_token = trace_id_var.set(request.headers.get("x-trace-id") or request_id.replace("-", "")[:32])
+        metrics.in_flight.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            metrics.in_flight.dec()
+            request_id_var.reset(request_token)
+            trace_id_var.reset(trace_token)
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "live", "version": __version__}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        started = time.perf_counter()
+        checks: dict[str, dict[str, Any]] = {}
+        cache_ok = await runtime.cache.ping()
+        checks["cache"] = {"ok": cache_ok, "backend": runtime.cache.name}
+        if not cache_ok:
+            checks["cache"]["reason"] = runtime.cache.last_error or "cache unreachable"
+        audit_ok = await runtime.audit.ping()
+        checks["audit"] = {"ok": audit_ok}
+        if not audit_ok:
+            checks["audit"]["reason"] = runtime.audit.last_error or "audit store unreachable"
+        checks["configuration"] = {"ok": True, "profile": settings.profile.value}
+        # The audit store is essential (no disclosure without audit); the cache is not (bypassed).
+        if not audit_ok:
+            status, code = "unavailable", 503
+        elif not cache_ok:
+            status, code = "degraded", 200
+        else:
+            status, code = "ready", 200
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        return JSONResponse({"status": status, "checks": checks, "elapsed_ms": elapsed_ms}, status_code=code)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn (``factory=True``): settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,108 @@
+"""Command line: ``xhuma serve | config show | db upgrade | convert | validate | demo | simulate | cache``.
+
+Sub-commands of the other capabilities are registered from their own modules at the bottom of this file.
+A configuration problem prints one line and exits with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xhuma.config import CONFIG_FILE_ENV, ConfigurationError, Settings, load_settings, masked_settings
+
+app = typer.Typer(
+    name="xhuma",
+    help="IHE XCPD/XCA responding gateway over NHS PDS, SDS and GP Connect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the audit database.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line to stderr and return the Exit to raise."""
+    typer.echo(f"xhuma: {message}", err=True)
+    return typer.Exit(code)
+
+
+def settings_or_exit(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigurationError as error:
+        raise fail(f"configuration error: {error}", 2) from None
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file of settings (keys as in XHUMA_*, lower case)")
+    ] = None,
+) -> None:
+    if config is not None:
+        os.environ[CONFIG_FILE_ENV] = str(config)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+) -> None:
+    """Run the gateway under uvicorn."""
+    import uvicorn
+
+    settings = settings_or_exit()
+    from xhuma.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        "xhuma.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    settings = settings_or_exit()
+    typer.echo(json.dumps(masked_settings(settings), indent=2, sort_keys=True))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the audit database migrations."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from xhuma.store.audit import upgrade
+
+    settings = settings_or_exit()
+    try:
+        upgrade(settings.effective_database_url)
+    except (SQLAlchemyError, OSError) as error:
+        raise fail(f"database upgrade failed: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+    typer.echo("audit database is at the latest revision")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# --- sub-commands of other capabilities (each module registers its own commands on `app`) ------------------

@@ -1,0 +1,142 @@
+"""Structured logging without PHI, and the Prometheus metrics of the service.
+
+Every log line carries ``request_id`` and ``trace_id`` (from context variables set per request). A final
+processor masks anything shaped like an NHS number in every value, as a safety net behind the rule that code
+never logs PHI in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
+
+# Ten digits, optionally grouped 3-3-4 with spaces or hyphens, not part of a longer number (SPEC §9).
+NHS_NUMBER_SHAPE = re.compile(r"(?<![\d.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\d.])")
+REDACTED = "[REDACTED]"
+
+
+def redact(text: str) -> str:
+    return NHS_NUMBER_SHAPE.sub(REDACTED, text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 10**9 <= abs(value) < 10**10:
+        return REDACTED
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return {key: _redact_value(value) for key, value in event_dict.items()}
+
+
+def _add_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    event_dict.setdefault("request_id", request_id_var.get())
+    event_dict.setdefault("trace_id", trace_id_var.get())
+    return event_dict
+
+
+class RedactingFilter(logging.Filter):
+    """For stdlib loggers (uvicorn, httpx, ...) whose lines do not pass through structlog."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            try:
+                record.msg = record.getMessage()
+            except (TypeError, ValueError):
+                record.msg = str(record.msg)
+            record.args = None
+        record.msg = redact(str(record.msg))
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        _add_context,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+    # httpx logs full URLs (which carry NHS numbers) at INFO: keep it at WARNING.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+class Metrics:
+    """All Prometheus metrics of one app instance, on its own registry (so tests can build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "xhuma_requests_total", "Transactions by kind and outcome", ["transaction", "outcome"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "xhuma_request_seconds", "Transaction latency", ["transaction"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "xhuma_stage_seconds",
+            "Latency per stage (pds, sds, gpconnect, convert, serialise)",
+            ["stage"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.cache_lookups = Counter(
+            "xhuma_cache_lookups_total", "Cache lookups by kind and result", ["kind", "result"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "xhuma_upstream_errors_total", "Upstream errors by service and code", ["service", "code"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "xhuma_breaker_open", "1 when the circuit breaker of an upstream is open", ["service"], registry=r
+        )
+        self.in_flight = Gauge("xhuma_in_flight_requests", "Requests being served", registry=r)
+        self.audit_failures = Counter(
+            "xhuma_audit_failures_total", "Audit events that could not be written", registry=r
+        )

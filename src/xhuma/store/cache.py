@@ -1,0 +1,169 @@
+"""Cache adapters: Redis (shared between replicas) and a bounded in-process LRU with TTL.
+
+Both raise ``CacheError`` on failure. ``ResilientCache`` wraps either one so that a failing cache is logged
+and bypassed, never fatal, and remembers the last failure for the readiness probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import redis.asyncio as redis_asyncio
+import structlog
+from redis.exceptions import RedisError
+
+from xhuma.errors import CacheError
+from xhuma.ports import Cache
+
+log = structlog.get_logger(__name__)
+
+
+class MemoryCache:
+    """In-process cache: least-recently-used eviction beyond ``max_items``, per-item TTL."""
+
+    def __init__(self, max_items: int = 2048, *, clock: Callable[[], float] | None = None) -> None:
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max_items = max_items
+        self._clock = clock or time.monotonic
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= self._clock():
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        if ttl_seconds <= 0:
+            raise CacheError("TTL must be positive")
+        self._items[key] = (self._clock() + ttl_seconds, bytes(value))
+        self._items.move_to_end(key)
+        while len(self._items) > self._max_items:
+            self._items.popitem(last=False)
+
+    async def delete(self, *keys: str) -> int:
+        return sum(1 for key in keys if self._items.pop(key, None) is not None)
+
+    async def keys(self, prefix: str) -> list[str]:
+        now = self._clock()
+        return [key for key, (expires_at, _) in self._items.items() if key.startswith(prefix) and expires_at > now]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._items.clear()
+
+
+class RedisCache:
+    """Redis adapter: one pooled async client, every key under ``{namespace}:``, socket timeouts."""
+
+    def __init__(self, url: str, *, namespace: str = "xhuma", timeout_seconds: float = 1.0) -> None:
+        self._namespace = namespace
+        self._client = redis_asyncio.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            health_check_interval=30,
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self._namespace}:{key}"
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._client.get(self._key(key))
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            raise CacheError(f"redis get failed: {type(error).__name__}") from error
+        return bytes(value) if value is not None else None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        if ttl_seconds <= 0:
+            raise CacheError("TTL must be positive")
+        try:
+            await self._client.set(self._key(key), value, ex=ttl_seconds)
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            raise CacheError(f"redis set failed: {type(error).__name__}") from error
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        try:
+            return int(await self._client.delete(*(self._key(key) for key in keys)))
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            raise CacheError(f"redis delete failed: {type(error).__name__}") from error
+
+    async def keys(self, prefix: str) -> list[str]:
+        pattern = self._key(_escape_glob(prefix)) + "*"
+        strip = len(self._namespace) + 1
+        try:
+            found = [bytes(key).decode()[strip:] async for key in self._client.scan_iter(match=pattern, count=500)]
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            raise CacheError(f"redis scan failed: {type(error).__name__}") from error
+        return found
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _escape_glob(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+class ResilientCache:
+    """Wraps a cache so that its failures are logged and bypassed (a miss, a skipped write)."""
+
+    def __init__(self, inner: Cache, *, name: str) -> None:
+        self.inner = inner
+        self.name = name
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def _failed(self, operation: str, error: CacheError) -> None:
+        self.last_error = str(error)
+        self.last_error_at = time.time()
+        log.warning("cache_bypassed", cache=self.name, operation=operation, error=str(error))
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await self.inner.get(key)
+        except CacheError as error:
+            self._failed("get", error)
+            return None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        try:
+            await self.inner.set(key, value, ttl_seconds)
+        except CacheError as error:
+            self._failed("set", error)
+
+    async def delete(self, *keys: str) -> int:
+        # A failed delete must be visible to the operator (purge): it is not swallowed.
+        return await self.inner.delete(*keys)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return await self.inner.keys(prefix)
+
+    async def ping(self) -> bool:
+        healthy = await self.inner.ping()
+        if healthy:
+            self.last_error = None
+        else:
+            self.last_error = self.last_error or "cache unreachable"
+        return healthy
+
+    async def close(self) -> None:
+        await self.inner.close()
