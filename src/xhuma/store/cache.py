@@ -6,7 +6,6 @@ and bypassed, never fatal, and remembers the last failure for the readiness prob
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -80,16 +79,18 @@ class RedisCache:
     async def get(self, key: str) -> bytes | None:
         try:
             value = await self._client.get(self._key(key))
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise CacheError(f"redis get failed: {type(error).__name__}") from error
-        return bytes(value) if value is not None else None
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             raise CacheError("TTL must be positive")
         try:
             await self._client.set(self._key(key), value, ex=ttl_seconds)
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise CacheError(f"redis set failed: {type(error).__name__}") from error
 
     async def delete(self, *keys: str) -> int:
@@ -97,7 +98,7 @@ class RedisCache:
             return 0
         try:
             return int(await self._client.delete(*(self._key(key) for key in keys)))
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise CacheError(f"redis delete failed: {type(error).__name__}") from error
 
     async def keys(self, prefix: str) -> list[str]:
@@ -105,14 +106,14 @@ class RedisCache:
         strip = len(self._namespace) + 1
         try:
             found = [bytes(key).decode()[strip:] async for key in self._client.scan_iter(match=pattern, count=500)]
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             raise CacheError(f"redis scan failed: {type(error).__name__}") from error
         return found
 
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
     async def close(self) -> None:

@@ -1,0 +1,93 @@
+"""The audit trail's front door: every transaction and outbound call is recorded through ``Auditor``.
+
+The patient appears only as a pseudonym, HMAC-SHA256 of the NHS number under ``XHUMA_AUDIT_HMAC_KEY``.
+``record`` raises ``AuditUnavailable`` when the event could not be committed: callers that disclose patient
+data (ITI-39) must not release it then (no disclosure without audit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from xhuma.errors import AuditUnavailable
+from xhuma.observability import Metrics, request_id_var, trace_id_var
+from xhuma.ports import AuditEvent, AuditSink, CallerIdentity
+
+log = structlog.get_logger(__name__)
+
+
+def pseudonymise(nhs_number: str, key: bytes) -> str:
+    """Stable, keyed pseudonym of a patient for the audit trail (never reversible without the key)."""
+    return hmac.new(key, nhs_number.replace(" ", "").encode(), hashlib.sha256).hexdigest()
+
+
+class Auditor:
+    def __init__(self, sink: AuditSink, *, hmac_key: bytes, metrics: Metrics | None = None) -> None:
+        self._sink = sink
+        self._key = hmac_key
+        self._metrics = metrics
+
+    def pseudonym(self, nhs_number: str) -> str:
+        return pseudonymise(nhs_number, self._key)
+
+    async def record(
+        self,
+        transaction: str,
+        outcome: str,
+        *,
+        nhs_number: str | None = None,
+        caller: CallerIdentity | None = None,
+        error_code: str | None = None,
+        reason: str | None = None,
+        message_id: str | None = None,
+        document_unique_id: str | None = None,
+        duration_ms: float | None = None,
+        spine: Mapping[str, str | None] | None = None,
+        jwt_summary: Mapping[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Build and commit one event. ``spine`` may carry trace_id, from, to and interaction_id."""
+        spine = spine or {}
+        caller = caller or CallerIdentity()
+        event = AuditEvent(
+            transaction=transaction,
+            outcome=outcome,
+            occurred_at=datetime.now(UTC),
+            error_code=error_code,
+            reason=reason,
+            patient_pseudonym=self.pseudonym(nhs_number) if nhs_number else None,
+            user_id=caller.user_id,
+            user_name=caller.user_name,
+            user_role=" ".join(filter(None, (caller.role_code, caller.role_display))) or None,
+            organization=caller.organization,
+            organization_id=caller.organization_id,
+            home_community_id=caller.home_community_id,
+            purpose_of_use=caller.purpose_of_use,
+            saml_verified=caller.verified,
+            client_cert_subject=caller.client_cert_subject,
+            client_address=caller.client_address,
+            message_id=message_id,
+            request_id=request_id_var.get(),
+            trace_id=trace_id_var.get(),
+            spine_trace_id=spine.get("trace_id"),
+            ssp_from=spine.get("from"),
+            ssp_to=spine.get("to"),
+            ssp_interaction_id=spine.get("interaction_id"),
+            jwt_summary=jwt_summary,
+            document_unique_id=document_unique_id,
+            duration_ms=duration_ms,
+            details=details,
+        )
+        try:
+            await self._sink.record(event)
+        except AuditUnavailable:
+            if self._metrics is not None:
+                self._metrics.audit_failures.inc()
+            raise
+        return event

@@ -1,0 +1,41 @@
+"""The one place cache keys are named.
+
+Keys never contain an NHS number in clear: patient data lives under ``patient:{keyed hash}:...`` so that
+``xhuma cache purge --patient N`` finds all of it from the NHS number alone. A document is also reachable by
+its uniqueId (ITI-39 knows nothing else); the patient's ``documents`` index lists those uniqueIds so purge can
+remove them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class CacheKeys:
+    def __init__(self, patient_hash: Callable[[str], str]) -> None:
+        self._hash = patient_hash
+
+    def patient_prefix(self, nhs_number: str) -> str:
+        return f"patient:{self._hash(nhs_number)}:"
+
+    def pds_patient(self, nhs_number: str) -> str:
+        return self.patient_prefix(nhs_number) + "pds"
+
+    def bundle(self, nhs_number: str) -> str:
+        return self.patient_prefix(nhs_number) + "bundle"
+
+    def patient_documents(self, nhs_number: str) -> str:
+        """Index of the uniqueIds of the patient's cached documents (and the current document's metadata)."""
+        return self.patient_prefix(nhs_number) + "documents"
+
+    @staticmethod
+    def document(unique_id: str) -> str:
+        return f"document:{unique_id}"
+
+    @staticmethod
+    def sds_route(ods_code: str, interaction: str = "gpc-structured") -> str:
+        return f"sds:{ods_code.upper()}:{interaction}"
+
+    @staticmethod
+    def oauth_token(service: str) -> str:
+        return f"token:{service}"
