@@ -51,21 +51,8 @@ def _add_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
     return event_dict
 
 
-class RedactingFilter(logging.Filter):
-    """For stdlib loggers (uvicorn, httpx, ...) whose lines do not pass through structlog."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            try:
-                record.msg = record.getMessage()
-            except (TypeError, ValueError):
-                record.msg = str(record.msg)
-            record.args = None
-        record.msg = redact(str(record.msg))
-        return True
-
-
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+    # Records from stdlib loggers (uvicorn, alembic, ...) pass through the same chain, redaction included.
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _add_context,
@@ -89,7 +76,6 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
-    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

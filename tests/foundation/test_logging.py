@@ -1,0 +1,34 @@
+"""No PHI in logs: the redaction safety net masks NHS-number-shaped values on every line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import structlog
+
+from xhuma.observability import REDACTED, configure_logging, redact
+
+
+@pytest.mark.parametrize("text", ["9690937286", "969 093 7286", "969-093-7286", "nhs=9690937286;"])
+def test_nhs_number_shapes_are_masked(text: str) -> None:
+    assert "7286" not in redact(text)
+    assert REDACTED in redact(text)
+
+
+@pytest.mark.parametrize("text", ["2.16.840.1.113883.2.1.4.1", "12345678901", "took 1234 ms", "1.2.9690937286"])
+def test_oids_longer_numbers_and_small_numbers_are_kept(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_structlog_and_stdlib_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    structlog.get_logger("t").info("lookup", patient="9690937286", count=9690937286, nested={"n": "969 093 7286"})
+    logging.getLogger("uvicorn.error").info("GET /x?nhs=%s", "9690937286")
+    try:
+        raise ValueError("bad 9690937286")
+    except ValueError:
+        structlog.get_logger("t").exception("failed")
+    err = capsys.readouterr().err
+    assert "7286" not in err
+    assert err.count(REDACTED) >= 5
