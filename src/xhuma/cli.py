@@ -83,6 +83,14 @@ def config_show() -> None:
     typer.echo(json.dumps(masked_settings(settings), indent=2, sort_keys=True))
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference table (Markdown) generated from the settings."""
+    from xhuma.config import reference_table
+
+    typer.echo(reference_table())
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the audit database migrations."""

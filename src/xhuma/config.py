@@ -13,6 +13,7 @@ Profiles (``XHUMA_PROFILE``):
 
 from __future__ import annotations
 
+import json
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -190,6 +191,20 @@ class Settings(BaseSettings):
         default_factory=list, description="proxy addresses allowed to forward client certificates"
     )
     rate_limit_per_minute: int = Field(default=0, ge=0, description="requests per client per minute (0: off)")
+    client_cert_header: str = Field(
+        default="x-ssl-client-cert",
+        description="header a trusted proxy forwards the client certificate in (URL-encoded PEM, or Envoy XFCC)",
+    )
+    admin_oidc_jwks_url: str | None = Field(
+        default=None, description="JWKS URL: accept OIDC JWTs as admin bearer tokens (with issuer/audience)"
+    )
+    admin_oidc_issuer: str | None = Field(default=None, description="required iss of admin OIDC tokens")
+    admin_oidc_audience: str | None = Field(default=None, description="required aud of admin OIDC tokens")
+    admin_oidc_role: str | None = Field(
+        default=None, description="role that admin OIDC tokens must carry in 'roles' (unset: any valid token)"
+    )
+    atna_ca_file: Path | None = Field(default=None, description="CA bundle that signs the ATNA collector")
+    atna_queue_size: int = Field(default=10000, gt=0, description="ATNA messages buffered before dropping")
 
     # --- NHS: shared transport -----------------------------------------------------------------------
     http_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="upstream connect timeout")
@@ -235,7 +250,7 @@ class Settings(BaseSettings):
     simulator_gpc_latency_ms: int = Field(default=0, ge=0, description="simulated GP Connect latency")
 
     # --- validators ----------------------------------------------------------------------------------
-    @field_validator("database_url", "redis_url", "atna_syslog_url", mode="before")
+    @field_validator("database_url", "redis_url", "atna_syslog_url", "admin_oidc_jwks_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -343,6 +358,27 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
     return data
 
 
+def reference_table() -> str:
+    """The configuration reference as a Markdown table (README), generated from the Settings fields."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        if info.default_factory is not None:
+            default: Any = info.default_factory()  # type: ignore[call-arg]
+        else:
+            default = info.default
+        if isinstance(default, SecretStr):
+            shown = "(secret)"
+        elif default is None or default == []:
+            shown = "(unset)"
+        elif isinstance(default, StrEnum):
+            shown = f"`{default.value}`"
+        else:
+            shown = f"`{json.dumps(default) if isinstance(default, list) else default}`"
+        meaning = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
 __all__ = [
     "CONFIG_FILE_ENV",
     "ENV_PREFIX",
@@ -353,4 +389,5 @@ __all__ = [
     "Settings",
     "load_settings",
     "masked_settings",
+    "reference_table",
 ]
