@@ -32,3 +32,29 @@ def test_structlog_and_stdlib_lines_are_redacted(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "7286" not in err
     assert err.count(REDACTED) >= 5
+
+
+def test_lines_logged_during_a_request_carry_its_request_and_trace_id(
+    capsys: pytest.CaptureFixture[str], tmp_path: object
+) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from xhuma.app import create_app
+    from xhuma.config import Settings
+
+    configure_logging("INFO", "json")
+    app = create_app(Settings(working_dir=tmp_path))  # type: ignore[arg-type]
+
+    @app.get("/probe")
+    async def probe() -> dict[str, str]:
+        structlog.get_logger("probe").info("probe_handled")
+        return {}
+
+    with TestClient(app) as client:
+        client.get("/probe", headers={"X-Request-ID": "req-42"})
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    (probe_line,) = [line for line in lines if line["event"] == "probe_handled"]
+    assert probe_line["request_id"] == "req-42"
+    assert probe_line["trace_id"]
