@@ -212,6 +212,10 @@ class Settings(BaseSettings):
     http_retries: int = Field(default=2, ge=0, le=10, description="retries on transient upstream failures")
     breaker_failure_threshold: int = Field(default=5, gt=0, description="failures that open the breaker")
     breaker_reset_seconds: float = Field(default=30.0, gt=0, description="how long the breaker stays open")
+    http_backoff_initial_seconds: float = Field(
+        default=0.25, gt=0, description="first retry delay (exponential backoff with jitter)"
+    )
+    http_backoff_max_seconds: float = Field(default=4.0, gt=0, description="longest retry delay")
     spine_client_cert: Path | None = Field(default=None, description="Spine mTLS client certificate (PEM)")
     spine_client_key: Path | None = Field(default=None, description="Spine mTLS client key (PEM)")
     spine_ca_bundle: Path | None = Field(default=None, description="CA bundle for Spine endpoints")
@@ -223,6 +227,9 @@ class Settings(BaseSettings):
     pds_private_key_file: Path | None = Field(default=None, description="RS512 key for the client assertion")
     pds_kid: str | None = Field(default=None, description="kid of the PDS client assertion key")
     end_user_org_ods: str = Field(default="X26", description="NHSD-End-User-Organisation-ODS header")
+    pds_token_margin_seconds: int = Field(
+        default=60, ge=0, description="renew the cached PDS access token this long before it expires"
+    )
 
     # --- NHS: SDS ------------------------------------------------------------------------------------
     sds_base_url: str | None = Field(default=None, description="SDS FHIR base URL; unset in simulator")
@@ -240,6 +247,14 @@ class Settings(BaseSettings):
     gpc_consultations_most_recent: int = Field(default=3, ge=1, le=99, description="last N consultations")
     gpc_uncategorised_data_years: int = Field(default=2, ge=0, description="uncategorised data period, years")
     gpc_investigations_years: int = Field(default=2, ge=0, description="investigations period, years")
+    gpc_clinical_areas: list[str] = Field(
+        default_factory=lambda: [
+            "allergies", "medication", "problems", "immunisations", "uncategorised", "investigations",
+            "referrals", "diary", "consultations",
+        ],
+        description="clinical areas requested from GP Connect (allergies, medication, problems, immunisations, "
+        "uncategorised, investigations, referrals, diary, consultations)",
+    )
 
     # --- simulator -----------------------------------------------------------------------------------
     simulator_data: Path | None = Field(
@@ -248,6 +263,9 @@ class Settings(BaseSettings):
     simulator_pds_latency_ms: int = Field(default=0, ge=0, description="simulated PDS latency")
     simulator_sds_latency_ms: int = Field(default=0, ge=0, description="simulated SDS latency")
     simulator_gpc_latency_ms: int = Field(default=0, ge=0, description="simulated GP Connect latency")
+    simulator_default_ods: str = Field(
+        default="B82617", description="simulated GP practice of bundles without managingOrganization"
+    )
 
     # --- validators ----------------------------------------------------------------------------------
     @field_validator("database_url", "redis_url", "atna_syslog_url", "admin_oidc_jwks_url", mode="before")
