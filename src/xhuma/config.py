@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -165,6 +166,9 @@ class Settings(BaseSettings):
     cache_keys: SecretStr | None = Field(
         default=None, description="cache encryption keys: 'kid:base64key,kid2:base64key' (first encrypts)"
     )
+    cache_hash_key: SecretStr | None = Field(
+        default=None, description="secret of the keyed hash in patient cache keys; unset: the last cache key"
+    )
     ttl_document_seconds: int = Field(default=3600, gt=60, description="cached CCD and its metadata")
     ttl_bundle_seconds: int = Field(default=900, gt=0, description="cached GP Connect bundle")
     ttl_pds_seconds: int = Field(default=600, gt=0, description="cached PDS patient")
@@ -280,6 +284,17 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("cache_keys", "cache_hash_key")
+    @classmethod
+    def _cache_key_format(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Format only; whether a key is required depends on the profile and is checked at start-up.
+        from xhuma.store.crypto import parse_cache_keys, parse_hash_key
+
+        if value is not None:
+            parse = parse_cache_keys if info.field_name == "cache_keys" else parse_hash_key
+            parse(value.get_secret_value())  # CacheKeyError is a ValueError: one line, no key material
         return value
 
     @field_validator("database_url")

@@ -38,6 +38,16 @@ class SecurityError(XhumaError):
     code = "SecurityError"
 
 
+class RateLimited(XhumaError):
+    """Too many requests from this client; try again later."""
+
+    code = "RateLimited"
+
+    def __init__(self, message: str = "", *, retry_after: int = 1, detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after = max(1, int(retry_after))  # whole seconds, for the Retry-After header
+
+
 class InvalidNhsNumber(InvalidRequest):
     """The NHS number is not a valid 10-digit Modulus 11 number."""
 

@@ -126,3 +126,19 @@ class Metrics:
         self.audit_failures = Counter(
             "xhuma_audit_failures_total", "Audit events that could not be written", registry=r
         )
+        self.audit_events = Counter(
+            "xhuma_audit_events_total", "Audit events committed, by transaction", ["transaction"], registry=r
+        )
+        self.atna_messages = Counter(
+            "xhuma_atna_messages_total", "ATNA syslog messages by result (sent, dropped, failed)", ["result"],
+            registry=r,
+        )
+        self.client_auth_failures = Counter(
+            "xhuma_client_auth_failures_total", "SOAP callers refused by client authentication", registry=r
+        )
+        self.admin_auth_failures = Counter(
+            "xhuma_admin_auth_failures_total", "Admin/console requests refused by bearer authentication", registry=r
+        )
+        self.rate_limited = Counter(
+            "xhuma_rate_limited_total", "Requests refused by the per-client rate limit", registry=r
+        )
