@@ -146,6 +146,24 @@ class Settings(BaseSettings):
         description="ITI-55 query demographics vs PDS: strict | lenient | off",
     )
     realm: str = Field(default="US", pattern="^(US|UV)$", description="C-CDA realmCode")
+    # XDS DocumentEntry codes (ITI-38), each "code^display^codingScheme"; agree them with the initiating gateway.
+    xds_class_code: str = Field(
+        default="34133-9^Summary of episode note^2.16.840.1.113883.6.1", description="DocumentEntry classCode"
+    )
+    xds_type_code: str = Field(
+        default="34133-9^Summary of episode note^2.16.840.1.113883.6.1", description="DocumentEntry typeCode"
+    )
+    xds_format_code: str = Field(
+        default="urn:hl7-org:sdwg:ccda-structuredBody:2.1^C-CDA R2.1 structured body^1.3.6.1.4.1.19376.1.2.3",
+        description="DocumentEntry formatCode",
+    )
+    xds_healthcare_facility_type_code: str = Field(
+        default="394761003^General practice premises^2.16.840.1.113883.6.96",
+        description="DocumentEntry healthcareFacilityTypeCode",
+    )
+    xds_practice_setting_code: str = Field(
+        default="394814009^General practice^2.16.840.1.113883.6.96", description="DocumentEntry practiceSettingCode"
+    )
 
     # --- SAML / XUA ----------------------------------------------------------------------------------
     saml_verify: SamlVerify = Field(default=SamlVerify.OPTIONAL, description="required | optional")

@@ -1,0 +1,237 @@
+"""ITI-55 Cross Gateway Patient Discovery: PRPA_IN201305UV02 in, PRPA_IN201306UV02 out (SPEC §1).
+
+The response is built as an lxml tree in schema order (valid against the HL7 V3 NE2008 schema: LESSONS 5).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from xhuma.ihe.faults import XcpdAnswer
+from xhuma.ihe.soap import hl7_timestamp, sender_fault
+from xhuma.ports import PdsPatient
+from xhuma.records import DemographicQuery
+
+HL7 = "urn:hl7-org:v3"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+H = f"{{{HL7}}}"
+
+ACTION_REQUEST = "urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery"
+ACTION_RESPONSE = "urn:hl7-org:v3:PRPA_IN201306UV02:CrossGatewayPatientDiscovery"
+
+NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
+ODS_OID = "2.16.840.1.113883.2.1.3.2.4.19.1"
+INTERACTION_ROOT = "2.16.840.1.113883.1.6"
+XCPD_ERROR_CODES = "1.3.6.1.4.1.19376.1.2.27.3"
+HEALTH_DATA_LOCATOR_CODES = "1.3.6.1.4.1.19376.1.2.27.2"
+DETECTED_ISSUE_CODES = "2.16.840.1.113883.5.4"
+ACK_DETAIL_CODES = "2.16.840.1.113883.5.1100"
+
+_GENDER_CODES = {"male": "M", "female": "F", "other": "UN", "unknown": "UN"}
+
+
+@dataclass(slots=True)
+class PatientDiscoveryRequest:
+    message_id: etree._Element | None  # <id root extension> of the request
+    processing_code: str
+    sender_device_id: etree._Element | None
+    sender_community_id: etree._Element | None
+    receiver_device_id: etree._Element | None
+    query_by_parameter: etree._Element
+    query_id: etree._Element | None
+    response_priority: str | None
+    nhs_numbers: list[str] = field(default_factory=list)
+    demographics: DemographicQuery = field(default_factory=DemographicQuery)
+
+
+def _find(element: etree._Element, path: str) -> etree._Element | None:
+    return element.find(path.replace("hl7:", H))
+
+
+def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
+    if body.tag != f"{H}PRPA_IN201305UV02":
+        raise sender_fault("The ITI-55 body must be a PRPA_IN201305UV02 message")
+    query = _find(body, "hl7:controlActProcess/hl7:queryByParameter")
+    if query is None:
+        raise sender_fault("The ITI-55 message has no queryByParameter")
+    parameters = _find(query, "hl7:parameterList")
+    nhs_numbers: list[str] = []
+    family = None
+    given: list[str] = []
+    birth_date = None
+    gender = None
+    if parameters is not None:
+        # Every livingSubjectId/value: one or many elements, one or many values each (LESSONS 1).
+        for value in parameters.iterfind(f"{H}livingSubjectId/{H}value"):
+            if (value.get("root") or "").strip() == NHS_NUMBER_OID and (value.get("extension") or "").strip():
+                number = value.get("extension", "").replace(" ", "").replace("-", "").strip()
+                if number not in nhs_numbers:
+                    nhs_numbers.append(number)
+        name = _find(parameters, "hl7:livingSubjectName/hl7:value")
+        if name is not None:
+            family = next((text for text in (f.text for f in name.iterfind(f"{H}family")) if text and text.strip()),
+                          None)
+            given = [g.text.strip() for g in name.iterfind(f"{H}given") if g.text and g.text.strip()]
+        birth = _find(parameters, "hl7:livingSubjectBirthTime/hl7:value")
+        if birth is not None and birth.get("value"):
+            birth_date = birth.get("value", "").strip()[:8]
+        gender_value = _find(parameters, "hl7:livingSubjectAdministrativeGender/hl7:value")
+        if gender_value is not None and gender_value.get("code"):
+            gender = gender_value.get("code", "").strip().upper()
+    priority = _find(query, "hl7:responsePriorityCode")
+    processing = _find(body, "hl7:processingCode")
+    return PatientDiscoveryRequest(
+        message_id=_find(body, "hl7:id"),
+        processing_code=(processing.get("code") if processing is not None else None) or "P",
+        sender_device_id=_find(body, "hl7:sender/hl7:device/hl7:id"),
+        sender_community_id=_find(body, "hl7:sender/hl7:device/hl7:asAgent/hl7:representedOrganization/hl7:id"),
+        receiver_device_id=_find(body, "hl7:receiver/hl7:device/hl7:id"),
+        query_by_parameter=query,
+        query_id=_find(query, "hl7:queryId"),
+        response_priority=priority.get("code") if priority is not None else None,
+        nhs_numbers=nhs_numbers,
+        demographics=DemographicQuery(
+            family=family.strip() if family else None, given=tuple(given), birth_date=birth_date, gender=gender
+        ),
+    )
+
+
+# --- response --------------------------------------------------------------------------------------------------
+def _sub(parent: etree._Element, local: str, **attributes: str) -> etree._Element:
+    return etree.SubElement(parent, f"{H}{local}", attributes)
+
+
+def _copy_ii(parent: etree._Element, local: str, source: etree._Element | None) -> etree._Element:
+    element = _sub(parent, local)
+    if source is not None and (source.get("root") or source.get("nullFlavor")):
+        for attribute in ("root", "extension", "nullFlavor"):
+            if source.get(attribute):
+                element.set(attribute, source.get(attribute, ""))
+    else:
+        element.set("nullFlavor", "UNK")
+    return element
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderIdentity:
+    device_oid: str
+    home_community_id: str  # plain OID (no urn:oid:)
+    organisation_name: str
+
+
+def build_response(
+    request: PatientDiscoveryRequest,
+    responder: ResponderIdentity,
+    *,
+    patient: PdsPatient | None = None,
+    practice_name: str | None = None,
+    error: XcpdAnswer | None = None,
+) -> etree._Element:
+    """PRPA_IN201306UV02 for a match (patient), a no match (neither) or an error (``error`` with AE)."""
+    is_error = error is not None and not error.no_match
+    message = etree.Element(f"{H}PRPA_IN201306UV02", {"ITSVersion": "XML_1.0"}, nsmap={None: HL7, "xsi": XSI})
+    _sub(message, "id", root=str(uuid.uuid4()))
+    _sub(message, "creationTime", value=hl7_timestamp())
+    _sub(message, "interactionId", root=INTERACTION_ROOT, extension="PRPA_IN201306UV02")
+    _sub(message, "processingCode", code=request.processing_code if request.processing_code in "PTD" else "P")
+    _sub(message, "processingModeCode", code="T")
+    _sub(message, "acceptAckCode", code="NE")
+    receiver = _sub(message, "receiver", typeCode="RCV")
+    receiver_device = _sub(receiver, "device", classCode="DEV", determinerCode="INSTANCE")
+    _copy_ii(receiver_device, "id", request.sender_device_id)
+    if request.sender_community_id is not None:
+        agent = _sub(receiver_device, "asAgent", classCode="AGNT")
+        organisation = _sub(agent, "representedOrganization", classCode="ORG", determinerCode="INSTANCE")
+        _copy_ii(organisation, "id", request.sender_community_id)
+    sender = _sub(message, "sender", typeCode="SND")
+    sender_device = _sub(sender, "device", classCode="DEV", determinerCode="INSTANCE")
+    _sub(sender_device, "id", root=responder.device_oid)
+    sender_agent = _sub(sender_device, "asAgent", classCode="AGNT")
+    sender_org = _sub(sender_agent, "representedOrganization", classCode="ORG", determinerCode="INSTANCE")
+    _sub(sender_org, "id", root=responder.home_community_id)
+
+    acknowledgement = _sub(message, "acknowledgement")
+    _sub(acknowledgement, "typeCode", code="AE" if is_error else "AA")
+    target = _sub(acknowledgement, "targetMessage")
+    _copy_ii(target, "id", request.message_id)
+    if is_error and error is not None:
+        detail = _sub(acknowledgement, "acknowledgementDetail", typeCode="E")
+        _sub(detail, "code", code="INTERR", codeSystem=ACK_DETAIL_CODES)
+        _sub(detail, "text").text = error.text or "Internal error"
+
+    control = _sub(message, "controlActProcess", classCode="CACT", moodCode="EVN")
+    _sub(control, "code", code="PRPA_TE201306UV02", codeSystem=INTERACTION_ROOT)
+    if patient is not None and not is_error:
+        _registration_event(control, patient, responder, practice_name)
+    if is_error and error is not None:
+        # ITI TF-2 3.55.4.2.2.7: the XCPD error code in reasonOf/detectedIssueEvent/mitigatedBy.
+        reason = _sub(control, "reasonOf", typeCode="RSON")
+        issue = _sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
+        _sub(issue, "code", code="ActAdministrativeDetectedIssueCode", codeSystem=DETECTED_ISSUE_CODES)
+        mitigated = _sub(issue, "mitigatedBy", typeCode="MITGT")
+        management = _sub(mitigated, "detectedIssueManagement", classCode="ACT", moodCode="EVN")
+        _sub(management, "code", code=error.xcpd_code or "InternalError", codeSystem=XCPD_ERROR_CODES)
+    query_ack = _sub(control, "queryAck")
+    _copy_ii(query_ack, "queryId", request.query_id)
+    _sub(query_ack, "statusCode", code="aborted" if is_error else "deliveredResponse")
+    response_code = "AE" if is_error else ("OK" if patient is not None else "NF")
+    _sub(query_ack, "queryResponseCode", code=response_code)
+    control.append(copy.deepcopy(request.query_by_parameter))  # the echoed queryByParameter
+    return message
+
+
+def _registration_event(
+    control: etree._Element, patient: PdsPatient, responder: ResponderIdentity, practice_name: str | None
+) -> None:
+    subject = _sub(control, "subject", typeCode="SUBJ")
+    event = _sub(subject, "registrationEvent", classCode="REG", moodCode="EVN")
+    _sub(event, "id", nullFlavor="NA")
+    _sub(event, "statusCode", code="active")
+    subject1 = _sub(event, "subject1", typeCode="SBJ")
+    patient_element = _sub(subject1, "patient", classCode="PAT")
+    _sub(patient_element, "id", root=NHS_NUMBER_OID, extension=patient.nhs_number)
+    _sub(patient_element, "statusCode", code="active")
+    person = _sub(patient_element, "patientPerson", classCode="PSN", determinerCode="INSTANCE")
+    name = _sub(person, "name")
+    for prefix in patient.prefix:
+        _sub(name, "prefix").text = prefix
+    for given in patient.given:
+        _sub(name, "given").text = given
+    if patient.family:
+        _sub(name, "family").text = patient.family
+    if not patient.restricted:
+        for system, value in patient.telecom:
+            scheme = {"phone": "tel:", "email": "mailto:"}.get(system)
+            if scheme:
+                _sub(person, "telecom", value=scheme + value.replace(" ", ""))
+    _sub(person, "administrativeGenderCode", code=_GENDER_CODES.get((patient.gender or "").lower(), "UN"))
+    if patient.birth_date:
+        _sub(person, "birthTime", value=patient.birth_date.replace("-", ""))
+    if not patient.restricted:
+        for address in patient.addresses[:1]:
+            addr = _sub(person, "addr", use="H")
+            for line in address.lines:
+                _sub(addr, "streetAddressLine").text = line
+            if address.city:
+                _sub(addr, "city").text = address.city
+            if address.postcode:
+                _sub(addr, "postalCode").text = address.postcode
+    if patient.gp_ods_code:
+        provider = _sub(patient_element, "providerOrganization", classCode="ORG", determinerCode="INSTANCE")
+        _sub(provider, "id", root=ODS_OID, extension=patient.gp_ods_code)
+        # The schema needs a name (or contactParty); the ODS code stands in when the practice name is unknown.
+        _sub(provider, "name").text = practice_name or patient.gp_ods_code
+    subject_of = _sub(patient_element, "subjectOf1")
+    observation = _sub(subject_of, "queryMatchObservation", classCode="COND", moodCode="EVN")
+    _sub(observation, "code", code="IHE_PDQ")
+    value = _sub(observation, "value", value="100")
+    value.set(f"{{{XSI}}}type", "INT")
+    custodian = _sub(event, "custodian", typeCode="CST")
+    entity = _sub(custodian, "assignedEntity", classCode="ASSIGNED")
+    _sub(entity, "id", root=responder.home_community_id)
+    # We do not implement ITI-56, so NotHealthDataLocator (SPEC §1.7).
+    _sub(entity, "code", code="NotHealthDataLocator", codeSystem=HEALTH_DATA_LOCATOR_CODES)

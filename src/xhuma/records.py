@@ -1,0 +1,399 @@
+"""The use cases behind the three IHE transactions, run against the ports (SPEC §0):
+
+* ``discover_patient`` (ITI-55): PDS lookup, restricted/deceased/superseded rules, demographic cross-check.
+* ``query_documents`` (ITI-38): the patient's cached CCD, else PDS → SDS → GP Connect → convert → store.
+  One pipeline per patient at a time in this process (single flight; LESSONS 6), stored under the document's
+  uniqueId for ``ttl_document_seconds`` (LESSONS 11).
+* ``retrieve_document`` (ITI-39): the stored bytes, exactly those whose hash and size were advertised.
+
+Nothing here knows about SOAP or XML; errors are ``xhuma.errors`` classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import struct
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from xhuma.config import Settings
+from xhuma.errors import (
+    ConversionError,
+    DemographicsMismatch,
+    DocumentNotFound,
+    InvalidNhsNumber,
+    NoEndpoint,
+    PatientDeceased,
+    PatientRestricted,
+    PatientSuperseded,
+    XhumaError,
+)
+from xhuma.nhs.nhs_number import is_valid_nhs_number
+from xhuma.ports import (
+    Cache,
+    CallerIdentity,
+    GpConnectClient,
+    PdsClient,
+    PdsPatient,
+    SdsClient,
+    StoredDocument,
+    StructuredRecord,
+)
+from xhuma.store.keys import CacheKeys
+
+log = structlog.get_logger(__name__)
+
+UUID_NAMESPACE = uuid.UUID("6f1c5d3e-7b0a-5c39-9a55-2f4d8e0b6a11")
+LARGE_BUNDLE_ENTRIES = 50  # conversions of bundles bigger than this run in a worker thread
+
+
+# --- ITI-55 ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DemographicQuery:
+    """Demographics in the XCPD query (each optional). ``birth_date`` is HL7 ``YYYY[MM[DD]]``; gender M/F/UN."""
+
+    family: str | None = None
+    given: tuple[str, ...] = ()
+    birth_date: str | None = None
+    gender: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.family or self.given or self.birth_date or self.gender)
+
+
+def _fold(text: str) -> str:
+    """Case-, diacritic-, space- and punctuation-insensitive form of a name."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if ch.isalnum()).casefold()
+
+
+_GENDER = {"male": "M", "female": "F", "other": "UN", "unknown": "UN"}
+
+
+def demographics_conflict(query: DemographicQuery, patient: PdsPatient, strictness: str) -> str | None:
+    """The PHI-free reason the query's demographics do not fit the PDS record, or None (LESSONS 3).
+
+    strict: family name and birth date must be in the query and agree; given name and gender agree when sent.
+    lenient: whatever the query sends must agree (an identifier-only query is accepted).
+    off: no check.
+    """
+    if strictness == "off":
+        return None
+    if strictness == "strict" and (not query.family or not query.birth_date):
+        return "DemographicsMissing"
+    if query.family and _fold(query.family) != _fold(patient.family or ""):
+        return "FamilyNameMismatch"
+    if query.given:
+        pds_given = {_fold(name) for name in patient.given}
+        if not any(_fold(name) in pds_given for name in query.given if name):
+            return "GivenNameMismatch"
+    if query.birth_date:
+        pds_birth = (patient.birth_date or "").replace("-", "")
+        if not pds_birth or not (pds_birth.startswith(query.birth_date) or query.birth_date.startswith(pds_birth)):
+            return "BirthDateMismatch"
+    if query.gender and query.gender != "UN":
+        pds_gender = _GENDER.get((patient.gender or "").lower())
+        if pds_gender and pds_gender != "UN" and pds_gender != query.gender:
+            return "GenderMismatch"
+    return None
+
+
+# --- conversion port ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ConvertedDocument:
+    """What the converter gives back: the CCD bytes and the metadata the DocumentEntry needs."""
+
+    xml: bytes
+    document_id: str | None  # ClinicalDocument/id as root or root^extension (becomes the XDS uniqueId)
+    title: str
+    effective_time: datetime
+    service_start: datetime | None = None
+    service_stop: datetime | None = None
+    confidentiality_code: str = "N"
+    language_code: str = "en-GB"
+    report: Any = None
+
+
+class Converter(Protocol):
+    def __call__(self, record: StructuredRecord, patient: PdsPatient, settings: Settings) -> ConvertedDocument: ...
+
+
+# --- stored document (de)serialisation -----------------------------------------------------------------------
+_MAGIC = b"XDOC1"
+
+
+def _dt(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def dump_document(document: StoredDocument) -> bytes:
+    """``XDOC1`` + 4-byte header length + JSON metadata + the document bytes (hash/size precomputed)."""
+    patient = document.patient
+    header = {
+        "unique_id": document.unique_id,
+        "entry_uuid": document.entry_uuid,
+        "nhs_number": document.nhs_number,
+        "mime_type": document.mime_type,
+        "hash_sha1": document.hash_sha1,
+        "size": document.size,
+        "creation_time": _dt(document.creation_time),
+        "service_start": _dt(document.service_start),
+        "service_stop": _dt(document.service_stop),
+        "title": document.title,
+        "source_ods": document.source_ods,
+        "metadata": dict(document.metadata),
+        "patient": None
+        if patient is None
+        else {
+            "nhs_number": patient.nhs_number,
+            "family": patient.family,
+            "given": list(patient.given),
+            "gender": patient.gender,
+            "birth_date": patient.birth_date,
+            "gp_ods_code": patient.gp_ods_code,
+        },
+    }
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    return _MAGIC + struct.pack(">I", len(encoded)) + encoded + document.content
+
+
+def load_document(raw: bytes) -> StoredDocument:
+    if not raw.startswith(_MAGIC):
+        raise DocumentNotFound("The stored document is unreadable")
+    (length,) = struct.unpack(">I", raw[5:9])
+    header = json.loads(raw[9 : 9 + length])
+    content = raw[9 + length :]
+    patient_data = header.get("patient")
+    patient = None
+    if patient_data:
+        patient = PdsPatient(
+            nhs_number=patient_data["nhs_number"],
+            family=patient_data.get("family"),
+            given=tuple(patient_data.get("given") or ()),
+            gender=patient_data.get("gender"),
+            birth_date=patient_data.get("birth_date"),
+            gp_ods_code=patient_data.get("gp_ods_code"),
+        )
+    creation_time = _parse_dt(header["creation_time"]) or datetime.now(UTC)
+    return StoredDocument(
+        unique_id=header["unique_id"],
+        entry_uuid=header["entry_uuid"],
+        nhs_number=header["nhs_number"],
+        content=content,
+        mime_type=header["mime_type"],
+        hash_sha1=header["hash_sha1"],
+        size=header["size"],
+        creation_time=creation_time,
+        service_start=_parse_dt(header.get("service_start")),
+        service_stop=_parse_dt(header.get("service_stop")),
+        title=header["title"],
+        source_ods=header["source_ods"],
+        patient=patient,
+        metadata=header.get("metadata") or {},
+    )
+
+
+# --- the use cases ---------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class QueryResult:
+    documents: list[StoredDocument]
+    from_cache: bool
+    spine: Mapping[str, str | None] = field(default_factory=dict)
+
+
+class Records:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pds: PdsClient,
+        sds: SdsClient,
+        gpconnect: GpConnectClient,
+        cache: Cache,
+        keys: CacheKeys,
+        converter: Converter,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._pds = pds
+        self._sds = sds
+        self._gpconnect = gpconnect
+        self._cache = cache
+        self._keys = keys
+        self._convert = converter
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._inflight: dict[str, asyncio.Future[QueryResult]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.pipeline_runs = 0  # how many times the PDS → GP Connect → convert pipeline ran (observability, tests)
+
+    # ITI-55 -------------------------------------------------------------------------------------------------
+    async def discover_patient(self, nhs_number: str, demographics: DemographicQuery) -> PdsPatient:
+        """The PDS patient for an XCPD match, or a PatientOutcome (answered NF; reason audited only)."""
+        if not is_valid_nhs_number(nhs_number):
+            raise InvalidNhsNumber()
+        patient = await self._pds.get_patient(nhs_number)
+        self._check_disclosable(patient)
+        reason = demographics_conflict(demographics, patient, self.settings.demographics_match)
+        if reason is not None:
+            raise DemographicsMismatch(detail=reason)
+        return patient
+
+    @staticmethod
+    def _check_disclosable(patient: PdsPatient) -> None:
+        if patient.superseded:
+            raise PatientSuperseded()
+        if patient.restricted:
+            raise PatientRestricted()
+        if patient.deceased:
+            raise PatientDeceased()
+
+    def prefetch(self, nhs_number: str, caller: CallerIdentity) -> None:
+        """Start the ITI-38 pipeline in the background so the query that follows is a cache hit."""
+
+        async def run() -> None:
+            try:
+                await self.query_documents(nhs_number, caller)
+            except XhumaError as error:
+                log.info("prefetch_failed", error_code=error.code)
+            except Exception as error:  # a background task must never die with an unlogged error
+                log.warning("prefetch_failed", error_code=type(error).__name__)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # ITI-38 -------------------------------------------------------------------------------------------------
+    async def query_documents(self, nhs_number: str, caller: CallerIdentity) -> QueryResult:
+        if not is_valid_nhs_number(nhs_number):
+            raise InvalidNhsNumber()
+        cached = await self._cached_documents(nhs_number)
+        if cached:
+            return QueryResult(cached, from_cache=True)
+        # Single flight: identical concurrent queries share one pipeline run (LESSONS 6).
+        running = self._inflight.get(nhs_number)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[QueryResult] = asyncio.get_running_loop().create_future()
+        self._inflight[nhs_number] = future
+        try:
+            result = await self._fetch_and_convert(nhs_number, caller)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[nhs_number]
+
+    async def _cached_documents(self, nhs_number: str) -> list[StoredDocument]:
+        index = await self._cache.get(self._keys.patient_documents(nhs_number))
+        if not index:
+            return []
+        try:
+            unique_ids = json.loads(index)
+        except ValueError:
+            return []
+        documents = []
+        for unique_id in unique_ids:
+            raw = await self._cache.get(CacheKeys.document(unique_id))
+            if raw is None:
+                return []  # expired underneath the index: rebuild
+            documents.append(load_document(raw))
+        return documents
+
+    async def _fetch_and_convert(self, nhs_number: str, caller: CallerIdentity) -> QueryResult:
+        self.pipeline_runs += 1
+        patient = await self._pds.get_patient(nhs_number)
+        self._check_disclosable(patient)
+        if not patient.gp_ods_code:
+            raise NoEndpoint("The patient has no registered GP practice")
+        route = await self._sds.gp_connect_route(patient.gp_ods_code)
+        record = await self._gpconnect.get_structured_record(patient.nhs_number, route, caller)
+        entries = record.bundle.get("entry") or []
+        try:
+            if len(entries) > LARGE_BUNDLE_ENTRIES:
+                converted = await asyncio.to_thread(self._convert, record, patient, self.settings)
+            else:
+                converted = self._convert(record, patient, self.settings)
+        except XhumaError:
+            raise
+        except Exception as error:
+            log.error("conversion_failed", error_type=type(error).__name__)
+            raise ConversionError() from error
+        document = self._stored_document(nhs_number, patient, record, converted)
+        await self._store(document)
+        spine = {"trace_id": record.trace_id, "to": record.asid}
+        return QueryResult([document], from_cache=False, spine=spine)
+
+    def _stored_document(
+        self, nhs_number: str, patient: PdsPatient, record: StructuredRecord, converted: ConvertedDocument
+    ) -> StoredDocument:
+        unique_id = converted.document_id or f"{self.settings.document_oid_root}.{uuid.uuid4().int >> 64}"
+        return StoredDocument(
+            unique_id=unique_id,
+            entry_uuid=f"urn:uuid:{uuid.uuid5(UUID_NAMESPACE, unique_id)}",
+            nhs_number=nhs_number,
+            content=converted.xml,
+            mime_type="text/xml",
+            hash_sha1=hashlib.sha1(converted.xml, usedforsecurity=False).hexdigest(),
+            size=len(converted.xml),
+            creation_time=converted.effective_time,
+            service_start=converted.service_start,
+            service_stop=converted.service_stop,
+            title=converted.title,
+            source_ods=record.ods_code,
+            patient=patient,
+            metadata={
+                "confidentiality_code": converted.confidentiality_code,
+                "language_code": converted.language_code,
+                "practice_name": _practice_name(record),
+            },
+        )
+
+    async def _store(self, document: StoredDocument) -> None:
+        ttl = self.settings.ttl_document_seconds
+        await self._cache.set(CacheKeys.document(document.unique_id), dump_document(document), ttl)
+        await self._cache.set(
+            self._keys.patient_documents(document.nhs_number), json.dumps([document.unique_id]).encode(), ttl
+        )
+
+    # ITI-39 -------------------------------------------------------------------------------------------------
+    async def retrieve_document(self, unique_id: str) -> StoredDocument:
+        raw = await self._cache.get(CacheKeys.document(unique_id))
+        if raw is None:
+            raise DocumentNotFound()
+        return load_document(raw)
+
+
+def _practice_name(record: StructuredRecord) -> str | None:
+    """The GP practice's name from the bundle's Organization with the record's ODS code (author institution)."""
+    for entry in record.bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(resource, Mapping) or resource.get("resourceType") != "Organization":
+            continue
+        for identifier in resource.get("identifier") or []:
+            if isinstance(identifier, Mapping) and str(identifier.get("value", "")).upper() == record.ods_code.upper():
+                name = resource.get("name")
+                return str(name) if name else None
+    return None

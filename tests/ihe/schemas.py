@@ -1,0 +1,47 @@
+"""The vendored IHE schemas (tests/standards/ihe, see SOURCES.md), loaded once with lxml."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from lxml import etree
+
+STANDARDS = Path(__file__).resolve().parents[1] / "standards" / "ihe"
+HL7 = "urn:hl7-org:v3"
+QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
+XDSB = "urn:ihe:iti:xds-b:2007"
+XOP = "http://www.w3.org/2004/08/xop/include"
+
+SCHEMA_FOR = {
+    f"{{{HL7}}}PRPA_IN201305UV02": "hl7v3/HL7V3/NE2008/multicacheschemas/PRPA_IN201305UV02.xsd",
+    f"{{{HL7}}}PRPA_IN201306UV02": "hl7v3/HL7V3/NE2008/multicacheschemas/PRPA_IN201306UV02.xsd",
+    f"{{{QUERY}}}AdhocQueryRequest": "xds/IHE/IHEXDSB.xsd",
+    f"{{{QUERY}}}AdhocQueryResponse": "xds/IHE/IHEXDSB.xsd",
+    f"{{{XDSB}}}RetrieveDocumentSetRequest": "xds/IHE/IHEXDSB.xsd",
+    f"{{{XDSB}}}RetrieveDocumentSetResponse": "xds/IHE/IHEXDSB.xsd",
+}
+
+
+@cache
+def schema(relative: str) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(STANDARDS / relative)))
+
+
+def schema_errors(body: etree._Element) -> list[str]:
+    """Validate one IHE body (xop:Include neutralised, as the XOP infoset); return the errors (empty: valid)."""
+    standalone = etree.fromstring(etree.tostring(body))
+    for include in list(standalone.iter(f"{{{XOP}}}Include")):
+        parent = include.getparent()
+        parent.remove(include)
+    validator = schema(SCHEMA_FOR[standalone.tag])
+    if validator.validate(standalone):
+        return []
+    return [f"{error.line}: {error.message}" for error in validator.error_log]
+
+
+def envelope_errors(envelope: etree._Element) -> list[str]:
+    validator = schema("hl7v3/soap-1.2-envelope.xsd")
+    if validator.validate(envelope):
+        return []
+    return [f"{error.line}: {error.message}" for error in validator.error_log]
