@@ -19,6 +19,8 @@ from xhuma.observability import Metrics, configure_logging, new_request_id, requ
 from xhuma.ports import Cache
 from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import MemoryCache, RedisCache, ResilientCache
+from xhuma.store.crypto import CacheKeyring, EncryptedCache
+from xhuma.store.keys import CacheKeys
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +33,7 @@ class Runtime:
     metrics: Metrics
     cache: ResilientCache
     audit: SqlAuditStore
+    keys: CacheKeys  # cache key names; patient keys use the keyring's keyed hash, never an NHS number
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,18 +48,29 @@ def build_cache(settings: Settings) -> Cache:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     metrics = Metrics()
+    # Encryption at rest (docs/data-protection.md): strict profiles refuse to start without XHUMA_CACHE_KEYS
+    # (ConfigurationError); the simulator makes an ephemeral key. Subkeys are derived once, here.
+    keyring = CacheKeyring.from_settings(settings)
+    if keyring.ephemeral:
+        log.warning("cache_key_ephemeral", detail="XHUMA_CACHE_KEYS unset: cached data is unreadable after restart")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            cache = ResilientCache(build_cache(settings), name="redis" if settings.redis_url else "memory")
+            # Every value sealed (memory too: one code path); a value that does not open is a logged miss.
+            cache = ResilientCache(
+                EncryptedCache(build_cache(settings), keyring, context=settings.redis_namespace),
+                name="redis" if settings.redis_url else "memory",
+            )
             stack.push_async_callback(cache.close)
             audit = SqlAuditStore(settings.effective_database_url)
             stack.push_async_callback(audit.close)
             if audit.is_sqlite:
                 # Embedded default: the SQLite audit file is created and migrated on start-up.
                 await audit.migrate()
-            runtime = Runtime(settings=settings, metrics=metrics, cache=cache, audit=audit)
+            runtime = Runtime(
+                settings=settings, metrics=metrics, cache=cache, audit=audit, keys=CacheKeys(keyring.patient_hash)
+            )
             app.state.runtime = runtime
             log.info("xhuma_started", profile=settings.profile.value, version=__version__,
                      cache=cache.name, audit="sqlite" if audit.is_sqlite else "postgresql")

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from xhuma.errors import AuditUnavailable
 from xhuma.ports import AuditEvent
+from xhuma.store.tls import postgres_connect_args
 
 log = structlog.get_logger(__name__)
 
@@ -80,9 +81,12 @@ class SqlAuditStore:
     def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
         self.database_url = database_url
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        engine_url = database_url
         if database_url.startswith("postgresql"):
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=5)
-        self.engine: AsyncEngine = create_async_engine(database_url, **kwargs)
+            # libpq-style sslmode=verify-full&sslrootcert=... become an SSL context for asyncpg
+            engine_url, kwargs["connect_args"] = postgres_connect_args(database_url)
+        self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         self.last_error: str | None = None
 
     @property

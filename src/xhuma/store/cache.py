@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from xhuma.errors import CacheError
 from xhuma.ports import Cache
+from xhuma.store.tls import redis_tls_options
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,7 @@ class RedisCache:
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             health_check_interval=30,
+            **redis_tls_options(url),  # rediss://: verified, TLS 1.2 minimum
         )
 
     def _key(self, key: str) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from xhuma.store.audit import metadata
+from xhuma.store.tls import postgres_connect_args
 
 target_metadata = metadata
 
@@ -20,7 +21,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url") or "")
+    url, connect_args = postgres_connect_args(context.config.get_main_option("sqlalchemy.url") or "")
+    engine = create_async_engine(url, connect_args=connect_args)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
