@@ -63,7 +63,14 @@ def serve(
 
     settings = settings_or_exit()
     from xhuma.observability import configure_logging
+    from xhuma.store.crypto import CacheKeyring
+    from xhuma.store.tls import check_serve_tls, serve_tls_options
 
+    try:  # data protection: cache keys (required in strict profiles), the TLS certificate and key
+        CacheKeyring.from_settings(settings)
+        check_serve_tls(settings)
+    except ConfigurationError as error:
+        raise fail(f"configuration error: {error}", 2) from None
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "xhuma.app:app_factory",
@@ -73,6 +80,7 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
+        **serve_tls_options(settings),  # TLS termination: certificate, key, TLS 1.2 minimum
     )
 
 
@@ -114,3 +122,4 @@ def main() -> None:
 
 
 # --- sub-commands of other capabilities (each module registers its own commands on `app`) ------------------
+import xhuma.store.cache_cli  # noqa: E402,F401  (xhuma cache purge | new-key)

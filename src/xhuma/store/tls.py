@@ -58,19 +58,23 @@ def serve_tls_options(settings: Settings) -> dict[str, Any]:
 
 
 def check_serve_tls(settings: Settings) -> None:
-    """Fail early (one line) when the configured certificate or key cannot be loaded."""
+    """Raise ``ConfigurationError`` (one line) when the configured certificate or key cannot be loaded."""
+    from xhuma.config import ConfigurationError
+
     if settings.tls_key_file is not None and settings.tls_cert_file is None:
-        raise ValueError("XHUMA_TLS_KEY_FILE is set without XHUMA_TLS_CERT_FILE")
+        raise ConfigurationError("XHUMA_TLS_KEY_FILE is set without XHUMA_TLS_CERT_FILE")
     if settings.tls_cert_file is None:
         return
     for name, path in (("XHUMA_TLS_CERT_FILE", settings.tls_cert_file), ("XHUMA_TLS_KEY_FILE", settings.tls_key_file)):
         if path is not None and not Path(path).is_file():
-            raise ValueError(f"{name}: file not found: {path}")
+            raise ConfigurationError(f"{name}: file not found: {path}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    key_file = str(settings.tls_key_file) if settings.tls_key_file else None
     try:
-        context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file) if settings.tls_key_file else None)
+        context.load_cert_chain(str(settings.tls_cert_file), key_file)
     except (ssl.SSLError, OSError) as error:
-        raise ValueError(f"XHUMA_TLS_CERT_FILE: certificate and key cannot be loaded ({error.__class__.__name__})") from None
+        problem = error.__class__.__name__
+        raise ConfigurationError(f"XHUMA_TLS_CERT_FILE: certificate and key cannot be loaded ({problem})") from None
 
 
 def client_ssl_context(
