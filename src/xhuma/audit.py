@@ -11,15 +11,22 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from xhuma.errors import AuditUnavailable
 from xhuma.observability import Metrics, request_id_var, trace_id_var
 from xhuma.ports import AuditEvent, AuditSink, CallerIdentity
+from xhuma.tracing import current_trace_id
 
 log = structlog.get_logger(__name__)
+
+
+class AuditExporter(Protocol):
+    """Where committed events are copied to (ATNA syslog); ``offer`` must not block or raise."""
+
+    def offer(self, event: AuditEvent) -> None: ...
 
 
 def pseudonymise(nhs_number: str, key: bytes) -> str:
@@ -28,10 +35,14 @@ def pseudonymise(nhs_number: str, key: bytes) -> str:
 
 
 class Auditor:
-    def __init__(self, sink: AuditSink, *, hmac_key: bytes, metrics: Metrics | None = None) -> None:
+    def __init__(self, sink: AuditSink, *, hmac_key: bytes, metrics: Metrics | None = None,
+                 exporter: AuditExporter | None = None) -> None:
+        if not hmac_key:
+            raise ValueError("the audit pseudonym key must not be empty")
         self._sink = sink
         self._key = hmac_key
         self._metrics = metrics
+        self.exporter = exporter
 
     def pseudonym(self, nhs_number: str) -> str:
         return pseudonymise(nhs_number, self._key)
@@ -51,8 +62,14 @@ class Auditor:
         spine: Mapping[str, str | None] | None = None,
         jwt_summary: Mapping[str, Any] | None = None,
         details: Mapping[str, Any] | None = None,
+        client_cert_subject: str | None = None,
+        client_address: str | None = None,
     ) -> AuditEvent:
-        """Build and commit one event. ``spine`` may carry trace_id, from, to and interaction_id."""
+        """Build and commit one event (one database transaction). ``spine`` may carry trace_id, from, to and
+        interaction_id. ``client_cert_subject``/``client_address`` fill in what ``caller`` does not carry.
+
+        Raises ``AuditUnavailable`` when the event was not committed; the caller must then not disclose.
+        """
         spine = spine or {}
         caller = caller or CallerIdentity()
         event = AuditEvent(
@@ -70,11 +87,11 @@ class Auditor:
             home_community_id=caller.home_community_id,
             purpose_of_use=caller.purpose_of_use,
             saml_verified=caller.verified,
-            client_cert_subject=caller.client_cert_subject,
-            client_address=caller.client_address,
+            client_cert_subject=caller.client_cert_subject or client_cert_subject,
+            client_address=caller.client_address or client_address,
             message_id=message_id,
             request_id=request_id_var.get(),
-            trace_id=trace_id_var.get(),
+            trace_id=current_trace_id() or trace_id_var.get(),
             spine_trace_id=spine.get("trace_id"),
             ssp_from=spine.get("from"),
             ssp_to=spine.get("to"),
@@ -90,4 +107,14 @@ class Auditor:
             if self._metrics is not None:
                 self._metrics.audit_failures.inc()
             raise
+        except Exception as error:
+            # Any other failure is still a failure to audit: never let it pass as a committed event.
+            if self._metrics is not None:
+                self._metrics.audit_failures.inc()
+            log.error("audit_write_failed", transaction=transaction, error=type(error).__name__)
+            raise AuditUnavailable("the audit trail could not be written") from error
+        if self._metrics is not None:
+            self._metrics.audit_events.labels(transaction).inc()
+        if self.exporter is not None:
+            self.exporter.offer(event)
         return event

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ audit_event = sa.Table(
 )
 
 EVENT_COLUMNS = tuple(field.name for field in dataclasses.fields(AuditEvent))
+_EXTRA_FILTERS = frozenset({"document_unique_id", "message_id", "error_code", "user_id", "organization_id",
+                            "client_cert_subject"})
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
@@ -88,6 +90,9 @@ class SqlAuditStore:
             engine_url, kwargs["connect_args"] = postgres_connect_args(database_url)
         self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         self.last_error: str | None = None
+        # Set when a write failed and cleared by the next successful write or write probe: readiness must show
+        # a store that answers SELECT 1 but cannot commit events (no disclosure without audit).
+        self.write_failing = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,43 +111,81 @@ class SqlAuditStore:
                 await connection.execute(audit_event.insert().values(**row))
         except (SQLAlchemyError, OSError) as error:
             self.last_error = type(error).__name__
+            self.write_failing = True
             log.error("audit_write_failed", transaction=event.transaction, error=type(error).__name__)
             raise AuditUnavailable("the audit trail could not be written") from error
         self.last_error = None
+        self.write_failing = False
+
+    @staticmethod
+    def _filtered(statement: Any, filters: Mapping[str, Any]) -> Any:
+        column = audit_event.c
+        if filters.get("since") is not None:
+            statement = statement.where(column.occurred_at >= filters["since"])
+        if filters.get("until") is not None:
+            statement = statement.where(column.occurred_at < filters["until"])
+        for name in ("transaction", "outcome"):
+            value = filters.get(name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                statement = statement.where(column[name] == value)
+            else:
+                statement = statement.where(column[name].in_(list(value)))
+        for name in ("patient_pseudonym", *sorted(_EXTRA_FILTERS)):
+            if filters.get(name) is not None:
+                statement = statement.where(column[name] == filters[name])
+        return statement
 
     async def query(
         self,
         *,
         since: datetime | None = None,
         until: datetime | None = None,
-        transaction: str | None = None,
-        outcome: str | None = None,
+        transaction: str | Sequence[str] | None = None,
+        outcome: str | Sequence[str] | None = None,
         patient_pseudonym: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        **filters: Any,
     ) -> Sequence[dict[str, Any]]:
+        """Events newest first. Besides the keywords, exact-match filters on document_unique_id, message_id,
+        error_code, user_id, organization_id and client_cert_subject."""
+        unknown = set(filters) - _EXTRA_FILTERS
+        if unknown:
+            raise TypeError(f"unknown audit filter: {sorted(unknown)[0]}")
+        conditions = dict(filters, since=since, until=until, transaction=transaction, outcome=outcome,
+                          patient_pseudonym=patient_pseudonym)
         statement = sa.select(audit_event).order_by(audit_event.c.id.desc()).limit(limit).offset(offset)
-        if since is not None:
-            statement = statement.where(audit_event.c.occurred_at >= since)
-        if until is not None:
-            statement = statement.where(audit_event.c.occurred_at < until)
-        if transaction is not None:
-            statement = statement.where(audit_event.c.transaction == transaction)
-        if outcome is not None:
-            statement = statement.where(audit_event.c.outcome == outcome)
-        if patient_pseudonym is not None:
-            statement = statement.where(audit_event.c.patient_pseudonym == patient_pseudonym)
+        statement = self._filtered(statement, conditions)
         async with self.engine.connect() as connection:
             result = await connection.execute(statement)
             return [dict(row._mapping) for row in result]
 
+    async def count(self, **filters: Any) -> int:
+        """How many events match the same filters as ``query`` (for paging)."""
+        unknown = set(filters) - _EXTRA_FILTERS - {"since", "until", "transaction", "outcome", "patient_pseudonym"}
+        if unknown:
+            raise TypeError(f"unknown audit filter: {sorted(unknown)[0]}")
+        statement = self._filtered(sa.select(sa.func.count()).select_from(audit_event), filters)
+        async with self.engine.connect() as connection:
+            return int((await connection.execute(statement)).scalar_one())
+
     async def ping(self) -> bool:
+        """Reachable, and (after a failed write) writable again: a probe insert that is rolled back."""
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(sa.text("SELECT 1"))
+                if self.write_failing:
+                    try:
+                        await connection.execute(audit_event.insert().values(
+                            occurred_at=datetime.now(UTC), transaction="PROBE", outcome="probe"))
+                    finally:
+                        await connection.rollback()
         except (SQLAlchemyError, OSError) as error:
             self.last_error = type(error).__name__
             return False
+        self.write_failing = False
         return True
 
     async def close(self) -> None:

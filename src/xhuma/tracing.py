@@ -1,0 +1,93 @@
+"""Optional OpenTelemetry tracing (``pip install xhuma[otel]``); a no-op when it is not installed.
+
+* ``configure_tracing(service_name)`` installs an SDK tracer provider when the SDK is present and none is set
+  (exporters are configured the standard way, e.g. ``OTEL_TRACES_EXPORTER``; see docs/operations.md).
+* ``span(name, **attributes)`` opens a span (per request, per stage); with no OpenTelemetry it does nothing.
+* ``stage(metrics, name)`` is a span plus an observation of ``xhuma_stage_seconds{stage=name}``: the one call
+  to wrap the PDS, SDS, GP Connect, convert and serialise stages in.
+* ``current_trace_id()`` is the active span's trace id (32 hex), which logs and audit events carry.
+
+Span attributes must be PHI-free: never an NHS number, a name or a birth date.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+try:  # pragma: no branch - depends on the optional extra
+    from opentelemetry import trace as _otel_trace
+except ImportError:  # pragma: no cover - exercised when the extra is not installed
+    _otel_trace = None  # type: ignore[assignment]
+
+TRACER_NAME = "xhuma"
+
+
+def available() -> bool:
+    return _otel_trace is not None
+
+
+def configure_tracing(service_name: str = "xhuma") -> bool:
+    """Install an SDK TracerProvider (batch export per ``OTEL_*`` environment) if possible. True if tracing is on."""
+    if _otel_trace is None:
+        return False
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return False
+    current = _otel_trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return True
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    try:
+        import os
+
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        if os.environ.get("OTEL_TRACES_EXPORTER", "none").lower() == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    except ImportError:
+        pass
+    _otel_trace.set_tracer_provider(provider)
+    return True
+
+
+def current_trace_id() -> str | None:
+    """The active span's trace id as 32 lower-case hex digits, or None (no tracing / no valid span)."""
+    if _otel_trace is None:
+        return None
+    context = _otel_trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x")
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Any]:
+    """A span named ``name`` (child of the current one); yields the span or None."""
+    if _otel_trace is None:
+        yield None
+        return
+    tracer = _otel_trace.get_tracer(TRACER_NAME)
+    clean = {key: value for key, value in attributes.items() if value is not None}
+    with tracer.start_as_current_span(name, attributes=clean) as current:
+        yield current
+
+
+@contextmanager
+def stage(metrics: Any, name: str, **attributes: Any) -> Iterator[Any]:
+    """Time one stage (``pds``, ``sds``, ``gpconnect``, ``convert``, ``serialise``) as a span and a histogram."""
+    started = time.perf_counter()
+    try:
+        with span(f"xhuma.{name}", **{"xhuma.stage": name, **attributes}) as current:
+            yield current
+    finally:
+        if metrics is not None:
+            metrics.stage_seconds.labels(name).observe(time.perf_counter() - started)
