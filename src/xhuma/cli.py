@@ -42,6 +42,18 @@ def settings_or_exit(**overrides: object) -> Settings:
         raise fail(f"configuration error: {error}", 2) from None
 
 
+def refuse_insecure_or_exit(settings: Settings) -> None:
+    """Strict profiles need client authentication, SAML verification, the audit key and admin auth: one line
+    per missing item, exit 2 (xhuma.security.startup)."""
+    from xhuma.security.startup import security_problems
+
+    problems = security_problems(settings)
+    for problem in problems:
+        typer.echo(f"xhuma: configuration error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+
+
 @app.callback()
 def root(
     config: Annotated[
@@ -62,7 +74,9 @@ def serve(
     import uvicorn
 
     settings = settings_or_exit()
+    refuse_insecure_or_exit(settings)
     from xhuma.observability import configure_logging
+    from xhuma.security.tls import uvicorn_options
     from xhuma.store.crypto import CacheKeyring
     from xhuma.store.tls import check_serve_tls, serve_tls_options
 
@@ -80,7 +94,9 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        **serve_tls_options(settings),  # TLS termination: certificate, key, TLS 1.2 minimum
+        # TLS termination (certificate, key, TLS 1.2 minimum), then client-certificate verification against
+        # XHUMA_TLS_CLIENT_CA_FILE and the protocol class that hands the peer certificate to the app.
+        **{**serve_tls_options(settings), **uvicorn_options(settings)},
     )
 
 
