@@ -374,9 +374,14 @@ class Records:
     async def _store(self, document: StoredDocument) -> None:
         ttl = self.settings.ttl_document_seconds
         await self._cache.set(CacheKeys.document(document.unique_id), dump_document(document), ttl)
+        await self._cache.set(CacheKeys.document_entry(document.entry_uuid), document.unique_id.encode(), ttl)
         await self._cache.set(
             self._keys.patient_documents(document.nhs_number), json.dumps([document.unique_id]).encode(), ttl
         )
+
+    async def unique_id_for_entry(self, entry_uuid: str) -> str | None:
+        value = await self._cache.get(CacheKeys.document_entry(entry_uuid))
+        return value.decode() if value else None
 
     # ITI-39 -------------------------------------------------------------------------------------------------
     async def retrieve_document(self, unique_id: str) -> StoredDocument:

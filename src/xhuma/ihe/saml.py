@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 from lxml import etree
-from signxml import SignatureConfiguration, XMLVerifier  # type: ignore[attr-defined]
+from signxml import SignatureConfiguration, XMLVerifier
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
 
 from xhuma.config import SamlVerify, Settings
@@ -193,7 +193,7 @@ class SamlVerifier:
                 result = XMLVerifier().verify(data, x509_cert=certificate, expect_config=self._config)
             except (InvalidSignature, InvalidDigest, InvalidCertificate, InvalidInput):
                 continue
-            signed = result.signed_xml
+            signed = result[0].signed_xml if isinstance(result, list) else result.signed_xml
             # Anti-wrapping: the element the signature covers must be the assertion we were given.
             if (
                 signed is None

@@ -33,6 +33,11 @@ class CacheKeys:
         return f"document:{unique_id}"
 
     @staticmethod
+    def document_entry(entry_uuid: str) -> str:
+        """The uniqueId of the document with this XDS entryUUID (ITI-38 GetDocuments by entryUUID)."""
+        return f"entry:{entry_uuid}"
+
+    @staticmethod
     def sds_route(ods_code: str, interaction: str = "gpc-structured") -> str:
         return f"sds:{ods_code.upper()}:{interaction}"
 
