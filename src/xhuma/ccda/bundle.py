@@ -1,0 +1,230 @@
+"""Index of a GP Connect structured-record Bundle: resources by id, reference resolution, Lists by code.
+
+GP Connect bundles carry no ``fullUrl``; references are ``Type/id`` against the bundle and ``#id`` against the
+referring resource's ``contained`` (ended allergies are contained in their List) — SPEC §7.4. Entry order is not
+meaningful. Malformed input (entries without resource, duplicate ids, unknown types) never raises: it is noted as
+an ``IndexProblem`` that the conversion report carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.datatypes import as_list, codings
+
+Resource = Mapping[str, Any]
+
+# Resource types a GP Connect structured record may contain (SPEC §7.4). Anything else is reported.
+KNOWN_TYPES = frozenset(
+    {
+        "Patient", "Organization", "Practitioner", "PractitionerRole", "Location", "List", "AllergyIntolerance",
+        "MedicationStatement", "MedicationRequest", "Medication", "Condition", "Immunization", "Observation",
+        "DiagnosticReport", "Specimen", "ProcedureRequest", "ReferralRequest", "Encounter", "DocumentReference",
+        "OperationOutcome", "QuestionnaireResponse", "Device", "Appointment", "Schedule", "Slot",
+    }
+)
+STRUCTURED_RECORD_PROFILE = "GPConnect-StructuredRecord-Bundle-1"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexProblem:
+    code: str
+    message: str
+    resource: str | None = None
+
+
+def is_structured_record(bundle: object) -> tuple[bool, str]:
+    """Whether ``bundle`` is a GP Connect structured record; the reason when not (one line, for the CLI)."""
+    if not isinstance(bundle, Mapping):
+        return False, "input is not a JSON object"
+    if bundle.get("resourceType") != "Bundle":
+        return False, f"input is not a FHIR Bundle (resourceType {bundle.get('resourceType')!r})"
+    meta = bundle.get("meta")
+    profiles = as_list(meta.get("profile")) if isinstance(meta, Mapping) else []
+    # Some supplier bundles carry a mangled profile URL ("https: //fhir.nhs.uk/..."): match on the profile name.
+    if any(isinstance(p, str) and STRUCTURED_RECORD_PROFILE in p for p in profiles):
+        return True, ""
+    entries = as_list(bundle.get("entry"))
+    types = {
+        e["resource"].get("resourceType")
+        for e in entries
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    }
+    if bundle.get("type") == "collection" and types & {"List", "Patient"}:
+        return True, ""
+    return False, "bundle is not a GP Connect structured record (no structured-record profile, Patient or List)"
+
+
+class BundleIndex:
+    """Resources of one bundle, addressable by ``Type/id`` and by object identity (for report keys)."""
+
+    def __init__(self, bundle: Mapping[str, Any]) -> None:
+        self.bundle = bundle
+        self.problems: list[IndexProblem] = []
+        self._by_ref: dict[str, Resource] = {}
+        self._keys: dict[int, str] = {}
+        self._contained: dict[int, dict[str, Resource]] = {}
+        self.resources: list[tuple[str, Resource]] = []  # every top-level resource, in bundle order, with its key
+        self.contained: list[tuple[str, Resource]] = []  # every contained resource, with its key
+        self._lists_by_code: dict[str, list[Resource]] = {}
+        self._index()
+
+    # --- construction ------------------------------------------------------------------------------------------
+    def _index(self) -> None:
+        for position, entry in enumerate(as_list(self.bundle.get("entry"))):
+            resource = entry.get("resource") if isinstance(entry, Mapping) else None
+            if not isinstance(resource, Mapping):
+                self.problems.append(IndexProblem("entry-without-resource", f"entry[{position}] has no resource"))
+                continue
+            rtype = resource.get("resourceType")
+            rid = resource.get("id")
+            rtype_s = rtype if isinstance(rtype, str) else "Unknown"
+            if isinstance(rid, str) and rid:
+                key = f"{rtype_s}/{rid}"
+                if key in self._by_ref:
+                    self.problems.append(
+                        IndexProblem(
+                            "duplicate-id",
+                            f"entry[{position}] repeats the id {key}; references resolve to the first occurrence",
+                            key,
+                        )
+                    )
+                    key = f"{key}#entry{position}"
+                else:
+                    self._by_ref[key] = resource
+            else:
+                key = f"{rtype_s}#entry{position}"
+                self.problems.append(IndexProblem("missing-id", f"entry[{position}] ({rtype_s}) has no id", key))
+            if rtype_s not in KNOWN_TYPES:
+                self.problems.append(
+                    IndexProblem("unknown-resource-type", f"resource type {rtype_s} is not converted", key)
+                )
+            self._keys[id(resource)] = key
+            self.resources.append((key, resource))
+            self._index_contained(key, resource)
+            if rtype == "List":
+                for code in self._list_codes(resource):
+                    self._lists_by_code.setdefault(code, []).append(resource)
+
+    def _index_contained(self, key: str, resource: Resource) -> None:
+        contained = as_list(resource.get("contained"))
+        if not contained:
+            return
+        local: dict[str, Resource] = {}
+        for inner in contained:
+            if not isinstance(inner, Mapping):
+                continue
+            inner_id = inner.get("id")
+            inner_key = f"{key}/#{inner_id if isinstance(inner_id, str) else len(local)}"
+            if isinstance(inner_id, str):
+                local.setdefault(inner_id, inner)
+            self._keys[id(inner)] = inner_key
+            self.contained.append((inner_key, inner))
+        self._contained[id(resource)] = local
+
+    def list_codes(self, resource: Resource) -> list[str]:
+        return self._list_codes(resource)
+
+    def secondary_lists(self) -> list[Resource]:
+        return [lst for lst in self.of_type("List")
+                if any(c.get("system") == T.SECONDARY_LIST_SYSTEM for c in codings(lst.get("code")))]
+
+    def uncoded_lists(self) -> list[Resource]:
+        """Lists with no recognised primary, consultation-structure or secondary code."""
+        out = []
+        for lst in self.of_type("List"):
+            if any(c.get("system") == T.SECONDARY_LIST_SYSTEM for c in codings(lst.get("code"))):
+                continue
+            if not any(code in T.KNOWN_LIST_CODES for code in self._list_codes(lst)):
+                out.append(lst)
+        return out
+
+    @staticmethod
+    def _list_codes(resource: Resource) -> list[str]:
+        return [
+            str(c["code"])
+            for c in codings(resource.get("code"))
+            if c.get("system") in (T.SNOMED_URI, T.SECONDARY_LIST_SYSTEM) and isinstance(c.get("code"), str)
+        ]
+
+    # --- look-up -----------------------------------------------------------------------------------------------
+    def key(self, resource: Resource) -> str:
+        """Stable report key of a resource of this bundle (``Type/id``, ``List/x/#y`` for contained ones)."""
+        return self._keys.get(id(resource)) or f"{resource.get('resourceType', 'Unknown')}/?"
+
+    def get(self, rtype: str, rid: str) -> Resource | None:
+        return self._by_ref.get(f"{rtype}/{rid}")
+
+    def resolve(self, reference: object, container: Resource | None = None) -> Resource | None:
+        """Resolve a Reference (mapping) or reference string; ``#id`` against ``container.contained``."""
+        ref = reference.get("reference") if isinstance(reference, Mapping) else reference
+        if not isinstance(ref, str) or not ref:
+            return None
+        if ref.startswith("#"):
+            if container is None:
+                return None
+            return self._contained.get(id(container), {}).get(ref[1:])
+        parts = ref.rstrip("/").split("/")
+        if len(parts) >= 2:
+            # Absolute URLs and versioned references end in Type/id[/_history/v].
+            if len(parts) >= 4 and parts[-2] == "_history":
+                parts = parts[:-2]
+            return self._by_ref.get(f"{parts[-2]}/{parts[-1]}")
+        return None
+
+    def of_type(self, rtype: str) -> Iterator[Resource]:
+        for _, resource in self.resources:
+            if resource.get("resourceType") == rtype:
+                yield resource
+
+    def lists(self, code: str) -> list[Resource]:
+        """Lists whose ``code`` is this SNOMED or secondary-list code (never matched by title: LESSONS 20)."""
+        return self._lists_by_code.get(code, [])
+
+    def list_members(self, lst: Resource) -> tuple[list[Resource], list[str]]:
+        """Resolved members of a List, de-duplicated by identity, and the references that did not resolve."""
+        members: list[Resource] = []
+        seen: set[int] = set()
+        unresolved: list[str] = []
+        for entry in as_list(lst.get("entry")):
+            item = entry.get("item") if isinstance(entry, Mapping) else None
+            resolved = self.resolve(item, lst)
+            if resolved is None:
+                ref = item.get("reference") if isinstance(item, Mapping) else None
+                display = item.get("display") if isinstance(item, Mapping) else None
+                unresolved.append(str(ref or display or "an entry without reference"))
+                continue
+            if id(resolved) not in seen:
+                seen.add(id(resolved))
+                members.append(resolved)
+        return members, unresolved
+
+    # --- well-known resources ----------------------------------------------------------------------------------
+    @property
+    def patient(self) -> Resource | None:
+        return next(self.of_type("Patient"), None)
+
+    @property
+    def practice(self) -> Resource | None:
+        """The registered practice: ``Patient.managingOrganization``; else the only Organization (SPEC §7.4)."""
+        patient = self.patient
+        if patient is not None:
+            found = self.resolve(patient.get("managingOrganization"))
+            if found is not None and found.get("resourceType") == "Organization":
+                return found
+        organisations = list(self.of_type("Organization"))
+        return organisations[0] if len(organisations) == 1 else None
+
+    @property
+    def usual_gp(self) -> Resource | None:
+        patient = self.patient
+        if patient is None:
+            return None
+        for reference in as_list(patient.get("generalPractitioner")):
+            found = self.resolve(reference)
+            if found is not None and found.get("resourceType") == "Practitioner":
+                return found
+        return None

@@ -1,0 +1,446 @@
+"""HL7 V3 data types (II, CD, TS, IVL_TS, PQ) built as lxml elements from FHIR STU3 values.
+
+Every string reaching the tree goes through ``xml_text`` (XML 1.0 forbids most control characters) and every
+attribute constrained by the CDA schema (``cs`` codes, ``uid`` roots, ``ts`` values, ``real`` numbers) is checked
+against the schema's lexical pattern before it is written, so malformed source data degrades to a nullFlavor
+instead of producing a schema-invalid document (SPEC §8.3 nullFlavor rule 1).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Final, TypeAlias
+
+from lxml import etree
+
+from xhuma.ccda import templates as T
+
+V3: Final = "urn:hl7-org:v3"
+XSI: Final = "http://www.w3.org/2001/XMLSchema-instance"
+SDTC: Final = "urn:hl7-org:sdtc"
+NSMAP: Final = {None: V3, "xsi": XSI, "sdtc": SDTC}
+XSI_TYPE: Final = f"{{{XSI}}}type"
+
+Resource: TypeAlias = Mapping[str, Any]
+Element: TypeAlias = etree._Element
+
+_TAGS: dict[str, str] = {}
+_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CS = re.compile(r"^[^\s]+$")
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_REAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_FHIR_DATE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+def tag(name: str) -> str:
+    """Clark name of a CDA element (cached: building large documents creates many)."""
+    clark = _TAGS.get(name)
+    if clark is None:
+        clark = _TAGS[name] = f"{{{V3}}}{name}"
+    return clark
+
+
+def xml_text(value: object) -> str:
+    """Text safe for XML 1.0: forbidden control characters removed."""
+    text = value if isinstance(value, str) else str(value)
+    return _XML_FORBIDDEN.sub("", text)
+
+
+def el(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> Element:
+    child = etree.SubElement(parent, tag(name), attrib) if attrib else etree.SubElement(parent, tag(name))
+    if text is not None:
+        child.text = xml_text(text)
+    return child
+
+
+def null(parent: Element, name: str, flavor: str = "UNK") -> Element:
+    return el(parent, name, {"nullFlavor": flavor})
+
+
+def set_xsi_type(element: Element, xsi_type: str) -> Element:
+    element.set(XSI_TYPE, xsi_type)
+    return element
+
+
+def is_code(value: object) -> bool:
+    """A CDA ``cs`` token: non-empty, no whitespace."""
+    return isinstance(value, str) and bool(_CS.match(value))
+
+
+def is_uid(value: object) -> bool:
+    return isinstance(value, str) and bool(_OID.match(value) or _UUID.match(value))
+
+
+def is_uuid(value: object) -> bool:
+    return isinstance(value, str) and bool(_UUID.match(value))
+
+
+# --- TS ----------------------------------------------------------------------------------------------------------
+def fhir_ts(value: object) -> str | None:
+    """FHIR date/dateTime/instant → HL7 TS, keeping precision (SPEC §8.3 dates): 2011-05 → 201105."""
+    if not isinstance(value, str):
+        return None
+    match = _FHIR_DATE.match(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    out = year + (month or "") + (day or "")
+    if hour is None:
+        return out
+    out += hour + minute
+    if second is not None:
+        out += second
+        # The CDA ts pattern allows a fraction only after full seconds.
+        if fraction and len(fraction) > 1:
+            out += fraction
+    if zone:
+        out += "+0000" if zone == "Z" else zone.replace(":", "")
+    return out
+
+
+def fhir_datetime(value: object) -> datetime | None:
+    """FHIR date/dateTime → aware datetime (partial dates to their first instant; no zone read as UTC)."""
+    if not isinstance(value, str):
+        return None
+    match = _FHIR_DATE.match(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    tz: timezone = UTC
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    try:
+        return datetime(
+            int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0),
+            int(float(fraction) * 1_000_000) if fraction and len(fraction) > 1 else 0, tzinfo=tz,
+        )
+    except ValueError:
+        return None
+
+
+def hl7_ts(moment: datetime) -> str:
+    """Aware datetime → TS to the second with zone offset (US Realm Date and Time, CONF:81-10128)."""
+    offset = moment.strftime("%z") or "+0000"
+    return moment.strftime("%Y%m%d%H%M%S") + offset
+
+
+def readable_date(value: object) -> str:
+    """Clinically readable date for narrative: 07-May-2011, May-2011, 2011, or 07-May-2011 10:57."""
+    if not isinstance(value, str):
+        return ""
+    match = _FHIR_DATE.match(value.strip())
+    if match is None:
+        return value
+    year, month, day, hour, minute, *_ = match.groups()
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    if month is None or not 1 <= int(month) <= 12:
+        return year
+    name = months[int(month) - 1]
+    if day is None:
+        return f"{name}-{year}"
+    text = f"{day}-{name}-{year}"
+    if hour is not None and (hour, minute) != ("00", "00"):
+        text += f" {hour}:{minute}"
+    return text
+
+
+def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> Element:
+    """A TS element from a FHIR date; missing or malformed → nullFlavor (SPEC §8.3 dates)."""
+    converted = fhir_ts(value)
+    if converted is None:
+        return el(parent, name, {"nullFlavor": null_flavor})
+    return el(parent, name, {"value": converted})
+
+
+def ivl_ts(
+    parent: Element,
+    name: str,
+    low: object,
+    high: object = None,
+    *,
+    high_required: bool = False,
+    low_null: str = "UNK",
+    high_null: str = "UNK",
+) -> Element:
+    """IVL_TS with ``low`` (nullFlavor when unknown) and ``high`` when given or required."""
+    interval = el(parent, name)
+    ts(interval, "low", low, low_null)
+    if high is not None or high_required:
+        ts(interval, "high", high, high_null)
+    return interval
+
+
+# --- II ----------------------------------------------------------------------------------------------------------
+def ii(parent: Element, root: str, extension: object = None, name: str = "id") -> Element:
+    attrib = {"root": root}
+    if extension is not None and str(extension).strip():
+        attrib["extension"] = xml_text(str(extension).strip())
+    return el(parent, name, attrib)
+
+
+def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> Element | None:
+    """FHIR Identifier → II: known systems to their OID, UUID values as root, else uuid5 (SPEC §8.3)."""
+    system = identifier.get("system")
+    value = identifier.get("value")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    oid = T.IDENTIFIER_SYSTEMS.get(system) if isinstance(system, str) else None
+    if oid is not None:
+        return ii(parent, oid, value, name)
+    if is_uuid(value):
+        return ii(parent, value.lower(), None, name)
+    return ii(parent, str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, f"{system}|{value}")), None, name)
+
+
+# --- CD ----------------------------------------------------------------------------------------------------------
+def codings(concept: object) -> list[Mapping[str, Any]]:
+    if not isinstance(concept, Mapping):
+        return []
+    found = concept.get("coding")
+    return [c for c in found if isinstance(c, Mapping)] if isinstance(found, list) else []
+
+
+def coding_display(coding: Mapping[str, Any]) -> str | None:
+    """SNOMED DescriptionDisplay when present (the term the clinician chose), else display (SPEC §7.4)."""
+    for extension in coding.get("extension") or ():
+        if isinstance(extension, Mapping) and extension.get("url") == T.EXT_SCT_DESCRIPTION:
+            for part in extension.get("extension") or ():
+                if isinstance(part, Mapping) and part.get("url") == "descriptionDisplay":
+                    text = part.get("valueString")
+                    if isinstance(text, str) and text.strip():
+                        return text.strip()
+    display = coding.get("display")
+    return display.strip() if isinstance(display, str) and display.strip() else None
+
+
+def concept_text(concept: object, default: str = "") -> str:
+    """The human-readable term of a CodeableConcept: DescriptionDisplay > text > display > code."""
+    if not isinstance(concept, Mapping):
+        return default
+    all_codings = codings(concept)
+    for coding in all_codings:
+        if coding.get("system") == T.SNOMED_URI:
+            display = coding_display(coding)
+            if display:
+                return display
+    text = concept.get("text")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    for coding in all_codings:
+        display = coding_display(coding)
+        if display:
+            return display
+    for coding in all_codings:
+        if isinstance(coding.get("code"), str):
+            return str(coding["code"])
+    return default
+
+
+def snomed_code(concept: object) -> str | None:
+    for coding in codings(concept):
+        if coding.get("system") == T.SNOMED_URI and is_code(coding.get("code")):
+            return str(coding["code"])
+    return None
+
+
+def _code_attrs(coding: Mapping[str, Any]) -> dict[str, str] | None:
+    system = coding.get("system")
+    code = coding.get("code")
+    if not is_code(code) or not isinstance(system, str):
+        return None
+    known = T.CODE_SYSTEMS.get(system)
+    attrib = {"code": str(code)}
+    if known is not None:
+        attrib["codeSystem"] = known.oid
+        attrib["codeSystemName"] = known.name
+    elif is_uid(system.removeprefix("urn:oid:")):
+        attrib["codeSystem"] = system.removeprefix("urn:oid:")
+    else:
+        return None
+    display = coding_display(coding)
+    if display:
+        attrib["displayName"] = xml_text(display)
+    return attrib
+
+
+def cd(
+    parent: Element,
+    name: str,
+    concept: object,
+    *,
+    reference: str | None = None,
+    xsi_type: str | None = None,
+    null_flavor: str = "UNK",
+    primary_systems: Iterable[str] = T.PRIMARY_SYSTEMS,
+) -> Element:
+    """FHIR CodeableConcept → CD (SPEC §8.3 codes).
+
+    Primary code from the first SNOMED/LOINC coding; every other coding becomes a ``translation``; codings of
+    systems without an OID keep their text in the translation's originalText. No usable primary coding →
+    ``nullFlavor="OTH"`` (text known) or ``null_flavor`` (nothing known). ``reference`` points originalText at
+    the narrative.
+    """
+    primary: dict[str, str] | None = None
+    primary_index = -1
+    allowed = frozenset(primary_systems)
+    all_codings = codings(concept)
+    for index, coding in enumerate(all_codings):
+        if coding.get("system") in allowed:
+            primary = _code_attrs(coding)
+            if primary is not None:
+                primary_index = index
+                break
+    text = concept_text(concept)
+    if primary is None:
+        primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
+    element = el(parent, name, primary)
+    if xsi_type:
+        set_xsi_type(element, xsi_type)
+    if reference:
+        original = el(element, "originalText")
+        el(original, "reference", {"value": reference})
+    elif text and "nullFlavor" in primary:
+        el(element, "originalText", text=text)
+    for index, coding in enumerate(all_codings):
+        if index == primary_index:
+            continue
+        attrib = _code_attrs(coding)
+        if attrib is not None:
+            el(element, "translation", attrib)
+        elif coding.get("code") is not None or coding.get("display") is not None:
+            # Unknown system: keep what the GP system said rather than drop it (issue 3: originalText).
+            translation = el(element, "translation", {"nullFlavor": "OTH"})
+            described = " ".join(str(coding.get(k)) for k in ("system", "code", "display") if coding.get(k))
+            el(translation, "originalText", text=described)
+    return element
+
+
+def fixed_code(parent: Element, name: str, code: T.FixedCode, *, xsi_type: str | None = None) -> Element:
+    attrib = {"code": code.code, "codeSystem": code.system, "codeSystemName": code.system_name}
+    if code.display:
+        attrib["displayName"] = code.display
+    element = el(parent, name, attrib)
+    if xsi_type:
+        set_xsi_type(element, xsi_type)
+    return element
+
+
+def snomed(parent: Element, name: str, code: str, display: str, *, xsi_type: str | None = None) -> Element:
+    return fixed_code(parent, name, T.FixedCode(code, T.SNOMED_OID, "SNOMED CT", display), xsi_type=xsi_type)
+
+
+def template_id(parent: Element, template: T.TemplateId) -> Element:
+    """templateId; versioned templates with an R1.1 ancestor also get the bare root (CONF:1198-32934)."""
+    if template.extension:
+        if template.r11:
+            el(parent, "templateId", {"root": template.root})
+        return el(parent, "templateId", {"root": template.root, "extension": template.extension})
+    return el(parent, "templateId", {"root": template.root})
+
+
+def text_reference(parent: Element, reference: str, name: str = "text") -> Element:
+    """``<text><reference value="#row"/></text>``: ties an entry to its narrative row (LESSONS 27)."""
+    text = el(parent, name)
+    el(text, "reference", {"value": reference})
+    return text
+
+
+# --- PQ ----------------------------------------------------------------------------------------------------------
+UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
+
+
+def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = None) -> Element:
+    """FHIR Quantity → PQ. Non-UCUM units keep the value as a translation with originalText (SPEC §8.3 rule 6)."""
+    attrib: dict[str, str] = {}
+    value = quantity.get("value") if isinstance(quantity, Mapping) else None
+    number = format_number(value)
+    unit = None
+    unit_text = None
+    if isinstance(quantity, Mapping):
+        code = quantity.get("code")
+        if quantity.get("system") == UCUM_SYSTEM and is_code(code):
+            unit = str(code)
+        unit_text = quantity.get("unit") or quantity.get("code")
+        if unit is None and isinstance(unit_text, str) and unit_text.strip() in ("1", "%"):
+            unit = unit_text.strip()
+    if number is not None and (unit is not None or not unit_text):
+        attrib["value"] = number
+        if unit is not None:
+            attrib["unit"] = unit
+        element = el(parent, name, attrib)
+    elif number is not None:
+        element = el(parent, name, {"nullFlavor": "OTH"})
+        translation = el(element, "translation", {"value": number, "nullFlavor": "OTH"})
+        el(translation, "originalText", text=unit_text)
+    else:
+        element = el(parent, name, {"nullFlavor": "UNK"})
+    if xsi_type:
+        set_xsi_type(element, xsi_type)
+    return element
+
+
+def format_number(value: object) -> str | None:
+    """A number as the CDA ``real`` lexical form, or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return repr(value) if "e" not in repr(value) else f"{value:f}"
+    if isinstance(value, str) and _REAL.match(value.strip()):
+        return value.strip()
+    return None
+
+
+# --- small FHIR accessors ------------------------------------------------------------------------------------------
+def first(items: object) -> Any:
+    if isinstance(items, list) and items:
+        return items[0]
+    return None
+
+
+def as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def extension(resource: Mapping[str, Any], url_suffix: str) -> Mapping[str, Any] | None:
+    """The first extension whose url ends with ``url_suffix`` (GP Connect URLs vary in host between releases)."""
+    for item in as_list(resource.get("extension")):
+        if isinstance(item, Mapping) and isinstance(item.get("url"), str) and item["url"].endswith(url_suffix):
+            return item
+    return None
+
+
+def sub_extension(parent: Mapping[str, Any] | None, url: str) -> Mapping[str, Any] | None:
+    if parent is None:
+        return None
+    for item in as_list(parent.get("extension")):
+        if isinstance(item, Mapping) and item.get("url") == url:
+            return item
+    return None
+
+
+def notes_text(resource: Mapping[str, Any], key: str = "note") -> list[str]:
+    out = []
+    for note in as_list(resource.get(key)):
+        if isinstance(note, Mapping) and isinstance(note.get("text"), str) and note["text"].strip():
+            out.append(note["text"].strip())
+    return out
+
+
+def string(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def join(parts: Sequence[str | None], sep: str = "; ") -> str:
+    return sep.join(p for p in parts if p)

@@ -1,0 +1,251 @@
+"""US Realm Header + CCD document header (SPEC §8.1; LESSONS 26).
+
+Every SHALL header element is written, with a nullFlavor where the bundle has no data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lxml import etree
+
+from xhuma import __version__
+from xhuma.ccda import templates as T
+from xhuma.ccda.datatypes import (
+    NSMAP,
+    Element,
+    as_list,
+    el,
+    fhir_datetime,
+    fhir_ts,
+    fixed_code,
+    hl7_ts,
+    identifier_ii,
+    ii,
+    null,
+    string,
+    tag,
+    template_id,
+)
+from xhuma.ccda.participation import (
+    address,
+    human_name,
+    ods_code,
+    person_name,
+    represented_organisation,
+    telecoms,
+)
+from xhuma.ccda.section import ConversionState
+
+Resource = Mapping[str, Any]
+
+_GENDER = {"male": ("M", "Male"), "female": ("F", "Female")}
+# Date elements that carry clinical time on GP Connect resources (service event range, XDS serviceStart/Stop).
+_CLINICAL_DATE_KEYS = ("assertedDate", "onsetDateTime", "effectiveDateTime", "date", "authoredOn", "issued",
+                       "dateAsserted", "abatementDateTime")
+_CLINICAL_PERIOD_KEYS = ("effectivePeriod", "period")
+_CLINICAL_TYPES = frozenset({"AllergyIntolerance", "MedicationStatement", "Condition", "Immunization", "Observation",
+                             "DiagnosticReport", "Encounter", "ReferralRequest", "ProcedureRequest"})
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFacts:
+    document_id: str
+    nhs_number: str | None
+    practice_ods: str | None
+    practice_name: str | None
+    service_start: datetime | None
+    service_stop: datetime | None
+
+
+def nhs_number(patient: Resource | None) -> str | None:
+    if patient is None:
+        return None
+    for identifier in as_list(patient.get("identifier")):
+        if isinstance(identifier, Mapping) and identifier.get("system") == T.NHS_NUMBER_SYSTEM:
+            return string(identifier.get("value"))
+    return None
+
+
+def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
+    """Earliest and latest clinical dates of the record (parsed, and as the FHIR string)."""
+    earliest: tuple[datetime, str] | None = None
+    latest: tuple[datetime, str] | None = None
+    candidates = [r for _, r in state.index.resources] + [r for _, r in state.index.contained]
+    for resource in candidates:
+        if resource.get("resourceType") not in _CLINICAL_TYPES:
+            continue
+        values = [resource.get(k) for k in _CLINICAL_DATE_KEYS]
+        for key in _CLINICAL_PERIOD_KEYS:
+            period = resource.get(key)
+            if isinstance(period, Mapping):
+                values += [period.get("start"), period.get("end")]
+        for value in values:
+            moment = fhir_datetime(value)
+            if moment is None or not isinstance(value, str):
+                continue
+            if earliest is None or moment < earliest[0]:
+                earliest = (moment, value)
+            if latest is None or moment > latest[0]:
+                latest = (moment, value)
+    return earliest, latest
+
+
+def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
+    context = state.context
+    index = state.index
+    patient = index.patient
+    practice = index.practice
+    nhs = nhs_number(patient)
+    seed = "|".join(
+        [
+            "document",
+            str(index.bundle.get("id") or ""),
+            nhs or "",
+            hl7_ts(state.now),
+            context.document_seed or "",
+            str(len(index.resources)),
+        ]
+    )
+    document_id = state.derived_id(seed)
+
+    root = etree.Element(tag("ClinicalDocument"), nsmap=NSMAP)
+    # SPEC §10.1 / docs/ccda.md: realmCode US is what the US Realm Header requires (CONF:1198-16791).
+    el(root, "realmCode", {"code": context.realm})
+    el(root, "typeId", {"root": T.CDA_TYPE_ID.root, "extension": str(T.CDA_TYPE_ID.extension)})
+    template_id(root, T.US_REALM_HEADER)
+    template_id(root, T.CCD_DOCUMENT)
+    ii(root, document_id)
+    fixed_code(root, "code", T.CCD_CODE)
+    el(root, "title", text=context.title)
+    el(root, "effectiveTime", {"value": hl7_ts(state.now)})
+    el(root, "confidentialityCode", {"code": context.confidentiality_code, "codeSystem": T.CONFIDENTIALITY_OID,
+                                     "codeSystemName": "Confidentiality"})
+    el(root, "languageCode", {"code": context.language_code})
+    ii(root, context.set_id or document_id, name="setId")
+    el(root, "versionNumber", {"value": str(context.version_number)})
+
+    _record_target(root, state, patient, practice)
+    _author(root, state, practice)
+    _custodian(root, state)
+    earliest, latest = clinical_range(state)
+    _documentation_of(root, state, patient, earliest)
+
+    if patient is None:
+        state.report.warn("no-patient", "the bundle has no Patient; the record target is filled with nullFlavors")
+    else:
+        state.report.record(index.key(patient), "Patient", "supporting", reason="document recordTarget")
+    if practice is None:
+        state.report.warn("no-practice",
+                          "no registered practice (Patient.managingOrganization) could be resolved")
+    else:
+        state.report.record(index.key(practice), "Organization", "supporting",
+                            reason="registered practice (recordTarget providerOrganization, author)")
+    facts = HeaderFacts(
+        document_id=document_id,
+        nhs_number=nhs,
+        practice_ods=ods_code(practice),
+        practice_name=string(practice.get("name")) if practice is not None else None,
+        service_start=earliest[0] if earliest else None,
+        service_stop=latest[0] if latest else None,
+    )
+    return root, facts
+
+
+def _record_target(root: Element, state: ConversionState, patient: Resource | None, practice: Resource | None) -> None:
+    role = el(el(root, "recordTarget"), "patientRole")
+    written = 0
+    for identifier in as_list(patient.get("identifier")) if patient else []:
+        if isinstance(identifier, Mapping) and identifier.get("system") == T.NHS_NUMBER_SYSTEM:
+            value = string(identifier.get("value"))
+            if value:
+                ii(role, T.NHS_NUMBER_OID, value)
+                written += 1
+    if written == 0:
+        null(role, "id", "UNK")
+    address(role, patient.get("address") if patient else None)
+    telecoms(role, patient.get("telecom") if patient else None)
+    person = el(role, "patient")
+    person_name(person, human_name(patient), fielded=True)
+    gender = _GENDER.get(str(patient.get("gender"))) if patient else None
+    if gender is not None:
+        el(person, "administrativeGenderCode", {"code": gender[0], "codeSystem": T.ADMIN_GENDER_OID,
+                                                "displayName": gender[1], "codeSystemName": "AdministrativeGender"})
+    elif patient is not None and patient.get("gender") in ("other", "unknown"):
+        el(person, "administrativeGenderCode", {"code": "UN", "codeSystem": T.ADMIN_GENDER_OID,
+                                                "displayName": "Undifferentiated",
+                                                "codeSystemName": "AdministrativeGender"})
+    else:
+        null(person, "administrativeGenderCode", "UNK")
+    birth = fhir_ts(patient.get("birthDate")) if patient else None
+    if birth is not None:
+        el(person, "birthTime", {"value": birth[:8]})
+    else:
+        null(person, "birthTime", "UNK")
+    # No UK source for the US race/ethnicity value sets (SPEC §8.1): SHALL elements sent as UNK.
+    null(person, "raceCode", "UNK")
+    null(person, "ethnicGroupCode", "UNK")
+    if practice is not None:
+        represented_organisation(role, practice, "providerOrganization", full=True)
+
+
+def _author(root: Element, state: ConversionState, practice: Resource | None) -> None:
+    author = el(root, "author")
+    el(author, "time", {"value": hl7_ts(state.now)})
+    assigned = el(author, "assignedAuthor")
+    # A device author has no NPI; the gateway organisation id stands in (SPEC §8.1 author row).
+    ii(assigned, state.context.custodian_id_root, state.context.custodian_id_extension)
+    address(assigned, practice.get("address") if practice else None)
+    telecoms(assigned, practice.get("telecom") if practice else None)
+    device = el(assigned, "assignedAuthoringDevice")
+    el(device, "manufacturerModelName", text=state.context.custodian_name)
+    el(device, "softwareName", text=f"{state.context.author_software} {__version__}")
+    if practice is not None:
+        represented_organisation(assigned, practice)
+    else:
+        # A device author SHALL have a representedOrganization (CONF:1198-8456): the gateway operator.
+        organisation = el(assigned, "representedOrganization")
+        ii(organisation, state.context.custodian_id_root, state.context.custodian_id_extension)
+        el(organisation, "name", text=state.context.custodian_name)
+
+
+def _custodian(root: Element, state: ConversionState) -> None:
+    """Custodian = the gateway operator: it created and holds this document (SPEC §10.3, docs/ccda.md)."""
+    organisation = el(el(el(root, "custodian"), "assignedCustodian"), "representedCustodianOrganization")
+    ii(organisation, state.context.custodian_id_root, state.context.custodian_id_extension)
+    el(organisation, "name", text=state.context.custodian_name)
+    null(organisation, "telecom", "UNK")
+    null(organisation, "addr", "UNK")
+
+
+def _documentation_of(
+    root: Element, state: ConversionState, patient: Resource | None, earliest: tuple[datetime, str] | None
+) -> None:
+    event = el(el(root, "documentationOf"), "serviceEvent", {"classCode": "PCPR"})
+    period = el(event, "effectiveTime")
+    low = fhir_ts(earliest[1]) if earliest else None
+    if low is None and patient is not None:
+        low = fhir_ts(patient.get("birthDate"))
+    if low is not None:
+        el(period, "low", {"value": low})
+    else:
+        null(period, "low", "UNK")
+    el(period, "high", {"value": hl7_ts(state.now)})
+    gp = state.index.usual_gp
+    if gp is not None:
+        performer = el(event, "performer", {"typeCode": "PRF"})
+        entity = el(performer, "assignedEntity")
+        written = 0
+        for identifier in as_list(gp.get("identifier")):
+            if isinstance(identifier, Mapping) and identifier_ii(entity, identifier) is not None:
+                written += 1
+        if written == 0:
+            null(entity, "id", "UNK")
+        person_name(el(entity, "assignedPerson"), human_name(gp))
+        if state.index.practice is not None:
+            represented_organisation(entity, state.index.practice)
+        state.report.record(state.index.key(gp), "Practitioner", "supporting",
+                            reason="usual GP (serviceEvent performer)")

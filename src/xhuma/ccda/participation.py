@@ -1,0 +1,216 @@
+"""People and organisations: Author Participation, names, addresses, telecoms (SPEC §8.3 authorship)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.bundle import BundleIndex
+from xhuma.ccda.datatypes import Element, as_list, el, identifier_ii, null, string, template_id, ts
+
+Resource = Mapping[str, Any]
+
+_TELECOM_USE = {"home": "HP", "work": "WP", "mobile": "MC", "temp": "TMP"}
+_ADDRESS_USE = {"home": "HP", "work": "WP", "temp": "TMP", "old": "OLD"}
+
+
+def human_name(resource: Resource | None) -> Mapping[str, Any] | None:
+    """The official (else usual, else first) HumanName of a Patient or Practitioner."""
+    if resource is None:
+        return None
+    names = [n for n in as_list(resource.get("name")) if isinstance(n, Mapping)]
+    for use in ("official", "usual"):
+        for name in names:
+            if name.get("use") == use:
+                return name
+    return names[0] if names else None
+
+
+def name_text(name: Mapping[str, Any] | None) -> str:
+    if name is None:
+        return ""
+    text = string(name.get("text"))
+    if text:
+        return text
+    parts = [p for p in as_list(name.get("prefix")) + as_list(name.get("given")) if isinstance(p, str)]
+    family = string(name.get("family"))
+    return " ".join([*parts, family] if family else parts)
+
+
+def person_name(parent: Element, name: Mapping[str, Any] | None, *, fielded: bool = False) -> Element:
+    """PN. ``fielded``: US Realm Person Name — family and at least one given, else nullFlavor (CONF:81-9371)."""
+    element = el(parent, "name")
+    if name is None:
+        element.set("nullFlavor", "UNK")
+        return element
+    if name.get("use") in ("official", "usual"):
+        element.set("use", "L")
+    given = [g.strip() for g in as_list(name.get("given")) if isinstance(g, str) and g.strip()]
+    family = string(name.get("family"))
+    prefixes = [p.strip() for p in as_list(name.get("prefix")) if isinstance(p, str) and p.strip()]
+    if not given and not family:
+        text = string(name.get("text"))
+        if fielded or not text:
+            element.attrib.pop("use", None)
+            element.set("nullFlavor", "UNK")
+        else:
+            element.text = text
+        return element
+    for prefix in prefixes:
+        el(element, "prefix", text=prefix)
+    if given:
+        for part in given:
+            el(element, "given", text=part)
+    elif fielded:
+        el(element, "given", {"nullFlavor": "UNK"})
+    if family:
+        el(element, "family", text=family)
+    elif fielded:
+        el(element, "family", {"nullFlavor": "UNK"})
+    return element
+
+
+def address(parent: Element, addresses: object, *, required: bool = True) -> None:
+    """US Realm Address from FHIR Address: 1–4 lines, city (town: ``city``, else last line), postcode, GB."""
+    found = [a for a in as_list(addresses) if isinstance(a, Mapping)]
+    home = next((a for a in found if a.get("use") == "home"), found[0] if found else None)
+    if home is None:
+        if required:
+            null(parent, "addr", "UNK")
+        return
+    lines = [str(line).strip() for line in as_list(home.get("line")) if isinstance(line, str) and line.strip()]
+    city = string(home.get("city"))
+    if city is None and len(lines) > 1:
+        city = lines.pop()  # PDS/GP systems often put the town in the last line (SPEC §8.1)
+    addr = el(parent, "addr")
+    use = _ADDRESS_USE.get(str(home.get("use")))
+    if use:
+        addr.set("use", use)
+    for line in lines[:4]:
+        el(addr, "streetAddressLine", text=line)
+    if not lines:
+        el(addr, "streetAddressLine", {"nullFlavor": "UNK"})
+    if city:
+        el(addr, "city", text=city)
+    else:
+        el(addr, "city", {"nullFlavor": "UNK"})
+    district = string(home.get("district"))
+    if district:
+        el(addr, "county", text=district)
+    postcode = string(home.get("postalCode"))
+    if postcode:
+        el(addr, "postalCode", text=postcode)
+    else:
+        el(addr, "postalCode", {"nullFlavor": "UNK"})
+    el(addr, "country", text=string(home.get("country")) or "GB")
+
+
+def telecoms(parent: Element, values: object, *, required: bool = True) -> None:
+    """FHIR ContactPoint → TEL (``tel:``, ``mailto:``, ``fax:``) with use; none → nullFlavor when required."""
+    written = 0
+    for point in as_list(values):
+        if not isinstance(point, Mapping):
+            continue
+        value = string(point.get("value"))
+        if value is None:
+            continue
+        system = point.get("system")
+        scheme = {"phone": "tel:", "email": "mailto:", "fax": "fax:"}.get(str(system), "tel:")
+        compact = value.replace(" ", "") if scheme != "mailto:" else value
+        attrib = {"value": f"{scheme}{compact}"}
+        use = _TELECOM_USE.get(str(point.get("use")))
+        if use:
+            attrib["use"] = use
+        el(parent, "telecom", attrib)
+        written += 1
+    if written == 0 and required:
+        null(parent, "telecom", "UNK")
+
+
+def ods_code(organisation: Resource | None) -> str | None:
+    if organisation is None:
+        return None
+    for identifier in as_list(organisation.get("identifier")):
+        if isinstance(identifier, Mapping) and identifier.get("system") in T.ODS_SYSTEMS:
+            return string(identifier.get("value"))
+    return None
+
+
+def organisation_ids(parent: Element, organisation: Resource | None) -> None:
+    written = 0
+    if organisation is not None:
+        for identifier in as_list(organisation.get("identifier")):
+            if isinstance(identifier, Mapping) and identifier_ii(parent, identifier) is not None:
+                written += 1
+    if written == 0:
+        null(parent, "id", "UNK")
+
+
+def represented_organisation(parent: Element, organisation: Resource | None, name: str = "representedOrganization",
+                             *, full: bool = False) -> Element:
+    """An Organization element; ``full`` adds the telecom and addr that header organisations SHALL carry."""
+    element = el(parent, name)
+    organisation_ids(element, organisation)
+    label = string(organisation.get("name")) if organisation is not None else None
+    if label:
+        el(element, "name", text=label)
+    elif full:
+        null(element, "name", "UNK")
+    if full:
+        telecoms(element, organisation.get("telecom") if organisation else None)
+        address(element, organisation.get("address") if organisation else None)
+    return element
+
+
+def practitioner_of(index: BundleIndex, reference: object) -> tuple[Resource | None, Resource | None]:
+    """(Practitioner, Organization) behind a reference to a Practitioner, PractitionerRole or Organization."""
+    resource = index.resolve(reference)
+    if resource is None:
+        return None, None
+    rtype = resource.get("resourceType")
+    if rtype == "Practitioner":
+        return resource, None
+    if rtype == "PractitionerRole":
+        person = index.resolve(resource.get("practitioner"))
+        organisation = index.resolve(resource.get("organization"))
+        return person, organisation
+    if rtype == "Organization":
+        return None, resource
+    return None, None
+
+
+def author_participation(parent: Element, index: BundleIndex, reference: object, time: object) -> Element | None:
+    """Author Participation (4.119) for a recorder/asserter/requester; None when nothing resolves."""
+    person, organisation = practitioner_of(index, reference)
+    if person is None and organisation is None:
+        return None
+    author = el(parent, "author")
+    template_id(author, T.AUTHOR_PARTICIPATION)
+    ts(author, "time", time)
+    assigned = el(author, "assignedAuthor")
+    written = 0
+    for identifier in as_list((person or organisation or {}).get("identifier")):
+        if isinstance(identifier, Mapping) and identifier_ii(assigned, identifier) is not None:
+            written += 1
+    if written == 0:
+        null(assigned, "id", "UNK")
+    if person is not None:
+        person_name(el(assigned, "assignedPerson"), human_name(person))
+    if organisation is not None:
+        represented_organisation(assigned, organisation)
+    return author
+
+
+def author_label(index: BundleIndex, reference: object) -> str:
+    """Narrative label of a recorder: "Dr A Smith (Practice)"."""
+    person, organisation = practitioner_of(index, reference)
+    name = name_text(human_name(person))
+    org = string(organisation.get("name")) if organisation is not None else None
+    if name and org:
+        return f"{name} ({org})"
+    if name or org:
+        return name or org or ""
+    if isinstance(reference, Mapping):
+        return string(reference.get("display")) or ""
+    return ""
