@@ -13,7 +13,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from xhuma import __version__
+from xhuma import __version__, tracing
+from xhuma.audit import Auditor, audit_key
 from xhuma.config import Settings, load_settings
 from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
 from xhuma.ports import Cache
@@ -34,6 +35,7 @@ class Runtime:
     cache: ResilientCache
     audit: SqlAuditStore
     keys: CacheKeys  # cache key names; patient keys use the keyring's keyed hash, never an NHS number
+    auditor: Auditor | None = None  # the one front door of the audit trail (xhuma.audit)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,7 +49,12 @@ def build_cache(settings: Settings) -> Cache:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    # Strict profiles refuse to start without client auth, SAML verification, audit key and admin auth.
+    from xhuma.security.startup import check_startup
+
+    check_startup(settings)
     metrics = Metrics()
+    pseudonym_key = audit_key(settings)
     # Encryption at rest (docs/data-protection.md): strict profiles refuse to start without XHUMA_CACHE_KEYS
     # (ConfigurationError); the simulator makes an ephemeral key. Subkeys are derived once, here.
     keyring = CacheKeyring.from_settings(settings)
@@ -68,8 +75,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if audit.is_sqlite:
                 # Embedded default: the SQLite audit file is created and migrated on start-up.
                 await audit.migrate()
+            exporter = None
+            if settings.atna_syslog_url:
+                from xhuma.atna import AtnaExporter
+
+                exporter = AtnaExporter(settings.atna_syslog_url, source_id=settings.home_community_urn,
+                                        ca_file=settings.atna_ca_file, metrics=metrics,
+                                        queue_size=settings.atna_queue_size)
+                exporter.start()
+                stack.push_async_callback(exporter.close)
             runtime = Runtime(
-                settings=settings, metrics=metrics, cache=cache, audit=audit, keys=CacheKeys(keyring.patient_hash)
+                settings=settings, metrics=metrics, cache=cache, audit=audit, keys=CacheKeys(keyring.patient_hash),
+                auditor=Auditor(audit, hmac_key=pseudonym_key, metrics=metrics, exporter=exporter),
             )
             app.state.runtime = runtime
             log.info("xhuma_started", profile=settings.profile.value, version=__version__,
@@ -80,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Xhuma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
+    from xhuma.web import mount as mount_web
+
+    mount_web(app)  # /api/* (admin bearer auth) and the operator console
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -88,7 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trace_token = trace_id_var.set(request.headers.get("x-trace-id") or request_id.replace("-", "")[:32])
         metrics.in_flight.inc()
         try:
-            response = await call_next(request)
+            # Optional OpenTelemetry: one server span per request; its trace id then labels logs and audit.
+            with tracing.span(f"{request.method} {request.url.path}", **{"http.method": request.method}):
+                otel_trace_id = tracing.current_trace_id()
+                if otel_trace_id:
+                    trace_id_var.set(otel_trace_id)
+                response = await call_next(request)
         finally:
             metrics.in_flight.dec()
             request_id_var.reset(request_token)

@@ -181,12 +181,12 @@ def test_bad_cache_keys_setting_is_a_one_line_configuration_error_without_key_ma
 
 @pytest.mark.parametrize("profile", ["int", "dep", "live"])
 def test_strict_profiles_refuse_to_start_without_cache_keys(profile: str, make_settings: object) -> None:
-    from xhuma.app import create_app
-
+    """create_app and `xhuma serve` build the keyring with from_settings before anything else is started."""
     settings = make_settings(profile=profile)  # type: ignore[operator]
     with pytest.raises(ConfigurationError) as caught:
-        create_app(settings)
-    assert str(caught.value).startswith("XHUMA_CACHE_KEYS: required in the")
+        CacheKeyring.from_settings(settings)
+    assert str(caught.value).startswith(f"XHUMA_CACHE_KEYS: required in the {profile} profile")
+    assert "\n" not in str(caught.value)
 
 
 def test_simulator_profile_generates_an_ephemeral_key(make_settings: object) -> None:

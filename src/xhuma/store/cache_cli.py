@@ -89,7 +89,8 @@ def purge(
     if isinstance(result, int):
         typer.echo(f"purged {result} cache entries")
         return
-    typer.echo(f"purged {result.patient_entries} patient entries and {result.documents} documents for this patient")
+    typer.echo(f"purged {result.patient_entries} patient entries, {result.documents} documents and"
+               f" {result.document_pointers} document pointers for this patient")
     if result.unreadable_documents:
         typer.echo(
             f"note: {result.unreadable_documents} cached documents could not be decrypted with the current keys and"

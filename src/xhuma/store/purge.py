@@ -2,14 +2,15 @@
 incident.
 
 A patient's data is everything under ``CacheKeys.patient_prefix`` (PDS result, GP Connect bundle, documents
-index, anything added later under that prefix) plus the documents named ``document:{uniqueId}``. The documents
-are found two ways, so that a stale or unreadable index cannot leave one behind:
+index, anything added later under that prefix) plus the documents named ``document:{uniqueId}`` and the
+``entry:{entryUUID}`` pointers to them. The documents are found two ways, so that a stale or unreadable index
+cannot leave one behind (the index lists the current document only):
 
 1. the uniqueIds listed in the patient's ``documents`` index;
 2. a sweep of every ``document:*`` entry whose decrypted value mentions the NHS number (the CCD and its
    metadata carry it). Deleting a false positive is harmless: it is a cache, refetched on demand.
 
-Documents are deleted before the patient's keys, so an interrupted purge can simply be run again.
+Documents and pointers are deleted before the patient's keys, so an interrupted purge can simply be run again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from xhuma.store.keys import CacheKeys
 
 _UNIQUE_ID = re.compile(r"^(urn:oid:)?[0-2](\.(0|[1-9][0-9]*))+$|^urn:uuid:[0-9a-fA-F-]{36}$")
 _DOCUMENT_PREFIX = CacheKeys.document("")
+_ENTRY_PREFIX = CacheKeys.document_entry("")
 _DELETE_BATCH = 500
 
 
@@ -33,11 +35,12 @@ _DELETE_BATCH = 500
 class PurgeResult:
     patient_entries: int  # entries under the patient prefix that were deleted
     documents: int  # document:{uniqueId} entries that were deleted
+    document_pointers: int  # entry:{entryUUID} -> uniqueId entries of those documents that were deleted
     unreadable_documents: int  # document entries that could not be decrypted (so not checked)
 
     @property
     def total(self) -> int:
-        return self.patient_entries + self.documents
+        return self.patient_entries + self.documents + self.document_pointers
 
 
 def document_ids_from_index(value: bytes | None) -> set[str]:
@@ -103,9 +106,18 @@ async def purge_patient(cache: Cache, keys: CacheKeys, nhs_number: str, *, sweep
                 unreadable += 1  # expired meanwhile, or not decryptable with the current keys
             elif _mentions(value, nhs_number):
                 document_keys.add(key)
+    unique_ids = {key[len(_DOCUMENT_PREFIX) :] for key in document_keys}
+    pointer_keys = []
+    if unique_ids:
+        for key in await cache.keys(_ENTRY_PREFIX):
+            target = await cache.get(key)
+            if target is not None and target.decode(errors="replace") in unique_ids:
+                pointer_keys.append(key)
+    document_pointers = await _delete(cache, pointer_keys)
     documents = await _delete(cache, sorted(document_keys))
     patient_entries = await _delete(cache, await cache.keys(prefix))
-    return PurgeResult(patient_entries=patient_entries, documents=documents, unreadable_documents=unreadable)
+    return PurgeResult(patient_entries=patient_entries, documents=documents, document_pointers=document_pointers,
+                       unreadable_documents=unreadable)
 
 
 async def purge_all(cache: Cache) -> int:
