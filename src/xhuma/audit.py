@@ -118,3 +118,14 @@ class Auditor:
         if self.exporter is not None:
             self.exporter.offer(event)
         return event
+
+
+def audit_key(settings: Any) -> bytes:
+    """The pseudonym key: ``XHUMA_AUDIT_HMAC_KEY`` (required in strict profiles, checked at start-up); in the
+    simulator without one, a random key for this process, so pseudonyms are not comparable across restarts."""
+    if settings.audit_hmac_key is not None and settings.audit_hmac_key.get_secret_value():
+        return bytes(settings.audit_hmac_key.get_secret_value().encode())
+    import secrets
+
+    log.warning("audit_key_ephemeral", detail="XHUMA_AUDIT_HMAC_KEY unset: pseudonyms change on restart")
+    return secrets.token_bytes(32)
