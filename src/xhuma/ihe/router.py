@@ -13,7 +13,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request, Response
 
 from xhuma.audit import Auditor
-from xhuma.errors import RequestTooLarge, SecurityError, UpstreamUnavailable
+from xhuma.errors import RateLimited, RequestTooLarge, SecurityError, UpstreamUnavailable
 from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse
 from xhuma.ports import CallerIdentity, PdsPatient, SdsRoute, StructuredRecord
 from xhuma.records import Records
@@ -102,13 +102,16 @@ async def _authenticate(request: Request) -> None:
     except ImportError:  # pragma: no cover - the security capability is part of the product
         return
     authenticate_client(request)
+    from xhuma.security.ratelimit import check_rate_limit
+
+    check_rate_limit(request)  # RateLimited -> SOAP Fault (Receiver) with Retry-After
 
 
 async def _handle(request: Request, gateway: IheGateway, transaction: str) -> Response:
     try:
         await _authenticate(request)
         body = await read_body(request, gateway.settings.max_request_bytes)
-    except (RequestTooLarge, SecurityError) as error:
+    except (RequestTooLarge, SecurityError, RateLimited) as error:
         answer = gateway._fault(error, None)
         log.info("ihe_request_refused", transaction=transaction, error_code=error.code)
         return _response(answer, close=isinstance(error, RequestTooLarge))
