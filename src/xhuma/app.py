@@ -17,7 +17,7 @@ from xhuma import __version__, tracing
 from xhuma.audit import Auditor, audit_key
 from xhuma.config import Settings, load_settings
 from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
-from xhuma.ports import Cache
+from xhuma.ports import Cache, GpConnectClient, PdsClient, SdsClient
 from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import MemoryCache, RedisCache, ResilientCache
 from xhuma.store.crypto import CacheKeyring, EncryptedCache
@@ -35,6 +35,9 @@ class Runtime:
     cache: ResilientCache
     audit: SqlAuditStore
     keys: CacheKeys  # cache key names; patient keys use the keyring's keyed hash, never an NHS number
+    pds: PdsClient  # NHS adapters (xhuma.nhs.wiring): real services, or the in-process simulator
+    sds: SdsClient
+    gpconnect: GpConnectClient
     auditor: Auditor | None = None  # the one front door of the audit trail (xhuma.audit)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -84,10 +87,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         queue_size=settings.atna_queue_size)
                 exporter.start()
                 stack.push_async_callback(exporter.close)
-            runtime = Runtime(
-                settings=settings, metrics=metrics, cache=cache, audit=audit, keys=CacheKeys(keyring.patient_hash),
-                auditor=Auditor(audit, hmac_key=pseudonym_key, metrics=metrics, exporter=exporter),
+            keys = CacheKeys(keyring.patient_hash)
+            auditor = Auditor(audit, hmac_key=pseudonym_key, metrics=metrics, exporter=exporter)
+            # NHS clients: one pooled HTTP client per upstream, closed at shutdown; in the simulator profile the
+            # simulator is served on loopback and the clients point at it (xhuma.nhs.wiring).
+            from xhuma.nhs.wiring import nhs_clients
+
+            nhs = await stack.enter_async_context(
+                nhs_clients(settings, cache=cache, auditor=auditor, metrics=metrics, keys=keys)
             )
+            runtime = Runtime(
+                settings=settings, metrics=metrics, cache=cache, audit=audit, keys=keys,
+                pds=nhs.pds, sds=nhs.sds, gpconnect=nhs.gpconnect, auditor=auditor,
+            )
+            runtime.extras["nhs"] = nhs
             app.state.runtime = runtime
             log.info("xhuma_started", profile=settings.profile.value, version=__version__,
                      cache=cache.name, audit="sqlite" if audit.is_sqlite else "postgresql")

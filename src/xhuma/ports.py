@@ -132,9 +132,12 @@ class SdsClient(Protocol):
 @runtime_checkable
 class GpConnectClient(Protocol):
     async def get_structured_record(
-        self, nhs_number: str, route: SdsRoute, caller: CallerIdentity
+        self, nhs_number: str, route: SdsRoute, caller: CallerIdentity, *, pds_patient: PdsPatient | None = None
     ) -> StructuredRecord:
-        """POST $gpc.getstructuredrecord; raise typed errors for OperationOutcomes."""
+        """POST $gpc.getstructuredrecord; raise typed errors for OperationOutcomes.
+
+        The bundle's Patient is cross-checked against ``pds_patient`` (looked up when not given) and a mismatch
+        raises DemographicsMismatch (SCAL GEN-07)."""
         ...
 
 

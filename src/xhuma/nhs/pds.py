@@ -1,0 +1,247 @@
+"""PDS FHIR R4 client: ``GET Patient/{nhs}`` in application-restricted mode (SPEC §5).
+
+Each HTTP status maps to its own outcome (LESSONS 16): 404 is "not found", 401/403 "unauthorised", 5xx and
+timeouts "unavailable" — never "restricted". Restricted (R/V), deceased and superseded patients are returned with
+their flags set on ``PdsPatient`` (LESSONS 17); ``pds_outcome`` names the outcome for the caller and the audit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from xhuma.audit import Auditor
+from xhuma.config import Settings
+from xhuma.errors import (
+    CacheError,
+    InvalidNhsNumber,
+    PatientNotFound,
+    UpstreamInvalidResponse,
+    UpstreamRejectedRequest,
+    UpstreamUnauthorised,
+    UpstreamUnavailable,
+)
+from xhuma.nhs.auth import PdsTokenProvider
+from xhuma.nhs.nhs_number import validate_nhs_number
+from xhuma.nhs.operation_outcome import first_spine_code, parse_json
+from xhuma.nhs.outbound import outbound_call
+from xhuma.nhs.transport import Upstream
+from xhuma.observability import Metrics
+from xhuma.ports import Address, Cache, PdsPatient
+from xhuma.store.keys import CacheKeys
+
+log = structlog.get_logger(__name__)
+
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
+FHIR_JSON = "application/fhir+json"
+
+
+def pds_outcome(patient: PdsPatient) -> str:
+    """found | restricted | deceased | superseded (in that order of precedence for the use case)."""
+    if patient.restricted:
+        return "restricted"
+    if patient.deceased:
+        return "deceased"
+    if patient.superseded:
+        return "superseded"
+    return "found"
+
+
+class PdsFhirClient:
+    """The ``PdsClient`` port over PDS FHIR R4."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        tokens: PdsTokenProvider | None,
+        *,
+        base_url: str,
+        auditor: Auditor | None = None,
+        metrics: Metrics | None = None,
+        cache: Cache | None = None,
+        keys: CacheKeys | None = None,
+    ) -> None:
+        self._settings = settings
+        self._upstream = upstream
+        self._tokens = tokens
+        self._base_url = base_url.rstrip("/")
+        self._auditor = auditor
+        self._metrics = metrics
+        # The PDS answer is cached per patient only when the caller supplies the key scheme (keys are hashed
+        # per patient so that purge finds them; LESSONS 14).
+        self._cache = cache if keys is not None else None
+        self._keys = keys
+
+    async def get_patient(self, nhs_number: str, *, correlation_id: str | None = None) -> PdsPatient:
+        # SPEC §9: Modulus 11 before any call; an invalid number never reaches PDS.
+        number = validate_nhs_number(nhs_number)
+        cached = await self._from_cache(number)
+        if cached is not None:
+            return cached
+        async with outbound_call(
+            self._auditor, self._metrics, transaction="PDS", stage="pds", nhs_number=number
+        ) as call:
+            request_id = str(uuid.uuid4())
+            call.details.update({"operation": "read", "request_id": request_id})
+            response_status, body, attempts = await self._read(number, request_id, correlation_id)
+            call.details["attempts"] = attempts
+            patient = self._interpret(number, response_status, body)
+            call.outcome = "success"
+            call.reason = pds_outcome(patient)
+        await self._to_cache(patient)
+        return patient
+
+    async def _read(self, number: str, request_id: str, correlation_id: str | None) -> tuple[int, Any, int]:
+        headers = {
+            "Accept": FHIR_JSON,
+            "X-Request-ID": request_id,  # the same id on every retry (SPEC §5.3)
+            "NHSD-End-User-Organisation-ODS": self._settings.end_user_org_ods,
+        }
+        if correlation_id:
+            headers["X-Correlation-ID"] = correlation_id.replace(".", "-")  # PDS: avoid '.' in the correlation id
+        url = f"{self._base_url}/Patient/{number}"
+        attempts = 0
+        for renewal in (False, True):
+            if self._tokens is not None:
+                headers["Authorization"] = f"Bearer {await self._tokens.token()}"
+            result = await self._upstream.request("GET", url, headers=headers)
+            attempts += result.attempts
+            status = result.response.status_code
+            if status == 401 and self._tokens is not None and not renewal:
+                # The shared token may have been revoked or expired early: renew once, then give up.
+                await self._tokens.invalidate()
+                continue
+            return status, parse_json(result.response.content), attempts
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _interpret(self, requested: str, status: int, body: Any) -> PdsPatient:
+        code = first_spine_code(body)
+        if status == 200:
+            if not isinstance(body, Mapping) or body.get("resourceType") != "Patient":
+                raise UpstreamInvalidResponse("PDS answer is not a Patient", service="pds", status=status)
+            return parse_patient(body, requested)
+        if status == 404:
+            # RESOURCE_NOT_FOUND, or INVALIDATED_RESOURCE (invalidated with no successor, or REDACTED): SPEC §5.6
+            raise PatientNotFound(detail=code or "RESOURCE_NOT_FOUND")
+        if status == 400 and code == "INVALID_RESOURCE_ID":
+            raise InvalidNhsNumber(detail="PDS INVALID_RESOURCE_ID")
+        if status in (401, 403):
+            raise UpstreamUnauthorised("PDS refused our credentials", service="pds", status=status, spine_code=code)
+        if status in (408, 429) or status >= 500:
+            raise UpstreamUnavailable("PDS unavailable", service="pds", status=status, spine_code=code)
+        if 400 <= status < 500:
+            raise UpstreamRejectedRequest("PDS rejected the request", service="pds", status=status, spine_code=code)
+        raise UpstreamInvalidResponse("unexpected PDS status", service="pds", status=status)
+
+    async def _from_cache(self, number: str) -> PdsPatient | None:
+        if self._cache is None or self._keys is None:
+            return None
+        try:
+            raw = await self._cache.get(self._keys.pds_patient(number))
+        except CacheError:
+            return None
+        if raw is None:
+            return None
+        try:
+            return patient_from_json(raw)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    async def _to_cache(self, patient: PdsPatient) -> None:
+        if self._cache is None or self._keys is None:
+            return
+        try:
+            await self._cache.set(
+                self._keys.pds_patient(patient.requested_nhs_number or patient.nhs_number),
+                patient_to_json(patient),
+                self._settings.ttl_pds_seconds,
+            )
+        except CacheError as error:
+            log.warning("pds_cache_failed", error=str(error))
+
+
+# --- Patient resource -> PdsPatient (SPEC §5.4) -----------------------------------------------------------------
+def parse_patient(resource: Mapping[str, Any], requested: str) -> PdsPatient:
+    number = str(resource.get("id") or "")
+    if not number:
+        number = next(
+            (str(i.get("value")) for i in resource.get("identifier") or [] if i.get("system") == NHS_NUMBER_SYSTEM),
+            "",
+        )
+    if not number:
+        raise UpstreamInvalidResponse("PDS Patient has no NHS number", service="pds")
+    name = _current_name(resource.get("name") or [])
+    security = "U"
+    for label in (resource.get("meta") or {}).get("security") or []:
+        if label.get("code"):
+            security = str(label["code"])
+            break
+    gp_ods = None
+    for practitioner in resource.get("generalPractitioner") or []:
+        identifier = practitioner.get("identifier") or {}
+        if identifier.get("value"):
+            gp_ods = str(identifier["value"])
+            break
+    addresses = tuple(
+        Address(
+            lines=tuple(str(line) for line in address.get("line") or []),
+            city=address.get("city"),
+            postcode=address.get("postalCode"),
+            use=address.get("use"),
+        )
+        for address in resource.get("address") or []
+    )
+    telecom = tuple(
+        (str(item.get("system") or ""), str(item.get("value") or ""))
+        for item in resource.get("telecom") or []
+        if item.get("value")
+    )
+    deceased = resource.get("deceasedDateTime")
+    if deceased is None and resource.get("deceasedBoolean") is True:
+        deceased = "unknown"
+    return PdsPatient(
+        nhs_number=number,
+        family=name.get("family"),
+        given=tuple(name.get("given") or ()),
+        prefix=tuple(name.get("prefix") or ()),
+        gender=resource.get("gender"),
+        birth_date=resource.get("birthDate"),
+        addresses=addresses,
+        telecom=telecom,
+        gp_ods_code=gp_ods,
+        security=security,
+        deceased=deceased,
+        requested_nhs_number=requested,
+    )
+
+
+def _current_name(names: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    for use in ("usual", "official", None):
+        for name in names:
+            if use is None or name.get("use") == use:
+                if not (name.get("period") or {}).get("end"):
+                    return name
+    return names[0] if names else {}
+
+
+def patient_to_json(patient: PdsPatient) -> bytes:
+    return json.dumps(asdict(patient)).encode()
+
+
+def patient_from_json(raw: bytes) -> PdsPatient:
+    data = json.loads(raw)
+    data["addresses"] = tuple(Address(**{**a, "lines": tuple(a["lines"])}) for a in data.get("addresses", []))
+    data["telecom"] = tuple(tuple(item) for item in data.get("telecom", []))
+    for name in ("given", "prefix"):
+        data[name] = tuple(data.get(name) or ())
+    return PdsPatient(**data)
+
+
+__all__ = ["PdsFhirClient", "parse_patient", "patient_from_json", "patient_to_json", "pds_outcome"]
