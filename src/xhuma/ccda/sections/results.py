@@ -1,0 +1,584 @@
+"""Results / investigations (SPEC §8.4.5): List 887191000000108 → DiagnosticReports.
+
+One DiagnosticReport → one Result Organizer per test group (``BATTERY``, code = group header code) plus one
+``CLUSTER`` organizer for the results filed directly under the report. Each test result → Result Observation
+(value PQ/IVL_PQ/ST/CD, interpretation, reference range). Comments on results, the report's filing-comment
+Observations (``37331000000100``), ``conclusion`` and ``codedDiagnosis`` → Comment Activities, and every one of
+them is also readable in the narrative, together with the specimen and the original request (ProcedureRequest
+``note``). A report without any test result has no C-CDA slot (Result Organizer SHALL have ≥1 Result Observation)
+and is shown as a narrative row.
+
+The value helpers of this module (``write_value``, ``value_text``, ``range_text``) are shared by the other
+observation-based sections (vital signs, social history, uncategorised data).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.datatypes import (
+    Element,
+    as_list,
+    cd,
+    codings,
+    concept_text,
+    el,
+    fixed_code,
+    format_number,
+    ii,
+    is_code,
+    notes_text,
+    null,
+    pq,
+    readable_date,
+    set_xsi_type,
+    snomed_code,
+    string,
+    text_reference,
+    ts,
+)
+from xhuma.ccda.narrative import Row
+from xhuma.ccda.participation import author_label
+from xhuma.ccda.section import ConversionState, SectionWriter
+
+Resource = Mapping[str, Any]
+SPEC = T.SECTION_SPECS["results"]
+
+COMMENT_NOTE = "37331000000100"  # SNOMED Comment note: free text / filing comments (SPEC §7.4)
+INTERPRETATION_OID = "2.16.840.1.113883.5.83"
+INTERPRETATION_SYSTEMS = frozenset({
+    "http://hl7.org/fhir/v2/0078",
+    "http://terminology.hl7.org/CodeSystem/v2-0078",
+    "http://hl7.org/fhir/v3/ObservationInterpretation",
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+})
+# FHIR DiagnosticReport/Observation status → Result Status value set 2.16.840.1.113883.11.20.9.39 (SPEC §8.4.5).
+RESULT_STATUS = {
+    "final": "completed", "amended": "completed", "corrected": "completed", "appended": "completed",
+    "preliminary": "active", "registered": "active", "partial": "active",
+    "cancelled": "cancelled", "entered-in-error": "cancelled",
+}
+V2_0074_OID = "2.16.840.1.113883.12.74"
+HEADERS = ("Investigation", "Result", "Reference range", "Interpretation", "Date", "Comments")
+BOLD = "Bold"
+
+
+def build(state: ConversionState) -> None:
+    section = state.section(SPEC)
+    lists = section.use_lists(T.LIST_INVESTIGATIONS) + section.use_uncoded_lists("DiagnosticReport")
+    reports: list[Resource] = []
+    seen: set[int] = set()
+    for lst in lists:
+        for report in section.members(lst, "DiagnosticReport"):
+            if id(report) not in seen:
+                seen.add(id(report))
+                reports.append(report)
+    reports.sort(key=lambda r: _text(r.get("issued")), reverse=True)  # most recent first
+    table = section.table(HEADERS)
+    ids = UniqueIds(section)
+    section.convert_each(reports, lambda report: ReportEntries(section, table, ids, report).build())
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def lines_of(text: str | None) -> list[str]:
+    """Free text split into narrative lines (CDA narrative needs ``<br/>``, not newline characters)."""
+    if not text:
+        return []
+    return [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
+
+
+class UniqueIds:
+    """Entry ids from business identifiers, but never the same id twice in one section: some suppliers repeat
+    one identifier on every Observation of a report (GP Connect pathology examples)."""
+
+    def __init__(self, section: SectionWriter) -> None:
+        self.section = section
+        self.used: set[str] = set()
+
+    def write(self, parent: Element, resource: Resource, role: str = "") -> None:
+        state = self.section.state
+        seed = f"{role}|{state.resource_seed(resource)}"
+        if seed in self.used:
+            ii(parent, state.derived_id(role or "resource", state.index.key(resource)))
+            return
+        self.used.add(seed)
+        self.section.add_ids(parent, resource, role)
+
+
+# --- UCUM -------------------------------------------------------------------------------------------------------
+# Laboratory systems usually send the unit text without ``system``; a unit that is a well-formed UCUM expression
+# over common atoms is sent as the PQ unit, anything else keeps SPEC §8.3 rule 6 (nullFlavor OTH + originalText).
+_UCUM_ATOMS = frozenset({
+    "m", "g", "s", "L", "l", "mol", "eq", "U", "[iU]", "[IU]", "Cel", "K", "%", "h", "min", "d", "wk", "mo", "a",
+    "Pa", "mm[Hg]", "cm[H2O]", "kat", "[degF]", "osm", "[ppm]", "[ppb]", "[drp]", "10*", "10^", "[arb'U]", "[HPF]",
+    "[LPF]", "Hz", "J", "cal", "W", "V", "A", "Ohm", "S", "t", "bar", "[pH]", "[in_i]", "[lb_av]", "[oz_av]",
+})
+_UCUM_PREFIXES = ("da", "Y", "Z", "E", "P", "T", "G", "M", "k", "h", "d", "c", "m", "u", "n", "p", "f", "a", "z", "y")
+_UCUM_COMPONENT = re.compile(r"^(?P<unit>[^{}\d+-]+|10\*|10\^)?(?P<exp>[+-]?\d+)?(?P<ann>\{[^{}]*\})?$")
+
+
+def _ucum_simple(unit: str) -> bool:
+    if unit in _UCUM_ATOMS:
+        return True
+    return any(unit.startswith(p) and unit[len(p):] in _UCUM_ATOMS and unit[len(p):] not in ("10*", "10^")
+               for p in _UCUM_PREFIXES)
+
+
+def is_ucum(unit: object) -> bool:
+    """Whether ``unit`` is a well-formed UCUM expression (``.``/``/`` products of optionally prefixed common
+    atoms with exponents, numeric factors and ``{annotations}``)."""
+    if not isinstance(unit, str) or not unit or any(c.isspace() for c in unit) or "(" in unit:
+        return False
+    for component in re.split(r"[./](?![^{]*\})", unit[1:] if unit.startswith("/") else unit):
+        if component.isdigit():
+            continue
+        match = _UCUM_COMPONENT.match(component)
+        if match is None or not (match.group("unit") or match.group("ann")):
+            return False
+        if match.group("unit") and not _ucum_simple(match.group("unit")):
+            return False
+    return True
+
+
+def ucum_quantity(quantity: object) -> object:
+    """A Quantity whose unit text is valid UCUM gains ``system``/``code`` so ``pq`` writes it as the unit."""
+    if not isinstance(quantity, Mapping) or quantity.get("system") == "http://unitsofmeasure.org":
+        return quantity
+    unit = quantity.get("code") if is_ucum(quantity.get("code")) else quantity.get("unit")
+    if is_ucum(unit):
+        return {**quantity, "system": "http://unitsofmeasure.org", "code": unit}
+    return quantity
+
+
+# --- values shared by every observation-based section -------------------------------------------------------------
+def quantity_text(quantity: object) -> str:
+    if not isinstance(quantity, Mapping):
+        return ""
+    number = format_number(quantity.get("value"))
+    if number is None:
+        return ""
+    unit = string(quantity.get("unit")) or string(quantity.get("code")) or ""
+    comparator = string(quantity.get("comparator")) or ""
+    approx = any(isinstance(e, Mapping) and str(e.get("url", "")).endswith("ValueApproximation-1")
+                 and e.get("valueBoolean") is True for e in as_list(quantity.get("extension")))
+    return f"{'approx. ' if approx else ''}{comparator}{number}{' ' + unit if unit else ''}"
+
+
+def value_text(observation: Resource) -> str:
+    """The value of an Observation as the clinician should read it."""
+    if "valueQuantity" in observation:
+        return quantity_text(observation.get("valueQuantity"))
+    if "valueCodeableConcept" in observation:
+        return concept_text(observation.get("valueCodeableConcept"))
+    for key in ("valueString", "valueTime", "valueDateTime"):
+        if isinstance(observation.get(key), str):
+            return " ".join(lines_of(observation[key])) if key == "valueString" else readable_date(observation[key])
+    if isinstance(observation.get("valueBoolean"), bool):
+        return "Yes" if observation["valueBoolean"] else "No"
+    if isinstance(observation.get("valueInteger"), int):
+        return str(observation["valueInteger"])
+    value_range = observation.get("valueRange")
+    if isinstance(value_range, Mapping):
+        return f"{quantity_text(value_range.get('low'))} – {quantity_text(value_range.get('high'))}"
+    period = observation.get("valuePeriod")
+    if isinstance(period, Mapping):
+        return f"{readable_date(period.get('start'))} – {readable_date(period.get('end'))}"
+    ratio = observation.get("valueRatio")
+    if isinstance(ratio, Mapping):
+        return f"{quantity_text(ratio.get('numerator'))} / {quantity_text(ratio.get('denominator'))}"
+    absent = observation.get("dataAbsentReason")
+    if isinstance(absent, Mapping):
+        return f"No value ({concept_text(absent, 'reason not given')})"
+    return ""
+
+
+def has_value(observation: Resource) -> bool:
+    return any(key.startswith("value") for key in observation)
+
+
+_COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
+
+
+def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element:
+    """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
+    IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative."""
+    quantity = observation.get("valueQuantity")
+    if isinstance(quantity, Mapping):
+        comparator = _COMPARATOR.get(str(quantity.get("comparator")))
+        if comparator is not None and format_number(quantity.get("value")) is not None:
+            value = set_xsi_type(el(parent, "value"), "IVL_PQ")
+            bound = pq(value, comparator[0], ucum_quantity({k: v for k, v in quantity.items() if k != "comparator"}))
+            bound.set("inclusive", comparator[1])
+            return value
+        return pq(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
+    concept = observation.get("valueCodeableConcept")
+    if isinstance(concept, Mapping):
+        return cd(parent, "value", concept, reference=reference, xsi_type="CD")
+    text = value_text(observation) if has_value(observation) else ""
+    if isinstance(observation.get("valueBoolean"), bool):
+        return set_xsi_type(el(parent, "value", {"value": "true" if observation["valueBoolean"] else "false"}), "BL")
+    if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
+        return set_xsi_type(el(parent, "value", {"value": str(observation["valueInteger"])}), "INT")
+    value_range = observation.get("valueRange")
+    if isinstance(value_range, Mapping):
+        value = set_xsi_type(el(parent, "value"), "IVL_PQ")
+        for bound in ("low", "high"):
+            if isinstance(value_range.get(bound), Mapping):
+                pq(value, bound, ucum_quantity(value_range[bound]))
+        return value
+    if text:
+        return set_xsi_type(el(parent, "value", text=text), "ST")
+    return set_xsi_type(null(parent, "value", "NI"), "PQ")
+
+
+def interpretations(observation: Resource) -> list[tuple[str, str]]:
+    """(HL7 ObservationInterpretation code, display) of FHIR interpretation codings."""
+    found = []
+    for coding in codings(observation.get("interpretation")):
+        if coding.get("system") in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
+            found.append((str(coding["code"]), string(coding.get("display")) or str(coding["code"])))
+    return found
+
+
+def interpretation_text(observation: Resource) -> str:
+    return concept_text(observation.get("interpretation"), "")
+
+
+def range_text(observation: Resource) -> list[str]:
+    out = []
+    unit = ""
+    if isinstance(observation.get("valueQuantity"), Mapping):
+        unit = string(observation["valueQuantity"].get("unit")) or ""
+    for reference_range in as_list(observation.get("referenceRange")):
+        if not isinstance(reference_range, Mapping):
+            continue
+        text = string(reference_range.get("text"))
+        low = quantity_text(reference_range.get("low")).removesuffix(f" {unit}") if unit else quantity_text(
+            reference_range.get("low"))
+        high = quantity_text(reference_range.get("high"))
+        if not high.endswith(unit) and unit and high:
+            high = f"{high} {unit}"
+        if low or high:
+            out.append(f"{low or '…'} – {high or '…'}".strip())
+        if text:
+            out.append(text)
+    return out
+
+
+def write_reference_ranges(parent: Element, observation: Resource) -> None:
+    """referenceRange/observationRange: IVL_PQ for low/high (unit of the result when the range has none), the
+    text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175)."""
+    result_quantity = observation.get("valueQuantity")
+    unit_keys = ("unit", "system", "code")
+    for reference_range in as_list(observation.get("referenceRange")):
+        if not isinstance(reference_range, Mapping):
+            continue
+        low, high = reference_range.get("low"), reference_range.get("high")
+        text = string(reference_range.get("text"))
+        if not (isinstance(low, Mapping) or isinstance(high, Mapping) or text):
+            continue
+        observation_range = el(el(parent, "referenceRange"), "observationRange")
+        bounds = [(name, q) for name, q in (("low", low), ("high", high))
+                  if isinstance(q, Mapping) and format_number(q.get("value")) is not None]
+        if text or not bounds:
+            el(observation_range, "text", text=text or "")
+        if bounds:
+            value = set_xsi_type(el(observation_range, "value"), "IVL_PQ")
+            for name, quantity in bounds:
+                merged = dict(quantity)
+                if isinstance(result_quantity, Mapping) and not any(k in quantity for k in unit_keys):
+                    merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
+                pq(value, name, ucum_quantity(merged))
+        else:
+            set_xsi_type(el(observation_range, "value", text=text or ""), "ST")
+
+
+def comment_activity(section: SectionWriter, parent: Element, reference: str, *, component: bool = False) -> None:
+    """Comment Activity (4.64): ``entryRelationship SUBJ inversionInd`` under an observation, or a ``component``
+    of an organizer (an organizer has no entryRelationship). text/reference → the narrative row (SHALL)."""
+    if component:
+        holder = el(parent, "component")
+    else:
+        holder = el(parent, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
+    act = el(holder, "act", {"classCode": "ACT", "moodCode": "EVN"})
+    section.template(act, T.COMMENT_ACTIVITY)
+    fixed_code(act, "code", T.ANNOTATION_COMMENT)
+    text_reference(act, reference)
+
+
+def result_status(resource: Resource, has_result_value: bool = True) -> str:
+    status = str(resource.get("status") or "")
+    if status in RESULT_STATUS:
+        return RESULT_STATUS[status]
+    return "completed" if has_result_value else "active"  # unknown: completed only if a value exists
+
+
+# --- one DiagnosticReport ----------------------------------------------------------------------------------------
+class ReportEntries:
+    """The organizers, observations and narrative rows of one DiagnosticReport."""
+
+    def __init__(self, section: SectionWriter, table: Any, ids: UniqueIds, report: Resource) -> None:
+        self.section = section
+        self.index = section.index
+        self.table = table
+        self.ids = ids
+        self.report = report
+        self.specimens = [s for s in (self.index.resolve(r) for r in as_list(report.get("specimen")))
+                          if s is not None and s.get("resourceType") == "Specimen"]
+
+    # classification of DiagnosticReport.result
+    def _classify(self) -> tuple[list[tuple[Resource, list[Resource]]], list[Resource], list[Resource]]:
+        groups: list[tuple[Resource, list[Resource]]] = []
+        standalone: list[Resource] = []
+        comments: list[Resource] = []
+        in_group: set[int] = set()
+        results = [r for r in (self.index.resolve(ref) for ref in as_list(self.report.get("result")))
+                   if r is not None]
+        for reference in as_list(self.report.get("result")):
+            if self.index.resolve(reference) is None:
+                ref = reference.get("reference") if isinstance(reference, Mapping) else reference
+                self.section.warn("unresolved-reference", f"report result {ref} is not in the bundle", self.report)
+        for observation in results:
+            if observation.get("resourceType") != "Observation":
+                self.section.warn("unexpected-result", f"{observation.get('resourceType')} in a report result",
+                                  observation)
+                continue
+            members = [m for m in (self.index.resolve(rel.get("target")) for rel in as_list(observation.get(
+                "related")) if isinstance(rel, Mapping) and rel.get("type", "has-member") == "has-member")
+                if m is not None and m.get("resourceType") == "Observation"]
+            if members:
+                groups.append((observation, members))
+                in_group.update(id(m) for m in members)
+        for observation in results:
+            if observation.get("resourceType") != "Observation" or any(observation is g for g, _ in groups):
+                continue
+            if id(observation) in in_group:
+                continue
+            if snomed_code(observation.get("code")) == COMMENT_NOTE and not has_value(observation):
+                comments.append(observation)
+            else:
+                standalone.append(observation)
+        return groups, standalone, comments
+
+    def build(self) -> None:
+        report = self.report
+        groups, standalone, comments = self._classify()
+        header = self._report_row(groups, standalone, comments)
+        organizers: list[Element] = []
+        for group, members in groups:
+            organizers.append(self._organizer(group, members, "BATTERY", group.get("code")))
+        if standalone:
+            code = standalone[0].get("code") if len(standalone) == 1 else self._cluster_code()
+            organizers.append(self._organizer(None, standalone, "CLUSTER", code))
+        # Report-level comments (filing comments, conclusion, coded diagnosis) go with the first organizer.
+        if organizers and header is not None and (comments or self._conclusion_lines()):
+            comment_activity(self.section, organizers[0], header.reference, component=True)
+        for comment in comments:
+            if organizers:
+                self.section.mapped(comment, T.COMMENT_ACTIVITY)
+            else:
+                self.section.narrative_only(comment, "filing comment of a report without test results")
+        for specimen in self.specimens:
+            self.section.supporting(specimen, "specimen of a result organizer (narrative and specimen element)")
+        for request in self._requests():
+            self.section.supporting(request, "original request of an investigation report, shown in its narrative")
+        if organizers:
+            self.section.mapped(report, T.RESULT_ORGANIZER)
+        else:
+            self.section.narrative_only(report, "report without test results: a Result Organizer needs one")
+            self.section.warn("report-without-results", "investigation report has no test results; shown as text",
+                              report)
+
+    # --- narrative -------------------------------------------------------------------------------------------
+    def _requests(self) -> list[Resource]:
+        return [r for r in (self.index.resolve(b) for b in as_list(self.report.get("basedOn")))
+                if r is not None and r.get("resourceType") == "ProcedureRequest"]
+
+    def _conclusion_lines(self) -> list[str]:
+        out = [f"Conclusion: {line}" for line in lines_of(string(self.report.get("conclusion")))]
+        out += [f"Coded diagnosis: {concept_text(c)}" for c in as_list(self.report.get("codedDiagnosis"))
+                if concept_text(c)]
+        return out
+
+    def _cluster_code(self) -> object:
+        category = self.report.get("category")
+        for coding in codings(category):
+            if coding.get("system") in ("http://hl7.org/fhir/v2/0074", "http://terminology.hl7.org/CodeSystem/v2-0074"):
+                return {"coding": [{"system": f"urn:oid:{V2_0074_OID}", "code": coding.get("code"),
+                                    "display": coding.get("display")}]}
+        return category if codings(category) else self.report.get("code")
+
+    def _report_row(self, groups: Sequence[tuple[Resource, list[Resource]]], standalone: Sequence[Resource],
+                    comments: Sequence[Resource]) -> Row | None:
+        report = self.report
+        row = self.table.row()
+        row.style = BOLD
+        count = sum(len(m) for _, m in groups) + len(standalone)
+        category = concept_text(report.get("category"), "Investigation report")
+        names = [concept_text(g.get("code")) for g, _ in groups] + [concept_text(s.get("code")) for s in standalone]
+        title = names[0] if len(names) == 1 else category
+        row.cell(f"Report: {title}" + (f" ({count} results)" if count != 1 else ""))
+        row.cell("")
+        row.cell("")
+        row.cell(_status_label(report))
+        row.cell(["Issued " + readable_date(report.get("issued"))] if report.get("issued") else [])
+        details: list[str] = []
+        labs = [author_label(self.index, p.get("actor")) for p in as_list(report.get("performer"))
+                if isinstance(p, Mapping)]
+        details += [f"Performed by: {lab}" for lab in labs if lab]
+        for specimen in self.specimens:
+            details.append(f"Specimen: {specimen_text(specimen)}")
+        for request in self._requests():
+            requested = concept_text(request.get("code"), "request")
+            notes = "; ".join(notes_text(request))
+            requester = author_label(self.index, (request.get("requester") or {}).get("agent"))
+            details.append(f"Request: {requested}" + (f" — {notes}" if notes else "")
+                           + (f" (requested by {requester})" if requester else ""))
+        for comment in comments:
+            who = ", ".join(p for p in (author_label(self.index, x) for x in as_list(comment.get("performer"))) if p)
+            when = readable_date(comment.get("effectiveDateTime") or comment.get("issued"))
+            details.append("Filing comment" + (f" ({who}, {when})" if who or when else "") + ":")
+            details += lines_of(string(comment.get("comment")))
+        details += self._conclusion_lines()
+        if self.section.is_confidential(report):
+            details.append("Not for disclosure to the patient (NOPAT)")
+        row.cell(details)
+        return row
+
+    def _result_row(self, observation: Resource, indent: bool) -> tuple[Row, str | None]:
+        row = self.table.row()
+        name = concept_text(observation.get("code"), "Unnamed test")
+        code_ref = row.cell(name, content="code")
+        row.cell(value_text(observation))
+        row.cell(range_text(observation))
+        row.cell(interpretation_text(observation))
+        row.cell(readable_date(_observation_time(observation, self.specimens, self.report)))
+        comments = lines_of(string(observation.get("comment")))
+        extra = [f"Specimen: {specimen_text(s)}" for s in self._own_specimens(observation)]
+        if self.section.is_confidential(observation):
+            extra.append("Not for disclosure to the patient (NOPAT)")
+        row.cell(comments + extra)
+        return row, code_ref
+
+    def _own_specimens(self, observation: Resource) -> list[Resource]:
+        specimen = self.index.resolve(observation.get("specimen"))
+        if specimen is None or any(specimen is s for s in self.specimens):
+            return []
+        return [specimen]
+
+    # --- entries ---------------------------------------------------------------------------------------------
+    def _organizer(self, group: Resource | None, members: Sequence[Resource], class_code: str,
+                   code: object) -> Element:
+        source = group or self.report
+        if group is not None:
+            row = self.table.row()
+            row.style = BOLD
+            code_ref = row.cell(concept_text(group.get("code"), "Test group"), content="code")
+            row.cell(value_text(group))
+            row.cell(range_text(group))
+            row.cell(interpretation_text(group))
+            row.cell(readable_date(_observation_time(group, self.specimens, self.report)))
+            row.cell(lines_of(string(group.get("comment"))))
+        else:
+            row, code_ref = None, None
+        organizer = el(self.section.entry(), "organizer", {"classCode": class_code, "moodCode": "EVN"})
+        self.section.template(organizer, T.RESULT_ORGANIZER)
+        self.ids.write(organizer, source, "" if group is not None else "result-cluster")
+        cd(organizer, "code", code, reference=code_ref)
+        values = [m for m in members if has_value(m)]
+        el(organizer, "statusCode", {"code": result_status(source, bool(values))})
+        moment = _collection_time(self.specimens) or (
+            _observation_time(group, self.specimens, self.report) if group is not None else None)
+        if moment is None and members:
+            moment = _observation_time(members[0], self.specimens, self.report)
+        if moment is not None:
+            interval = el(organizer, "effectiveTime")
+            ts(interval, "low", moment)
+            ts(interval, "high", moment)
+        specimen = self.index.resolve(group.get("specimen")) if group is not None else None
+        for item in ([specimen] if specimen is not None else self.specimens)[:1]:
+            if item.get("resourceType") == "Specimen" and codings(item.get("type")):
+                entity = el(el(el(organizer, "specimen"), "specimenRole"), "specimenPlayingEntity")
+                cd(entity, "code", item.get("type"))
+        for member in members:
+            self._result_observation(organizer, member, indent=group is not None)
+        if group is not None and row is not None and string(group.get("comment")):
+            comment_activity(self.section, organizer, row.reference, component=True)
+        if group is not None:
+            self.section.mapped(group, T.RESULT_ORGANIZER)
+        return organizer
+
+    def _result_observation(self, organizer: Element, observation: Resource, indent: bool) -> None:
+        row, code_ref = self._result_row(observation, indent)
+        component = el(organizer, "component")
+        entry = el(component, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+        self.section.template(entry, T.RESULT_OBSERVATION)
+        self.ids.write(entry, observation)
+        cd(entry, "code", observation.get("code"), reference=code_ref)
+        text_reference(entry, row.reference)
+        el(entry, "statusCode", {"code": result_status(observation, has_value(observation))})
+        ts(entry, "effectiveTime", _observation_time(observation, self.specimens, self.report))
+        write_value(entry, observation)
+        for code, display in interpretations(observation):
+            el(entry, "interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
+                                             "codeSystemName": "ObservationInterpretation", "displayName": display})
+        if string(observation.get("comment")):
+            comment_activity(self.section, entry, row.reference)
+        write_reference_ranges(entry, observation)
+        self.section.mapped(observation, T.RESULT_OBSERVATION)
+
+
+def _status_label(resource: Resource) -> str:
+    status = string(resource.get("status"))
+    return f"Status: {status}" if status and status != "final" else ""
+
+
+def specimen_text(specimen: Resource) -> str:
+    parts = [concept_text(specimen.get("type"), "specimen")]
+    accession = specimen.get("accessionIdentifier")
+    if isinstance(accession, Mapping) and string(accession.get("value")):
+        parts.append(f"accession {accession['value']}")
+    collection = specimen.get("collection")
+    if isinstance(collection, Mapping):
+        collected = collection.get("collectedDateTime") or (collection.get("collectedPeriod") or {}).get("start")
+        if collected:
+            parts.append(f"collected {readable_date(collected)}")
+        if isinstance(collection.get("bodySite"), Mapping):
+            parts.append(f"site {concept_text(collection['bodySite'])}")
+    if specimen.get("receivedTime"):
+        parts.append(f"received {readable_date(specimen.get('receivedTime'))}")
+    parts += notes_text(specimen)
+    return ", ".join(p for p in parts if p)
+
+
+def _collection_time(specimens: Sequence[Resource]) -> str | None:
+    for specimen in specimens:
+        collection = specimen.get("collection")
+        if isinstance(collection, Mapping):
+            value = collection.get("collectedDateTime") or (collection.get("collectedPeriod") or {}).get("start")
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def _observation_time(observation: Resource | None, specimens: Sequence[Resource], report: Resource) -> str | None:
+    """effective, else specimen collection time, else issued, else the report's issued (SPEC §8.4.5)."""
+    if observation is not None:
+        if isinstance(observation.get("effectiveDateTime"), str):
+            return str(observation["effectiveDateTime"])
+        period = observation.get("effectivePeriod")
+        if isinstance(period, Mapping) and isinstance(period.get("start"), str):
+            return str(period["start"])
+    collected = _collection_time(specimens)
+    if collected:
+        return collected
+    if observation is not None and isinstance(observation.get("issued"), str):
+        return str(observation["issued"])
+    issued = report.get("issued")
+    return issued if isinstance(issued, str) else None
