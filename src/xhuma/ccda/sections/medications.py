@@ -1,0 +1,340 @@
+"""Medications (SPEC §8.4.2): List 933361000000108 → one Medication Activity per MedicationStatement.
+
+Each authorisation (MedicationStatement) becomes a Medication Activity (4.16) with Medication Information (4.23),
+Free Text Sig (4.147), Instruction (4.20) for the patient instruction, and a Medication Supply Order (4.17,
+moodCode INT) from the plan MedicationRequest — the authorisation, not an administration (LESSONS 23). Issue
+MedicationRequests (intent order) are summarised in the narrative, never emitted as separate activities (they
+would duplicate repeats). Route comes from ``dosage.route`` only, never ``dosage.method`` (LESSONS 23).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.context import ProductCoding
+from xhuma.ccda.datatypes import (
+    Element,
+    as_list,
+    cd,
+    concept_text,
+    el,
+    extension,
+    first,
+    fixed_code,
+    format_number,
+    ivl_ts,
+    readable_date,
+    set_xsi_type,
+    string,
+    sub_extension,
+    text_reference,
+)
+from xhuma.ccda.narrative import Row
+from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.section import ConversionState, SectionWriter
+
+Resource = Mapping[str, Any]
+SPEC = T.SECTION_SPECS["medications"]
+
+# HL7 Pharmacy WG mapping of MedicationStatement.status (SPEC §8.4.2).
+STATUS = {"active": "active", "completed": "completed", "stopped": "aborted", "on-hold": "suspended",
+          "intended": "active", "entered-in-error": "nullified"}
+STATUS_TEXT = {"active": "Active", "completed": "Completed", "aborted": "Stopped", "suspended": "On hold",
+               "nullified": "Entered in error"}
+PRESCRIPTION_TYPE = {"acute": "Acute", "repeat": "Repeat", "repeat-dispensing": "Repeat dispensing",
+                     "delayed-prescribing": "Delayed prescribing"}
+UCUM_TIME = {"s": "s", "min": "min", "h": "h", "d": "d", "wk": "wk", "mo": "mo", "a": "a"}
+HEADERS = ("Medication", "Dose and directions", "Type", "Status", "Started", "Ended", "Last issued",
+           "Supply", "Notes")
+
+
+def build(state: ConversionState) -> None:
+    section = state.section(SPEC)
+    lists = section.use_lists(T.LIST_MEDICATIONS) + section.use_secondary_lists("medications")
+    lists += section.use_uncoded_lists("MedicationStatement")
+    seen: set[int] = set()
+    statements: list[Resource] = []
+    for lst in lists:
+        for statement in section.members(lst, "MedicationStatement"):
+            if id(statement) not in seen:
+                seen.add(id(statement))
+                statements.append(statement)
+    # Current before past, most recently started first.
+    statements.sort(key=_start, reverse=True)
+    statements.sort(key=lambda s: STATUS.get(str(s.get("status")), "active") != "active")
+    issues = _issues_by_plan(state)
+    table = section.table(HEADERS)
+    section.convert_each(statements, lambda s: MedicationActivity(section, table.row(), s, issues).build())
+
+
+def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
+    """Issue MedicationRequests (intent order, includePrescriptionIssues) keyed by their plan's identity."""
+    out: dict[int, list[Resource]] = {}
+    for request in state.index.of_type("MedicationRequest"):
+        if request.get("intent") != "order":
+            continue
+        for reference in as_list(request.get("basedOn")):
+            plan = state.index.resolve(reference)
+            if plan is not None:
+                out.setdefault(id(plan), []).append(request)
+    return out
+
+
+def _start(statement: Resource) -> str:
+    period = statement.get("effectivePeriod")
+    value = period.get("start") if isinstance(period, Mapping) else statement.get("effectiveDateTime")
+    return value if isinstance(value, str) else ""
+
+
+class MedicationActivity:
+    """Medication Activity (4.16, moodCode EVN) for one MedicationStatement (an authorisation)."""
+
+    def __init__(self, section: SectionWriter, row: Row, statement: Resource,
+                 issues_by_plan: dict[int, list[Resource]]) -> None:
+        self.section = section
+        self.index = section.index
+        self.row = row
+        self.statement = statement
+        self.medication = self.index.resolve(statement.get("medicationReference"))
+        self.plan = self._plan()
+        self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
+        self.dosage: Mapping[str, Any] = first(statement.get("dosage")) or {}
+        if not isinstance(self.dosage, Mapping):
+            self.dosage = {}
+        status = statement.get("status")
+        period = statement.get("effectivePeriod") if isinstance(statement.get("effectivePeriod"), Mapping) else {}
+        self.start = period.get("start") if period else statement.get("effectiveDateTime")
+        self.end = period.get("end") if period else None
+        self.status = STATUS.get(str(status), "completed" if self.end else "active")
+
+    def _plan(self) -> Resource | None:
+        for reference in as_list(self.statement.get("basedOn")):
+            found = self.index.resolve(reference)
+            if found is not None and found.get("resourceType") == "MedicationRequest":
+                return found
+        return None
+
+    def build(self) -> None:
+        statement = self.statement
+        medication_ref, sig_ref = self._narrative()
+        activity = el(self.section.entry(), "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
+        self.section.template(activity, T.MEDICATION_ACTIVITY)
+        self.section.add_ids(activity, statement)
+        text_reference(activity, self.row.reference)
+        el(activity, "statusCode", {"code": self.status})
+        period = ivl_ts(activity, "effectiveTime", self.start,
+                        self.end if self.end else None, high_required=self.status != "active")
+        set_xsi_type(period, "IVL_TS")
+        if self.status == "active" and not self.end:
+            el(period, "high", {"nullFlavor": "NI"})  # open-ended authorisation (HL7 examples)
+        self._frequency(activity)
+        route = self.dosage.get("route")
+        if isinstance(route, Mapping):
+            cd(activity, "routeCode", route)
+        site = self.dosage.get("site")
+        if isinstance(site, Mapping):
+            cd(activity, "approachSiteCode", site)
+        self._dose(activity)
+        product = el(el(activity, "consumable"), "manufacturedProduct", {"classCode": "MANU"})
+        self.section.template(product, T.MEDICATION_INFORMATION)
+        material = el(product, "manufacturedMaterial")
+        concept = self.medication.get("code") if self.medication else None
+        primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
+        cd(material, "code", concept, reference=medication_ref, primary_systems=primary)
+        author_participation(activity, self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
+        if sig_ref:
+            self._free_text_sig(activity, sig_ref)
+        instruction = string(self.dosage.get("patientInstruction"))
+        if instruction:
+            self._instruction(activity, instruction)
+        if self.plan is not None:
+            self._supply_order(activity, self.plan)
+        if self.dosage.get("asNeededBoolean") is True or isinstance(self.dosage.get("asNeededCodeableConcept"),
+                                                                    Mapping):
+            self._as_needed(activity)
+        self.section.mapped(statement, T.MEDICATION_ACTIVITY)
+        self.section.supporting(self.medication, "Medication Information of a Medication Activity")
+        self.section.supporting(self.plan, "Medication Supply Order (authorisation) of a Medication Activity")
+        for issue in self.issues:
+            self.section.supporting(issue, "prescription issue summarised in the Medication Activity narrative")
+
+    def _frequency(self, activity: Element) -> None:
+        """dosage.timing.repeat frequency/period → PIVL_TS operator A (SPEC §8.4.2)."""
+        timing = self.dosage.get("timing")
+        repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
+        if not isinstance(repeat, Mapping):
+            return
+        period = repeat.get("period")
+        unit = UCUM_TIME.get(str(repeat.get("periodUnit")))
+        frequency = repeat.get("frequency") or 1
+        if not isinstance(period, int | float) or isinstance(period, bool) or unit is None:
+            return
+        if not isinstance(frequency, int | float) or isinstance(frequency, bool) or frequency <= 0 or period <= 0:
+            return
+        interval = period / frequency
+        if unit == "d" and interval != int(interval):
+            interval, unit = interval * 24, "h"
+        value = format_number(round(interval, 4) if interval != int(interval) else int(interval))
+        if value is None:
+            return
+        element = el(activity, "effectiveTime", {"operator": "A", "institutionSpecified": "true"})
+        set_xsi_type(element, "PIVL_TS")
+        el(element, "period", {"value": value, "unit": unit})
+
+    def _dose(self, activity: Element) -> None:
+        """doseQuantity SHALL (CONF:1098-7516): UCUM unit when given; countable forms carry no unit (the unit is
+        the product's form); free-text-only dosage → nullFlavor UNK (SPEC §8.4.2)."""
+        dose = self.dosage.get("doseQuantity")
+        number = format_number(dose.get("value")) if isinstance(dose, Mapping) else None
+        if number is None or not isinstance(dose, Mapping):
+            el(activity, "doseQuantity", {"nullFlavor": "UNK"})
+            return
+        attrib = {"value": number}
+        if dose.get("system") == "http://unitsofmeasure.org" and isinstance(dose.get("code"), str) \
+                and dose["code"].strip() and " " not in dose["code"]:
+            attrib["unit"] = dose["code"]
+        el(activity, "doseQuantity", attrib)
+
+    def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
+        sig = el(el(activity, "entryRelationship", {"typeCode": "COMP"}), "substanceAdministration",
+                 {"classCode": "SBADM", "moodCode": "EVN"})
+        self.section.template(sig, T.MEDICATION_FREE_TEXT_SIG)
+        fixed_code(sig, "code", T.FREE_TEXT_SIG)
+        text_reference(sig, sig_ref)
+        el(el(el(sig, "consumable"), "manufacturedProduct"), "manufacturedLabeledDrug", {"nullFlavor": "NA"})
+
+    def _instruction(self, activity: Element, instruction: str) -> None:
+        act = el(el(activity, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}), "act",
+                 {"classCode": "ACT", "moodCode": "INT"})
+        self.section.template(act, T.INSTRUCTION)
+        fixed_code(act, "code", T.MEDICATION_INSTRUCTION)
+        el(act, "text", text=instruction)
+        el(act, "statusCode", {"code": "completed"})
+
+    def _supply_order(self, activity: Element, plan: Resource) -> None:
+        """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
+        supply = el(el(activity, "entryRelationship", {"typeCode": "REFR"}), "supply",
+                    {"classCode": "SPLY", "moodCode": "INT"})
+        self.section.template(supply, T.MEDICATION_SUPPLY_ORDER)
+        self.section.add_ids(supply, plan)
+        el(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
+        dispense = plan.get("dispenseRequest") if isinstance(plan.get("dispenseRequest"), Mapping) else {}
+        validity = dispense.get("validityPeriod") if isinstance(dispense.get("validityPeriod"), Mapping) else {}
+        repeat = extension(plan, "MedicationRepeatInformation-1")
+        expiry = sub_extension(repeat, "authorisationExpiryDate")
+        high = (expiry or {}).get("valueDateTime") or validity.get("end")
+        period = ivl_ts(supply, "effectiveTime", validity.get("start") or plan.get("authoredOn"), high)
+        set_xsi_type(period, "IVL_TS")
+        allowed = sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed")
+        allowed_value = (allowed or {}).get("valuePositiveInt")
+        if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
+            el(supply, "repeatNumber", {"value": str(allowed_value)})
+        quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), Mapping) else None
+        number = format_number(quantity.get("value")) if quantity else None
+        if number is not None and quantity is not None:
+            # Quantity text ("28 tablet") stays in the narrative; only UCUM units go into the PQ.
+            attrib = {"value": number}
+            if quantity.get("system") == "http://unitsofmeasure.org" and isinstance(quantity.get("code"), str) \
+                    and quantity["code"].strip() and " " not in quantity["code"]:
+                attrib["unit"] = quantity["code"]
+            el(supply, "quantity", attrib)
+        author_participation(supply, self.index, plan.get("recorder") or plan.get("requester"),
+                             plan.get("authoredOn"))
+
+    def _as_needed(self, activity: Element) -> None:
+        """PRN: Precondition for Substance Administration (4.25); the condition when coded, else nullFlavor."""
+        precondition = el(activity, "precondition", {"typeCode": "PRCN"})
+        criterion = el(precondition, "criterion")
+        self.section.template(criterion, T.PRECONDITION)  # the templateId sits on criterion (CONF:1098-31883)
+        fixed_code(criterion, "code", T.ASSERTION, xsi_type="CD")
+        reason = self.dosage.get("asNeededCodeableConcept")
+        if isinstance(reason, Mapping):
+            cd(criterion, "value", reason, xsi_type="CD")
+        else:
+            value = el(criterion, "value", {"nullFlavor": "NI"})
+            set_xsi_type(value, "CD")
+            el(value, "originalText", text="As required")
+
+    # --- narrative ---------------------------------------------------------------------------------------------
+    def _narrative(self) -> tuple[str | None, str | None]:
+        row = self.row
+        statement = self.statement
+        plan = self.plan or {}
+        name = concept_text(self.medication.get("code") if self.medication else None, "Medication not recorded")
+        medication_ref = row.cell(name, content="drug")
+        dosage = self.dosage
+        sig_text = string(dosage.get("text"))
+        lines = [sig_text] if sig_text else []
+        extra = [string(i.get("text")) or concept_text(i) for i in as_list(dosage.get("additionalInstruction"))
+                 if isinstance(i, Mapping)]
+        if dosage.get("asNeededBoolean") is True:
+            extra.append("As required (PRN)")
+        if isinstance(dosage.get("route"), Mapping):
+            extra.append(f"Route: {concept_text(dosage['route'])}")
+        if string(dosage.get("patientInstruction")):
+            extra.append(f"Patient instruction: {dosage['patientInstruction'].strip()}")
+        sig_ref = None
+        if lines:
+            sig_ref = row.cell(lines + [e for e in extra if e], content="sig")
+        else:
+            row.cell([e for e in extra if e])
+        prescription_type = extension(plan, "PrescriptionType-1") if plan else None
+        type_code = None
+        if prescription_type is not None:
+            concept = prescription_type.get("valueCodeableConcept")
+            type_code = next((str(c.get("code")) for c in as_list((concept or {}).get("coding"))
+                              if isinstance(c, Mapping)), None)
+        agency = extension(statement, "PrescribingAgency-1")
+        agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
+        row.cell([PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text])
+        status_lines = [STATUS_TEXT.get(self.status, self.status)]
+        reason = extension(plan, "MedicationStatusReason-1") if plan else None
+        if reason is not None:
+            why = concept_text((sub_extension(reason, "statusReason") or {}).get("valueCodeableConcept"))
+            when = readable_date((sub_extension(reason, "statusChangeDate") or {}).get("valueDateTime"))
+            status_lines.append(" ".join(p for p in (why, when) if p))
+        row.cell(status_lines)
+        row.cell(readable_date(self.start))
+        row.cell(readable_date(self.end))
+        last_issue = extension(statement, "MedicationStatementLastIssueDate-1")
+        row.cell(readable_date((last_issue or {}).get("valueDateTime")))
+        row.cell(self._supply_text(plan))
+        notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, Mapping)
+                 and isinstance(n.get("text"), str)]
+        recorder = author_label(self.index, plan.get("recorder")) if plan else ""
+        if recorder:
+            notes.append(f"Authorised by {recorder}")
+        if self.section.is_confidential(statement):
+            notes.append("Not for disclosure to the patient (NOPAT)")
+        row.cell(notes)
+        return medication_ref, sig_ref
+
+    def _supply_text(self, plan: Mapping[str, Any]) -> list[str]:
+        """Quantity (value and/or quantity text — never "None 28", LESSONS 23), duration, repeats, issues."""
+        lines: list[str] = []
+        dispense = plan.get("dispenseRequest") if isinstance(plan.get("dispenseRequest"), Mapping) else {}
+        quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), Mapping) else {}
+        value = format_number(quantity.get("value")) if quantity else None
+        text_ext = extension(quantity, "MedicationQuantityText-1") if quantity else None
+        quantity_text = string((text_ext or {}).get("valueString")) or string(quantity.get("unit")) if quantity \
+            else None
+        parts = [p for p in (value, quantity_text) if p]
+        if parts:
+            lines.append("Quantity: " + " ".join(parts))
+        duration = dispense.get("expectedSupplyDuration")
+        if isinstance(duration, Mapping) and format_number(duration.get("value")):
+            lines.append(f"Duration: {format_number(duration.get('value'))} {duration.get('unit') or ''}".strip())
+        repeat = extension(plan, "MedicationRepeatInformation-1") if plan else None
+        allowed = (sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed") or {}).get("valuePositiveInt")
+        issued = (sub_extension(repeat, "numberOfRepeatPrescriptionsIssued") or {}).get("valueUnsignedInt")
+        expiry = (sub_extension(repeat, "authorisationExpiryDate") or {}).get("valueDateTime")
+        if allowed is not None or issued is not None:
+            lines.append(f"Repeats: {issued if issued is not None else '?'} of "
+                         f"{allowed if allowed is not None else '?'} issued")
+        if expiry:
+            lines.append(f"Review/expiry: {readable_date(expiry)}")
+        if self.issues:
+            lines.append(f"Issues in this record: {len(self.issues)}")
+        return lines
