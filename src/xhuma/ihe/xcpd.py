@@ -223,8 +223,10 @@ def _registration_event(
     if patient.gp_ods_code:
         provider = _sub(patient_element, "providerOrganization", classCode="ORG", determinerCode="INSTANCE")
         _sub(provider, "id", root=ODS_OID, extension=patient.gp_ods_code)
-        # The schema needs a name (or contactParty); the ODS code stands in when the practice name is unknown.
+        # The ODS code stands in for the name when the practice name is unknown.
         _sub(provider, "name").text = practice_name or patient.gp_ods_code
+        # COCT_MT150003UV03 requires a contactParty; we hold no contact details for the practice.
+        _sub(provider, "contactParty", classCode="CON", nullFlavor="UNK")
     subject_of = _sub(patient_element, "subjectOf1")
     observation = _sub(subject_of, "queryMatchObservation", classCode="COND", moodCode="EVN")
     _sub(observation, "code", code="IHE_PDQ")
