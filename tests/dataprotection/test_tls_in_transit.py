@@ -198,3 +198,31 @@ async def test_audit_store_honours_sslmode_against_the_real_postgresql(pg_databa
     finally:
         await plain.close()
         await verified.close()
+
+
+async def test_spine_client_refuses_tls_1_1_and_verifies_against_the_spine_ca(
+    make_settings: Any, cert: SelfSigned
+) -> None:
+    """Outbound to NHS services: the GP Connect (Spine Secure Proxy) client built by the NHS transport."""
+    from xhuma.nhs.transport import build_http_client
+
+    client = build_http_client(make_settings(spine_ca_bundle=cert.cert_file), mutual_tls=True)
+    try:
+        with https_responder(legacy_server_context(cert, maximum=ssl.TLSVersion.TLSv1_1)) as port:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"https://localhost:{port}/")
+        with https_responder(legacy_server_context(cert)) as port:
+            assert (await client.get(f"https://localhost:{port}/")).json() == {"ok": True}
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("mutual_tls", [False, True])
+def test_nhs_api_clients_have_a_tls_1_2_floor(make_settings: Any, cert: SelfSigned, mutual_tls: bool) -> None:
+    from xhuma.nhs.transport import build_http_client
+
+    client = build_http_client(make_settings(spine_ca_bundle=cert.cert_file), mutual_tls=mutual_tls)
+    context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    asyncio.run(client.aclose())
