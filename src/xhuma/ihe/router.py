@@ -8,6 +8,7 @@ is crossed, without reading the rest.
 from __future__ import annotations
 
 import os
+import time
 
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
@@ -114,6 +115,8 @@ async def _handle(request: Request, gateway: IheGateway, transaction: str) -> Re
     except (RequestTooLarge, SecurityError, RateLimited) as error:
         answer = gateway._fault(error, None)
         log.info("ihe_request_refused", transaction=transaction, error_code=error.code)
+        # Refused callers are audited too (who knocked, from where, why): one event per transaction attempt.
+        await gateway._audit_fault(transaction, error, None, None, _client(request), time.perf_counter())
         return _response(answer, close=isinstance(error, RequestTooLarge))
     content_type = request.headers.get("content-type")
     client = _client(request)

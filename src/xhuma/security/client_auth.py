@@ -248,6 +248,8 @@ def authenticate_client(request: Request) -> ClientCertificate | None:
     FastAPI dependency where a plain 403 is wanted. The result also lands on ``request.state.client_cert``.
     """
     authenticator = get_authenticator(request)
+    request.state.client_address = authenticator.client_address(request)
+    request.state.client_cert = None
     try:
         result = authenticator.authenticate(request)
     except SecurityError:
@@ -256,7 +258,6 @@ def authenticate_client(request: Request) -> ClientCertificate | None:
             metrics.client_auth_failures.inc()
         raise
     request.state.client_cert = result
-    request.state.client_address = authenticator.client_address(request)
     return result
 
 
