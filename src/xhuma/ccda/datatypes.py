@@ -409,6 +409,11 @@ def first(items: object) -> Any:
     return None
 
 
+def mapping(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (malformed input never raises AttributeError)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 

@@ -25,6 +25,7 @@ from xhuma.ccda.datatypes import (
     fixed_code,
     format_number,
     ivl_ts,
+    mapping,
     readable_date,
     set_xsi_type,
     string,
@@ -220,8 +221,8 @@ class MedicationActivity:
         self.section.template(supply, T.MEDICATION_SUPPLY_ORDER)
         self.section.add_ids(supply, plan)
         el(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
-        dispense = plan.get("dispenseRequest") if isinstance(plan.get("dispenseRequest"), Mapping) else {}
-        validity = dispense.get("validityPeriod") if isinstance(dispense.get("validityPeriod"), Mapping) else {}
+        dispense = mapping(plan.get("dispenseRequest"))
+        validity = mapping(dispense.get("validityPeriod"))
         repeat = extension(plan, "MedicationRepeatInformation-1")
         expiry = sub_extension(repeat, "authorisationExpiryDate")
         high = (expiry or {}).get("valueDateTime") or validity.get("end")
@@ -314,8 +315,8 @@ class MedicationActivity:
     def _supply_text(self, plan: Mapping[str, Any]) -> list[str]:
         """Quantity (value and/or quantity text — never "None 28", LESSONS 23), duration, repeats, issues."""
         lines: list[str] = []
-        dispense = plan.get("dispenseRequest") if isinstance(plan.get("dispenseRequest"), Mapping) else {}
-        quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), Mapping) else {}
+        dispense = mapping(plan.get("dispenseRequest"))
+        quantity = mapping(dispense.get("quantity"))
         value = format_number(quantity.get("value")) if quantity else None
         text_ext = extension(quantity, "MedicationQuantityText-1") if quantity else None
         quantity_text = string((text_ext or {}).get("valueString")) or string(quantity.get("unit")) if quantity \

@@ -1,0 +1,164 @@
+"""Problems (SPEC §8.4.3): List 717711000000103 → Problem Concern Act → Problem Observation per ProblemHeader.
+
+Concern status comes from the concern, not by copying FHIR clinicalStatus into the observation (LESSONS 22):
+the concern act is active/completed; the observation status is always completed (CONF:1198-19112). Onset is
+``onsetDateTime`` — never ``assertedDate`` (LESSONS 22); assertedDate is when the concern was recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.datatypes import (
+    as_list,
+    cd,
+    concept_text,
+    el,
+    extension,
+    fixed_code,
+    ivl_ts,
+    mapping,
+    readable_date,
+    string,
+    sub_extension,
+    text_reference,
+)
+from xhuma.ccda.narrative import Row
+from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.section import ConversionState, SectionWriter
+
+Resource = Mapping[str, Any]
+SPEC = T.SECTION_SPECS["problems"]
+HEADERS = ("Problem", "Significance", "Status", "Onset", "Ended", "Recorded", "Related", "Notes")
+SIGNIFICANCE = {"major": "Major", "minor": "Minor"}
+RELATED_TYPE = {"parent": "Parent of", "child": "Child of", "sibling": "Sibling of"}
+
+
+def build(state: ConversionState) -> None:
+    section = state.section(SPEC)
+    lists = section.use_lists(T.LIST_PROBLEMS) + section.use_secondary_lists("problems")
+    lists += section.use_uncoded_lists("Condition")
+    seen: set[int] = set()
+    problems: list[Resource] = []
+    for lst in lists:
+        for condition in section.members(lst, "Condition"):
+            if id(condition) not in seen:
+                seen.add(id(condition))
+                problems.append(condition)
+    # Active before inactive; major before minor; most recent onset first.
+    problems.sort(key=lambda c: str(c.get("onsetDateTime") or c.get("assertedDate") or ""), reverse=True)
+    problems.sort(key=lambda c: _significance(c) != "major")
+    problems.sort(key=lambda c: _is_inactive(c))
+    table = section.table(HEADERS)
+    section.convert_each(problems, lambda c: ProblemConcernAct(section, table.row(), c).build())
+
+
+def _is_inactive(condition: Resource) -> bool:
+    return condition.get("clinicalStatus") in ("inactive", "resolved", "remission")
+
+
+def _significance(condition: Resource) -> str | None:
+    found = extension(condition, "ProblemSignificance-1")
+    value = found.get("valueCode") if found else None
+    return value if isinstance(value, str) else None
+
+
+class ProblemConcernAct:
+    """Problem Concern Act (4.3) wrapping one Problem Observation (4.4) for one ProblemHeader Condition."""
+
+    def __init__(self, section: SectionWriter, row: Row, condition: Resource) -> None:
+        self.section = section
+        self.row = row
+        self.condition = condition
+        self.inactive = _is_inactive(condition)
+        abatement = condition.get("abatementDateTime")
+        self.abatement = abatement if isinstance(abatement, str) else None
+
+    def build(self) -> None:
+        condition = self.condition
+        problem_ref = self._narrative()
+        act = el(self.section.entry(), "act", {"classCode": "ACT", "moodCode": "EVN"})
+        self.section.template(act, T.PROBLEM_CONCERN_ACT)
+        self.section.add_ids(act, condition, "problem-concern")
+        fixed_code(act, "code", T.CONCERN)
+        el(act, "statusCode", {"code": "completed" if self.inactive else "active"})
+        ivl_ts(act, "effectiveTime", condition.get("assertedDate"), self.abatement if self.inactive else None,
+               high_required=self.inactive)
+        author_participation(act, self.section.index, condition.get("asserter"), condition.get("assertedDate"))
+        observation = el(el(act, "entryRelationship", {"typeCode": "SUBJ"}), "observation",
+                         {"classCode": "OBS", "moodCode": "EVN"})
+        self.section.template(observation, T.PROBLEM_OBSERVATION)
+        self.section.add_ids(observation, condition)
+        code = fixed_code(observation, "code", T.PROBLEM)
+        # A Problem Type SNOMED code SHALL carry its LOINC translation (CONF:1198-32950).
+        fixed_code(code, "translation", T.PROBLEM_LOINC)
+        text_reference(observation, self.row.reference)
+        el(observation, "statusCode", {"code": "completed"})
+        ivl_ts(observation, "effectiveTime", condition.get("onsetDateTime"), self.abatement,
+               high_required=self.inactive)
+        cd(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")
+        author_participation(observation, self.section.index, condition.get("asserter"),
+                             condition.get("assertedDate"))
+        self.section.mapped(condition, T.PROBLEM_CONCERN_ACT)
+
+    def _narrative(self) -> str | None:
+        condition = self.condition
+        row = self.row
+        problem_ref = row.cell(concept_text(condition.get("code"), "Problem not recorded"), content="problem")
+        row.cell(SIGNIFICANCE.get(_significance(condition) or "", ""))
+        row.cell("Inactive" if self.inactive else "Active")
+        row.cell(readable_date(condition.get("onsetDateTime")) or "Unknown")
+        row.cell(readable_date(self.abatement) if self.inactive else "")
+        row.cell([readable_date(condition.get("assertedDate")),
+                  author_label(self.section.index, condition.get("asserter"))])
+        row.cell(self._related())
+        notes = [str(n["text"]) for n in as_list(condition.get("note"))
+                 if isinstance(n, Mapping) and isinstance(n.get("text"), str)]
+        if self.section.is_confidential(condition):
+            notes.append("Not for disclosure to the patient (NOPAT)")
+        row.cell(notes)
+        return problem_ref
+
+    def _related(self) -> list[str]:
+        """Related problems and linked clinical items, as text ("related to" list, SPEC §8.4.3)."""
+        index = self.section.index
+        lines: list[str] = []
+        for item in as_list(self.condition.get("extension")):
+            if not isinstance(item, Mapping) or not isinstance(item.get("url"), str):
+                continue
+            url = item["url"]
+            if url.endswith("RelatedProblemHeader-1"):
+                kind = string(mapping(sub_extension(item, "type")).get("valueCode")) or ""
+                target = index.resolve(mapping(sub_extension(item, "target")).get("valueReference"))
+                label = concept_text(target.get("code")) if target is not None else ""
+                if label:
+                    lines.append(f"{RELATED_TYPE.get(kind, 'Related to')} problem: {label}")
+            elif url.endswith("RelatedClinicalContent-1") or url.endswith("ActualProblem-1"):
+                reference = item.get("valueReference")
+                target = index.resolve(reference)
+                if target is None:
+                    display = string(mapping(reference).get("display"))
+                    if display:
+                        lines.append(display)
+                    continue
+                label = _label(index, target)
+                if label:
+                    prefix = "Recorded as" if url.endswith("ActualProblem-1") else "Linked"
+                    lines.append(f"{prefix}: {label}")
+        return lines
+
+
+def _label(index: Any, target: Resource) -> str:
+    rtype = target.get("resourceType")
+    if rtype in ("MedicationStatement", "MedicationRequest"):
+        medication = index.resolve(target.get("medicationReference"))
+        return f"medication {concept_text(mapping(medication).get('code'))}".strip()
+    for key in ("code", "vaccineCode", "type"):
+        concept = target.get(key)
+        if isinstance(concept, Mapping):
+            return concept_text(concept)
+        if isinstance(concept, list) and concept:
+            return concept_text(concept[0])
+    return str(rtype or "")
