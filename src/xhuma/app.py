@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request_token = request_id_var.set(request_id)
         trace_token = trace_id_var.set(request.headers.get("x-trace-id") or request_id.replace("-", "")[:32])
         metrics.in_flight.inc()
+        metrics_token = tracing.metrics_var.set(metrics)  # stage timings of this request (tracing.stage)
         try:
             # Optional OpenTelemetry: one server span per request; its trace id then labels logs and audit.
             with tracing.span(f"{request.method} {request.url.path}", **{"http.method": request.method}):
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 response = await call_next(request)
         finally:
             metrics.in_flight.dec()
+            tracing.metrics_var.reset(metrics_token)
             request_id_var.reset(request_token)
             trace_id_var.reset(trace_token)
         response.headers["X-Request-ID"] = request_id

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from xhuma import tracing
 from xhuma.config import Settings
 from xhuma.errors import (
     ConversionError,
@@ -332,10 +333,11 @@ class Records:
         record = await self._gpconnect.get_structured_record(patient.nhs_number, route, caller)
         entries = record.bundle.get("entry") or []
         try:
-            if len(entries) > LARGE_BUNDLE_ENTRIES:
-                converted = await asyncio.to_thread(self._convert, record, patient, self.settings)
-            else:
-                converted = self._convert(record, patient, self.settings)
+            with tracing.stage(None, "convert"):  # xhuma_stage_seconds{stage="convert"} and a span
+                if len(entries) > LARGE_BUNDLE_ENTRIES:
+                    converted = await asyncio.to_thread(self._convert, record, patient, self.settings)
+                else:
+                    converted = self._convert(record, patient, self.settings)
         except XhumaError:
             raise
         except Exception as error:

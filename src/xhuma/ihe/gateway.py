@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from lxml import etree
 
-from xhuma import errors
+from xhuma import errors, tracing
 from xhuma.audit import Auditor
 from xhuma.config import Settings
 from xhuma.ihe import faults, soap, xca_query, xca_retrieve, xcpd
@@ -113,8 +113,10 @@ class IheGateway:
         )
 
     def _reply(self, action: str, body: etree._Element, relates_to: str | None) -> SoapResponse:
-        envelope = soap.build_envelope(action, body, relates_to=relates_to)
-        return SoapResponse(200, soap.serialize(envelope), soap.soap_content_type(action))
+        with tracing.stage(None, "serialise"):
+            envelope = soap.build_envelope(action, body, relates_to=relates_to)
+            data = soap.serialize(envelope)
+        return SoapResponse(200, data, soap.soap_content_type(action))
 
     # --- ITI-55 ----------------------------------------------------------------------------------------------
     async def patient_discovery(self, body: bytes, content_type: str | None, client: ClientInfo) -> SoapResponse:
@@ -316,13 +318,16 @@ class IheGateway:
                 problems.append(faults.registry_error(errors.AuditUnavailable(), transaction=ITI39))
 
         mtom = self.settings.mtom_responses
-        response, attachments = xca_retrieve.build_response(
-            retrieved, problems, home_community_urn=self.settings.home_community_urn,
-            repository_unique_id=self.settings.repository_unique_id, mtom=mtom,
-        )
-        envelope = soap.serialize(soap.build_envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id))
+        with tracing.stage(None, "serialise"):
+            response, attachments = xca_retrieve.build_response(
+                retrieved, problems, home_community_urn=self.settings.home_community_urn,
+                repository_unique_id=self.settings.repository_unique_id, mtom=mtom,
+            )
+            envelope = soap.serialize(
+                soap.build_envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id))
+            if mtom:
+                package, package_type = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
         if mtom:
-            package, package_type = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
             return SoapResponse(200, package, package_type)
         return SoapResponse(200, envelope, soap.soap_content_type(xca_retrieve.ACTION_RESPONSE))
 

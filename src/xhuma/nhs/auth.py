@@ -160,7 +160,8 @@ class PdsTokenProvider:
     async def _exchange(self) -> str:
         started = time.perf_counter()
         now = self._clock()
-        assertion, summary = self._signer.assertion(now)
+        # The assertion is judged by the platform's clock: sign with wall time, keep expiry on our clock.
+        assertion, summary = self._signer.assertion(time.time())
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": CLIENT_ASSERTION_TYPE,

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from xhuma.config import Settings
 from xhuma.errors import CircuitOpen, UpstreamUnavailable
@@ -161,7 +161,9 @@ class Upstream:
         attempts = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.retries + 1),
-            wait=wait_exponential_jitter(initial=self.retry.initial_seconds, max=self.retry.max_seconds),
+            # Exponential backoff plus jitter, so that replicas retrying together do not stampede.
+            wait=wait_exponential(multiplier=self.retry.initial_seconds, max=self.retry.max_seconds)
+            + wait_random(0, self.retry.initial_seconds),
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )

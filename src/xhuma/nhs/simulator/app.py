@@ -80,6 +80,7 @@ class SimulatorState:
     attempts: Counter[str] = field(default_factory=Counter)  # per request id (flaky faults)
     fail_next: dict[str, deque[int]] = field(default_factory=dict)  # injected statuses per service
     gpc_requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+    pds_requests: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=20))  # headers, no token
 
     def inject(self, service: str, *statuses: int) -> None:
         """Answer the next requests to ``service`` (pds | sds | gpc | token) with these statuses."""
@@ -186,6 +187,7 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
     @app.get(PDS_PATH + "/Patient/{nhs_number}")
     async def pds_patient(nhs_number: str, request: Request) -> Response:
         state.requests["pds"] += 1
+        state.pds_requests.append({k: v for k, v in request.headers.items() if k.lower() != "authorization"})
         await latency(config.pds_latency_ms)
         request_id = request.headers.get("x-request-id")
         echo = {"X-Request-ID": request_id or ""}
