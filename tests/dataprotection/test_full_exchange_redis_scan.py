@@ -1,0 +1,173 @@
+"""Issue 7, done-when: a full ITI-55 -> ITI-38 -> ITI-39 exchange against real Redis (the application as
+built by create_app, the NHS simulator over loopback HTTP), then every key and value of that Redis database read
+directly: no NHS number, name, birth date, address or document text in clear. Then `xhuma cache purge --patient`
+through the CLI leaves nothing of the patient.
+
+Uses a dedicated Redis database (14) that only this module touches, so that "every key" really is every key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from lxml import etree
+from tests.dataprotection.exchange import (
+    RIM,
+    UNIQUE_ID_SCHEME,
+    iti38_body,
+    iti39_body,
+    iti55_body,
+    post,
+    retrieved_document,
+    soap_parts,
+)
+from tests.dataprotection.helpers import key_entry
+from typer.testing import CliRunner
+
+from xhuma.app import create_app
+from xhuma.cli import app as cli
+from xhuma.config import Settings
+from xhuma.store.crypto import CacheKeyring
+from xhuma.store.keys import CacheKeys
+
+SCAN_DB_URL = "redis://127.0.0.1:6379/14"
+NAMESPACE = "xhuma-dp-e2e"
+KEYS = key_entry("k1")
+
+# The simulator's demo patient (src/xhuma/nhs/simulator/data/pds/9690937286.json).
+NHS_NUMBER = "9690937286"
+FAMILY, GIVEN, MIDDLE = "SKELLY", "HORACE", "Josiah"
+BIRTH_DATE = "1925-04-21"
+IDENTIFYING = [NHS_NUMBER, "969 093 7286", "969-093-7286", FAMILY, GIVEN, MIDDLE, BIRTH_DATE, "19250421",
+               "BOWESFIELD", "TS18 3BL"]
+
+
+@pytest.fixture
+def scan_db() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(SCAN_DB_URL)
+    client.flushdb()  # database 14 belongs to this test module alone
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def everything(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key of the database and its value, whatever its type."""
+    found: dict[bytes, bytes] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            found[key] = client.get(key) or b""
+        elif kind == b"hash":
+            found[key] = b"\x00".join(k + b"=" + v for k, v in client.hgetall(key).items())
+        elif kind in (b"list",):
+            found[key] = b"\x00".join(client.lrange(key, 0, -1))
+        elif kind in (b"set",):
+            found[key] = b"\x00".join(client.smembers(key))
+        elif kind == b"zset":
+            found[key] = b"\x00".join(client.zrange(key, 0, -1))
+        else:
+            found[key] = client.dump(key) or b""
+    return found
+
+
+def document_texts(ccd: bytes) -> list[str]:
+    """Distinctive text of the document: every text node of 6+ characters (narrative, names, dates, codes)."""
+    root = etree.fromstring(ccd)
+    texts = {" ".join(text.split()) for text in root.itertext()}
+    return sorted(text for text in texts if len(text) >= 6)
+
+
+def leaks(items: dict[bytes, bytes], needles: list[str]) -> list[str]:
+    found = []
+    for key, value in items.items():
+        for needle in needles:
+            encoded = needle.encode()
+            if encoded.lower() in key.lower() or encoded.lower() in value.lower():
+                found.append(f"{needle!r} in {key.decode(errors='replace')}")
+    return found
+
+
+async def exchange(settings: Settings) -> tuple[bytes, str]:
+    """ITI-55, ITI-38, ITI-39 through the application; returns the retrieved CCD and its uniqueId."""
+    app = create_app(settings)
+    if not any(getattr(route, "path", None) == "/SOAP/iti55" for route in app.routes):
+        from xhuma.ihe.router import router  # until the IHE router is mounted by create_app itself
+
+        app.include_router(router)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://xhuma.test") as client:
+            response = await post(client, "iti55", iti55_body(NHS_NUMBER, family=FAMILY, given=GIVEN,
+                                                              birth="19250421", gender="M"))
+            assert response.status_code == 200, response.text[:2000]
+            env, _ = soap_parts(response)
+            assert env.find(".//{urn:hl7-org:v3}queryResponseCode").get("code") == "OK", response.text[:3000]
+
+            response = await post(client, "iti38", iti38_body(NHS_NUMBER))
+            assert response.status_code == 200, response.text[:2000]
+            env, _ = soap_parts(response)
+            entry = env.find(f".//{{{RIM}}}ExtrinsicObject")
+            assert entry is not None, response.text[:3000]
+            unique_id = next(identifier.get("value") for identifier in entry.iter(f"{{{RIM}}}ExternalIdentifier")
+                             if identifier.get("identificationScheme") == UNIQUE_ID_SCHEME)
+            repository = next(slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
+                              for slot in entry.iter(f"{{{RIM}}}Slot") if slot.get("name") == "repositoryUniqueId")
+            home = entry.get("home") or settings.home_community_urn
+
+            response = await post(client, "iti39", iti39_body(home, repository, unique_id))
+            assert response.status_code == 200, response.text[:2000]
+            return retrieved_document(response), unique_id
+
+
+def test_full_exchange_leaves_no_patient_data_in_clear_in_redis_and_purge_leaves_nothing_of_the_patient(
+    scan_db: redis.Redis, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url=SCAN_DB_URL, redis_namespace=NAMESPACE, cache_keys=KEYS)
+    ccd, unique_id = asyncio.run(exchange(settings))
+
+    # The exchange worked and the document really is about this patient.
+    texts = document_texts(ccd)
+    assert NHS_NUMBER in ccd.decode() and FAMILY.lower() in ccd.decode().lower()
+    assert len(texts) > 20
+
+    # Every key and value of the database, read directly.
+    items = everything(scan_db)
+    names = [key.decode() for key in items]
+    patient_prefix = CacheKeys(CacheKeyring.from_text(KEYS).patient_hash).patient_prefix(NHS_NUMBER)
+    assert f"{NAMESPACE}:{CacheKeys.document(unique_id)}" in names  # the document is cached (sealed)
+    assert any(name.startswith(f"{NAMESPACE}:{patient_prefix}") for name in names)
+    assert all(name.startswith(f"{NAMESPACE}:") for name in names)
+    assert leaks(items, IDENTIFYING) == []
+    # Document text: skip what is not specific to the patient and also legitimately in a key (the uniqueId).
+    assert leaks(items, [text for text in texts if text not in unique_id]) == []
+    assert not [name for name in names if re.search(r"\d{10}", name.replace(unique_id, ""))]
+    for value in items.values():  # every value is a sealed envelope under the configured key
+        assert value[0] == 1 and value[2 : 2 + value[1]] == b"k1"
+
+    # Purge the patient through the real CLI, then read everything again.
+    result = CliRunner().invoke(cli, ["cache", "purge", "--patient", NHS_NUMBER], env={
+        "XHUMA_REDIS_URL": SCAN_DB_URL, "XHUMA_REDIS_NAMESPACE": NAMESPACE, "XHUMA_CACHE_KEYS": KEYS,
+        "XHUMA_WORKING_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert NHS_NUMBER not in result.output
+    purged = r"purged [1-9]\d* patient entries, 1 documents and 1 document pointers"
+    assert re.search(purged, result.output), result.output
+
+    remaining = everything(scan_db)
+    remaining_names = [key.decode() for key in remaining]
+    assert not [name for name in remaining_names if name.startswith(f"{NAMESPACE}:patient:")
+                or name.startswith(f"{NAMESPACE}:document:") or name.startswith(f"{NAMESPACE}:entry:")]
+    keyring = CacheKeyring.from_text(KEYS)
+    from xhuma.store.crypto import EncryptedCache
+
+    opener = EncryptedCache(None, keyring, context=NAMESPACE)  # type: ignore[arg-type]
+    for key, value in remaining.items():  # what is left (SDS route, token) does not mention the patient
+        opened = opener.open(key.decode().removeprefix(f"{NAMESPACE}:"), value)
+        assert isinstance(opened, bytes), key
+        assert not [needle for needle in IDENTIFYING if needle.lower().encode() in opened.lower()], key
