@@ -22,6 +22,8 @@ from xhuma.tracing import current_trace_id
 
 log = structlog.get_logger(__name__)
 
+IHE_TRANSACTIONS = frozenset({"ITI-55", "ITI-38", "ITI-39"})
+
 
 class AuditExporter(Protocol):
     """Where committed events are copied to (ATNA syslog); ``offer`` must not block or raise."""
@@ -101,6 +103,11 @@ class Auditor:
             duration_ms=duration_ms,
             details=details,
         )
+        if self._metrics is not None and transaction in IHE_TRANSACTIONS:
+            # Every IHE transaction is audited exactly once, so this is where it is counted (by outcome) and timed.
+            self._metrics.requests.labels(transaction, outcome).inc()
+            if duration_ms is not None:
+                self._metrics.request_seconds.labels(transaction).observe(duration_ms / 1000)
         try:
             await self._sink.record(event)
         except AuditUnavailable:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 try:  # pragma: no branch - depends on the optional extra
@@ -23,6 +24,10 @@ except ImportError:  # pragma: no cover - exercised when the extra is not instal
     _otel_trace = None  # type: ignore[assignment]
 
 TRACER_NAME = "xhuma"
+
+# The app's Metrics for the current request (set by the request middleware), so that code without a metrics
+# handle (the use cases, the SOAP layer) can still time its stages: ``stage(None, "convert")``.
+metrics_var: ContextVar[Any] = ContextVar("xhuma_metrics", default=None)
 
 
 def available() -> bool:
@@ -83,7 +88,10 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
 
 @contextmanager
 def stage(metrics: Any, name: str, **attributes: Any) -> Iterator[Any]:
-    """Time one stage (``pds``, ``sds``, ``gpconnect``, ``convert``, ``serialise``) as a span and a histogram."""
+    """Time one stage (``pds``, ``sds``, ``gpconnect``, ``convert``, ``serialise``) as a span and a histogram.
+
+    ``metrics`` None: the request's metrics from ``metrics_var`` (nothing is observed outside a request)."""
+    metrics = metrics if metrics is not None else metrics_var.get()
     started = time.perf_counter()
     try:
         with span(f"xhuma.{name}", **{"xhuma.stage": name, **attributes}) as current:

@@ -110,3 +110,16 @@ async def test_committed_events_are_offered_to_the_exporter(audit_store: SqlAudi
     auditor = Auditor(audit_store, hmac_key=KEY, exporter=Exporter())
     event = await auditor.record("ITI-55", "no-match", nhs_number=NHS_NUMBER)
     assert offered == [event]
+
+
+async def test_each_audited_ihe_transaction_is_counted_by_outcome_and_timed(audit_store: SqlAuditStore) -> None:
+    metrics = Metrics()
+    auditor = Auditor(audit_store, hmac_key=KEY, metrics=metrics)
+    await auditor.record("ITI-55", "no-match", duration_ms=40.0)
+    await auditor.record("ITI-39", "success", duration_ms=120.0)
+    await auditor.record("PDS", "success", duration_ms=30.0)  # outbound calls are not IHE requests
+    sample = metrics.registry.get_sample_value
+    assert sample("xhuma_requests_total", {"transaction": "ITI-55", "outcome": "no-match"}) == 1
+    assert sample("xhuma_requests_total", {"transaction": "ITI-39", "outcome": "success"}) == 1
+    assert sample("xhuma_requests_total", {"transaction": "PDS", "outcome": "success"}) is None
+    assert sample("xhuma_request_seconds_sum", {"transaction": "ITI-39"}) == pytest.approx(0.12)
