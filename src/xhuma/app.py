@@ -168,6 +168,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # The IHE responding gateway: POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39 (xhuma.ihe.router).
+    from xhuma.ihe.router import router as ihe_router
+
+    app.include_router(ihe_router)
     return app
 
 
