@@ -113,6 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from xhuma.web import mount as mount_web
 
     mount_web(app)  # /api/* (admin bearer auth) and the operator console
+    from xhuma.ihe.router import router as ihe_router
+
+    app.include_router(ihe_router)  # POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
