@@ -12,6 +12,7 @@ import asyncio
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -171,3 +172,50 @@ def test_full_exchange_leaves_no_patient_data_in_clear_in_redis_and_purge_leaves
         opened = opener.open(key.decode().removeprefix(f"{NAMESPACE}:"), value)
         assert isinstance(opened, bytes), key
         assert not [needle for needle in IDENTIFYING if needle.lower().encode() in opened.lower()], key
+
+
+async def query_and_retrieve(settings: Settings, *, tamper: bool = False) -> tuple[str, httpx.Response]:
+    """ITI-38 then ITI-39 through a fresh application; optionally flip one byte of the cached document between
+    the two. Returns the uniqueId and the ITI-39 response."""
+    app = create_app(settings)
+    if not any(getattr(route, "path", None) == "/SOAP/iti55" for route in app.routes):
+        from xhuma.ihe.router import router
+
+        app.include_router(router)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://xhuma.test") as client:
+            env, _ = soap_parts(await post(client, "iti38", iti38_body(NHS_NUMBER)))
+            entry = env.find(f".//{{{RIM}}}ExtrinsicObject")
+            assert entry is not None, etree.tostring(env)[:3000]
+            unique_id = next(identifier.get("value") for identifier in entry.iter(f"{{{RIM}}}ExternalIdentifier")
+                             if identifier.get("identificationScheme") == UNIQUE_ID_SCHEME)
+            repository = next(slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
+                              for slot in entry.iter(f"{{{RIM}}}Slot") if slot.get("name") == "repositoryUniqueId")
+            if tamper:
+                raw = redis.Redis.from_url(SCAN_DB_URL)
+                name = f"{NAMESPACE}:{CacheKeys.document(unique_id)}"
+                value = bytearray(raw.get(name) or b"")
+                value[-40] ^= 0x20
+                raw.set(name, bytes(value), keepttl=True)
+                raw.close()
+            response = await post(client, "iti39", iti39_body(entry.get("home") or settings.home_community_urn,
+                                                              repository, unique_id))
+            return unique_id, response
+
+
+def test_tampered_cached_document_is_never_served_and_a_removed_key_means_refetch_not_failure(
+    scan_db: redis.Redis, make_settings: Callable[..., Settings]
+) -> None:
+    old, new = key_entry("old"), key_entry("new")
+    common: dict[str, Any] = {"redis_url": SCAN_DB_URL, "redis_namespace": NAMESPACE}
+
+    # Tampered between ITI-38 and ITI-39: the document is not served (XDS error), nothing of it in the answer.
+    _, response = asyncio.run(query_and_retrieve(make_settings(cache_keys=old, **common), tamper=True))
+    env, attachments = soap_parts(response)
+    assert env.find(".//{urn:ihe:iti:xds-b:2007}Document") is None and not attachments
+    assert b"RegistryError" in response.content and b"ClinicalDocument" not in response.content
+
+    # The old key removed: ITI-38 fetches and converts again, and ITI-39 serves the new document.
+    _, response = asyncio.run(query_and_retrieve(make_settings(cache_keys=new, **common)))
+    assert b"ClinicalDocument" in retrieved_document(response)
+    assert {value[2 : 2 + value[1]] for value in everything(scan_db).values()} >= {b"new"}
