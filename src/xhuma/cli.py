@@ -140,3 +140,4 @@ def main() -> None:
 # --- sub-commands of other capabilities (each module registers its own commands on `app`) ------------------
 import xhuma.store.cache_cli  # noqa: E402,F401  (xhuma cache purge | new-key)
 import xhuma.nhs.cli  # noqa: E402,F401  (xhuma simulate)
+import xhuma.ccda.cli  # noqa: E402,F401  (xhuma convert | validate)

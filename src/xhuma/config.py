@@ -146,6 +146,11 @@ class Settings(BaseSettings):
         description="ITI-55 query demographics vs PDS: strict | lenient | off",
     )
     realm: str = Field(default="US", pattern="^(US|UV)$", description="C-CDA realmCode")
+    ccda_product_coding: str = Field(
+        default="primary",
+        pattern="^(primary|translation)$",
+        description="C-CDA drug/vaccine codes: SNOMED/dm+d as primary code, or nullFlavor OTH + translation",
+    )
     # XDS DocumentEntry codes (ITI-38), each "code^display^codingScheme"; agree them with the initiating gateway.
     xds_class_code: str = Field(
         default="34133-9^Summary of episode note^2.16.840.1.113883.6.1", description="DocumentEntry classCode"

@@ -58,3 +58,17 @@ class Conversion:
     nhs_number: str | None
     practice_ods: str | None
     practice_name: str | None
+
+
+def context_from_settings(settings: Any, now: datetime | None = None, **overrides: Any) -> ConversionContext:
+    """The ConversionContext of this deployment: custodian = the gateway operator (``organisation_name``,
+    ``home_community_id``), realm and product coding from Settings. Duck-typed so that ccda imports no config."""
+    values: dict[str, Any] = {
+        "now": now,
+        "custodian_name": settings.organisation_name,
+        "custodian_id_root": settings.home_community_id,
+        "realm": settings.realm,
+        "product_coding": ProductCoding(getattr(settings, "ccda_product_coding", ProductCoding.PRIMARY.value)),
+    }
+    values.update(overrides)
+    return ConversionContext(**values)

@@ -1,0 +1,167 @@
+"""``xhuma convert`` and ``xhuma validate`` (registered on the main typer app by xhuma.cli)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from xhuma.ccda.context import ConversionContext, context_from_settings
+from xhuma.ccda.document import NotAStructuredRecord, convert
+from xhuma.cli import app, fail, settings_or_exit
+
+
+@dataclass(slots=True)
+class Outcome:
+    source: Path
+    target: Path | None = None
+    error: str | None = None
+    entries: int = 0
+    warnings: int = 0
+    valid: bool | None = None
+    findings: list[str] | None = None
+    report: dict[str, Any] | None = None
+
+
+def _context(now: str | None) -> ConversionContext:
+    moment = None
+    if now is not None:
+        try:
+            moment = datetime.fromisoformat(now)
+        except ValueError:
+            raise fail(f"--now is not an ISO 8601 date-time: {now!r}") from None
+    return context_from_settings(settings_or_exit(), moment)
+
+
+def _convert_one(source: Path, context: ConversionContext, validate: bool) -> tuple[Outcome, bytes | None]:
+    outcome = Outcome(source)
+    try:
+        bundle = json.loads(source.read_bytes())
+    except (OSError, ValueError) as error:
+        outcome.error = f"{source}: unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
+        return outcome, None
+    try:
+        conversion = convert(bundle, context)
+    except NotAStructuredRecord as error:
+        outcome.error = f"{source}: {error.message}"
+        return outcome, None
+    counts = conversion.report["counts"]
+    outcome.entries = sum(area["entries"] for area in counts["sections"].values())
+    outcome.warnings = len(conversion.report["warnings"])
+    outcome.report = conversion.report
+    if validate:
+        from xhuma.ccda.validate import validate_bytes
+
+        result = validate_bytes(conversion.xml)
+        outcome.valid = result.valid
+        outcome.findings = [str(f) for f in result.findings]
+    return outcome, conversion.xml
+
+
+@app.command("convert")
+def convert_command(
+    source: Annotated[Path, typer.Argument(help="GP Connect structured-record bundle (JSON) or a directory of them")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="CCD file, or directory for a batch")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write the conversion report (JSON) here")] = None,
+    validate: Annotated[bool, typer.Option("--validate", help="validate output (CDA schema + C-CDA schematron)")]
+    = False,
+    now: Annotated[str | None, typer.Option("--now", help="document time (ISO 8601); default: from the bundle")]
+    = None,
+) -> None:
+    """Convert GP Connect structured records to C-CDA R2.1 CCDs. Exit 1: bad input; 2: output failed validation."""
+    context = _context(now)
+    if source.is_dir():
+        raise typer.Exit(_convert_directory(source, output, report, validate, context))
+    if not source.exists():
+        raise fail(f"{source}: no such file")
+    outcome, xml = _convert_one(source, context, validate)
+    if outcome.error or xml is None:
+        raise fail(outcome.error or f"{source}: conversion failed")
+    if output is None:
+        sys.stdout.buffer.write(xml)
+        sys.stdout.buffer.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(xml)
+    if report is not None:
+        report.write_text(json.dumps(outcome.report, indent=2), encoding="utf-8")
+    if outcome.valid is False:
+        for finding in outcome.findings or []:
+            typer.echo(finding, err=True)
+        raise fail(f"{source}: output failed validation ({len(outcome.findings or [])} findings)", 2)
+
+
+def _convert_directory(source: Path, output: Path | None, report: Path | None, validate: bool,
+                       context: ConversionContext) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    if output is None:
+        raise fail("a directory INPUT needs -o OUTPUT_DIRECTORY")
+    output.mkdir(parents=True, exist_ok=True)
+    sources = sorted(p for p in source.rglob("*.json") if p.is_file())
+    outcomes: list[Outcome] = []
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("converting", total=len(sources))
+        for path in sources:
+            outcome, xml = _convert_one(path, context, validate)
+            if xml is not None:
+                target = output / path.relative_to(source).with_suffix(".xml")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(xml)
+                outcome.target = target
+            outcomes.append(outcome)
+            progress.advance(task)
+    table = Table(title=f"{len(outcomes)} bundles")
+    for column in ("bundle", "result", "entries", "warnings", *(["valid"] if validate else [])):
+        table.add_column(column)
+    for outcome in outcomes:
+        cells = [str(outcome.source.relative_to(source)), outcome.error or "converted", str(outcome.entries),
+                 str(outcome.warnings)]
+        if validate:
+            cells.append("-" if outcome.valid is None else ("yes" if outcome.valid else
+                                                             f"NO ({len(outcome.findings or [])})"))
+        table.add_row(*cells)
+    Console().print(table)
+    if report is not None:
+        report.write_text(json.dumps({str(o.source.relative_to(source)): o.report or {"error": o.error}
+                                      for o in outcomes}, indent=2), encoding="utf-8")
+    if any(o.error for o in outcomes):
+        return 1
+    if any(o.valid is False for o in outcomes):
+        return 2
+    return 0
+
+
+@app.command("validate")
+def validate_command(
+    documents: Annotated[list[Path], typer.Argument(help="C-CDA documents to check")],
+) -> None:
+    """Validate documents against the CDA schema (SDTC) and the C-CDA R2.1 schematron (phase errors)."""
+    from lxml import etree
+
+    from xhuma.ccda.validate import validate_bytes
+
+    worst = 0
+    for document in documents:
+        try:
+            result = validate_bytes(document.read_bytes())
+        except (OSError, etree.XMLSyntaxError) as error:
+            typer.echo(f"{document}: unreadable ({type(error).__name__}: {str(error).splitlines()[0]})", err=True)
+            worst = max(worst, 1)
+            continue
+        status = "valid" if result.valid else "INVALID"
+        typer.echo(f"{document}: {status} ({len(result.schema_errors)} schema errors, "
+                   f"{len(result.schematron_errors)} schematron errors)")
+        for finding in result.findings:
+            typer.echo(f"  {finding}")
+        if not result.valid:
+            worst = max(worst, 2)
+    raise typer.Exit(worst)
