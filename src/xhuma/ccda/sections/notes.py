@@ -1,0 +1,149 @@
+"""Consultation notes (SPEC §8.4.10): one Note Activity per consultation, so the clinician reads the consultation.
+
+Notes Section ``2.16.840.1.113883.10.20.22.2.65:2016-11-01`` (titled "Consultation notes"); per consultation one
+narrative row holding the whole consultation as the GP wrote it — topics (with their problem), headings (History,
+Examination, Plan …) and every record entry under them: free-text ``37331000000100`` comments, coded
+observations with values, and the medications, referrals, problems, allergies … recorded in the consultation
+(those are converted as entries by their own sections; here they are named in context). The Note Activity
+(4.202: code 34109-9 Note + translation 11506-3 Progress note, ``text/reference`` to the row, effectiveTime =
+consultation start, Author Participation, ``entryRelationship COMP inversionInd`` → the Encounter Activity's id).
+Investigation filing comments stay with their report in the Results section (not repeated here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.datatypes import as_list, concept_text, el, fixed_code, null, readable_date, string, text_reference, ts
+from xhuma.ccda.narrative import NarrativeTable
+from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.sections.encounters import Consultation, consultations, performer_reference, structure_lists
+from xhuma.ccda.sections.results import COMMENT_NOTE, lines_of, value_text
+from xhuma.ccda.sections.vital_signs import sct_codes
+
+Resource = Mapping[str, Any]
+SPEC = T.SECTION_SPECS["notes"]
+NOTE = T.FixedCode("34109-9", T.LOINC_OID, "LOINC", "Note")
+PROGRESS_NOTE = T.FixedCode("11506-3", T.LOINC_OID, "LOINC", "Progress note")
+HEADERS = ("Date", "Consultation", "Clinician", "Notes")
+ITEM_LABEL = {
+    "Condition": "Problem", "AllergyIntolerance": "Allergy", "MedicationRequest": "Medication",
+    "MedicationStatement": "Medication", "Immunization": "Immunisation", "ReferralRequest": "Referral",
+    "ProcedureRequest": "Request", "DiagnosticReport": "Investigation", "DocumentReference": "Document",
+    "Encounter": "Encounter", "QuestionnaireResponse": "Questionnaire",
+}
+
+
+def item_lines(state: ConversionState, item: Resource | str) -> list[str]:
+    """How one consultation record entry reads in the note."""
+    index = state.index
+    if isinstance(item, str):
+        return [f"(Item not supplied by the GP system: {item})"]
+    rtype = str(item.get("resourceType"))
+    if rtype == "Observation":
+        comment = lines_of(string(item.get("comment")))
+        if COMMENT_NOTE in sct_codes(item.get("code")) and not any(k.startswith("value") for k in item):
+            return comment or ["(empty comment)"]
+        head = concept_text(item.get("code"), "Observation")
+        value = value_text(item)
+        for component in as_list(item.get("component")):
+            if isinstance(component, Mapping):
+                value = ", ".join(v for v in (value, f"{concept_text(component.get('code'))} "
+                                              f"{value_text(component)}".strip()) if v)
+        first = f"{head}: {value}" if value else head
+        return [first + (f" — {comment[0]}" if comment else ""), *comment[1:]]
+    label = ITEM_LABEL.get(rtype, rtype)
+    concept: object = None
+    for key in ("code", "vaccineCode", "medicationCodeableConcept", "type", "serviceRequested", "reasonCode"):
+        value = item.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, Mapping):
+            concept = value
+            break
+    if rtype in ("MedicationRequest", "MedicationStatement"):
+        medication = index.resolve(item.get("medicationReference"))
+        if medication is not None:
+            concept = medication.get("code")
+    text = concept_text(concept, "") or string(item.get("description")) or ""
+    extra = [f"  {line}" for line in lines_of(string(item.get("description")))] if concept is not None else []
+    return [f"{label}: {text}".rstrip(": "), *extra]
+
+
+def build(state: ConversionState) -> None:
+    section = state.section(SPEC)
+    section.title = "Consultation notes"
+    primary = section.use_lists(T.LIST_CONSULTATIONS)
+    found = [c for c in consultations(state, primary) if c.topics]
+    table = section.table(HEADERS)
+    by_source = {id(c.source): c for c in found}
+    section.convert_each([c.source for c in found],
+                         lambda source: NoteActivity(section, table, by_source[id(source)]).build())
+
+
+class NoteActivity:
+    def __init__(self, section: SectionWriter, table: NarrativeTable, consultation: Consultation) -> None:
+        self.section = section
+        self.table = table
+        self.consultation = consultation
+
+    def build(self) -> None:
+        state = self.section.state
+        consultation = self.consultation
+        encounter = consultation.encounter
+        row = self.table.row()
+        row.cell(readable_date(consultation.start))
+        row.cell(consultation.title)
+        performer = performer_reference(encounter) if encounter is not None else None
+        row.cell(author_label(state.index, performer))
+        lines: list[str] = []
+        shown: list[Resource] = []
+        for topic in consultation.topics:
+            if topic.title or topic.problem is not None:
+                problem = concept_text(topic.problem.get("code"), "") if topic.problem is not None else ""
+                heading = topic.title or problem
+                if problem and problem != topic.title:
+                    heading += f" (problem: {problem})"
+                lines.append(f"[{heading}]")
+            for title, items in topic.headings:
+                prefix = f"{title}: " if title else ""
+                for item in items:
+                    item_text = item_lines(state, item)
+                    if item_text:
+                        lines.append(prefix + item_text[0])
+                        lines += item_text[1:]
+                    if not isinstance(item, str):
+                        shown.append(item)
+                    else:
+                        self.section.warn("unresolved-reference", "a consultation entry is not in the bundle",
+                                          consultation.consultation_list)
+        if encounter is not None and self.section.is_confidential(encounter):
+            lines.append("Not for disclosure to the patient (NOPAT)")
+        row.cell(lines)
+
+        act = el(self.section.entry(), "act", {"classCode": "ACT", "moodCode": "EVN"})
+        self.section.template(act, T.NOTE_ACTIVITY)
+        self.section.add_ids(act, consultation.source, "note")
+        code = fixed_code(act, "code", NOTE)
+        fixed_code(code, "translation", PROGRESS_NOTE)
+        text_reference(act, row.reference)
+        el(act, "statusCode", {"code": "completed"})
+        ts(act, "effectiveTime", consultation.start)
+        if author_participation(act, state.index, performer, consultation.start) is None:
+            author = el(act, "author")  # Note Activity SHALL have an author (4.202): nobody named → unknown
+            ts(author, "time", consultation.start)
+            null(el(author, "assignedAuthor"), "id", "UNK")
+        if encounter is not None:
+            linked = el(el(act, "entryRelationship", {"typeCode": "COMP", "inversionInd": "true"}), "encounter",
+                        {"classCode": "ENC", "moodCode": "EVN"})
+            self.section.add_ids(linked, encounter)  # the Encounter Activity's own id (SPEC §8.4.10)
+        self.section.mapped(consultation.source, T.NOTE_ACTIVITY)
+        if consultation.consultation_list is not None:
+            self.section.mapped(consultation.consultation_list, T.NOTE_ACTIVITY)
+        for lst in structure_lists(consultation, state.index)[1:]:
+            self.section.supporting(lst, "consultation topic/heading list, rendered in the consultation note")
+        for item in shown:
+            self.section.narrative_only(item, "recorded in a consultation; shown in the consultation note")
