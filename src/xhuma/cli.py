@@ -141,3 +141,4 @@ def main() -> None:
 import xhuma.store.cache_cli  # noqa: E402,F401  (xhuma cache purge | new-key)
 import xhuma.nhs.cli  # noqa: E402,F401  (xhuma simulate)
 import xhuma.ccda.cli  # noqa: E402,F401  (xhuma convert | validate)
+import xhuma.ihe.demo  # noqa: E402,F401  (xhuma demo)
