@@ -330,7 +330,7 @@ class Records:
         if not patient.gp_ods_code:
             raise NoEndpoint("The patient has no registered GP practice")
         route = await self._sds.gp_connect_route(patient.gp_ods_code)
-        record = await self._gpconnect.get_structured_record(patient.nhs_number, route, caller)
+        record = await self._gpconnect.get_structured_record(patient.nhs_number, route, caller, pds_patient=patient)
         entries = record.bundle.get("entry") or []
         try:
             with tracing.stage(None, "convert"):  # xhuma_stage_seconds{stage="convert"} and a span

@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-
 from tests.ihe.support import Harness, make_harness
+
 from xhuma.config import Settings
 
 

@@ -27,7 +27,7 @@ from xhuma.config import Settings
 from xhuma.errors import PatientNotFound, UpstreamError
 from xhuma.ihe.gateway import IheGateway
 from xhuma.ihe.router import get_gateway, router
-from xhuma.ports import Address, CallerIdentity, Cache, PdsPatient, SdsRoute, StructuredRecord
+from xhuma.ports import Address, Cache, CallerIdentity, PdsPatient, SdsRoute, StructuredRecord
 from xhuma.records import ConvertedDocument, Records
 from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import MemoryCache
@@ -43,8 +43,17 @@ RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 XDSB = "urn:ihe:iti:xds-b:2007"
 XOP = "http://www.w3.org/2004/08/xop/include"
-NS = {"env": SOAP12, "wsa": WSA, "hl7": HL7, "query": QUERY, "rim": RIM, "rs": RS, "xdsb": XDSB, "xop": XOP,
-      "wsse": WSSE}
+NS = {
+    "env": SOAP12,
+    "wsa": WSA,
+    "hl7": HL7,
+    "query": QUERY,
+    "rim": RIM,
+    "rs": RS,
+    "xdsb": XDSB,
+    "xop": XOP,
+    "wsse": WSSE,
+}
 
 NHS_OID = "2.16.840.1.113883.2.1.4.1"
 DEMO_NHS = "9690937286"
@@ -63,9 +72,15 @@ GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 # --- in-test NHS ports --------------------------------------------------------------------------------------------
 def patient(nhs: str = DEMO_NHS, **overrides: Any) -> PdsPatient:
     values: dict[str, Any] = {
-        "nhs_number": nhs, "family": "Smith", "given": ("Jane",), "prefix": ("Mrs",), "gender": "female",
-        "birth_date": "1952-05-31", "addresses": (Address(("1 Station Road",), "Leeds", "LS1 1AA"),),
-        "telecom": (("phone", "0113 496 0000"),), "gp_ods_code": "B82617",
+        "nhs_number": nhs,
+        "family": "Smith",
+        "given": ("Jane",),
+        "prefix": ("Mrs",),
+        "gender": "female",
+        "birth_date": "1952-05-31",
+        "addresses": (Address(("1 Station Road",), "Leeds", "LS1 1AA"),),
+        "telecom": (("phone", "0113 496 0000"),),
+        "gp_ods_code": "B82617",
     }
     values.update(overrides)
     return PdsPatient(**values)
@@ -73,13 +88,17 @@ def patient(nhs: str = DEMO_NHS, **overrides: Any) -> PdsPatient:
 
 class Pds:
     def __init__(self, patients: Mapping[str, PdsPatient] | None = None, error: Exception | None = None) -> None:
-        self.patients = dict(patients) if patients is not None else {
-            DEMO_NHS: patient(),
-            OTHER_NHS: patient(OTHER_NHS, family="Jones", given=("Tom",), gender="male", birth_date="1980-01-02"),
-            RESTRICTED_NHS: patient(RESTRICTED_NHS, security="R", addresses=(), gp_ods_code=None),
-            DECEASED_NHS: patient(DECEASED_NHS, deceased="2020-01-01T00:00:00+00:00"),
-            SUPERSEDED_NHS: patient(OTHER_NHS, requested_nhs_number=SUPERSEDED_NHS),
-        }
+        self.patients = (
+            dict(patients)
+            if patients is not None
+            else {
+                DEMO_NHS: patient(),
+                OTHER_NHS: patient(OTHER_NHS, family="Jones", given=("Tom",), gender="male", birth_date="1980-01-02"),
+                RESTRICTED_NHS: patient(RESTRICTED_NHS, security="R", addresses=(), gp_ods_code=None),
+                DECEASED_NHS: patient(DECEASED_NHS, deceased="2020-01-01T00:00:00+00:00"),
+                SUPERSEDED_NHS: patient(OTHER_NHS, requested_nhs_number=SUPERSEDED_NHS),
+            }
+        )
         self.error = error
         self.calls = 0
 
@@ -104,17 +123,30 @@ class GpConnect:
         self.calls = 0
         self.callers: list[CallerIdentity] = []
 
-    async def get_structured_record(self, nhs_number: str, route: SdsRoute, caller: CallerIdentity) -> StructuredRecord:
+    async def get_structured_record(
+        self, nhs_number: str, route: SdsRoute, caller: CallerIdentity, *, pds_patient: PdsPatient | None = None
+    ) -> StructuredRecord:
         self.calls += 1
         self.callers.append(caller)
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.error is not None:
             raise self.error
-        bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": {"resourceType": "Organization", "name": "The Trevelyan Practice",
-                          "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code",
-                                          "value": route.ods_code}]}}]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Organization",
+                        "name": "The Trevelyan Practice",
+                        "identifier": [
+                            {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": route.ods_code}
+                        ],
+                    }
+                }
+            ],
+        }
         return StructuredRecord(bundle, route.ods_code, route.asid, "trace-1", datetime.now(UTC))
 
 
@@ -128,8 +160,12 @@ def small_converter(record: StructuredRecord, pds_patient: PdsPatient, settings:
     etree.SubElement(document, f"{{{HL7}}}title").text = "GP Connect record summary"
     xml = etree.tostring(document, xml_declaration=True, encoding="UTF-8")
     return ConvertedDocument(
-        xml=xml, document_id=None, title="GP Connect record summary", effective_time=CREATED,
-        service_start=datetime(2019, 1, 1, tzinfo=UTC), service_stop=CREATED,
+        xml=xml,
+        document_id=None,
+        title="GP Connect record summary",
+        effective_time=CREATED,
+        service_start=datetime(2019, 1, 1, tzinfo=UTC),
+        service_stop=CREATED,
     )
 
 
@@ -145,8 +181,9 @@ class SigningKey:
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
 
 def new_signing_key(name: str = "Epic Care Everywhere Test") -> SigningKey:
@@ -154,9 +191,14 @@ def new_signing_key(name: str = "Epic Care Everywhere Test") -> SigningKey:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
     )
     return SigningKey(key, cert)
 
@@ -186,14 +228,22 @@ def assertion(
     name_id: str = "epic-user-1234",
 ) -> etree._Element:
     now = datetime.now(UTC)
-    element = etree.Element(f"{{{SAML2}}}Assertion", nsmap={"saml2": SAML2},
-                            ID=f"_{uuid.uuid4().hex}", Version="2.0", IssueInstant=now.isoformat())
+    element = etree.Element(
+        f"{{{SAML2}}}Assertion",
+        nsmap={"saml2": SAML2},
+        ID=f"_{uuid.uuid4().hex}",
+        Version="2.0",
+        IssueInstant=now.isoformat(),
+    )
     etree.SubElement(element, f"{{{SAML2}}}Issuer").text = "CN=Epic Care Everywhere Test"
     subject = etree.SubElement(element, f"{{{SAML2}}}Subject")
     etree.SubElement(subject, f"{{{SAML2}}}NameID").text = name_id
-    conditions = etree.SubElement(element, f"{{{SAML2}}}Conditions",
-                                  NotBefore=(not_before or now - timedelta(minutes=1)).isoformat(),
-                                  NotOnOrAfter=(not_on_or_after or now + timedelta(minutes=5)).isoformat())
+    conditions = etree.SubElement(
+        element,
+        f"{{{SAML2}}}Conditions",
+        NotBefore=(not_before or now - timedelta(minutes=1)).isoformat(),
+        NotOnOrAfter=(not_on_or_after or now + timedelta(minutes=5)).isoformat(),
+    )
     if audience is not None:
         restriction = etree.SubElement(conditions, f"{{{SAML2}}}AudienceRestriction")
         etree.SubElement(restriction, f"{{{SAML2}}}Audience").text = audience
@@ -201,9 +251,11 @@ def assertion(
         element.append(etree.fromstring(etree.tostring(statement)))
     if signer is None:
         return element
-    signed = XMLSigner(signature_algorithm="rsa-sha256", digest_algorithm="sha256",
-                       c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#").sign(
-        element, key=signer.key_pem, cert=[signer.cert], reference_uri=element.get("ID"))
+    signed = XMLSigner(
+        signature_algorithm="rsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
+    ).sign(element, key=signer.key_pem, cert=[signer.cert], reference_uri=element.get("ID"))
     return signed
 
 
@@ -235,7 +287,8 @@ def envelope(
         action_element.text = action
     if message_id is not None:
         etree.SubElement(header, f"{{{WSA}}}MessageID").text = (
-            f"urn:uuid:{uuid.uuid4()}" if message_id == "auto" else message_id)
+            f"urn:uuid:{uuid.uuid4()}" if message_id == "auto" else message_id
+        )
     if reply_to is not None:
         etree.SubElement(etree.SubElement(header, f"{{{WSA}}}ReplyTo"), f"{{{WSA}}}Address").text = reply_to
     if security is not None:
@@ -257,8 +310,12 @@ def iti55_body(
     if ids is None:
         ids = [[(NHS_OID, DEMO_NHS)]]
     E = lambda tag, parent=None, **attrs: (  # noqa: E731
-        etree.SubElement(parent, f"{{{HL7}}}{tag}", attrs) if parent is not None else
-        etree.Element(f"{{{HL7}}}{tag}", attrs, nsmap={None: HL7, "xsi": "http://www.w3.org/2001/XMLSchema-instance"}))
+        etree.SubElement(parent, f"{{{HL7}}}{tag}", attrs)
+        if parent is not None
+        else etree.Element(
+            f"{{{HL7}}}{tag}", attrs, nsmap={None: HL7, "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
+        )
+    )
     message = E("PRPA_IN201305UV02", ITSVersion="XML_1.0")
     E("id", message, root="1.2.840.114350.1.13.0.1.7.1.1", extension="35423")
     E("creationTime", message, value="20250301120000")
@@ -270,8 +327,9 @@ def iti55_body(
     E("id", device, root="2.16.840.1.113883.3.9999.1.3")
     sender = E("device", E("sender", message, typeCode="SND"), classCode="DEV", determinerCode="INSTANCE")
     E("id", sender, root="1.2.840.114350.1.13.999.567")
-    organisation = E("representedOrganization", E("asAgent", sender, classCode="AGNT"), classCode="ORG",
-                     determinerCode="INSTANCE")
+    organisation = E(
+        "representedOrganization", E("asAgent", sender, classCode="AGNT"), classCode="ORG", determinerCode="INSTANCE"
+    )
     E("id", organisation, root="1.2.840.114350.1.13.525.3.7.3.688884.100")
     control = E("controlActProcess", message, classCode="CACT", moodCode="EVN")
     E("code", control, code="PRPA_TE201305UV02", codeSystem="2.16.840.1.113883.1.6")
@@ -338,30 +396,38 @@ def iti39_body(requests: list[tuple[str | None, str | None, str | None]]) -> etr
     body = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetRequest", nsmap={"xdsb": XDSB})
     for home, repository, unique_id in requests:
         item = etree.SubElement(body, f"{{{XDSB}}}DocumentRequest")
-        for local, value in (("HomeCommunityId", home), ("RepositoryUniqueId", repository),
-                             ("DocumentUniqueId", unique_id)):
+        for local, value in (
+            ("HomeCommunityId", home),
+            ("RepositoryUniqueId", repository),
+            ("DocumentUniqueId", unique_id),
+        ):
             if value is not None:
                 etree.SubElement(item, f"{{{XDSB}}}{local}").text = value
     return body
 
 
-def mtom_wrap(envelope_bytes: bytes, *, boundary: str = "uuid:0f8d7e6a-epic", line_end: bytes = b"\r\n",
-              start: bool = True) -> tuple[bytes, str]:
+def mtom_wrap(
+    envelope_bytes: bytes, *, boundary: str = "uuid:0f8d7e6a-epic", line_end: bytes = b"\r\n", start: bool = True
+) -> tuple[bytes, str]:
     """An Epic-style MTOM request: multipart/related with the envelope as the root part and no attachment."""
     root_id = "<root.message@cxf.apache.org>"
-    body = line_end.join([
-        b"--" + boundary.encode(),
-        b'Content-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"',
-        b"Content-Transfer-Encoding: binary",
-        b"Content-ID: " + root_id.encode(),
-        b"",
-        envelope_bytes,
-        b"--" + boundary.encode() + b"--",
-        b"",
-    ])
-    content_type = (f'multipart/related; type="application/xop+xml"; boundary="{boundary}"; '
-                    + (f'start="{root_id}"; ' if start else "")
-                    + 'start-info="application/soap+xml"; action="urn:ihe:iti:2007:CrossGatewayRetrieve"')
+    body = line_end.join(
+        [
+            b"--" + boundary.encode(),
+            b'Content-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"',
+            b"Content-Transfer-Encoding: binary",
+            b"Content-ID: " + root_id.encode(),
+            b"",
+            envelope_bytes,
+            b"--" + boundary.encode() + b"--",
+            b"",
+        ]
+    )
+    content_type = (
+        f'multipart/related; type="application/xop+xml"; boundary="{boundary}"; '
+        + (f'start="{root_id}"; ' if start else "")
+        + 'start-info="application/soap+xml"; action="urn:ihe:iti:2007:CrossGatewayRetrieve"'
+    )
     return body, content_type
 
 

@@ -7,12 +7,10 @@ import hashlib
 
 import pytest
 from lxml import etree
-
 from tests.ihe.schemas import schema_errors
 from tests.ihe.support import (
     ACTION_38,
     DEMO_NHS,
-    FIND_DOCUMENTS,
     GET_DOCUMENTS,
     NHS_OID,
     NS,
@@ -26,6 +24,7 @@ from tests.ihe.support import (
     iti38_body,
     parse_response,
 )
+
 from xhuma.errors import ConsentRefused, NoEndpoint
 from xhuma.store.cache import MemoryCache, RedisCache
 from xhuma.store.keys import CacheKeys
@@ -49,8 +48,10 @@ def slots(**extra):
 
 
 def errors_of(message):
-    return [(e.get("errorCode"), e.get("codeContext"), e.get("severity")) for e in
-            message.iterfind("rs:RegistryErrorList/rs:RegistryError", NS)]
+    return [
+        (e.get("errorCode"), e.get("codeContext"), e.get("severity"))
+        for e in message.iterfind("rs:RegistryErrorList/rs:RegistryError", NS)
+    ]
 
 
 def slot(extrinsic, name):
@@ -64,8 +65,10 @@ async def test_iti38_find_documents_returns_one_complete_stable_DocumentEntry_LE
     (entry,) = message.findall("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
     settings = harness.settings
     stored = await harness.records.retrieve_document(
-        entry.find("rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']",
-                   NS).get("value"))
+        entry.find(
+            "rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
+        ).get("value")
+    )
     entry_uuid = entry.get("id")
     assert entry_uuid.startswith("urn:uuid:") and entry.get("home") == f"urn:oid:{settings.home_community_id}"
     assert entry.get("objectType") == "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"
@@ -84,8 +87,10 @@ async def test_iti38_find_documents_returns_one_complete_stable_DocumentEntry_LE
     expected = {
         "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a": ("34133-9", "2.16.840.1.113883.6.1"),  # class
         "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983": ("34133-9", "2.16.840.1.113883.6.1"),  # type
-        "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d": ("urn:hl7-org:sdwg:ccda-structuredBody:2.1",
-                                                          "1.3.6.1.4.1.19376.1.2.3"),  # format
+        "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d": (
+            "urn:hl7-org:sdwg:ccda-structuredBody:2.1",
+            "1.3.6.1.4.1.19376.1.2.3",
+        ),  # format
         "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f": ("N", "2.16.840.1.113883.5.25"),  # confidentiality
         "urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1": ("394761003", "2.16.840.1.113883.6.96"),  # facility
         "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead": ("394814009", "2.16.840.1.113883.6.96"),  # practice
@@ -99,7 +104,8 @@ async def test_iti38_find_documents_returns_one_complete_stable_DocumentEntry_LE
         assert classification.find("rim:Name/rim:LocalizedString", NS).get("value")
     author = schemes["urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"]
     assert slot(author, "authorInstitution") == [
-        "The Trevelyan Practice^^^^^&2.16.840.1.113883.2.1.3.2.4.19.1&ISO^^^^B82617"]
+        "The Trevelyan Practice^^^^^&2.16.840.1.113883.2.1.3.2.4.19.1&ISO^^^^B82617"
+    ]
     identifiers = {e.get("identificationScheme"): e for e in entry.iterfind("rim:ExternalIdentifier", NS)}
     patient_id = identifiers["urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"]
     unique_id = identifiers["urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"]
@@ -125,8 +131,12 @@ async def test_iti38_concurrent_identical_queries_run_the_pipeline_once_LESSONS_
     harness = await harness_factory(gpconnect=GpConnect(latency=0.2))
     results = await asyncio.gather(*(query(harness, iti38_body()) for _ in range(8)))
     assert harness.gpconnect.calls == 1 and harness.records.pipeline_runs == 1
-    unique_ids = {r[2].find(".//rim:ExternalIdentifier[@identificationScheme="
-                            "'urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS).get("value") for r in results}
+    unique_ids = {
+        r[2]
+        .find(".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS)
+        .get("value")
+        for r in results
+    }
     assert len(unique_ids) == 1
     await query(harness, iti38_body())  # and the next one is a cache hit
     assert harness.gpconnect.calls == 1
@@ -135,23 +145,41 @@ async def test_iti38_concurrent_identical_queries_run_the_pipeline_once_LESSONS_
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        pytest.param(iti38_body({"$XDSDocumentEntryPatientId": [f"'{cx()}'"]}), "XDSStoredQueryMissingParam",
-                     id="one-slot"),
-        pytest.param(iti38_body({"$XDSDocumentEntryStatus": [APPROVED]}), "XDSStoredQueryMissingParam",
-                     id="no-patient"),
-        pytest.param(iti38_body(slots(**{"$XDSDocumentEntryPatientId": ["'17855599120^^^&2.16.578.1.12.4.1.4.1&ISO'"]})),
-                     "XDSUnknownPatientId", id="foreign-cx"),
-        pytest.param(iti38_body(slots(**{"$XDSDocumentEntryPatientId": ["'9690937287^^^&2.16.840.1.113883.2.1.4.1&ISO'"]})),
-                     "XDSUnknownPatientId", id="bad-mod11"),
-        pytest.param(iti38_body(slots(**{"$XDSDocumentEntryPatientId": ["'garbage'"]})), "XDSUnknownPatientId",
-                     id="not-a-cx"),
-        pytest.param(iti38_body(slots(**{"$XDSDocumentEntryPatientId": [f"'{cx()}'", f"'{cx()}'"]})),
-                     "XDSStoredQueryParamNumber", id="two-patients"),
-        pytest.param(iti38_body(query_id="urn:uuid:00000000-0000-0000-0000-000000000000"), "XDSUnknownStoredQuery",
-                     id="unknown-query"),
+        pytest.param(
+            iti38_body({"$XDSDocumentEntryPatientId": [f"'{cx()}'"]}), "XDSStoredQueryMissingParam", id="one-slot"
+        ),
+        pytest.param(
+            iti38_body({"$XDSDocumentEntryStatus": [APPROVED]}), "XDSStoredQueryMissingParam", id="no-patient"
+        ),
+        pytest.param(
+            iti38_body(slots(**{"$XDSDocumentEntryPatientId": ["'17855599120^^^&2.16.578.1.12.4.1.4.1&ISO'"]})),
+            "XDSUnknownPatientId",
+            id="foreign-cx",
+        ),
+        pytest.param(
+            iti38_body(slots(**{"$XDSDocumentEntryPatientId": ["'9690937287^^^&2.16.840.1.113883.2.1.4.1&ISO'"]})),
+            "XDSUnknownPatientId",
+            id="bad-mod11",
+        ),
+        pytest.param(
+            iti38_body(slots(**{"$XDSDocumentEntryPatientId": ["'garbage'"]})), "XDSUnknownPatientId", id="not-a-cx"
+        ),
+        pytest.param(
+            iti38_body(slots(**{"$XDSDocumentEntryPatientId": [f"'{cx()}'", f"'{cx()}'"]})),
+            "XDSStoredQueryParamNumber",
+            id="two-patients",
+        ),
+        pytest.param(
+            iti38_body(query_id="urn:uuid:00000000-0000-0000-0000-000000000000"),
+            "XDSUnknownStoredQuery",
+            id="unknown-query",
+        ),
         pytest.param(iti38_body(home="urn:oid:1.2.3.4.5"), "XDSUnknownCommunity", id="other-community"),
-        pytest.param(iti38_body({"$XDSDocumentEntryUniqueId": ["('1.2.3')"]}, query_id=GET_DOCUMENTS),
-                     "XDSMissingHomeCommunityId", id="getdocuments-without-home"),
+        pytest.param(
+            iti38_body({"$XDSDocumentEntryUniqueId": ["('1.2.3')"]}, query_id=GET_DOCUMENTS),
+            "XDSMissingHomeCommunityId",
+            id="getdocuments-without-home",
+        ),
     ],
 )
 async def test_iti38_malformed_queries_get_a_registry_error_never_http_500_LESSONS_7(harness, body, code):
@@ -159,7 +187,9 @@ async def test_iti38_malformed_queries_get_a_registry_error_never_http_500_LESSO
     assert message.get("status") == FAILURE
     assert [e[0] for e in errors_of(message)] == [code]
     assert errors_of(message)[0][1] and "Traceback" not in response.text and "Error(" not in response.text
-    assert message.find("rs:RegistryErrorList/rs:RegistryError", NS).get("location") == harness.settings.home_community_urn
+    assert (
+        message.find("rs:RegistryErrorList/rs:RegistryError", NS).get("location") == harness.settings.home_community_urn
+    )
     assert schema_errors(message) == []
     assert harness.gpconnect.calls == 0
 
@@ -181,8 +211,13 @@ async def test_iti38_upstream_failure_is_Failure_with_safe_codeContext(harness_f
     harness = await harness_factory(gpconnect=GpConnect(error=UpstreamDown(f"SSP 502 for {DEMO_NHS}: stack")))
     response, _, message = await query(harness, iti38_body())
     assert message.get("status") == FAILURE
-    assert errors_of(message) == [("XDSRegistryError", "GP record could not be retrieved",
-                                   "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error")]
+    assert errors_of(message) == [
+        (
+            "XDSRegistryError",
+            "GP record could not be retrieved",
+            "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error",
+        )
+    ]
     assert b"SSP 502" not in response.content and DEMO_NHS.encode() not in response.content
     event = (await harness.events(transaction="ITI-38"))[0]
     assert event["outcome"] == "error" and event["error_code"] == "XDSRegistryError"
@@ -193,7 +228,9 @@ async def test_iti38_unavailable_gp_record_is_empty_Success_with_a_warning(harne
     harness = await harness_factory(gpconnect=GpConnect(error=error))
     _, _, message = await query(harness, iti38_body())
     assert message.get("status") == SUCCESS
-    assert message.find("rim:RegistryObjectList", NS) is not None and not len(message.find("rim:RegistryObjectList", NS))
+    assert message.find("rim:RegistryObjectList", NS) is not None and not len(
+        message.find("rim:RegistryObjectList", NS)
+    )
     assert errors_of(message)[0][2] == "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
     assert schema_errors(message) == []
 
@@ -210,8 +247,10 @@ async def test_iti38_restricted_patient_gets_no_documents(harness):
         ({"$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated')"]}, False),
         ({"$XDSDocumentEntryClassCode": ["('34133-9^^2.16.840.1.113883.6.1')"]}, True),
         ({"$XDSDocumentEntryClassCode": ["('11488-4^^2.16.840.1.113883.6.1')"]}, False),
-        ({"$XDSDocumentEntryFormatCode": ["('urn:hl7-org:sdwg:ccda-structuredBody:2.1^^1.3.6.1.4.1.19376.1.2.3')"]},
-         True),
+        (
+            {"$XDSDocumentEntryFormatCode": ["('urn:hl7-org:sdwg:ccda-structuredBody:2.1^^1.3.6.1.4.1.19376.1.2.3')"]},
+            True,
+        ),
         ({"$XDSDocumentEntryFormatCode": ["('urn:ihe:pcc:xphr:2007^^1.3.6.1.4.1.19376.1.2.3')"]}, False),
         ({"$XDSDocumentEntryType": ["('urn:uuid:34268e47-fdf5-41a6-ba33-82133c465248')"]}, False),
         ({"$XDSDocumentEntryCreationTimeFrom": ["20250301"], "$XDSDocumentEntryCreationTimeTo": ["20250302"]}, True),
@@ -229,18 +268,22 @@ async def test_iti38_status_type_class_format_time_and_confidentiality_filters_a
 
 
 async def test_iti38_status_filter_without_approved_does_not_fetch_the_record(harness):
-    await query(harness, iti38_body(slots(**{"$XDSDocumentEntryStatus": [
-        "('urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated')"]})))
+    await query(
+        harness,
+        iti38_body(slots(**{"$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated')"]})),
+    )
     assert harness.gpconnect.calls == 0
 
 
-async def test_iti38_on_demand_setting_advertises_an_on_demand_entry_without_hash_or_size(harness_factory,
-                                                                                          make_settings):
+async def test_iti38_on_demand_setting_advertises_an_on_demand_entry_without_hash_or_size(
+    harness_factory, make_settings
+):
     harness = await harness_factory(make_settings(entry_type="on-demand"))
     _, _, message = await query(harness, iti38_body(slots()))
     assert not len(message.find("rim:RegistryObjectList", NS))  # stable only when $XDSDocumentEntryType is absent
-    _, _, message = await query(harness, iti38_body(slots(**{"$XDSDocumentEntryType": [
-        "('urn:uuid:34268e47-fdf5-41a6-ba33-82133c465248')"]})))
+    _, _, message = await query(
+        harness, iti38_body(slots(**{"$XDSDocumentEntryType": ["('urn:uuid:34268e47-fdf5-41a6-ba33-82133c465248')"]}))
+    )
     (entry,) = message.findall("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
     assert entry.get("objectType") == "urn:uuid:34268e47-fdf5-41a6-ba33-82133c465248"
     assert slot(entry, "hash") == [] and slot(entry, "size") == [] and slot(entry, "creationTime") == []
@@ -250,15 +293,17 @@ async def test_iti38_on_demand_setting_advertises_an_on_demand_entry_without_has
 async def test_iti38_get_documents_by_unique_id_and_by_entry_uuid(harness):
     _, _, message = await query(harness, iti38_body())
     entry = message.find("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
-    unique_id = entry.find("rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-"
-                           "8640a32e42ab']", NS).get("value")
+    unique_id = entry.find(
+        "rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
+    ).get("value")
     home = harness.settings.home_community_urn
     for name, value in (("$XDSDocumentEntryUniqueId", unique_id), ("$XDSDocumentEntryEntryUUID", entry.get("id"))):
         _, _, found = await query(harness, iti38_body({name: [f"('{value}')"]}, query_id=GET_DOCUMENTS, home=home))
         (again,) = found.findall("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
         assert again.get("id") == entry.get("id")
-    _, _, missing = await query(harness, iti38_body({"$XDSDocumentEntryUniqueId": ["('1.2.3.4')"]},
-                                                    query_id=GET_DOCUMENTS, home=home))
+    _, _, missing = await query(
+        harness, iti38_body({"$XDSDocumentEntryUniqueId": ["('1.2.3.4')"]}, query_id=GET_DOCUMENTS, home=home)
+    )
     assert missing.get("status") == SUCCESS and not len(missing.find("rim:RegistryObjectList", NS))
 
 
@@ -272,8 +317,9 @@ async def test_iti38_document_outlives_60_seconds_in_the_cache_LESSONS_11(harnes
     cache = MemoryCache(clock=lambda: now[0])
     harness = await harness_factory(make_settings(ttl_document_seconds=900), cache=cache)
     _, _, message = await query(harness, iti38_body())
-    unique_id = message.find(".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-"
-                             "8640a32e42ab']", NS).get("value")
+    unique_id = message.find(
+        ".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
+    ).get("value")
     now[0] += 600  # ten minutes later: the EHR's ITI-39 still finds it
     assert (await harness.records.retrieve_document(unique_id)).unique_id == unique_id
     now[0] += 301
@@ -288,8 +334,9 @@ async def test_iti38_document_ttl_in_redis_is_the_configured_one_not_60_seconds_
     cache = RedisCache(redis_url, namespace=redis_namespace)
     harness = await harness_factory(make_settings(), cache=cache)
     _, _, message = await query(harness, iti38_body())
-    unique_id = message.find(".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-"
-                             "8640a32e42ab']", NS).get("value")
+    unique_id = message.find(
+        ".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
+    ).get("value")
     client = redis_asyncio.Redis.from_url(redis_url)
     try:
         ttl = await client.ttl(f"{redis_namespace}:{CacheKeys.document(unique_id)}")
@@ -307,12 +354,19 @@ async def test_iti38_the_settings_refuse_a_document_ttl_of_60_seconds_LESSONS_11
 
 async def test_iti38_any_prefixes_and_pretty_printing_are_accepted(harness):
     raw = etree.tostring(iti38_body())
-    for old, new in ((b"<query:", b"<q0:"), (b"</query:", b"</q0:"), (b"xmlns:query=", b"xmlns:q0="),
-                     (b"<rim:", b"<ns5:"), (b"</rim:", b"</ns5:"), (b"xmlns:rim=", b"xmlns:ns5=")):
+    for old, new in (
+        (b"<query:", b"<q0:"),
+        (b"</query:", b"</q0:"),
+        (b"xmlns:query=", b"xmlns:q0="),
+        (b"<rim:", b"<ns5:"),
+        (b"</rim:", b"</ns5:"),
+        (b"xmlns:rim=", b"xmlns:ns5="),
+    ):
         raw = raw.replace(old, new)
     body = etree.fromstring(raw)
     assert body.prefix == "q0"
-    response = await harness.post("/SOAP/iti38", envelope(ACTION_38, body, soap_prefix="soapenv", wsa_prefix="wsa",
-                                                          pretty=True), SOAP_CT)
+    response = await harness.post(
+        "/SOAP/iti38", envelope(ACTION_38, body, soap_prefix="soapenv", wsa_prefix="wsa", pretty=True), SOAP_CT
+    )
     assert b"ExtrinsicObject" in response.content
     assert NHS_OID in response.text

@@ -19,6 +19,7 @@ from tests.ihe.support import (
     parse_response,
 )
 from tests.ihe.support import attachments as parts_of
+
 from xhuma.ports import CallerIdentity
 
 UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
@@ -38,15 +39,17 @@ async def advertised(harness):
 
 
 def request_for(harness, unique_id, *, home=None, repository=None):
-    return iti39_body([(home or harness.settings.home_community_urn,
-                        repository or harness.settings.repository_unique_id, unique_id)])
+    return iti39_body(
+        [(home or harness.settings.home_community_urn, repository or harness.settings.repository_unique_id, unique_id)]
+    )
 
 
 async def test_iti39_returns_the_advertised_bytes_as_an_mtom_xop_attachment(harness):
     unique_id, hash_, size = await advertised(harness)
     message_id = "urn:uuid:7c8d2f0e-3a55-4ad4-a0a5-4f6c9b1f0a01"
-    response = await harness.post("/SOAP/iti39", envelope(ACTION_39, request_for(harness, unique_id),
-                                                          message_id=message_id))
+    response = await harness.post(
+        "/SOAP/iti39", envelope(ACTION_39, request_for(harness, unique_id), message_id=message_id)
+    )
     assert response.status_code == 200
     content_type = response.headers["content-type"]
     assert content_type.startswith("multipart/related") and 'type="application/xop+xml"' in content_type
@@ -79,7 +82,7 @@ async def test_iti39_inline_base64_when_the_partner_setting_says_so(harness_fact
 
 
 async def test_iti39_epic_mtom_request_without_attachments_is_accepted_LESSONS_10(harness):
-    unique_id, hash_, _ = await advertised(harness)
+    unique_id, _, _ = await advertised(harness)
     # pretty-printed, s:/a: prefixes, CRLF, the envelope not on the first line of its part
     wrapped, content_type = mtom_wrap(envelope(ACTION_39, request_for(harness, unique_id), pretty=True))
     response = await harness.post("/SOAP/iti39", wrapped, content_type)
@@ -99,13 +102,16 @@ async def test_iti39_mtom_request_with_lf_line_ends_and_no_start_parameter_is_ac
 async def test_iti39_unknown_document_is_XDSDocumentUniqueIdError_and_mixed_requests_are_PartialSuccess(harness):
     unique_id, _, _ = await advertised(harness)
     home, repository = harness.settings.home_community_urn, harness.settings.repository_unique_id
-    response = await harness.post("/SOAP/iti39", envelope(ACTION_39, iti39_body([
-        (home, repository, unique_id), (home, repository, "1.2.3.4.5.6")])))
+    response = await harness.post(
+        "/SOAP/iti39",
+        envelope(ACTION_39, iti39_body([(home, repository, unique_id), (home, repository, "1.2.3.4.5.6")])),
+    )
     message = body_of(parse_response(response))
     registry_response = message.find("rs:RegistryResponse", NS)
     assert registry_response.get("status") == PARTIAL
     assert [e.get("errorCode") for e in registry_response.iterfind("rs:RegistryErrorList/rs:RegistryError", NS)] == [
-        "XDSDocumentUniqueIdError"]
+        "XDSDocumentUniqueIdError"
+    ]
     assert len(message.findall("xdsb:DocumentResponse", NS)) == 1
     assert schema_errors(message) == []
     response = await harness.post("/SOAP/iti39", envelope(ACTION_39, iti39_body([(home, repository, "9.9.9")])))
@@ -117,12 +123,24 @@ async def test_iti39_unknown_document_is_XDSDocumentUniqueIdError_and_mixed_requ
 async def test_iti39_checks_home_community_and_repository_of_each_request(harness):
     unique_id, _, _ = await advertised(harness)
     home, repository = harness.settings.home_community_urn, harness.settings.repository_unique_id
-    response = await harness.post("/SOAP/iti39", envelope(ACTION_39, iti39_body([
-        ("urn:oid:1.2.3.4", repository, unique_id), (home, "1.2.3.4", unique_id), (None, repository, unique_id),
-        (harness.settings.home_community_id, repository, unique_id)])))
+    response = await harness.post(
+        "/SOAP/iti39",
+        envelope(
+            ACTION_39,
+            iti39_body(
+                [
+                    ("urn:oid:1.2.3.4", repository, unique_id),
+                    (home, "1.2.3.4", unique_id),
+                    (None, repository, unique_id),
+                    (harness.settings.home_community_id, repository, unique_id),
+                ]
+            ),
+        ),
+    )
     message = body_of(parse_response(response))
-    codes = [e.get("errorCode") for e in message.iterfind("rs:RegistryResponse/rs:RegistryErrorList/rs:RegistryError",
-                                                          NS)]
+    codes = [
+        e.get("errorCode") for e in message.iterfind("rs:RegistryResponse/rs:RegistryErrorList/rs:RegistryError", NS)
+    ]
     assert codes == ["XDSUnknownCommunity", "XDSUnknownRepositoryId", "XDSMissingHomeCommunityId"]
     assert len(message.findall("xdsb:DocumentResponse", NS)) == 1  # the bare OID form of our community is ours
 
@@ -132,7 +150,8 @@ async def test_iti39_nhn_sample_request_is_accepted_and_answered_XDSUnknownCommu
     assert response.status_code == 200
     message = body_of(parse_response(response))
     assert [e.get("errorCode") for e in message.iter("{urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0}RegistryError")] == [
-        "XDSUnknownCommunity"]
+        "XDSUnknownCommunity"
+    ]
 
 
 async def test_iti39_disclosure_is_audited_with_the_document_unique_id(harness):

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from lxml import etree
-
 from tests.ihe.schemas import envelope_errors, schema_errors
 from tests.ihe.support import (
     ACTION_55,
@@ -71,14 +70,18 @@ async def test_iti55_response_header_fields_follow_the_schema_and_echo_the_query
     _, _, message = await discover(harness, request)
     creation = message.find("hl7:creationTime", NS).get("value")
     assert len(creation) == 14 and creation.isdigit() and creation.startswith("20")
-    assert message.find("hl7:interactionId", NS).attrib == {"root": "2.16.840.1.113883.1.6",
-                                                            "extension": "PRPA_IN201306UV02"}
+    assert message.find("hl7:interactionId", NS).attrib == {
+        "root": "2.16.840.1.113883.1.6",
+        "extension": "PRPA_IN201306UV02",
+    }
     assert message.find(".//hl7:id/hl7:id", NS) is None
     assert message.find(".//hl7:moodCode", NS) is None
     assert message.find("hl7:sender/hl7:device/hl7:id", NS).get("root") == harness.settings.device_oid
     assert message.find("hl7:receiver/hl7:device/hl7:id", NS).get("root") == "1.2.840.114350.1.13.999.567"
-    assert message.find("hl7:receiver/hl7:device/hl7:asAgent/hl7:representedOrganization/hl7:id", NS).get(
-        "root") == EPIC_OID
+    assert (
+        message.find("hl7:receiver/hl7:device/hl7:asAgent/hl7:representedOrganization/hl7:id", NS).get("root")
+        == EPIC_OID
+    )
     target = message.find("hl7:acknowledgement/hl7:targetMessage/hl7:id", NS)
     assert (target.get("root"), target.get("extension")) == ("1.2.840.114350.1.13.0.1.7.1.1", "35423")
     query_ack = message.find("hl7:controlActProcess/hl7:queryAck", NS)
@@ -157,8 +160,9 @@ async def test_iti55_upstream_error_is_AE_with_XCPD_code_and_no_exception_text_o
     response, _, message = await discover(harness, iti55_body())
     assert ack(message) == "AE"
     assert message.find("hl7:acknowledgement/hl7:acknowledgementDetail", NS).get("typeCode") == "E"
-    code = message.find(".//hl7:reasonOf/hl7:detectedIssueEvent/hl7:mitigatedBy/hl7:detectedIssueManagement/hl7:code",
-                        NS)
+    code = message.find(
+        ".//hl7:reasonOf/hl7:detectedIssueEvent/hl7:mitigatedBy/hl7:detectedIssueManagement/hl7:code", NS
+    )
     assert (code.get("code"), code.get("codeSystem")) == ("InternalError", "1.3.6.1.4.1.19376.1.2.27.3")
     queryack = message.find("hl7:controlActProcess/hl7:queryAck", NS)
     assert queryack.find("hl7:queryResponseCode", NS).get("code") == "AE"

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from lxml import etree
-
 from tests.ihe.support import (
     ACTION_38,
     ACTION_55,
@@ -28,6 +27,7 @@ from tests.ihe.support import (
     parse_response,
     security_header,
 )
+
 from xhuma.ihe.saml import identity_from_statement
 
 
@@ -45,8 +45,11 @@ def trusted(tmp_path, signer):
 
 @pytest.fixture
 async def strict(harness_factory, make_settings, trusted):
-    return await harness_factory(make_settings(saml_verify="required", saml_trusted_certs=[trusted],
-                                               saml_audience=["https://xhuma.example.nhs.uk"]))
+    return await harness_factory(
+        make_settings(
+            saml_verify="required", saml_trusted_certs=[trusted], saml_audience=["https://xhuma.example.nhs.uk"]
+        )
+    )
 
 
 def fault_subcode(response):
@@ -94,23 +97,48 @@ def _tamper(saml):
 @pytest.mark.parametrize(
     ("make", "subcode"),
     [
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx())), "wsse:FailedAuthentication", id="unsigned"),
-        pytest.param(lambda d, s: _tamper(assertion(epic_statement(d, resource_id=cx()), signer=s)), "wsse:FailedAuthentication",
-                     id="tampered"),
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=new_signing_key("Mallory")),
-                     "wsse:FailedAuthentication", id="untrusted-signer"),
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=s,
-                                            not_on_or_after=datetime.now(UTC) - timedelta(minutes=10)),
-                     "wsse:MessageExpired", id="expired"),
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=s,
-                                            not_before=datetime.now(UTC) + timedelta(minutes=10)),
-                     "wsse:MessageExpired", id="not-yet-valid"),
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=s, audience="https://elsewhere.example"),
-                     "wsse:FailedAuthentication", id="other-audience"),
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx(), purpose="MARKETING"), signer=s),
-                     "wsse:FailedAuthentication", id="purpose-not-allowed"),
-        pytest.param(lambda d, s: assertion(epic_statement(d, resource_id=cx(OTHER_NHS)), signer=s),
-                     "wsse:FailedAuthentication", id="resource-id-other-patient"),
+        pytest.param(
+            lambda d, s: assertion(epic_statement(d, resource_id=cx())), "wsse:FailedAuthentication", id="unsigned"
+        ),
+        pytest.param(
+            lambda d, s: _tamper(assertion(epic_statement(d, resource_id=cx()), signer=s)),
+            "wsse:FailedAuthentication",
+            id="tampered",
+        ),
+        pytest.param(
+            lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=new_signing_key("Mallory")),
+            "wsse:FailedAuthentication",
+            id="untrusted-signer",
+        ),
+        pytest.param(
+            lambda d, s: assertion(
+                epic_statement(d, resource_id=cx()), signer=s, not_on_or_after=datetime.now(UTC) - timedelta(minutes=10)
+            ),
+            "wsse:MessageExpired",
+            id="expired",
+        ),
+        pytest.param(
+            lambda d, s: assertion(
+                epic_statement(d, resource_id=cx()), signer=s, not_before=datetime.now(UTC) + timedelta(minutes=10)
+            ),
+            "wsse:MessageExpired",
+            id="not-yet-valid",
+        ),
+        pytest.param(
+            lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=s, audience="https://elsewhere.example"),
+            "wsse:FailedAuthentication",
+            id="other-audience",
+        ),
+        pytest.param(
+            lambda d, s: assertion(epic_statement(d, resource_id=cx(), purpose="MARKETING"), signer=s),
+            "wsse:FailedAuthentication",
+            id="purpose-not-allowed",
+        ),
+        pytest.param(
+            lambda d, s: assertion(epic_statement(d, resource_id=cx(OTHER_NHS)), signer=s),
+            "wsse:FailedAuthentication",
+            id="resource-id-other-patient",
+        ),
         pytest.param(lambda d, s: None, "wsse:InvalidSecurity", id="no-assertion"),
     ],
 )
@@ -127,8 +155,9 @@ async def test_required_mode_rejects_unverifiable_assertions_with_a_ws_security_
 
 
 async def test_clock_skew_tolerates_a_slightly_early_assertion(strict, data_dir, signer):
-    saml = assertion(epic_statement(data_dir, resource_id=cx()), signer=signer,
-                     not_before=datetime.now(UTC) + timedelta(seconds=30))
+    saml = assertion(
+        epic_statement(data_dir, resource_id=cx()), signer=signer, not_before=datetime.now(UTC) + timedelta(seconds=30)
+    )
     response = await strict.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(), security=security_header(saml)))
     assert response.status_code == 200
 
@@ -154,8 +183,9 @@ async def test_wrapped_assertion_cannot_change_the_signed_identity(strict, data_
     assert strict.gpconnect.calls == 0
 
 
-async def test_optional_mode_logs_the_failure_and_continues_unverified(harness_factory, make_settings, data_dir,
-                                                                        trusted):
+async def test_optional_mode_logs_the_failure_and_continues_unverified(
+    harness_factory, make_settings, data_dir, trusted
+):
     harness = await harness_factory(make_settings(saml_verify="optional", saml_trusted_certs=[trusted]))
     saml = assertion(epic_statement(data_dir))  # unsigned
     response = await harness.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(), security=security_header(saml)))

@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from lxml import etree
-
 from tests.ihe.schemas import envelope_errors
 from tests.ihe.support import (
     ACTION_38,
@@ -23,10 +22,14 @@ from tests.ihe.support import (
     iti55_body,
     parse_response,
 )
+
 from xhuma.ihe import soap
 
-ENDPOINTS = [("/SOAP/iti55", ACTION_55, iti55_body), ("/SOAP/iti38", ACTION_38, iti38_body),
-             ("/SOAP/iti39", ACTION_39, lambda: iti39_body([("urn:oid:1.2", "1.2", "1.2.3")]))]
+ENDPOINTS = [
+    ("/SOAP/iti55", ACTION_55, iti55_body),
+    ("/SOAP/iti38", ACTION_38, iti38_body),
+    ("/SOAP/iti39", ACTION_39, lambda: iti39_body([("urn:oid:1.2", "1.2", "1.2.3")])),
+]
 
 
 def fault_of(response):
@@ -35,8 +38,12 @@ def fault_of(response):
     fault = env.find("env:Body/env:Fault", NS)
     assert fault is not None, response.text
     subcode = fault.findtext("env:Code/env:Subcode/env:Value", namespaces=NS)
-    return env, fault.findtext("env:Code/env:Value", namespaces=NS), subcode, fault.findtext(
-        "env:Reason/env:Text", namespaces=NS)
+    return (
+        env,
+        fault.findtext("env:Code/env:Value", namespaces=NS),
+        subcode,
+        fault.findtext("env:Reason/env:Text", namespaces=NS),
+    )
 
 
 XXE = b"""<?xml version="1.0"?>
@@ -76,8 +83,9 @@ async def test_body_over_the_limit_is_a_soap_fault_not_a_hang(harness_factory, m
         for _ in range(100):
             yield b" " * 1024
 
-    streamed = await asyncio.wait_for(harness.client.post("/SOAP/iti38", content=chunks(),
-                                                          headers={"content-type": SOAP_CT}), timeout=5)
+    streamed = await asyncio.wait_for(
+        harness.client.post("/SOAP/iti38", content=chunks(), headers={"content-type": SOAP_CT}), timeout=5
+    )
     assert streamed.status_code == 400 and "larger" in fault_of(streamed)[3]
 
 
@@ -91,17 +99,23 @@ async def test_relates_to_is_the_request_message_id_and_message_id_is_fresh_LESS
     response_id = header.findtext("wsa:MessageID", namespaces=NS)
     assert response_id.startswith("urn:uuid:") and response_id != message_id
     assert header.find("wsa:Action", NS).get(f"{{{soap.SOAP12}}}mustUnderstand") == "true"
-    assert header.findtext("wsa:Action", namespaces=NS) == {
-        ACTION_55: "urn:hl7-org:v3:PRPA_IN201306UV02:CrossGatewayPatientDiscovery",
-        ACTION_38: "urn:ihe:iti:2007:CrossGatewayQueryResponse",
-        ACTION_39: "urn:ihe:iti:2007:CrossGatewayRetrieveResponse"}[action]
+    assert (
+        header.findtext("wsa:Action", namespaces=NS)
+        == {
+            ACTION_55: "urn:hl7-org:v3:PRPA_IN201306UV02:CrossGatewayPatientDiscovery",
+            ACTION_38: "urn:ihe:iti:2007:CrossGatewayQueryResponse",
+            ACTION_39: "urn:ihe:iti:2007:CrossGatewayRetrieveResponse",
+        }[action]
+    )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "subcode"),
-    [({"action": None}, "wsa:MessageAddressingHeaderRequired"),
-     ({"action": "urn:ihe:iti:2007:CrossGatewayRetrieve"}, "wsa:ActionNotSupported"),
-     ({"message_id": None}, "wsa:MessageAddressingHeaderRequired")],
+    [
+        ({"action": None}, "wsa:MessageAddressingHeaderRequired"),
+        ({"action": "urn:ihe:iti:2007:CrossGatewayRetrieve"}, "wsa:ActionNotSupported"),
+        ({"message_id": None}, "wsa:MessageAddressingHeaderRequired"),
+    ],
 )
 async def test_ws_addressing_problems_are_sender_faults(harness, kwargs, subcode):
     action = kwargs.pop("action", ACTION_38)
@@ -117,10 +131,16 @@ async def test_ws_addressing_problems_are_sender_faults(harness, kwargs, subcode
         (b"", SOAP_CT, "env:Sender"),
         (b"not xml at all", SOAP_CT, "env:Sender"),
         (b"<Envelope/>", SOAP_CT, "env:VersionMismatch"),  # not the SOAP 1.2 namespace (SOAP 1.2 Part 1 5.4.7)
-        (b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>', "text/xml",
-         "env:VersionMismatch"),
-        (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>', SOAP_CT,
-         "env:Sender"),
+        (
+            b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>',
+            "text/xml",
+            "env:VersionMismatch",
+        ),
+        (
+            b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>',
+            SOAP_CT,
+            "env:Sender",
+        ),
         (b"<x/>", "application/json", "env:Sender"),
         (b"--b\r\n\r\n--b--", 'multipart/related; boundary="b"', "env:Sender"),
         (b"<x/>", "multipart/related", "env:Sender"),
@@ -140,7 +160,8 @@ async def test_wrong_body_for_the_endpoint_is_a_sender_fault(harness):
 
 async def test_unknown_must_understand_header_is_a_MustUnderstand_fault(harness):
     raw = envelope(ACTION_38, iti38_body()).replace(
-        b"</s:Header>", b'<x:Trace xmlns:x="urn:example" s:mustUnderstand="1"/></s:Header>')
+        b"</s:Header>", b'<x:Trace xmlns:x="urn:example" s:mustUnderstand="1"/></s:Header>'
+    )
     response = await harness.post("/SOAP/iti38", raw)
     assert fault_of(response)[1] == "env:MustUnderstand"
 
@@ -152,14 +173,14 @@ async def test_unexpected_internal_error_is_a_receiver_fault_with_neutral_text(h
     monkeypatch.setattr("xhuma.ihe.xcpd.parse_request", explode)
     response = await harness.post("/SOAP/iti55", envelope(ACTION_55, iti55_body()))
     assert response.status_code == 500
-    _, code, _, reason = fault_of(response)
+    _, code, _, _reason = fault_of(response)
     assert code == "env:Receiver" and "secret" not in response.text and "9690937286" not in response.text
 
 
 class _Recorder(BaseHTTPRequestHandler):
     hits: list[str] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         _Recorder.hits.append(self.path)
         self.send_response(200)
         self.end_headers()
@@ -185,8 +206,9 @@ async def test_iti39_never_sends_the_document_to_a_caller_supplied_reply_to_LESS
     from xhuma.ports import CallerIdentity
 
     (document,) = (await harness.records.query_documents("9690937286", CallerIdentity())).documents
-    request = iti39_body([(harness.settings.home_community_urn, harness.settings.repository_unique_id,
-                           document.unique_id)])
+    request = iti39_body(
+        [(harness.settings.home_community_urn, harness.settings.repository_unique_id, document.unique_id)]
+    )
     response = await harness.post("/SOAP/iti39", envelope(ACTION_39, request, reply_to=reply_to_server))
     assert response.status_code == 400
     assert fault_of(response)[2] == "wsa:OnlyAnonymousAddressSupported"
@@ -201,14 +223,18 @@ async def test_iti39_never_sends_the_document_to_a_caller_supplied_reply_to_LESS
 
 
 async def test_anonymous_reply_to_is_accepted(harness):
-    response = await harness.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(),
-                                                          reply_to="http://www.w3.org/2005/08/addressing/anonymous"))
+    response = await harness.post(
+        "/SOAP/iti38", envelope(ACTION_38, iti38_body(), reply_to="http://www.w3.org/2005/08/addressing/anonymous")
+    )
     assert response.status_code == 200 and body_of(parse_response(response)).tag.endswith("AdhocQueryResponse")
 
 
 def test_split_multipart_finds_the_root_part_by_content_id_whatever_its_position():
-    body = (b"--B\r\nContent-Type: text/plain\r\nContent-ID: <att@x>\r\n\r\nhello\r\n"
-            b"--B\r\nContent-Type: application/xop+xml\r\nContent-ID: <root@x>\r\n\r\n<e/>\r\n--B--\r\n")
+    body = (
+        b"--B\r\nContent-Type: text/plain\r\nContent-ID: <att@x>\r\n\r\nhello\r\n"
+        b"--B\r\nContent-Type: application/xop+xml\r\nContent-ID: <root@x>\r\n\r\n<e/>\r\n--B--\r\n"
+    )
     envelope_bytes, attachments, mtom = soap.read_envelope_bytes(
-        body, 'multipart/related; boundary=B; start="<root@x>"; type="application/xop+xml"')
+        body, 'multipart/related; boundary=B; start="<root@x>"; type="application/xop+xml"'
+    )
     assert (envelope_bytes, attachments, mtom) == (b"<e/>", {"att@x": b"hello"}, True)

@@ -8,10 +8,11 @@ MTOM even though it carries no attachment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,11 @@ def _body(envelope: etree._Element) -> etree._Element:
     return payload
 
 
+def _save(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+
+
 class DemoFailed(Exception):
     pass
 
@@ -257,8 +263,7 @@ async def run_demo(
         matches = digest == slots.get("hash")
         step(f"3. ITI-39 retrieve: HTTP {response.status_code}, {len(ccd)} bytes as {packaging}, "
              f"hash {'matches' if matches else 'DOES NOT match'} ITI-38")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(ccd)
+        await asyncio.to_thread(_save, out, ccd)
         outcome.ccd = ccd
         outcome.ccd_path = out
         step(f"   saved the CCD to {out}")
@@ -270,7 +275,20 @@ async def run_demo(
             await http.aclose()
 
 
-# --- in-process Xhuma ---------------------------------------------------------------------------------------------------
+# --- in-process Xhuma ------------------------------------------------------------------------------------------
+def _quiet_server_class() -> type:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without signal handling: the demo process owns the signals."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
 @asynccontextmanager
 async def embedded_xhuma(overrides: dict[str, object] | None = None) -> AsyncIterator[str]:
     """Xhuma on the embedded defaults (simulator profile, in-process cache, SQLite audit) on a loopback port."""
@@ -286,8 +304,7 @@ async def embedded_xhuma(overrides: dict[str, object] | None = None) -> AsyncIte
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _quiet_server_class()(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(500):

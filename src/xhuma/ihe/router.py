@@ -9,57 +9,42 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 
 from xhuma.audit import Auditor
-from xhuma.errors import RateLimited, RequestTooLarge, SecurityError, UpstreamUnavailable
+from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
 from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse
-from xhuma.ports import CallerIdentity, PdsPatient, SdsRoute, StructuredRecord
 from xhuma.records import Records
+
+if TYPE_CHECKING:
+    from xhuma.app import Runtime
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["ihe"])
 
 
-class _NotConfigured:
-    """Stands in for an NHS client the runtime does not provide: every call is UpstreamUnavailable."""
-
-    def __init__(self, service: str) -> None:
-        self._service = service
-
-    async def get_patient(self, nhs_number: str, *, correlation_id: str | None = None) -> PdsPatient:
-        raise UpstreamUnavailable("PDS is not configured", service=self._service)
-
-    async def gp_connect_route(self, ods_code: str) -> SdsRoute:
-        raise UpstreamUnavailable("SDS is not configured", service=self._service)
-
-    async def get_structured_record(
-        self, nhs_number: str, route: SdsRoute, caller: CallerIdentity
-    ) -> StructuredRecord:
-        raise UpstreamUnavailable("GP Connect is not configured", service=self._service)
-
-
-def build_gateway(runtime: object) -> IheGateway:
+def build_gateway(runtime: Runtime) -> IheGateway:
     """The gateway over the runtime's adapters (built once per application)."""
     from xhuma.ihe.conversion import ccda_converter
 
-    settings = runtime.settings  # type: ignore[attr-defined]
+    settings = runtime.settings
     auditor = getattr(runtime, "auditor", None)
     if auditor is None:
         key = settings.audit_hmac_key.get_secret_value().encode() if settings.audit_hmac_key else None
         # Pseudonyms must not be guessable: without a configured key they are random per process.
-        auditor = Auditor(runtime.audit, hmac_key=key or os.urandom(32),  # type: ignore[attr-defined]
+        auditor = Auditor(runtime.audit, hmac_key=key or os.urandom(32),
                           metrics=getattr(runtime, "metrics", None))
     records = Records(
         settings,
-        pds=getattr(runtime, "pds", None) or _NotConfigured("PDS"),
-        sds=getattr(runtime, "sds", None) or _NotConfigured("SDS"),
-        gpconnect=getattr(runtime, "gpconnect", None) or _NotConfigured("GPC"),
-        cache=runtime.cache,  # type: ignore[attr-defined]
-        keys=runtime.keys,  # type: ignore[attr-defined]
+        pds=runtime.pds,
+        sds=runtime.sds,
+        gpconnect=runtime.gpconnect,
+        cache=runtime.cache,
+        keys=runtime.keys,
         converter=ccda_converter,
     )
     return IheGateway(settings, records, auditor)
