@@ -70,6 +70,7 @@ class BundleIndex:
         self.resources: list[tuple[str, Resource]] = []  # every top-level resource, in bundle order, with its key
         self.contained: list[tuple[str, Resource]] = []  # every contained resource, with its key
         self._lists_by_code: dict[str, list[Resource]] = {}
+        self._listed: set[int] | None = None
         self._index()
 
     # --- construction ------------------------------------------------------------------------------------------
@@ -127,6 +128,18 @@ class BundleIndex:
 
     def list_codes(self, resource: Resource) -> list[str]:
         return self._list_codes(resource)
+
+    def unlisted(self, rtype: str) -> list[Resource]:
+        """Top-level resources of ``rtype`` that no List references (GP systems sometimes return items outside
+        their area List; they must still be shown — issue 3 "never drop silently")."""
+        if self._listed is None:
+            listed: set[int] = set()
+            for lst in self.of_type("List"):
+                members, _ = self.list_members(lst)
+                listed.update(id(m) for m in members)
+            self._listed = listed
+        return [r for key, r in self.resources
+                if r.get("resourceType") == rtype and id(r) not in self._listed and "#entry" not in key]
 
     def secondary_lists(self) -> list[Resource]:
         return [lst for lst in self.of_type("List")

@@ -170,7 +170,11 @@ def _account_for_everything(state: ConversionState) -> None:
         if report.outcome_of(key) is not None:
             continue
         rtype = str(resource.get("resourceType") or "Unknown")
-        if rtype in DIRECTORY_TYPES:
+        if "#entry" in key and report.outcome_of(key.split("#entry")[0]) is not None:
+            first = key.split("#entry")[0]
+            report.record(key, rtype, "not-mapped", reason=f"repeats the id of {first}, which was converted; "
+                          "references cannot tell the two apart")
+        elif rtype in DIRECTORY_TYPES:
             report.record(key, rtype, "supporting", reason="directory resource (people, places, organisations); "
                           "used wherever an entry refers to it")
         elif rtype == "List":

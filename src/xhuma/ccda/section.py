@@ -168,6 +168,14 @@ class SectionWriter:
                 self.list_notices(lst)
         return found
 
+    def unlisted(self, rtype: str) -> list[Resource]:
+        """Resources of ``rtype`` that no List references: converted here, with a warning, rather than lost."""
+        found = self.index.unlisted(rtype)
+        for resource in found:
+            self.warn("not-in-any-list", f"{rtype} {self.index.key(resource)} is in no GP Connect List; shown in "
+                      f"section {self.key}", resource)
+        return found
+
     def is_confidential(self, resource: Resource) -> bool:
         """``meta.security`` NOPAT: not to be disclosed to the patient (SPEC §7.4, §8.5)."""
         meta = resource.get("meta")

@@ -86,6 +86,7 @@ def build(state: ConversionState) -> None:
                 if id(allergy) not in seen:
                     seen.add(id(allergy))
                     items.append((allergy, ended or _is_resolved(allergy)))
+    items += [(allergy, _is_resolved(allergy)) for allergy in section.unlisted("AllergyIntolerance")]
 
     # Sensible order: current before ended, most recently recorded first.
     items.sort(key=lambda item: _sort_date(item[0]), reverse=True)

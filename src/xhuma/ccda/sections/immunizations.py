@@ -50,6 +50,7 @@ def build(state: ConversionState) -> None:
                 continue
             seen.add(id(member))
             (immunizations if member.get("resourceType") == "Immunization" else statuses).append(member)
+    immunizations += section.unlisted("Immunization")
     immunizations.sort(key=lambda i: str(i.get("date") or ""), reverse=True)
     table = section.table(HEADERS)
     section.convert_each(immunizations, lambda i: ImmunizationActivity(section, table.row(), i).build())

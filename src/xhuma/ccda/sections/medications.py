@@ -62,12 +62,43 @@ def build(state: ConversionState) -> None:
             if id(statement) not in seen:
                 seen.add(id(statement))
                 statements.append(statement)
+    statements += section.unlisted("MedicationStatement")
     # Current before past, most recently started first.
     statements.sort(key=_start, reverse=True)
     statements.sort(key=lambda s: STATUS.get(str(s.get("status")), "active") != "active")
     issues = _issues_by_plan(state)
     table = section.table(HEADERS)
     section.convert_each(statements, lambda s: MedicationActivity(section, table.row(), s, issues).build())
+    _orphan_requests(section)
+
+
+def _orphan_requests(section: SectionWriter) -> None:
+    """MedicationRequests no converted MedicationStatement explains (a plan without its statement, an issue
+    without its plan): narrative rows, so that no prescription disappears (LESSONS 24)."""
+    index = section.index
+    orphans = [r for key, r in index.resources if r.get("resourceType") == "MedicationRequest"
+               and section.report.outcome_of(key) is None]
+    if orphans:
+        orphans.sort(key=lambda r: str(r.get("authoredOn") or ""), reverse=True)
+        table = section.table(("Medication", "Prescription", "Authored", "Dose and directions", "Status"),
+                              caption="Prescriptions without a medication statement")
+
+        def row_for(request: Resource) -> None:
+            medication = index.resolve(request.get("medicationReference"))
+            row = table.row()
+            row.cell(concept_text(mapping(medication).get("code"), "Medication not recorded"))
+            row.cell("Authorisation" if request.get("intent") == "plan" else "Issue")
+            row.cell(readable_date(request.get("authoredOn")))
+            row.cell(string(mapping(first(request.get("dosageInstruction"))).get("text")) or "")
+            row.cell(str(request.get("status") or ""))
+            section.narrative_only(request, "prescription with no MedicationStatement: no Medication Activity")
+            section.supporting(medication, "medication of a prescription shown in the narrative")
+
+        section.convert_each(orphans, row_for)
+    for key, medication in index.resources:
+        if medication.get("resourceType") == "Medication" and section.report.outcome_of(key) is None:
+            section.report.record(key, "Medication", "not-mapped", reason="medication definition that no "
+                                  "medication statement or prescription refers to; nothing clinical to show")
 
 
 def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:

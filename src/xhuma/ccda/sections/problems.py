@@ -47,12 +47,23 @@ def build(state: ConversionState) -> None:
             if id(condition) not in seen:
                 seen.add(id(condition))
                 problems.append(condition)
+    # Unlisted Conditions that are problem headers (other Conditions belong to consultations).
+    problems += [c for c in section.unlisted("Condition") if _is_problem_header(c)]
     # Active before inactive; major before minor; most recent onset first.
     problems.sort(key=lambda c: str(c.get("onsetDateTime") or c.get("assertedDate") or ""), reverse=True)
     problems.sort(key=lambda c: _significance(c) != "major")
     problems.sort(key=lambda c: _is_inactive(c))
     table = section.table(HEADERS)
     section.convert_each(problems, lambda c: ProblemConcernAct(section, table.row(), c).build())
+
+
+def _is_problem_header(condition: Resource) -> bool:
+    """ProblemHeader profile, or a problem-list-item category (SPEC §7.4)."""
+    profiles = as_list(mapping(condition.get("meta")).get("profile"))
+    if any(isinstance(p, str) and "ProblemHeader" in p for p in profiles):
+        return True
+    return any(c.get("code") == "problem-list-item" for cat in as_list(condition.get("category"))
+               for c in as_list(mapping(cat).get("coding")) if isinstance(c, Mapping))
 
 
 def _is_inactive(condition: Resource) -> bool:
