@@ -57,7 +57,9 @@ async def test_practice_with_several_endpoints_is_AmbiguousEndpoint(nhs: Nhs) ->
         await nhs.sds.gp_connect_route(AMBIGUOUS_PRACTICE)
 
 
-async def test_sds_without_apikey_is_unauthorised(make_nhs: Callable[..., Nhs], nhs_settings: Callable[..., object]) -> None:
+async def test_sds_without_apikey_is_unauthorised(
+    make_nhs: Callable[..., Nhs], nhs_settings: Callable[..., object]
+) -> None:
     nhs = make_nhs(settings=nhs_settings(sds_api_key=None))
     with pytest.raises(UpstreamUnauthorised):
         await nhs.sds.gp_connect_route("B82617")

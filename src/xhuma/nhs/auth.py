@@ -12,13 +12,14 @@ every claim filled from settings and the caller's XUA identity, whatever shape t
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,12 @@ def private_key_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def load_private_key(pem: bytes) -> Any:
+    """Parse and validate a PEM private key once per process (validation of an RSA key costs ~70 ms)."""
+    return serialization.load_pem_private_key(pem, password=None)
+
+
 def public_jwk(key: rsa.RSAPublicKey, kid: str) -> dict[str, Any]:
     """The public key as a JWK, as published in the JWKS registered with the API platform."""
     jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key))
@@ -74,10 +81,15 @@ def public_jwk(key: rsa.RSAPublicKey, kid: str) -> dict[str, Any]:
 class ClientAssertionSigner:
     """Builds the RS512 client assertion of SPEC §5.2 step 2."""
 
-    private_key_pem: bytes
+    private_key_pem: bytes = field(repr=False)
     kid: str
-    api_key: str
+    api_key: str = field(repr=False)
     token_url: str
+    _key: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Parse (and validate) the key once: loading a PEM per signature costs ~100 ms of CPU on the event loop.
+        object.__setattr__(self, "_key", load_private_key(self.private_key_pem))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, private_key_pem: bytes | None = None) -> ClientAssertionSigner:
@@ -98,7 +110,7 @@ class ClientAssertionSigner:
             "iat": int(now),
             "exp": int(now) + ASSERTION_LIFETIME_SECONDS,
         }
-        token = jwt.encode(claims, self.private_key_pem, algorithm="RS512", headers={"kid": self.kid, "typ": "JWT"})
+        token = jwt.encode(claims, self._key, algorithm="RS512", headers={"kid": self.kid, "typ": "JWT"})
         summary = {"alg": "RS512", "kid": self.kid, "aud": self.token_url, "exp_seconds": ASSERTION_LIFETIME_SECONDS}
         return token, summary
 

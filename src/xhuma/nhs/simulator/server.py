@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from xhuma.config import Settings
-from xhuma.nhs.auth import generate_rsa_key, private_key_pem
+from xhuma.nhs.auth import generate_rsa_key, load_private_key, private_key_pem
 from xhuma.nhs.simulator.app import (
     DEFAULT_API_KEY,
     PDS_PATH,
@@ -73,7 +72,7 @@ def simulator_config(
     generated development key pair (returned so the in-process PDS client can sign with it)."""
     if credentials is None:
         credentials = credentials_from_settings(settings)
-    public_key = serialization.load_pem_private_key(credentials.private_key_pem, password=None).public_key()
+    public_key = load_private_key(credentials.private_key_pem).public_key()
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise ValueError("PDS client assertion key must be RSA")
     config = SimulatorConfig(
