@@ -291,10 +291,13 @@ def envelope(
         )
     if reply_to is not None:
         etree.SubElement(etree.SubElement(header, f"{{{WSA}}}ReplyTo"), f"{{{WSA}}}Address").text = reply_to
-    if security is not None:
-        header.append(security)
     etree.SubElement(env, f"{{{SOAP12}}}Body").append(body)
-    return etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=pretty)
+    if security is None:
+        return etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=pretty)
+    # The signed assertion travels byte for byte as signed (pretty-printing it would break its digest).
+    etree.SubElement(header, "security-marker")
+    raw = etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=pretty)
+    return raw.replace(b"<security-marker/>", etree.tostring(security))
 
 
 def iti55_body(

@@ -1,0 +1,142 @@
+"""End to end over real HTTP: Xhuma (create_app on the embedded defaults, served by uvicorn on loopback) in front of
+the built-in NHS simulator, driven as an EHR would drive it: ITI-55 → ITI-38 → ITI-39. The retrieved CCD must
+pass the C-CDA validation of the converter (CDA schema + C-CDA R2.1 schematron).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+from tests.ihe.schemas import schema_errors
+from tests.ihe.support import (
+    ACTION_38,
+    ACTION_39,
+    ACTION_55,
+    NS,
+    assertion,
+    body_of,
+    cx,
+    envelope,
+    epic_statement,
+    iti38_body,
+    iti39_body,
+    iti55_body,
+    mtom_wrap,
+    new_signing_key,
+    parse_response,
+    security_header,
+)
+from tests.ihe.support import attachments as parts_of
+
+from xhuma.ccda.validate import validate_bytes
+from xhuma.ihe.demo import demo_demographics, embedded_xhuma, run_demo
+from xhuma.nhs.simulator.patients import DEMO_PATIENT, Fault, fault_patient
+
+UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XHUMA_WORKING_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _demographics_kwargs(nhs: str) -> dict:
+    known = demo_demographics(nhs)
+    return {"family": known.family, "given": known.given[0] if known.given else None, "birth": known.birth_date,
+            "gender": known.gender}
+
+
+async def test_e2e_iti55_iti38_iti39_against_the_simulator_and_the_ccd_validates(workdir, data_dir):
+    signer = new_signing_key()
+    cert = workdir / "epic.pem"
+    cert.write_bytes(signer.cert_pem)
+    overrides = {"saml_verify": "required", "saml_trusted_certs": [cert], "working_dir": workdir}
+    async with embedded_xhuma(overrides) as base, httpx.AsyncClient(base_url=base, timeout=60) as http:
+        def security() -> object:
+            return security_header(assertion(epic_statement(data_dir, resource_id=cx(DEMO_PATIENT)), signer=signer))
+
+        # ITI-55
+        request = iti55_body([[("2.16.840.1.113883.2.1.4.1", DEMO_PATIENT)]], **_demographics_kwargs(DEMO_PATIENT))
+        response = await http.post("/SOAP/iti55", content=envelope(ACTION_55, request, security=security()),
+                                    headers={"content-type": "application/soap+xml"})
+        message = body_of(parse_response(response))
+        assert schema_errors(message) == []
+        assert message.find("hl7:controlActProcess/hl7:queryAck/hl7:queryResponseCode", NS).get("code") == "OK"
+
+        # ITI-38
+        response = await http.post("/SOAP/iti38", content=envelope(ACTION_38, iti38_body(nhs=DEMO_PATIENT),
+                                                                    security=security()),
+                                    headers={"content-type": "application/soap+xml"})
+        message = body_of(parse_response(response))
+        assert schema_errors(message) == []
+        (entry,) = message.findall("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
+        unique_id = entry.find(f"rim:ExternalIdentifier[@identificationScheme='{UNIQUE_ID_SCHEME}']", NS).get("value")
+        advertised_hash = entry.findtext("rim:Slot[@name='hash']/rim:ValueList/rim:Value", namespaces=NS)
+        advertised_size = entry.findtext("rim:Slot[@name='size']/rim:ValueList/rim:Value", namespaces=NS)
+
+        # ITI-39, MTOM as Epic sends it
+        request = iti39_body([(entry.get("home"), entry.findtext(
+            "rim:Slot[@name='repositoryUniqueId']/rim:ValueList/rim:Value", namespaces=NS), unique_id)])
+        wrapped, content_type = mtom_wrap(envelope(ACTION_39, request, security=security()))
+        response = await http.post("/SOAP/iti39", content=wrapped, headers={"content-type": content_type})
+        message = body_of(parse_response(response))
+        assert schema_errors(message) == []
+        href = message.find("xdsb:DocumentResponse/xdsb:Document/xop:Include", NS).get("href")
+        ccd = parts_of(response)[href[4:]]
+        assert hashlib.sha1(ccd).hexdigest() == advertised_hash and str(len(ccd)) == advertised_size
+
+        result = validate_bytes(ccd)
+        assert result.valid, result.findings[:5]
+        document = etree.fromstring(ccd)
+        assert document.find("{urn:hl7-org:v3}recordTarget/{urn:hl7-org:v3}patientRole/{urn:hl7-org:v3}id[@extension="
+                             f"'{DEMO_PATIENT}']") is not None
+
+
+async def test_e2e_demo_command_flow_saves_a_valid_ccd(workdir):
+    out = workdir / "ccd.xml"
+    lines: list[str] = []
+    async with embedded_xhuma({"working_dir": workdir}) as base:
+        outcome = await run_demo(base, DEMO_PATIENT, demo_demographics(DEMO_PATIENT), out, echo=lines.append)
+    assert out.read_bytes() == outcome.ccd
+    assert validate_bytes(out.read_bytes()).valid
+    assert lines[0].startswith("1. ITI-55") and any(line.startswith("3. ITI-39") for line in lines)
+    assert not any(DEMO_PATIENT in line for line in lines)  # the demo prints no NHS number
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "error"),
+    [
+        (Fault.NO_CONSENT, "Success", "Warning"),
+        (Fault.NO_ENDPOINT, "Success", "Warning"),
+        (Fault.GPC_INTERNAL_ERROR, "Failure", "Error"),
+    ],
+)
+async def test_e2e_gp_connect_faults_become_registry_errors_not_http_500(workdir, fault, status, error):
+    nhs = fault_patient(fault)
+    async with embedded_xhuma({"working_dir": workdir, "http_retries": 0}) as base, \
+            httpx.AsyncClient(base_url=base, timeout=60) as http:
+        response = await http.post("/SOAP/iti38", content=envelope(ACTION_38, iti38_body(nhs=nhs)),
+                                   headers={"content-type": "application/soap+xml"})
+    assert response.status_code == 200
+    message = body_of(parse_response(response))
+    assert message.get("status").endswith(status)
+    assert message.find("rs:RegistryErrorList/rs:RegistryError", NS).get("severity").endswith(error)
+    assert schema_errors(message) == []
+    assert nhs.encode() not in response.content
+
+
+async def test_e2e_restricted_patient_is_no_match(workdir):
+    nhs = fault_patient(Fault.RESTRICTED)
+    async with embedded_xhuma({"working_dir": workdir}) as base, \
+            httpx.AsyncClient(base_url=base, timeout=60) as http:
+        response = await http.post("/SOAP/iti55", content=envelope(ACTION_55, iti55_body(
+            [[("2.16.840.1.113883.2.1.4.1", nhs)]], family="XHUMA-RESTRICTED", given="Rachel", birth="19800101",
+            gender="F")), headers={"content-type": "application/soap+xml"})
+    message = body_of(parse_response(response))
+    assert message.find("hl7:acknowledgement/hl7:typeCode", NS).get("code") == "AA"
+    assert message.find("hl7:controlActProcess/hl7:queryAck/hl7:queryResponseCode", NS).get("code") == "NF"
