@@ -184,3 +184,16 @@ def test_client_authentication_off_when_nothing_is_configured(make_settings: Any
         response = client.post("/probe")
     assert response.status_code == 200
     assert response.json()["subject"] is None
+
+
+def test_soap_endpoint_over_real_tls_refuses_a_certificate_not_on_the_allow_list(make_settings: Any, pki: Pki,
+                                                                                  server_cert: Issued) -> None:
+    from tests.ihe.support import ACTION_55, SOAP_CT, envelope, iti55_body
+
+    epic, other = pki.issue("Epic Gateway"), pki.issue("Some Other System")
+    settings = mtls_settings(make_settings, pki, server_cert, [epic.subject])
+    with serve(create_app(settings), **uvicorn_options(settings)) as port:
+        response = httpx.post(f"https://127.0.0.1:{port}/SOAP/iti55", content=envelope(ACTION_55, iti55_body()),
+                              headers={"content-type": SOAP_CT}, verify=client_context(pki, other))
+    assert response.status_code in (400, 403, 500)
+    assert b"FailedAuthentication" in response.content
