@@ -1,0 +1,97 @@
+"""Other GP record entries (SPEC §8.4.12): uncategorised Observations, DocumentReferences, QuestionnaireResponses
+— nothing dropped silently; GP Connect warnings (List warnings, disabled areas) reach the narrative (SPEC §8.5)."""
+
+from __future__ import annotations
+
+import time
+
+from tests.ccda.conftest import CONTEXT, NS, converted, load, tree
+from tests.ccda.crafted import (
+    assert_valid,
+    bundle,
+    gp_list,
+    observation,
+    outcome,
+    run,
+    section,
+    section_titled,
+    text_of,
+    warnings,
+)
+
+from xhuma.ccda import convert
+
+OTHER = "Other GP record entries"
+MY_TYPES = ("Observation", "DiagnosticReport", "Encounter", "ReferralRequest", "ProcedureRequest",
+            "DocumentReference", "QuestionnaireResponse")
+
+
+def test_uncategorised_observations_not_vital_or_social_are_listed_with_comments() -> None:
+    conversion = converted("gp2gp-adaptor/gpc-access-structured")
+    other = section_titled(tree(conversion), OTHER)
+    narrative = text_of(other)
+    assert "Etcher/engraver" in narrative and "Family member : Uncle" in narrative
+    assert "Systolic arterial pressure" not in narrative  # a vital sign, shown once in Vital signs
+    assert outcome(conversion, "Observation/DC9D8AFC-FCC8-446A-A379-5BC60F586DAC")["outcome"] == "narrative"
+    assert other.xpath("c:text/c:paragraph[@styleCode='Bold'][contains(., 'Confidential items')]", namespaces=NS)
+
+
+def test_document_reference_is_a_row_with_description_and_date() -> None:
+    conversion = converted("gp2gp-adaptor/wiremock_correctPatientStructuredRecordResponseNormal")
+    narrative = text_of(section_titled(tree(conversion), OTHER))
+    assert "Christmas Party" in narrative
+    assert "Referral Non-AbsentAttachment's Christmas Party (23-Dec-2021)" in narrative
+    assert "22-Dec-2020 14:53" in narrative
+    assert outcome(conversion, "DocumentReference/D7AF52BA-T3ST-C4S3-N0N0-F0C2DF916CEC")["outcome"] == "narrative"
+
+
+def test_questionnaire_response_answers_are_readable() -> None:
+    response = {"resourceType": "QuestionnaireResponse", "id": "q1", "status": "completed",
+                "authored": "2024-03-01", "questionnaire": {"display": "PHQ-9"},
+                "item": [{"linkId": "1", "text": "Little interest or pleasure", "answer": [{"valueInteger": 2}]},
+                         {"linkId": "2", "text": "Feeling down", "answer": [{"valueString": "Several days"}]}]}
+    conversion, root = run(bundle(response))
+    narrative = text_of(section_titled(root, OTHER))
+    assert "PHQ-9" in narrative and "Little interest or pleasure: 2" in narrative
+    assert "Feeling down: Several days" in narrative
+    assert outcome(conversion, "QuestionnaireResponse/q1")["outcome"] == "narrative"
+    assert_valid(conversion)
+
+
+def test_observation_in_no_list_is_still_shown_with_a_warning() -> None:
+    conversion = converted("uclh-xhuma/9692136744")
+    key = "Observation/5000000000000000_fdb9b41000000000"
+    assert outcome(conversion, key)["outcome"] == "narrative"
+    assert any(w.get("resource") == key for w in warnings(conversion, "unlisted-observation"))
+    assert "Not converted by any other section" in text_of(section_titled(tree(conversion), OTHER))
+
+
+def test_disabled_uncategorised_area_is_stated_in_vital_signs_social_history_and_other_entries() -> None:
+    outcome_resource = {"resourceType": "OperationOutcome", "id": "oo", "issue": [{
+        "severity": "warning", "code": "not-supported", "diagnostics": "includeUncategorisedData",
+        "details": {"coding": [{"system": "https://fhir.nhs.uk/STU3/CodeSystem/Spine-ErrorOrWarningCode-1",
+                                "code": "NOT_IMPLEMENTED"}], "text": "includeUncategorisedData has been disabled"}}]}
+    other = observation("o1", "1990681000006100", "Preferred method of contact: unknown")
+    conversion, root = run(bundle(gp_list("826501000000100", other), other, outcome_resource))
+    for code in ("8716-3", "29762-2"):
+        assert "includeUncategorisedData has been disabled" in text_of(section(root, code))
+    assert "includeUncategorisedData has been disabled" in text_of(section_titled(root, OTHER))
+    assert "Preferred method of contact" in text_of(section_titled(root, OTHER))
+    assert_valid(conversion)
+
+
+def test_every_resource_of_these_areas_in_every_fixture_is_accounted_for(fixture_name: str) -> None:
+    for item in converted(fixture_name).report["resources"]:
+        if item["type"] in MY_TYPES:
+            assert item["outcome"] in ("entry", "narrative", "supporting"), item
+
+
+def test_large_bundle_converts_in_tens_of_milliseconds() -> None:
+    bundle_9692136744 = load("uclh-xhuma/9692136744")
+    convert(bundle_9692136744, CONTEXT)  # warm-up (imports, caches)
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        convert(bundle_9692136744, CONTEXT)
+        runs.append(time.perf_counter() - start)
+    assert min(runs) < 0.25  # generous bound for CI machines; typically ~60 ms on a laptop
