@@ -132,6 +132,12 @@ def consultations(state: ConversionState, primary_lists: list[Resource]) -> list
             seen.add(key)
             found.append(Consultation(encounter if encounter is not None and encounter.get(
                 "resourceType") == "Encounter" else None, lst))
+    # Encounters outside any consultations List (uncoded lists in older examples, or referenced only from
+    # clinical items) are still encounters of the record: never leave them out silently.
+    for encounter in index.of_type("Encounter"):
+        if id(encounter) not in seen:
+            seen.add(id(encounter))
+            found.append(Consultation(encounter, by_encounter.get(id(encounter))))
     for consultation in found:
         if consultation.consultation_list is not None:
             consultation.topics = _topics(index, consultation.consultation_list)
@@ -221,7 +227,7 @@ def locations(index: BundleIndex, encounter: Resource) -> list[tuple[Resource | 
 
 def build(state: ConversionState) -> None:
     section = state.section(SPEC)
-    primary = section.use_lists(T.LIST_CONSULTATIONS)
+    primary = section.use_lists(T.LIST_CONSULTATIONS) + section.use_uncoded_lists("Encounter")
     for lst in primary:
         section.members(lst, "Encounter", "List")  # unresolved entries → warning + text row
     found = [c for c in consultations(state, primary) if c.encounter is not None]
