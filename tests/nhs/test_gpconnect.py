@@ -52,7 +52,7 @@ async def fetch(nhs: Nhs, number: str, caller: CallerIdentity = CALLER) -> tuple
 
 
 async def test_structured_record_for_the_demo_patient_with_spine_headers_and_audit_jwt(nhs: Nhs) -> None:
-    patient, record = await fetch(nhs, DEMO_PATIENT)
+    _, record = await fetch(nhs, DEMO_PATIENT)
     sent = nhs.state.gpc_requests[-1]
     headers, claims = sent["headers"], sent["jwt"]
     assert headers["ssp-traceid"] == record.trace_id == record.bundle["id"]
@@ -67,7 +67,8 @@ async def test_structured_record_for_the_demo_patient_with_spine_headers_and_aud
     assert claims["requesting_organization"]["identifier"][0]["value"] == nhs.settings.gpc_consumer_ods
     assert claims["requesting_organization"]["name"] == "Example Hospital"
     assert claims["requesting_device"]["model"] == nhs.settings.gpc_device_name
-    lists = {r["code"]["coding"][0]["code"] for e in record.bundle["entry"] if (r := e["resource"])["resourceType"] == "List"}
+    resources = [entry["resource"] for entry in record.bundle["entry"]]
+    lists = {r["code"]["coding"][0]["code"] for r in resources if r["resourceType"] == "List"}
     assert {"886921000000105", "933361000000108", "717711000000103", "887191000000108"} <= lists
     events = {e.transaction: e for e in nhs.sink.events}
     gpc = events["GPC"]
@@ -81,8 +82,8 @@ async def test_structured_record_for_the_demo_patient_with_spine_headers_and_aud
 
 @pytest.mark.parametrize(
     "user_name",
-    ["SMITH, Jane", "Jane Smith", "Dr Jane Mary Smith", "12345^Smith^Jane^^^Dr", "Smith^Jane", "jane.smith@trust.nhs.uk",
-     "Cher", "", None, "  Ó'Brien-Murphy ,  Seán (Prof) ", "Dr.", ",", "^^^"],
+    ["SMITH, Jane", "Jane Smith", "Dr Jane Mary Smith", "12345^Smith^Jane^^^Dr", "Smith^Jane",
+     "jane.smith@trust.nhs.uk", "Cher", "", None, "  Ó'Brien-Murphy ,  Seán (Prof) ", "Dr.", ",", "^^^"],
 )
 async def test_audit_jwt_accepted_by_the_provider_for_any_user_name_format_lesson_18(
     nhs: Nhs, user_name: str | None
@@ -219,7 +220,8 @@ def test_parameters_never_hold_a_forbidden_combination_for_any_area_selection() 
         for chosen in itertools.combinations(areas, size):
             for flags in (True, False):
                 settings = base[flags].model_copy(update={"gpc_clinical_areas": list(chosen)})
-                request = parse_parameters(build_parameters(DEMO_PATIENT, settings, today), today)  # the provider's check
+                # The simulator's provider-side check rejects every forbidden combination (SPEC §7.3).
+                request = parse_parameters(build_parameters(DEMO_PATIENT, settings, today), today)
                 assert request.areas == set(chosen)
 
 
