@@ -76,7 +76,8 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
     latest: tuple[datetime, str] | None = None
     candidates = [r for _, r in state.index.resources] + [r for _, r in state.index.contained]
     for resource in candidates:
-        if resource.get("resourceType") not in _CLINICAL_TYPES:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in _CLINICAL_TYPES:
             continue
         values = [resource.get(k) for k in _CLINICAL_DATE_KEYS]
         for key in _CLINICAL_PERIOD_KEYS:
