@@ -249,8 +249,8 @@ class EncounterActivity:
         index = self.section.index
         encounter = self.encounter
         row = self.table.row()
-        period = encounter.get("period") if isinstance(encounter.get("period"), Mapping) else {}
-        start, end = period.get("start"), period.get("end")
+        period = encounter.get("period")
+        start, end = (period.get("start"), period.get("end")) if isinstance(period, Mapping) else (None, None)
         row.cell([readable_date(start)] + ([f"to {readable_date(end)}"] if end else []))
         type_ref = row.cell(encounter_type_text(encounter), content="type")
         performer = performer_reference(encounter)

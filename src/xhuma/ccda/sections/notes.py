@@ -58,11 +58,11 @@ def item_lines(state: ConversionState, item: Resource | str) -> list[str]:
     label = ITEM_LABEL.get(rtype, rtype)
     concept: object = None
     for key in ("code", "vaccineCode", "medicationCodeableConcept", "type", "serviceRequested", "reasonCode"):
-        value = item.get(key)
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if isinstance(value, Mapping):
-            concept = value
+        candidate = item.get(key)
+        if isinstance(candidate, list):
+            candidate = candidate[0] if candidate else None
+        if isinstance(candidate, Mapping):
+            concept = candidate
             break
     if rtype in ("MedicationRequest", "MedicationStatement"):
         medication = index.resolve(item.get("medicationReference"))

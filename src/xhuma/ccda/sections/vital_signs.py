@@ -18,8 +18,8 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
     Element,
     as_list,
-    codings,
     coding_display,
+    codings,
     concept_text,
     el,
     fhir_ts,
@@ -236,7 +236,7 @@ class VitalSign:
         elif isinstance(reading.holder.get("dataAbsentReason"), Mapping):
             quantity_text = f"Not recorded ({concept_text(reading.holder['dataAbsentReason'])})"
         row.cell(quantity_text)
-        remarks = [interpretation_text(reading.holder)] + lines_of(string(self.observation.get("comment")))
+        remarks = [interpretation_text(reading.holder), *lines_of(string(self.observation.get("comment")))]
         if self.section.is_confidential(self.observation):
             remarks.append("Not for disclosure to the patient (NOPAT)")
         row.cell(remarks)
