@@ -63,7 +63,10 @@ def _mutate(bundle: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
     return mutated
 
 
-@settings(max_examples=int(os.environ.get("CCDA_PROPERTY_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("CCDA_PROPERTY_EXAMPLES", "60"))  # raise locally for a deeper search
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=st.sampled_from(SOURCES), data=st.data())
 def test_mutated_bundles_convert_to_schema_valid_documents(source: str, data: st.DataObject) -> None:
     conversion = convert(_mutate(load(source), data), CONTEXT)

@@ -27,7 +27,6 @@ XSI_TYPE: Final = f"{{{XSI}}}type"
 Resource: TypeAlias = Mapping[str, Any]
 Element: TypeAlias = etree._Element
 
-_TAGS: dict[str, str] = {}
 _XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CS = re.compile(r"^[^\s]+$")
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -38,12 +37,21 @@ _FHIR_DATE = re.compile(
 )
 
 
+class _ClarkNames(dict[str, str]):
+    """Clark names of CDA elements, computed once per name (large documents create ~10^4 elements)."""
+
+    def __missing__(self, name: str) -> str:
+        clark = self[name] = f"{{{V3}}}{name}"
+        return clark
+
+
+_CLARK = _ClarkNames()
+_SubElement = etree.SubElement
+
+
 def tag(name: str) -> str:
-    """Clark name of a CDA element (cached: building large documents creates many)."""
-    clark = _TAGS.get(name)
-    if clark is None:
-        clark = _TAGS[name] = f"{{{V3}}}{name}"
-    return clark
+    """Clark name of a CDA element."""
+    return _CLARK[name]
 
 
 def xml_text(value: object) -> str:
@@ -53,7 +61,7 @@ def xml_text(value: object) -> str:
 
 
 def el(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> Element:
-    child = etree.SubElement(parent, tag(name), attrib) if attrib else etree.SubElement(parent, tag(name))
+    child = _SubElement(parent, _CLARK[name], attrib)
     if text is not None:
         child.text = xml_text(text)
     return child

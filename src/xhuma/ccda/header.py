@@ -71,9 +71,14 @@ def nhs_number(patient: Resource | None) -> str | None:
 
 
 def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
-    """Earliest and latest clinical dates of the record (parsed, and as the FHIR string)."""
-    earliest: tuple[datetime, str] | None = None
-    latest: tuple[datetime, str] | None = None
+    """Earliest and latest clinical dates of the record (parsed, and as the FHIR string).
+
+    Candidates are compared on their HL7 form without the zone (cheap: regex only); only the two winners are
+    parsed. A zone offset can therefore misorder two values less than a day apart, which does not matter for
+    a service-event range.
+    """
+    earliest: tuple[str, str] | None = None
+    latest: tuple[str, str] | None = None
     candidates = [r for _, r in state.index.resources] + [r for _, r in state.index.contained]
     for resource in candidates:
         rtype = resource.get("resourceType")
@@ -85,14 +90,19 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
             if isinstance(period, Mapping):
                 values += [period.get("start"), period.get("end")]
         for value in values:
-            moment = fhir_datetime(value)
-            if moment is None or not isinstance(value, str):
+            if not isinstance(value, str):
                 continue
-            if earliest is None or moment < earliest[0]:
-                earliest = (moment, value)
-            if latest is None or moment > latest[0]:
-                latest = (moment, value)
-    return earliest, latest
+            stamp = fhir_ts(value)
+            if stamp is None:
+                continue
+            local = stamp[:14].split("+")[0].split("-")[0]
+            if earliest is None or local < earliest[0]:
+                earliest = (local, value)
+            if latest is None or local > latest[0]:
+                latest = (local, value)
+    first = fhir_datetime(earliest[1]) if earliest else None
+    last = fhir_datetime(latest[1]) if latest else None
+    return ((first, earliest[1]) if first and earliest else None, (last, latest[1]) if last and latest else None)
 
 
 def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
