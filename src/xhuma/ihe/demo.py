@@ -295,8 +295,10 @@ async def embedded_xhuma(overrides: dict[str, object] | None = None) -> AsyncIte
     import uvicorn
 
     from xhuma.app import create_app
+    from xhuma.observability import configure_logging
 
     settings = settings_or_exit(**(overrides or {}))
+    configure_logging(settings.log_level, settings.log_format)  # as `xhuma serve` does
     if not settings.uses_simulator:
         raise fail("without --url the demo starts Xhuma on the embedded simulator; set XHUMA_PROFILE=simulator", 2)
     application = create_app(settings)

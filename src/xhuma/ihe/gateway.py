@@ -97,6 +97,9 @@ class IheGateway:
         except errors.AuditUnavailable:
             log.error("audit_unavailable", transaction=transaction)
             return False
+        # The operator's one line per transaction: what and how it ended, never who (the audit trail says that).
+        log.info("transaction", transaction=transaction, outcome=outcome, error_code=fields.get("error_code"),
+                 duration_ms=fields.get("duration_ms"))
         return True
 
     async def _audit_fault(

@@ -167,7 +167,10 @@ class SamlVerifier:
         except SamlRejected as rejected:
             if self._required:
                 raise
-            log.warning("saml_not_verified", reason=rejected.reason, mode="optional")
+            # Optional mode: the caller is served unverified (the audit records saml_verified=false). An absent
+            # assertion is the expected state of such a deployment (INFO); a rejected one is a warning.
+            log_method = log.info if rejected.reason == "SamlMissing" else log.warning
+            log_method("saml_not_verified", reason=rejected.reason, mode="optional")
             return identity_from_assertion(assertion) if assertion is not None else CallerIdentity()
 
     def check_patient(self, identity: CallerIdentity, nhs_number: str | None) -> CallerIdentity:
