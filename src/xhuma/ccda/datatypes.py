@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeAlias
 
@@ -25,7 +25,6 @@ NSMAP: Final = {None: V3, "xsi": XSI, "sdtc": SDTC}
 XSI_TYPE: Final = f"{{{XSI}}}type"
 
 Resource: TypeAlias = Mapping[str, Any]
-Element: TypeAlias = etree._Element
 
 _XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CS = re.compile(r"^[^\s]+$")
@@ -37,33 +36,165 @@ _FHIR_DATE = re.compile(
 )
 
 
-class _ClarkNames(dict[str, str]):
-    """Clark names of CDA elements, computed once per name (large documents create ~10^4 elements)."""
+# --- element building ------------------------------------------------------------------------------------------------
+# A document has ~10^4 elements: building them as lxml elements (one C-level node, namespace lookup and attribute
+# validation per call, and a subtree re-homing per ``append`` across documents) was most of the conversion time.
+# Elements are therefore plain Python nodes, serialised once at the end exactly as lxml serialises the same tree
+# (``serialize``; tests compare the bytes with golden files). Attribute values are checked when set, with lxml's
+# own check on the rare value that is not plainly printable, so invalid data fails at the same point as before.
+_PREFIXED: Final = {XSI_TYPE: "xsi:type"}  # Clark attribute names the builders use → their prefixed form
+_CLARK_OF: Final = {"xsi:type": XSI_TYPE}
+_ATTR_UNSAFE = re.compile('[&<>"]')  # with isprintable(): no character of the value needs escaping
+_TEXT_SPECIAL = re.compile("[&<>\r]")
+_new = object.__new__
 
-    def __missing__(self, name: str) -> str:
-        clark = self[name] = f"{{{V3}}}{name}"
-        return clark
+
+class Node:
+    """One CDA element (``urn:hl7-org:v3`` namespace) under construction: the subset of the lxml element API the
+    builders use (``set``, ``text``, ``tail``, ``append``). ``attrs`` is the attribute list as serialised."""
+
+    __slots__ = ("attrib", "attrs", "children", "name", "tail", "text")
+
+    name: str
+    attrib: Mapping[str, str] | None  # never mutated in place (callers may share constant dicts)
+    attrs: str
+    text: str | None
+    tail: str | None
+    children: list[Node]
+
+    def set(self, key: str, value: str) -> None:
+        attrib = dict(self.attrib) if self.attrib else {}
+        attrib[_PREFIXED.get(key, key)] = value
+        self.attrs = _attrs(attrib)
+        self.attrib = attrib
+
+    def unset(self, key: str) -> None:
+        if self.attrib and key in self.attrib:
+            attrib = {k: v for k, v in self.attrib.items() if k != key}
+            self.attrs = _attrs(attrib) if attrib else ""
+            self.attrib = attrib
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.attrib.get(_PREFIXED.get(key, key), default) if self.attrib else default
+
+    def append(self, child: Node) -> None:
+        self.children.append(child)
 
 
-_CLARK = _ClarkNames()
-_SubElement = etree.SubElement
+Element: TypeAlias = Node
+
+
+_RENDERED: dict[tuple[tuple[str, str], ...], str] = {}  # attribute sets already checked and serialised
+_RENDERED_MAX: Final = 8192  # a cache, not state: emptied when full (most sets repeat: templateIds, codes)
+
+
+def _attrs(attrib: Mapping[str, str]) -> str:
+    """Serialised attributes, checked by lxml's rules: str values (TypeError otherwise), no XML-forbidden
+    characters (ValueError, raised by lxml itself for the rare value that is not plainly printable)."""
+    items = tuple(attrib.items())
+    out = _RENDERED.get(items)
+    if out is not None:
+        return out
+    joined = "".join(attrib.values())  # TypeError for a non-string value, as lxml
+    out = ""
+    if joined.isprintable():  # every XML-forbidden character, and \t \n \r, are non-printable
+        if _ATTR_UNSAFE.search(joined) is None:
+            for key, value in items:
+                out += f' {key}="{value}"'
+        else:
+            for key, value in items:
+                out += f' {key}="{_escape_attr(value)}"'
+    else:
+        etree.Element("check", {_CLARK_OF.get(k, k): v for k, v in items})  # raises if invalid
+        for key, value in items:
+            out += f' {key}="{_escape_attr(value)}"'
+    if len(_RENDERED) >= _RENDERED_MAX:
+        _RENDERED.clear()
+    _RENDERED[items] = out
+    return out
+
+
+def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
+    """A new element without a parent (entries, section components, the document root)."""
+    node: Node = _new(Node)
+    node.name = name
+    node.attrib = attrib
+    node.attrs = _attrs(attrib) if attrib else ""
+    node.text = node.tail = None
+    node.children = []
+    return node
+
+
+def _escape_attr(value: str) -> str:
+    """As libxml2 escapes attribute values."""
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+            .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
+
+
+def _escape_text(value: str) -> str:
+    """As libxml2 escapes text content."""
+    if _TEXT_SPECIAL.search(value) is None:
+        return value
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+def _write(node: Node, append: Callable[[str], None]) -> None:
+    name = node.name
+    text = node.text
+    append(f"<{name}{node.attrs}>{_escape_text(text)}" if text else f"<{name}{node.attrs}>")
+    for child in node.children:
+        if child.children:
+            _write(child, append)
+        else:
+            text = child.text
+            if text is None:
+                append(f"<{child.name}{child.attrs}/>")
+            else:
+                append(f"<{child.name}{child.attrs}>{_escape_text(text)}</{child.name}>")
+            if child.tail:
+                append(_escape_text(child.tail))
+    append(f"</{name}>")
+    if node.tail:
+        append(_escape_text(node.tail))
+
+
+def serialize(root: Element) -> bytes:
+    """The document as lxml's ``tostring(root, xml_declaration=True, encoding="UTF-8")`` writes it, the root
+    declaring ``NSMAP``."""
+    declarations = "".join(f' xmlns:{prefix}="{uri}"' if prefix else f' xmlns="{uri}"' for prefix, uri in NSMAP.items())
+    out: list[str] = []
+    if root.children:
+        _write(root, out.append)
+    else:
+        out.append(f"<{root.name}{root.attrs}/>")
+    first = out[0]
+    cut = len(root.name) + 1
+    out[0] = first[:cut] + declarations + first[cut:]
+    return ("<?xml version='1.0' encoding='UTF-8'?>\n" + "".join(out)).encode("utf-8")
 
 
 def tag(name: str) -> str:
     """Clark name of a CDA element."""
-    return _CLARK[name]
+    return f"{{{V3}}}{name}"
 
 
 def xml_text(value: object) -> str:
     """Text safe for XML 1.0: forbidden control characters removed."""
     text = value if isinstance(value, str) else str(value)
+    if text.isprintable():  # every XML-forbidden character is non-printable
+        return text
     return _XML_FORBIDDEN.sub("", text)
 
 
 def el(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> Element:
-    child = _SubElement(parent, _CLARK[name], attrib)
-    if text is not None:
-        child.text = xml_text(text)
+    child: Node = _new(Node)
+    child.name = name
+    child.attrib = attrib
+    child.attrs = _attrs(attrib) if attrib else ""
+    child.text = None if text is None else xml_text(text)
+    child.tail = None
+    child.children = []
+    parent.children.append(child)
     return child
 
 

@@ -11,12 +11,10 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-from lxml import etree
-
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import KNOWN_TYPES, BundleIndex, is_structured_record
 from xhuma.ccda.context import Conversion, ConversionContext
-from xhuma.ccda.datatypes import as_list, el, fhir_datetime, hl7_ts, string
+from xhuma.ccda.datatypes import as_list, el, fhir_datetime, hl7_ts, serialize, string
 from xhuma.ccda.header import build_header
 from xhuma.ccda.report import ReportBuilder
 from xhuma.ccda.section import DISABLED_AREA_SECTIONS, ConversionState
@@ -66,7 +64,7 @@ def convert(bundle: Mapping[str, Any], context: ConversionContext | None = None)
         body.append(section.render())
 
     _account_for_everything(state)
-    xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    xml = serialize(root)
     document = {
         "id": facts.document_id,
         "effective_time": hl7_ts(now),

@@ -10,15 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lxml import etree
-
 from xhuma import __version__
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
-    NSMAP,
     Element,
     as_list,
     el,
+    element,
     fhir_datetime,
     fhir_ts,
     fixed_code,
@@ -27,7 +25,6 @@ from xhuma.ccda.datatypes import (
     ii,
     null,
     string,
-    tag,
     template_id,
 )
 from xhuma.ccda.participation import (
@@ -123,7 +120,7 @@ def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
     )
     document_id = state.derived_id(seed)
 
-    root = etree.Element(tag("ClinicalDocument"), nsmap=NSMAP)
+    root = element("ClinicalDocument")  # declares NSMAP when serialised
     # SPEC §10.1 / docs/ccda.md: realmCode US is what the US Realm Header requires (CONF:1198-16791).
     el(root, "realmCode", {"code": context.realm})
     el(root, "typeId", {"root": T.CDA_TYPE_ID.root, "extension": str(T.CDA_TYPE_ID.extension)})

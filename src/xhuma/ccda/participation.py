@@ -52,7 +52,7 @@ def person_name(parent: Element, name: Mapping[str, Any] | None, *, fielded: boo
     if not given and not family:
         text = string(name.get("text"))
         if fielded or not text:
-            element.attrib.pop("use", None)
+            element.unset("use")
             element.set("nullFlavor", "UNK")
         else:
             element.text = text

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lxml import etree
-
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.context import ConversionContext
@@ -23,13 +21,13 @@ from xhuma.ccda.datatypes import (
     as_list,
     concept_text,
     el,
+    element,
     extension,
     fixed_code,
     identifier_ii,
     ii,
     readable_date,
     string,
-    tag,
     template_id,
 )
 from xhuma.ccda.narrative import NarrativeTable, Row, paragraph
@@ -252,7 +250,7 @@ class SectionWriter:
     # --- entries -----------------------------------------------------------------------------------------------
     def entry(self, type_code: str = "DRIV") -> Element:
         """A new ``<entry>`` of this section; build the act/observation inside it."""
-        entry = etree.Element(tag("entry"), {"typeCode": type_code})
+        entry = element("entry", {"typeCode": type_code})
         self.entries.append(entry)
         return entry
 
@@ -314,7 +312,7 @@ class SectionWriter:
         return self.spec.entries_required and not self.entries
 
     def render(self) -> Element:
-        component = etree.Element(tag("component"))
+        component = element("component")
         section = el(component, "section")
         if self.null_section:
             section.set("nullFlavor", "NI")

@@ -228,9 +228,9 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
     value_range = observation.get("valueRange")
     if isinstance(value_range, Mapping):
         value = set_xsi_type(el(parent, "value"), "IVL_PQ")
-        for bound in ("low", "high"):
-            if isinstance(value_range.get(bound), Mapping):
-                pq(value, bound, ucum_quantity(value_range[bound]))
+        for side in ("low", "high"):
+            if isinstance(value_range.get(side), Mapping):
+                pq(value, side, ucum_quantity(value_range[side]))
         return value
     if text:
         return set_xsi_type(el(parent, "value", text=text), "ST")
