@@ -70,6 +70,7 @@ class BundleIndex:
         self.resources: list[tuple[str, Resource]] = []  # every top-level resource, in bundle order, with its key
         self.contained: list[tuple[str, Resource]] = []  # every contained resource, with its key
         self._lists_by_code: dict[str, list[Resource]] = {}
+        self._by_type: dict[str, list[Resource]] = {}  # top-level resources per resourceType, in bundle order
         self._listed: set[int] | None = None
         self._index()
 
@@ -105,6 +106,8 @@ class BundleIndex:
                 )
             self._keys[id(resource)] = key
             self.resources.append((key, resource))
+            if isinstance(rtype, str):
+                self._by_type.setdefault(rtype, []).append(resource)
             self._index_contained(key, resource)
             if rtype == "List":
                 for code in self._list_codes(resource):
@@ -189,9 +192,7 @@ class BundleIndex:
         return None
 
     def of_type(self, rtype: str) -> Iterator[Resource]:
-        for _, resource in self.resources:
-            if resource.get("resourceType") == rtype:
-                yield resource
+        return iter(self._by_type.get(rtype, ()))
 
     def lists(self, code: str) -> list[Resource]:
         """Lists whose ``code`` is this SNOMED or secondary-list code (never matched by title: LESSONS 20)."""

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Final, TypeAlias
 
 from lxml import etree
@@ -223,8 +224,11 @@ def is_uuid(value: object) -> bool:
 # --- TS ----------------------------------------------------------------------------------------------------------
 def fhir_ts(value: object) -> str | None:
     """FHIR date/dateTime/instant → HL7 TS, keeping precision (SPEC §8.3 dates): 2011-05 → 201105."""
-    if not isinstance(value, str):
-        return None
+    return _fhir_ts(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)  # the same dates recur across a record (a report and its results, issue and request)
+def _fhir_ts(value: str) -> str | None:
     match = _FHIR_DATE.match(value.strip())
     if match is None:
         return None
@@ -272,8 +276,11 @@ def hl7_ts(moment: datetime) -> str:
 
 def readable_date(value: object) -> str:
     """Clinically readable date for narrative: 07-May-2011, May-2011, 2011, or 07-May-2011 10:57."""
-    if not isinstance(value, str):
-        return ""
+    return _readable_date(value) if isinstance(value, str) else ""
+
+
+@lru_cache(maxsize=4096)
+def _readable_date(value: str) -> str:
     match = _FHIR_DATE.match(value.strip())
     if match is None:
         return value
