@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     check_startup(settings)
     metrics = Metrics()
+    if os.environ.get("OTEL_TRACES_EXPORTER", "none").lower() != "none":
+        tracing.configure_tracing()  # the xhuma[otel] extra: spans per request and stage, exported per OTEL_*
     pseudonym_key = audit_key(settings)
     # Encryption at rest (docs/data-protection.md): strict profiles refuse to start without XHUMA_CACHE_KEYS
     # (ConfigurationError); the simulator makes an ephemeral key. Subkeys are derived once, here.

@@ -53,6 +53,8 @@ def _add_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     # Records from stdlib loggers (uvicorn, alembic, ...) pass through the same chain, redaction included.
+    # Below the level, a structlog event is dropped before any processor runs (not rendered, then discarded).
+    structlog_only: list[Any] = [structlog.stdlib.filter_by_level]
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _add_context,
@@ -66,7 +68,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*structlog_only, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

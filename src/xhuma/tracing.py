@@ -64,9 +64,17 @@ def configure_tracing(service_name: str = "xhuma") -> bool:
     return True
 
 
+def enabled() -> bool:
+    """A tracer provider is installed (ours, or one set up by OpenTelemetry auto-instrumentation). Without one,
+    spans are not even opened: a no-op span still costs a few microseconds per stage of every request."""
+    if _otel_trace is None:
+        return False
+    return not isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider)
+
+
 def current_trace_id() -> str | None:
     """The active span's trace id as 32 lower-case hex digits, or None (no tracing / no valid span)."""
-    if _otel_trace is None:
+    if not enabled():
         return None
     context = _otel_trace.get_current_span().get_span_context()
     if not context.is_valid:
@@ -77,7 +85,7 @@ def current_trace_id() -> str | None:
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
     """A span named ``name`` (child of the current one); yields the span or None."""
-    if _otel_trace is None:
+    if _otel_trace is None or not enabled():
         yield None
         return
     tracer = _otel_trace.get_tracer(TRACER_NAME)

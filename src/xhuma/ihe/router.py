@@ -7,14 +7,12 @@ is crossed, without reading the rest.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 
-from xhuma.audit import Auditor
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
 from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse
 from xhuma.records import Records
@@ -31,15 +29,10 @@ def build_gateway(runtime: Runtime) -> IheGateway:
     """The gateway over the runtime's adapters (built once per application)."""
     from xhuma.ihe.conversion import ccda_converter
 
-    settings = runtime.settings
-    auditor = getattr(runtime, "auditor", None)
-    if auditor is None:
-        key = settings.audit_hmac_key.get_secret_value().encode() if settings.audit_hmac_key else None
-        # Pseudonyms must not be guessable: without a configured key they are random per process.
-        auditor = Auditor(runtime.audit, hmac_key=key or os.urandom(32),
-                          metrics=getattr(runtime, "metrics", None))
+    if runtime.auditor is None:
+        raise RuntimeError("the application has no auditor: nothing may be disclosed")
     records = Records(
-        settings,
+        runtime.settings,
         pds=runtime.pds,
         sds=runtime.sds,
         gpconnect=runtime.gpconnect,
@@ -47,11 +40,12 @@ def build_gateway(runtime: Runtime) -> IheGateway:
         keys=runtime.keys,
         converter=ccda_converter,
     )
-    return IheGateway(settings, records, auditor)
+    return IheGateway(runtime.settings, records, runtime.auditor)
 
 
-def get_gateway(request: Request) -> IheGateway:
-    """FastAPI dependency: the application's gateway (tests may override it)."""
+async def get_gateway(request: Request) -> IheGateway:
+    """FastAPI dependency: the application's gateway (tests may override it). Async: a plain ``def`` dependency
+    would be run on the thread pool for every request."""
     runtime = request.app.state.runtime
     gateway: IheGateway | None = runtime.extras.get("ihe_gateway")
     if gateway is None:

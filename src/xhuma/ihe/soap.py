@@ -8,7 +8,7 @@ Problems at this layer raise ``SoapFault``; ``xhuma.ihe.faults`` decides which f
 from __future__ import annotations
 
 import base64
-import email.message
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -111,11 +111,20 @@ class MimePart:
         return self.headers.get("content-type", "application/octet-stream")
 
 
+# RFC 9110 §8.3.1: parameter = token "=" ( token / quoted-string ), separated by ";".
+_CONTENT_TYPE_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+
+
 def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
-    message = email.message.Message()
-    message["content-type"] = content_type
-    params = {key.lower(): str(value) for key, value in (message.get_params() or [])[1:]}
-    return message.get_content_type(), params
+    """Media type (lower case) and parameters (names lower case, quoted values unquoted) of a Content-Type."""
+    media_type, _, rest = content_type.partition(";")
+    params: dict[str, str] = {}
+    for name, value in _CONTENT_TYPE_PARAM.findall(";" + rest):
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[name.lower()] = value
+    media_type = media_type.strip().lower()
+    return (media_type if "/" in media_type else "text/plain"), params
 
 
 def split_multipart(body: bytes, boundary: str) -> list[MimePart]:

@@ -1,0 +1,165 @@
+"""Shared benchmark harness: servers in their own processes, and a lean HTTP/1.1 load generator.
+
+Servers are measured the way they run in production: Xhuma in its own process (`xhuma serve`), the NHS services
+elsewhere (here `xhuma simulate` in another process), and the load generator in the benchmark's process. The load
+generator speaks HTTP/1.1 keep-alive over raw asyncio streams: an HTTP client library costs more CPU per request
+than the servers being measured, and would cap (and flatter) the comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**settings: object) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("XHUMA_")}
+    env.update({name: str(value) for name, value in settings.items()})
+    return env
+
+
+def _wait_until_serving(base: str, process: subprocess.Popen[bytes], path: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited early:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(base + path, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"server did not start:\n{log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def server_process(args: list[str], env: dict[str, str], workdir: Path, *, probe: str = "/health/live",
+                   name: str = "server") -> Iterator[str]:
+    port = free_port()
+    log = workdir / f"{name}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([*args, "--port", str(port)], env=env, cwd=workdir, stdout=output,
+                                   stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_serving(base, process, probe, log)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextlib.contextmanager
+def nhs_simulator(data: Path | None, workdir: Path, *, gpc_latency_ms: int = 0) -> Iterator[dict[str, str]]:
+    """`xhuma simulate` in its own process; yields the XHUMA_* settings that point a gateway at it."""
+    args = [sys.executable, "-m", "xhuma", "simulate", "--client-key", str(workdir / "simulator-client-key.pem")]
+    if data is not None:
+        args += ["--data", str(data)]
+    env = clean_env(XHUMA_SIMULATOR_GPC_LATENCY_MS=gpc_latency_ms, XHUMA_LOG_LEVEL="WARNING",
+                    XHUMA_WORKING_DIR=workdir)
+    with server_process(args, env, workdir, probe="/", name="simulator") as _base:
+        printed = (workdir / "simulator.log").read_text()
+        settings = dict(re.findall(r"export (XHUMA_[A-Z_]+)=(\S+)", printed))
+        if "XHUMA_GPC_SSP_URL" not in settings:
+            raise SystemExit(f"could not read the simulator's settings:\n{printed[-2000:]}")
+        yield settings
+
+
+@contextlib.contextmanager
+def xhuma_gateway(workdir: Path, **settings: object) -> Iterator[str]:
+    env = clean_env(XHUMA_LOG_LEVEL="WARNING", XHUMA_WORKING_DIR=workdir, **settings)
+    with server_process([sys.executable, "-m", "xhuma", "serve"], env, workdir, name="xhuma") as base:
+        yield base
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        return {
+            "requests_per_s": round(self.requests_per_s, 1),
+            "p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000, 2),
+        }
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length)
+    return status, body
+
+
+async def http_load(base: str, path: str, body: bytes, content_type: str, *, requests: int, concurrency: int,
+                    expect: bytes) -> LoadResult:
+    """POST ``body`` ``requests`` times over ``concurrency`` keep-alive connections; every answer must be a 200
+    containing ``expect``."""
+    host, port = base.removeprefix("http://").split(":")
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    remaining = requests
+    latencies: list[float] = []
+
+    async def connection() -> None:
+        nonlocal remaining
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                status, answer = await _exchange(reader, writer, request)
+                latencies.append(time.perf_counter() - started)
+                if status != 200 or expect not in answer:
+                    raise SystemExit(f"{path}: HTTP {status}: {answer[:300]!r}")
+        finally:
+            writer.close()
+
+    remaining = concurrency  # warm-up: one request per connection
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    latencies.clear()
+    remaining = requests
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return LoadResult(requests, time.perf_counter() - started, latencies)
+
+
+def machine_load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
