@@ -160,6 +160,22 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
     return LoadResult(requests, time.perf_counter() - started, latencies)
 
 
+async def post_once(base: str, path: str, body: bytes, content_type: str) -> tuple[float, int, bytes]:
+    """One POST on a fresh connection: (seconds, status, body)."""
+    host, port = base.removeprefix("http://").split(":")
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        status, answer = await _exchange(reader, writer, request)
+    finally:
+        writer.close()
+    return time.perf_counter() - started, status, answer
+
+
 def machine_load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
