@@ -147,7 +147,10 @@ def test_full_exchange_leaves_no_patient_data_in_clear_in_redis_and_purge_leaves
     assert leaks(items, IDENTIFYING) == []
     # Document text: skip what is not specific to the patient and also legitimately in a key (the uniqueId).
     assert leaks(items, [text for text in texts if text not in unique_id]) == []
-    assert not [name for name in names if re.search(r"\d{10}", name.replace(unique_id, ""))]
+    # No NHS-number-shaped token in a key name: ten digits standing alone, not a stretch of a hex hash or UUID.
+    nhs_shaped = re.compile(r"(?<![0-9a-fA-F])\d{10}(?![0-9a-fA-F])")
+    assert not [name for name in names if nhs_shaped.search(name.replace(unique_id, ""))]
+    assert not [name for name in names if NHS_NUMBER in name]
     for value in items.values():  # every value is a sealed envelope under the configured key
         assert value[0] == 1 and value[2 : 2 + value[1]] == b"k1"
 
