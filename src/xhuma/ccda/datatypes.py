@@ -47,21 +47,25 @@ _PREFIXED: Final = {XSI_TYPE: "xsi:type"}  # Clark attribute names the builders 
 _CLARK_OF: Final = {"xsi:type": XSI_TYPE}
 _ATTR_UNSAFE = re.compile('[&<>"]')  # with isprintable(): no character of the value needs escaping
 _TEXT_SPECIAL = re.compile("[&<>\r]")
-_new = object.__new__
 
 
-class Node:
-    """One CDA element (``urn:hl7-org:v3`` namespace) under construction: the subset of the lxml element API the
-    builders use (``set``, ``text``, ``tail``, ``append``). ``attrs`` is the attribute list as serialised."""
+class Node(list["Node"]):
+    """One CDA element (``urn:hl7-org:v3`` namespace) under construction; the list holds its children. The subset
+    of the lxml element API the builders use: ``set``, ``text``, ``tail``, ``append``, ``len`` (identity equality
+    and hashing, as lxml). ``attrs`` is the attribute list as serialised. A node with an empty ``name`` is a
+    fragment already serialised (its ``text``), e.g. a narrative table."""
 
-    __slots__ = ("attrib", "attrs", "children", "name", "tail", "text")
+    __slots__ = ("attrib", "attrs", "name", "tail", "text")
 
     name: str
     attrib: Mapping[str, str] | None  # never mutated in place (callers may share constant dicts)
     attrs: str
     text: str | None
     tail: str | None
-    children: list[Node]
+
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
     def set(self, key: str, value: str) -> None:
         attrib = dict(self.attrib) if self.attrib else {}
@@ -78,11 +82,9 @@ class Node:
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.attrib.get(_PREFIXED.get(key, key), default) if self.attrib else default
 
-    def append(self, child: Node) -> None:
-        self.children.append(child)
-
 
 Element: TypeAlias = Node
+_new = list.__new__
 
 
 _RENDERED: dict[tuple[tuple[str, str], ...], str] = {}  # attribute sets already checked and serialised
@@ -122,8 +124,23 @@ def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
     node.attrib = attrib
     node.attrs = _attrs(attrib) if attrib else ""
     node.text = node.tail = None
-    node.children = []
     return node
+
+
+def fragment(parent: Element, xml: str) -> None:
+    """Append already serialised, well-formed markup (escaped with ``escape_text`` / ``start_tag``)."""
+    node: Node = _new(Node)
+    node.name = ""
+    node.attrib = None
+    node.attrs = ""
+    node.text = xml
+    node.tail = None
+    parent.append(node)
+
+
+def start_tag(name: str, attrib: Mapping[str, str] | None = None) -> str:
+    """``<name attr="…">`` for a fragment (attributes checked as for ``el``)."""
+    return f"<{name}{_attrs(attrib)}>" if attrib else f"<{name}>"
 
 
 def _escape_attr(value: str) -> str:
@@ -132,7 +149,7 @@ def _escape_attr(value: str) -> str:
             .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
 
 
-def _escape_text(value: str) -> str:
+def escape_text(value: str) -> str:
     """As libxml2 escapes text content."""
     if _TEXT_SPECIAL.search(value) is None:
         return value
@@ -142,21 +159,23 @@ def _escape_text(value: str) -> str:
 def _write(node: Node, append: Callable[[str], None]) -> None:
     name = node.name
     text = node.text
-    append(f"<{name}{node.attrs}>{_escape_text(text)}" if text else f"<{name}{node.attrs}>")
-    for child in node.children:
-        if child.children:
+    append(f"<{name}{node.attrs}>{escape_text(text)}" if text else f"<{name}{node.attrs}>")
+    for child in node:
+        if child:
             _write(child, append)
+            continue
+        text = child.text
+        if not child.name:
+            append(text)  # type: ignore[arg-type]  # a fragment
+        elif text is None:
+            append(f"<{child.name}{child.attrs}/>")
         else:
-            text = child.text
-            if text is None:
-                append(f"<{child.name}{child.attrs}/>")
-            else:
-                append(f"<{child.name}{child.attrs}>{_escape_text(text)}</{child.name}>")
-            if child.tail:
-                append(_escape_text(child.tail))
+            append(f"<{child.name}{child.attrs}>{escape_text(text)}</{child.name}>")
+        if child.tail:
+            append(escape_text(child.tail))
     append(f"</{name}>")
     if node.tail:
-        append(_escape_text(node.tail))
+        append(escape_text(node.tail))
 
 
 def serialize(root: Element) -> bytes:
@@ -164,7 +183,7 @@ def serialize(root: Element) -> bytes:
     declaring ``NSMAP``."""
     declarations = "".join(f' xmlns:{prefix}="{uri}"' if prefix else f' xmlns="{uri}"' for prefix, uri in NSMAP.items())
     out: list[str] = []
-    if root.children:
+    if root:
         _write(root, out.append)
     else:
         out.append(f"<{root.name}{root.attrs}/>")
@@ -194,8 +213,7 @@ def el(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text
     child.attrs = _attrs(attrib) if attrib else ""
     child.text = None if text is None else xml_text(text)
     child.tail = None
-    child.children = []
-    parent.children.append(child)
+    parent.append(child)
     return child
 
 
