@@ -27,6 +27,12 @@ POINTERS = {  # entryUUID -> uniqueId (ITI-38 GetDocuments by entryUUID)
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _audit_file_in_a_temporary_directory(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The purge writes its audit event to the embedded SQLite audit file of the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 def cli_env(redis_url: str, namespace: str, **extra: str) -> dict[str, str]:
     return {"XHUMA_REDIS_URL": redis_url, "XHUMA_REDIS_NAMESPACE": namespace, "XHUMA_CACHE_KEYS": KEYS, **extra}
 
@@ -202,3 +208,26 @@ def test_purge_needs_exactly_one_of_patient_or_all(args: list[str]) -> None:
 def test_documents_index_is_read_whatever_its_json_shape(index: Any, expected: set[str]) -> None:
     assert document_ids_from_index(json.dumps(index).encode()) == expected
     assert document_ids_from_index(b"not json") == set()
+
+
+def test_purge_is_audited_with_the_patient_as_a_pseudonym_only(redis_url: str, redis_namespace: str,
+                                                                tmp_path: Any) -> None:
+    """Issue 6/7: an operator removing a patient's data is an audited event (SCAL GEN-05)."""
+    import sqlite3
+
+    from xhuma.audit import pseudonymise
+
+    populate(redis_url, redis_namespace)
+    result = runner.invoke(app, ["cache", "purge", "--patient", NHS_NUMBER],
+                           env=cli_env(redis_url, redis_namespace, XHUMA_AUDIT_HMAC_KEY="h" * 40))
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "xhuma-audit.db") as database:
+        rows = database.execute(
+            "SELECT \"transaction\", outcome, patient_pseudonym, details FROM audit_event").fetchall()
+    assert len(rows) == 1
+    transaction, outcome, pseudonym, details = rows[0]
+    assert (transaction, outcome) == ("CACHE-PURGE", "success")
+    assert pseudonym == pseudonymise(NHS_NUMBER, b"h" * 40)
+    assert json.loads(details) == {"scope": "patient", "patient_entries": 3, "documents": 3, "document_pointers": 2}
+    everything = " ".join(str(value) for value in rows[0])
+    assert NHS_NUMBER not in everything

@@ -12,10 +12,12 @@ from typing import Annotated
 
 import typer
 
+from xhuma.audit import Auditor, audit_key
 from xhuma.cli import app, fail, settings_or_exit
 from xhuma.config import ConfigurationError, Settings
-from xhuma.errors import CacheError
+from xhuma.errors import AuditUnavailable, CacheError
 from xhuma.nhs.nhs_number import is_valid_nhs_number, normalise
+from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import RedisCache
 from xhuma.store.crypto import CacheKeyError, CacheKeyring, EncryptedCache, new_key_text
 from xhuma.store.keys import CacheKeys
@@ -88,13 +90,33 @@ def purge(
         raise fail(f"purge failed, run it again: {error}") from None
     if isinstance(result, int):
         typer.echo(f"purged {result} cache entries")
-        return
-    typer.echo(f"purged {result.patient_entries} patient entries, {result.documents} documents and"
-               f" {result.document_pointers} document pointers for this patient")
-    if result.unreadable_documents:
-        typer.echo(
-            f"note: {result.unreadable_documents} cached documents could not be decrypted with the current keys and"
-            " were not checked; they expire with their TTL, or run `xhuma cache purge --all`", err=True)
+        details: dict[str, int] = {"entries": result}
+    else:
+        typer.echo(f"purged {result.patient_entries} patient entries, {result.documents} documents and"
+                   f" {result.document_pointers} document pointers for this patient")
+        details = {"patient_entries": result.patient_entries, "documents": result.documents,
+                   "document_pointers": result.document_pointers}
+        if result.unreadable_documents:
+            typer.echo(
+                f"note: {result.unreadable_documents} cached documents could not be decrypted with the current keys"
+                " and were not checked; they expire with their TTL, or run `xhuma cache purge --all`", err=True)
+    # The purge itself is audited. It stands even when the audit fails: removing data must never be blocked.
+    try:
+        asyncio.run(_audit_purge(settings, nhs_number, details))
+    except AuditUnavailable:
+        raise fail("the cache was purged, but the audit event could not be written: record it by hand") from None
+
+
+async def _audit_purge(settings: Settings, nhs_number: str | None, details: dict[str, int]) -> None:
+    store = SqlAuditStore(settings.effective_database_url)
+    try:
+        if store.is_sqlite:
+            await store.migrate()
+        auditor = Auditor(store, hmac_key=audit_key(settings))
+        await auditor.record("CACHE-PURGE", "success", nhs_number=nhs_number,
+                             details={"scope": "patient" if nhs_number else "all", **details})
+    finally:
+        await store.close()
 
 
 @cache_app.command("new-key")
