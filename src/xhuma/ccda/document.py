@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -36,6 +37,22 @@ class NotAStructuredRecord(ConversionError):
 
 def convert(bundle: Mapping[str, Any], context: ConversionContext | None = None) -> Conversion:
     """GP Connect structured record (FHIR STU3 Bundle, parsed JSON) → C-CDA R2.1 CCD and conversion report."""
+    # The cyclic garbage collector is paused while the document is built: the ~10^4 element nodes, all alive until
+    # serialisation, otherwise trigger young collections and, every other large document, a full collection over
+    # every object of the process (the parsed bundle included) that cost as much as the conversion itself. Nodes
+    # form no reference cycles; the few cycles a conversion makes are collected once the collector resumes.
+    # Concurrent conversions are safe: a thread resumes the collector only if it paused it.
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _convert(bundle, context)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Conversion:
     ok, reason = is_structured_record(bundle)
     if not ok:
         raise NotAStructuredRecord(reason)
@@ -71,6 +88,9 @@ def convert(bundle: Mapping[str, Any], context: ConversionContext | None = None)
         "sections": [s.key for s in ordered],
     }
     order = [key for key, _ in index.resources] + [key for key, _ in index.contained]
+    # Writers refer to the state and the state to its writers: break that cycle so the document tree is freed on
+    # return by reference counting rather than left to the cyclic collector.
+    state.sections.clear()
     return Conversion(
         xml=xml,
         report=report.as_dict(order, document),
