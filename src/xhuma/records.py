@@ -307,7 +307,18 @@ class Records:
         finally:
             del self._inflight[nhs_number]
 
+    @staticmethod
+    def _count_lookup(found: bool) -> None:
+        metrics = tracing.metrics_var.get()  # the request's metrics (xhuma_cache_lookups_total{kind="document"})
+        if metrics is not None:
+            metrics.cache_lookups.labels(kind="document", result="hit" if found else "miss").inc()
+
     async def _cached_documents(self, nhs_number: str) -> list[StoredDocument]:
+        documents = await self._read_cached_documents(nhs_number)
+        self._count_lookup(bool(documents))
+        return documents
+
+    async def _read_cached_documents(self, nhs_number: str) -> list[StoredDocument]:
         index = await self._cache.get(self._keys.patient_documents(nhs_number))
         if not index:
             return []
@@ -388,6 +399,7 @@ class Records:
     # ITI-39 -------------------------------------------------------------------------------------------------
     async def retrieve_document(self, unique_id: str) -> StoredDocument:
         raw = await self._cache.get(CacheKeys.document(unique_id))
+        self._count_lookup(raw is not None)
         if raw is None:
             raise DocumentNotFound()
         return load_document(raw)

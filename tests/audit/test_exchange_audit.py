@@ -123,6 +123,11 @@ async def test_full_exchange_audits_every_transaction_and_outbound_call_with_a_p
     for transaction in ("ITI-55", "ITI-38", "ITI-39"):
         assert f'xhuma_requests_total{{outcome="success",transaction="{transaction}"}} 1.0' in metrics_text
     assert "xhuma_audit_events_total" in metrics_text
+    # Cache hit ratio: the ITI-55 PDS read fills the PDS cache that the ITI-38 pipeline then hits; ITI-38 misses
+    # the document cache (cold) and ITI-39 hits it.
+    assert 'xhuma_cache_lookups_total{kind="pds",result="hit"} 1.0' in metrics_text
+    assert 'xhuma_cache_lookups_total{kind="document",result="miss"} 1.0' in metrics_text
+    assert 'xhuma_cache_lookups_total{kind="document",result="hit"} 1.0' in metrics_text
 
 
 @pytest.mark.postgres

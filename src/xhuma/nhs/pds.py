@@ -83,6 +83,8 @@ class PdsFhirClient:
         # SPEC §9: Modulus 11 before any call; an invalid number never reaches PDS.
         number = validate_nhs_number(nhs_number)
         cached = await self._from_cache(number)
+        if self._metrics is not None and self._cache is not None:
+            self._metrics.cache_lookups.labels(kind="pds", result="miss" if cached is None else "hit").inc()
         if cached is not None:
             return cached
         async with outbound_call(
