@@ -1,10 +1,12 @@
 """Conversion speed and memory per fixture bundle (prints figures; not a timed test).
 
 For each bundle: the floor (json.loads of the input + lxml serialisation of the output tree, measured in this
-run), the conversion time (json.loads + convert, i.e. everything a request pays), their ratio, and the peak
-memory above the process baseline (tracemalloc) during one conversion.
+run), the conversion time (json.loads + convert, i.e. everything a request pays, freeing included), their ratio,
+and the peak memory above the process baseline (tracemalloc) during one conversion. Floor and conversion runs
+are interleaved after a warm-up and summarised by their median (min in brackets; mean of the conversions, which
+includes any garbage-collector pauses); the machine load is printed before and after (this is a shared machine).
 
-    .venv/bin/python bench/convert_bench.py [BUNDLE.json ...] [--repeat N]
+    .venv/bin/python bench/convert_bench.py [BUNDLE.json ...] [--repeat N]   (default 30)
 
 Targets (issue 3): on 9692136744.json (1.15 MB) at most 4x the floor, at least 10x faster than the earlier
 implementation's ~0.22 s (so <= 22 ms), and < 60 MB peak memory above the baseline.
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 from lxml import etree
@@ -30,22 +34,34 @@ DEFAULT = sorted((ROOT / "tests" / "data" / "gpconnect").glob("*/*.json"))
 CONTEXT = ConversionContext(now=None)
 
 
-def best(run, repeat: int) -> float:
-    timings = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+def timings(runs: dict[str, Callable[[], None]], repeat: int) -> dict[str, list[float]]:
+    """``repeat`` timings of each run, interleaved (floor, convert, floor, …) so that a change in machine load
+    affects both alike; one untimed warm-up round first."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
         run()
-        timings.append(time.perf_counter() - start)
-    return min(timings) if repeat < 5 else statistics.median(sorted(timings)[: max(1, repeat // 2)])
+    gc.collect()
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="*", type=Path)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
     paths = args.bundles or DEFAULT
-    print(f"{'bundle':58} {'KB':>7} {'floor ms':>9} {'convert ms':>11} {'ratio':>6} {'peak MB':>8}")
+    print(f"before: {load()}; {args.repeat} interleaved runs each after a warm-up; ms = median (min)")
+    print(f"{'bundle':58} {'KB':>7} {'floor ms':>14} {'convert ms':>14} {'mean':>7} {'ratio':>6} {'peak MB':>8}")
     for path in paths:
         raw = path.read_bytes()
         conversion = convert(json.loads(raw), CONTEXT)  # warm-up (imports, caches)
@@ -58,8 +74,9 @@ def main() -> int:
         def full(raw: bytes = raw) -> None:
             convert(json.loads(raw), CONTEXT)
 
-        floor_s = best(floor, args.repeat)
-        convert_s = best(full, args.repeat)
+        measured = timings({"floor": floor, "convert": full}, args.repeat)
+        floor_s = statistics.median(measured["floor"])
+        convert_s = statistics.median(measured["convert"])
         gc.collect()
         tracemalloc.start()
         baseline = tracemalloc.get_traced_memory()[0]
@@ -67,9 +84,12 @@ def main() -> int:
         peak = tracemalloc.get_traced_memory()[1] - baseline
         tracemalloc.stop()
         name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-        print(f"{name[-58:]:58} {len(raw) / 1024:7.0f} {floor_s * 1000:9.2f} {convert_s * 1000:11.2f} "
-              f"{convert_s / floor_s:6.1f} {peak / 1e6:8.1f}")
-    print("note: tracemalloc counts Python allocations; lxml's C tree memory is not included. For RSS use\n"
+        print(f"{name[-58:]:58} {len(raw) / 1024:7.0f} {floor_s * 1000:6.2f} ({min(measured['floor']) * 1000:5.2f}) "
+              f"{convert_s * 1000:6.2f} ({min(measured['convert']) * 1000:5.2f}) "
+              f"{statistics.fmean(measured['convert']) * 1000:7.2f} {convert_s / floor_s:6.1f} {peak / 1e6:8.1f}")
+    print(f"after: {load()}")
+    print("note: ratio = median convert / median floor. tracemalloc counts Python allocations; lxml's C tree memory\n"
+          "      is not included. For RSS use\n"
           "      /usr/bin/time -v .venv/bin/python bench/convert_bench.py "
           "tests/data/gpconnect/uclh-xhuma/9692136744.json")
     return 0
