@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -269,6 +270,11 @@ async def run_demo(
         step(f"   saved the CCD to {out}")
         if not matches:
             raise DemoFailed("the retrieved document is not the one ITI-38 described")
+        from xhuma.ccda.validate import validate_bytes
+
+        checked = await asyncio.to_thread(validate_bytes, ccd)
+        step(f"4. C-CDA R2.1 validation: {len(checked.schema_errors)} CDA schema errors, "
+             f"{len(checked.schematron_errors)} schematron errors")
         return outcome
     finally:
         if own_client:
@@ -350,8 +356,13 @@ def demo(
     given: Annotated[str | None, typer.Option(help="given name the EHR holds")] = None,
     birth_date: Annotated[str | None, typer.Option(help="birth date the EHR holds, YYYYMMDD")] = None,
     gender: Annotated[str | None, typer.Option(help="M | F | UN")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show the in-process gateway's log lines")] = False,
 ) -> None:
     """Play the hospital EHR: ITI-55 → ITI-38 → ITI-39 against Xhuma, and save the CCD it returns."""
+    if not verbose and not os.environ.get("XHUMA_LOG_LEVEL"):
+        from xhuma.observability import configure_logging
+
+        configure_logging("ERROR")  # the steps are the output
     nhs_number = nhs_number.replace(" ", "")
     known = demo_demographics(nhs_number)
     demographics = DemographicQuery(
@@ -363,7 +374,9 @@ def demo(
         if url:
             typer.echo(f"EHR → Xhuma at {url}")
             return await run_demo(url, nhs_number, demographics, out, echo=typer.echo)
-        async with embedded_xhuma() as base:
+        # The steps are the demo's output; the in-process gateway's own log lines only with --verbose.
+        quiet: dict[str, object] = {} if verbose or os.environ.get("XHUMA_LOG_LEVEL") else {"log_level": "ERROR"}
+        async with embedded_xhuma(quiet) as base:
             typer.echo(f"EHR → Xhuma started in-process at {base} (simulator profile)")
             return await run_demo(base, nhs_number, demographics, out, echo=typer.echo)
 
