@@ -8,8 +8,8 @@ instead of producing a schema-invalid document (SPEC §8.3 nullFlavor rule 1).
 
 from __future__ import annotations
 
+import hashlib
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
@@ -127,7 +127,7 @@ def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
     return node
 
 
-def fragment(parent: Element, xml: str) -> None:
+def fragment(parent: Element, xml: str) -> Element:
     """Append already serialised, well-formed markup (escaped with ``escape_text`` / ``start_tag``)."""
     node: Node = _new(Node)
     node.name = ""
@@ -136,6 +136,7 @@ def fragment(parent: Element, xml: str) -> None:
     node.text = xml
     node.tail = None
     parent.append(node)
+    return node
 
 
 def start_tag(name: str, attrib: Mapping[str, str] | None = None) -> str:
@@ -361,7 +362,19 @@ def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "i
         return ii(parent, oid, value, name)
     if is_uuid(value):
         return ii(parent, value.lower(), None, name)
-    return ii(parent, str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, f"{system}|{value}")), None, name)
+    return ii(parent, derived_uuid(f"{system}|{value}"), None, name)
+
+
+_NAMESPACE_BYTES: Final = T.XHUMA_ID_NAMESPACE.bytes
+
+
+def derived_uuid(name: str) -> str:
+    """``str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, name))`` without the ``UUID`` object (thousands per document)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 # --- CD ----------------------------------------------------------------------------------------------------------
@@ -502,12 +515,22 @@ def snomed(parent: Element, name: str, code: str, display: str, *, xsi_type: str
 
 
 def template_id(parent: Element, template: T.TemplateId) -> Element:
-    """templateId; versioned templates with an R1.1 ancestor also get the bare root (CONF:1198-32934)."""
-    if template.extension:
-        if template.r11:
-            el(parent, "templateId", {"root": template.root})
-        return el(parent, "templateId", {"root": template.root, "extension": template.extension})
-    return el(parent, "templateId", {"root": template.root})
+    """templateId; versioned templates with an R1.1 ancestor also get the bare root (CONF:1198-32934).
+
+    Written as one serialised fragment (a tenth of a document's elements are templateIds)."""
+    xml = _TEMPLATE_XML.get(template)
+    if xml is None:
+        attribs = [{"root": template.root, "extension": template.extension}] if template.extension else []
+        if not template.extension or template.r11:
+            attribs.insert(0, {"root": template.root})
+        xml = "".join(start_tag("templateId", attrib)[:-1] + "/>" for attrib in attribs)
+        if len(_TEMPLATE_XML) >= 1024:
+            _TEMPLATE_XML.clear()
+        _TEMPLATE_XML[template] = xml
+    return fragment(parent, xml)
+
+
+_TEMPLATE_XML: dict[T.TemplateId, str] = {}  # a cache of serialised templateIds (the registry's constants)
 
 
 def text_reference(parent: Element, reference: str, name: str = "text") -> Element:

@@ -7,7 +7,6 @@ resource. See SECTIONS.md for the full contract.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from xhuma.ccda.datatypes import (
     Element,
     as_list,
     concept_text,
+    derived_uuid,
     el,
     element,
     extension,
@@ -80,7 +80,7 @@ class ConversionState:
 
     # --- ids (uuid5 over source identifiers: same source item → same entry id in every document) -------------
     def derived_id(self, *parts: str) -> str:
-        return str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, "|".join(parts)))
+        return derived_uuid("|".join(parts))
 
     def resource_seed(self, resource: Resource) -> str:
         """The most stable name of a resource: its first business identifier, else ``Type/id``."""
