@@ -6,6 +6,7 @@ A configuration problem prints one line and exits with status 2; never a traceba
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -137,8 +138,11 @@ def main() -> None:
         sys.exit(130)
 
 
-# --- sub-commands of other capabilities (each module registers its own commands on `app`) ------------------
-import xhuma.store.cache_cli  # noqa: E402,F401  (xhuma cache purge | new-key)
-import xhuma.nhs.cli  # noqa: E402,F401  (xhuma simulate)
-import xhuma.ccda.cli  # noqa: E402,F401  (xhuma convert | validate)
-import xhuma.ihe.demo  # noqa: E402,F401  (xhuma demo)
+# --- sub-commands of other capabilities: each module registers its own commands on `app` ---------------------
+for _module in (
+    "xhuma.ccda.cli",  # xhuma convert | validate
+    "xhuma.ihe.demo",  # xhuma demo
+    "xhuma.nhs.cli",  # xhuma simulate
+    "xhuma.store.cache_cli",  # xhuma cache purge | new-key
+):
+    importlib.import_module(_module)

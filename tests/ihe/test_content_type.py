@@ -18,13 +18,16 @@ def test_mtom_parameters_are_unquoted_with_lower_case_names() -> None:
 
 
 def test_soap_action_parameter_of_soap_1_2() -> None:
-    media, params = content_type_params('application/soap+xml;charset=UTF-8;action="urn:ihe:iti:2007:CrossGatewayQuery"')
+    header = 'application/soap+xml;charset=UTF-8;action="urn:ihe:iti:2007:CrossGatewayQuery"'
+    media, params = content_type_params(header)
     assert media == "application/soap+xml"
     assert params["action"] == "urn:ihe:iti:2007:CrossGatewayQuery"
     assert params["charset"] == "UTF-8"
 
 
-@pytest.mark.parametrize(("header", "expected"), [("", "text/plain"), ("garbage", "text/plain"), ("text/xml", "text/xml")])
+@pytest.mark.parametrize(
+    ("header", "expected"), [("", "text/plain"), ("garbage", "text/plain"), ("text/xml", "text/xml")]
+)
 def test_missing_or_malformed_media_type_defaults_like_rfc_2045(header: str, expected: str) -> None:
     assert content_type_params(header)[0] == expected
 
