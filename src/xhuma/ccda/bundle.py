@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import as_list, codings
+from xhuma.ccda.datatypes import JSON_OBJECT, as_list, codings
 
 Resource = Mapping[str, Any]
 
@@ -38,12 +38,12 @@ class IndexProblem:
 
 def is_structured_record(bundle: object) -> tuple[bool, str]:
     """Whether ``bundle`` is a GP Connect structured record; the reason when not (one line, for the CLI)."""
-    if not isinstance(bundle, Mapping):
+    if not isinstance(bundle, JSON_OBJECT):
         return False, "input is not a JSON object"
     if bundle.get("resourceType") != "Bundle":
         return False, f"input is not a FHIR Bundle (resourceType {bundle.get('resourceType')!r})"
     meta = bundle.get("meta")
-    profiles = as_list(meta.get("profile")) if isinstance(meta, Mapping) else []
+    profiles = as_list(meta.get("profile")) if isinstance(meta, JSON_OBJECT) else []
     # Some supplier bundles carry a mangled profile URL ("https: //fhir.nhs.uk/..."): match on the profile name.
     if any(isinstance(p, str) and STRUCTURED_RECORD_PROFILE in p for p in profiles):
         return True, ""
@@ -51,7 +51,7 @@ def is_structured_record(bundle: object) -> tuple[bool, str]:
     types = {
         e["resource"].get("resourceType")
         for e in entries
-        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+        if isinstance(e, JSON_OBJECT) and isinstance(e.get("resource"), JSON_OBJECT)
     }
     if bundle.get("type") == "collection" and types & {"List", "Patient"}:
         return True, ""
@@ -77,8 +77,8 @@ class BundleIndex:
     # --- construction ------------------------------------------------------------------------------------------
     def _index(self) -> None:
         for position, entry in enumerate(as_list(self.bundle.get("entry"))):
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if not isinstance(resource, Mapping):
+            resource = entry.get("resource") if isinstance(entry, JSON_OBJECT) else None
+            if not isinstance(resource, JSON_OBJECT):
                 self.problems.append(IndexProblem("entry-without-resource", f"entry[{position}] has no resource"))
                 continue
             rtype = resource.get("resourceType")
@@ -119,7 +119,7 @@ class BundleIndex:
             return
         local: dict[str, Resource] = {}
         for inner in contained:
-            if not isinstance(inner, Mapping):
+            if not isinstance(inner, JSON_OBJECT):
                 continue
             inner_id = inner.get("id")
             inner_key = f"{key}/#{inner_id if isinstance(inner_id, str) else len(local)}"
@@ -176,7 +176,7 @@ class BundleIndex:
 
     def resolve(self, reference: object, container: Resource | None = None) -> Resource | None:
         """Resolve a Reference (mapping) or reference string; ``#id`` against ``container.contained``."""
-        ref = reference.get("reference") if isinstance(reference, Mapping) else reference
+        ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
         if not isinstance(ref, str) or not ref:
             return None
         if ref.startswith("#"):
@@ -204,11 +204,11 @@ class BundleIndex:
         seen: set[int] = set()
         unresolved: list[str] = []
         for entry in as_list(lst.get("entry")):
-            item = entry.get("item") if isinstance(entry, Mapping) else None
+            item = entry.get("item") if isinstance(entry, JSON_OBJECT) else None
             resolved = self.resolve(item, lst)
             if resolved is None:
-                ref = item.get("reference") if isinstance(item, Mapping) else None
-                display = item.get("display") if isinstance(item, Mapping) else None
+                ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
+                display = item.get("display") if isinstance(item, JSON_OBJECT) else None
                 unresolved.append(str(ref or display or "an entry without reference"))
                 continue
             if id(resolved) not in seen:

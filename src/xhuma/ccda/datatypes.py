@@ -26,6 +26,8 @@ NSMAP: Final = {None: V3, "xsi": XSI, "sdtc": SDTC}
 XSI_TYPE: Final = f"{{{XSI}}}type"
 
 Resource: TypeAlias = Mapping[str, Any]
+# isinstance() against this tuple: parsed JSON objects are dicts, matched without the ABC machinery of Mapping.
+JSON_OBJECT: Final = (dict, Mapping)
 
 _XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _CS = re.compile(r"^[^\s]+$")
@@ -379,18 +381,18 @@ def derived_uuid(name: str) -> str:
 
 # --- CD ----------------------------------------------------------------------------------------------------------
 def codings(concept: object) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, JSON_OBJECT):
         return []
     found = concept.get("coding")
-    return [c for c in found if isinstance(c, Mapping)] if isinstance(found, list) else []
+    return [c for c in found if isinstance(c, JSON_OBJECT)] if isinstance(found, list) else []
 
 
 def coding_display(coding: Mapping[str, Any]) -> str | None:
     """SNOMED DescriptionDisplay when present (the term the clinician chose), else display (SPEC §7.4)."""
     for extension in coding.get("extension") or ():
-        if isinstance(extension, Mapping) and extension.get("url") == T.EXT_SCT_DESCRIPTION:
+        if isinstance(extension, JSON_OBJECT) and extension.get("url") == T.EXT_SCT_DESCRIPTION:
             for part in extension.get("extension") or ():
-                if isinstance(part, Mapping) and part.get("url") == "descriptionDisplay":
+                if isinstance(part, JSON_OBJECT) and part.get("url") == "descriptionDisplay":
                     text = part.get("valueString")
                     if isinstance(text, str) and text.strip():
                         return text.strip()
@@ -400,7 +402,7 @@ def coding_display(coding: Mapping[str, Any]) -> str | None:
 
 def concept_text(concept: object, default: str = "") -> str:
     """The human-readable term of a CodeableConcept: DescriptionDisplay > text > display > code."""
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, JSON_OBJECT):
         return default
     all_codings = codings(concept)
     for coding in all_codings:
@@ -547,11 +549,11 @@ UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
 def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = None) -> Element:
     """FHIR Quantity → PQ. Non-UCUM units keep the value as a translation with originalText (SPEC §8.3 rule 6)."""
     attrib: dict[str, str] = {}
-    value = quantity.get("value") if isinstance(quantity, Mapping) else None
+    value = quantity.get("value") if isinstance(quantity, JSON_OBJECT) else None
     number = format_number(value)
     unit = None
     unit_text = None
-    if isinstance(quantity, Mapping):
+    if isinstance(quantity, JSON_OBJECT):
         code = quantity.get("code")
         if quantity.get("system") == UCUM_SYSTEM and is_code(code):
             unit = str(code)
@@ -598,7 +600,7 @@ def first(items: object) -> Any:
 
 def mapping(value: object) -> Mapping[str, Any]:
     """``value`` if it is a JSON object, else an empty one (malformed input never raises AttributeError)."""
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, JSON_OBJECT) else {}
 
 
 def as_list(value: object) -> list[Any]:
@@ -608,7 +610,7 @@ def as_list(value: object) -> list[Any]:
 def extension(resource: Mapping[str, Any], url_suffix: str) -> Mapping[str, Any] | None:
     """The first extension whose url ends with ``url_suffix`` (GP Connect URLs vary in host between releases)."""
     for item in as_list(resource.get("extension")):
-        if isinstance(item, Mapping) and isinstance(item.get("url"), str) and item["url"].endswith(url_suffix):
+        if isinstance(item, JSON_OBJECT) and isinstance(item.get("url"), str) and item["url"].endswith(url_suffix):
             return item
     return None
 
@@ -617,7 +619,7 @@ def sub_extension(parent: Mapping[str, Any] | None, url: str) -> Mapping[str, An
     if parent is None:
         return None
     for item in as_list(parent.get("extension")):
-        if isinstance(item, Mapping) and item.get("url") == url:
+        if isinstance(item, JSON_OBJECT) and item.get("url") == url:
             return item
     return None
 
@@ -625,7 +627,7 @@ def sub_extension(parent: Mapping[str, Any] | None, url: str) -> Mapping[str, An
 def notes_text(resource: Mapping[str, Any], key: str = "note") -> list[str]:
     out = []
     for note in as_list(resource.get(key)):
-        if isinstance(note, Mapping) and isinstance(note.get("text"), str) and note["text"].strip():
+        if isinstance(note, JSON_OBJECT) and isinstance(note.get("text"), str) and note["text"].strip():
             out.append(note["text"].strip())
     return out
 

@@ -15,7 +15,7 @@ from typing import Any
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import KNOWN_TYPES, BundleIndex, is_structured_record
 from xhuma.ccda.context import Conversion, ConversionContext
-from xhuma.ccda.datatypes import as_list, el, fhir_datetime, hl7_ts, serialize, string
+from xhuma.ccda.datatypes import JSON_OBJECT, as_list, el, fhir_datetime, hl7_ts, serialize, string
 from xhuma.ccda.header import build_header
 from xhuma.ccda.report import ReportBuilder
 from xhuma.ccda.section import DISABLED_AREA_SECTIONS, ConversionState
@@ -151,7 +151,7 @@ def _document_time(
     if context.now is not None:
         return context.now if context.now.tzinfo else context.now.replace(tzinfo=UTC)
     meta = bundle.get("meta")
-    if isinstance(meta, Mapping):
+    if isinstance(meta, JSON_OBJECT):
         moment = fhir_datetime(meta.get("lastUpdated"))
         if moment is not None:
             return moment
@@ -167,11 +167,11 @@ def _disabled_areas(state: ConversionState) -> None:
     """OperationOutcome inside the bundle: one issue per clinical area the practice disabled (SPEC §7.4, §8.5)."""
     for outcome in state.index.of_type("OperationOutcome"):
         for issue in as_list(outcome.get("issue")):
-            if not isinstance(issue, Mapping):
+            if not isinstance(issue, JSON_OBJECT):
                 continue
             parameter = string(issue.get("diagnostics")) or ""
             details = issue.get("details")
-            text = string(details.get("text")) if isinstance(details, Mapping) else None
+            text = string(details.get("text")) if isinstance(details, JSON_OBJECT) else None
             message = f"The GP system did not supply this information: {text or parameter or 'not supported'}."
             keys = DISABLED_AREA_SECTIONS.get(parameter, ())
             for key in keys:

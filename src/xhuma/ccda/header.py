@@ -13,6 +13,7 @@ from typing import Any
 from xhuma import __version__
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     el,
@@ -62,7 +63,7 @@ def nhs_number(patient: Resource | None) -> str | None:
     if patient is None:
         return None
     for identifier in as_list(patient.get("identifier")):
-        if isinstance(identifier, Mapping) and identifier.get("system") == T.NHS_NUMBER_SYSTEM:
+        if isinstance(identifier, JSON_OBJECT) and identifier.get("system") == T.NHS_NUMBER_SYSTEM:
             return string(identifier.get("value"))
     return None
 
@@ -84,7 +85,7 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
         values = [resource.get(k) for k in _CLINICAL_DATE_KEYS]
         for key in _CLINICAL_PERIOD_KEYS:
             period = resource.get(key)
-            if isinstance(period, Mapping):
+            if isinstance(period, JSON_OBJECT):
                 values += [period.get("start"), period.get("end")]
         for value in values:
             if not isinstance(value, str):
@@ -167,7 +168,7 @@ def _record_target(root: Element, state: ConversionState, patient: Resource | No
     role = el(el(root, "recordTarget"), "patientRole")
     written = 0
     for identifier in as_list(patient.get("identifier")) if patient else []:
-        if isinstance(identifier, Mapping) and identifier.get("system") == T.NHS_NUMBER_SYSTEM:
+        if isinstance(identifier, JSON_OBJECT) and identifier.get("system") == T.NHS_NUMBER_SYSTEM:
             value = string(identifier.get("value"))
             if value:
                 ii(role, T.NHS_NUMBER_OID, value)
@@ -248,7 +249,7 @@ def _documentation_of(
         entity = el(performer, "assignedEntity")
         written = 0
         for identifier in as_list(gp.get("identifier")):
-            if isinstance(identifier, Mapping) and identifier_ii(entity, identifier) is not None:
+            if isinstance(identifier, JSON_OBJECT) and identifier_ii(entity, identifier) is not None:
                 written += 1
         if written == 0:
             null(entity, "id", "UNK")

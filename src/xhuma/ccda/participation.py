@@ -7,7 +7,7 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
-from xhuma.ccda.datatypes import Element, as_list, el, identifier_ii, null, string, template_id, ts
+from xhuma.ccda.datatypes import JSON_OBJECT, Element, as_list, el, identifier_ii, null, string, template_id, ts
 
 Resource = Mapping[str, Any]
 
@@ -19,7 +19,7 @@ def human_name(resource: Resource | None) -> Mapping[str, Any] | None:
     """The official (else usual, else first) HumanName of a Patient or Practitioner."""
     if resource is None:
         return None
-    names = [n for n in as_list(resource.get("name")) if isinstance(n, Mapping)]
+    names = [n for n in as_list(resource.get("name")) if isinstance(n, JSON_OBJECT)]
     for use in ("official", "usual"):
         for name in names:
             if name.get("use") == use:
@@ -73,7 +73,7 @@ def person_name(parent: Element, name: Mapping[str, Any] | None, *, fielded: boo
 
 def address(parent: Element, addresses: object, *, required: bool = True) -> None:
     """US Realm Address from FHIR Address: 1–4 lines, city (town: ``city``, else last line), postcode, GB."""
-    found = [a for a in as_list(addresses) if isinstance(a, Mapping)]
+    found = [a for a in as_list(addresses) if isinstance(a, JSON_OBJECT)]
     home = next((a for a in found if a.get("use") == "home"), found[0] if found else None)
     if home is None:
         if required:
@@ -110,7 +110,7 @@ def telecoms(parent: Element, values: object, *, required: bool = True) -> None:
     """FHIR ContactPoint → TEL (``tel:``, ``mailto:``, ``fax:``) with use; none → nullFlavor when required."""
     written = 0
     for point in as_list(values):
-        if not isinstance(point, Mapping):
+        if not isinstance(point, JSON_OBJECT):
             continue
         value = string(point.get("value"))
         if value is None:
@@ -132,7 +132,7 @@ def ods_code(organisation: Resource | None) -> str | None:
     if organisation is None:
         return None
     for identifier in as_list(organisation.get("identifier")):
-        if isinstance(identifier, Mapping) and identifier.get("system") in T.ODS_SYSTEMS:
+        if isinstance(identifier, JSON_OBJECT) and identifier.get("system") in T.ODS_SYSTEMS:
             return string(identifier.get("value"))
     return None
 
@@ -141,7 +141,7 @@ def organisation_ids(parent: Element, organisation: Resource | None) -> None:
     written = 0
     if organisation is not None:
         for identifier in as_list(organisation.get("identifier")):
-            if isinstance(identifier, Mapping) and identifier_ii(parent, identifier) is not None:
+            if isinstance(identifier, JSON_OBJECT) and identifier_ii(parent, identifier) is not None:
                 written += 1
     if written == 0:
         null(parent, "id", "UNK")
@@ -191,7 +191,7 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
     assigned = el(author, "assignedAuthor")
     written = 0
     for identifier in as_list((person or organisation or {}).get("identifier")):
-        if isinstance(identifier, Mapping) and identifier_ii(assigned, identifier) is not None:
+        if isinstance(identifier, JSON_OBJECT) and identifier_ii(assigned, identifier) is not None:
             written += 1
     if written == 0:
         null(assigned, "id", "UNK")
@@ -211,6 +211,6 @@ def author_label(index: BundleIndex, reference: object) -> str:
         return f"{name} ({org})"
     if name or org:
         return name or org or ""
-    if isinstance(reference, Mapping):
+    if isinstance(reference, JSON_OBJECT):
         return string(reference.get("display")) or ""
     return ""

@@ -16,6 +16,7 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.context import ConversionContext
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     concept_text,
@@ -85,7 +86,7 @@ class ConversionState:
     def resource_seed(self, resource: Resource) -> str:
         """The most stable name of a resource: its first business identifier, else ``Type/id``."""
         for identifier in as_list(resource.get("identifier")):
-            if isinstance(identifier, Mapping) and string(identifier.get("value")):
+            if isinstance(identifier, JSON_OBJECT) and string(identifier.get("value")):
                 return f"{identifier.get('system')}|{str(identifier['value']).strip()}"
         return self.index.key(resource)
 
@@ -101,7 +102,7 @@ class ConversionState:
             return
         written = 0
         for identifier in as_list(resource.get("identifier")):
-            if isinstance(identifier, Mapping) and identifier_ii(parent, identifier) is not None:
+            if isinstance(identifier, JSON_OBJECT) and identifier_ii(parent, identifier) is not None:
                 written += 1
         if written == 0:
             ii(parent, self.derived_id("resource", self.index.key(resource)))
@@ -177,18 +178,18 @@ class SectionWriter:
     def is_confidential(self, resource: Resource) -> bool:
         """``meta.security`` NOPAT: not to be disclosed to the patient (SPEC §7.4, §8.5)."""
         meta = resource.get("meta")
-        labels = as_list(meta.get("security")) if isinstance(meta, Mapping) else []
-        return any(isinstance(label, Mapping) and label.get("code") == "NOPAT" for label in labels)
+        labels = as_list(meta.get("security")) if isinstance(meta, JSON_OBJECT) else []
+        return any(isinstance(label, JSON_OBJECT) and label.get("code") == "NOPAT" for label in labels)
 
     def list_notices(self, lst: Resource) -> None:
         """List warning codes, note and emptyReason as narrative paragraphs (SPEC §8.5; GPC warnings)."""
         title = string(lst.get("title")) or concept_text(lst.get("code"), "list")
-        notes = [string(n.get("text")) for n in as_list(lst.get("note")) if isinstance(n, Mapping)]
+        notes = [string(n.get("text")) for n in as_list(lst.get("note")) if isinstance(n, JSON_OBJECT)]
         note_text = " ".join(n for n in notes if n)
         warnings = [
             str(e.get("valueCode"))
             for e in as_list(lst.get("extension"))
-            if isinstance(e, Mapping) and isinstance(e.get("url"), str) and e["url"].endswith("ListWarningCode-1")
+            if isinstance(e, JSON_OBJECT) and isinstance(e.get("url"), str) and e["url"].endswith("ListWarningCode-1")
         ]
         for code in warnings:
             text = T.LIST_WARNING_TEXT.get(code, f"GP Connect warning '{code}'.")
@@ -196,7 +197,7 @@ class SectionWriter:
         if note_text:
             self._notice(f"{title}: {note_text}", "note")
         empty = lst.get("emptyReason")
-        if isinstance(empty, Mapping) and not as_list(lst.get("entry")):
+        if isinstance(empty, JSON_OBJECT) and not as_list(lst.get("entry")):
             reason = concept_text(empty, "no reason given")
             self._notice(f"{title}: the GP system returned no entries ({reason}).", "empty")
 
@@ -345,7 +346,7 @@ def _describe(resource: Resource) -> tuple[str, str]:
     """Best-effort label and date of any clinical resource, for failure rows."""
     concept = None
     for key in ("code", "vaccineCode", "medicationCodeableConcept", "type"):
-        if isinstance(resource.get(key), Mapping):
+        if isinstance(resource.get(key), JSON_OBJECT):
             concept = resource[key]
             break
     label = concept_text(concept, _type(resource))
@@ -356,7 +357,7 @@ def _describe(resource: Resource) -> tuple[str, str]:
             date = readable_date(resource[key])
             break
     period = resource.get("effectivePeriod")
-    if not date and isinstance(period, Mapping):
+    if not date and isinstance(period, JSON_OBJECT):
         date = readable_date(period.get("start"))
     return f"{_type(resource)}: {label}", date
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -194,12 +195,12 @@ class AllergyConcernAct:
     def _manifestations(self) -> list[tuple[Mapping[str, Any], str | None, str | None]]:
         found = []
         for reaction in as_list(self.allergy.get("reaction")):
-            if not isinstance(reaction, Mapping):
+            if not isinstance(reaction, JSON_OBJECT):
                 continue
             severity = reaction.get("severity") if isinstance(reaction.get("severity"), str) else None
             description = string(reaction.get("description"))
             for manifestation in as_list(reaction.get("manifestation")):
-                if isinstance(manifestation, Mapping):
+                if isinstance(manifestation, JSON_OBJECT):
                     found.append((manifestation, severity, description))
         return found
 
@@ -243,7 +244,7 @@ class AllergyConcernAct:
             text = concept_text(manifestation, description or "Unspecified reaction")
             reactions.append(f"{text} ({severity})" if severity else text)
         if not reactions:
-            reactions = [d for r in as_list(allergy.get("reaction")) if isinstance(r, Mapping)
+            reactions = [d for r in as_list(allergy.get("reaction")) if isinstance(r, JSON_OBJECT)
                          if (d := string(r.get("description")))]
         row.cell(reactions)
         criticality = CRITICALITY.get(str(allergy.get("criticality")))
@@ -257,7 +258,7 @@ class AllergyConcernAct:
             row.cell([readable_date(self.end_date) or "Date not recorded", self.end_reason or ""])
         else:
             row.cell("")
-        notes = [n.get("text") for n in as_list(allergy.get("note")) if isinstance(n, Mapping)]
+        notes = [n.get("text") for n in as_list(allergy.get("note")) if isinstance(n, JSON_OBJECT)]
         last = allergy.get("lastOccurrence")
         extra = [f"Last occurrence: {readable_date(last)}"] if isinstance(last, str) else []
         if self.section.is_confidential(allergy):

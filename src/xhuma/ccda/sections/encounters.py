@@ -18,6 +18,7 @@ from typing import Any
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -68,7 +69,7 @@ class Consultation:
     def start(self) -> str | None:
         if self.encounter is not None:
             period = self.encounter.get("period")
-            if isinstance(period, Mapping) and isinstance(period.get("start"), str):
+            if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
                 return str(period["start"])
         if self.consultation_list is not None and isinstance(self.consultation_list.get("date"), str):
             return str(self.consultation_list["date"])
@@ -148,13 +149,13 @@ def consultations(state: ConversionState, primary_lists: list[Resource]) -> list
 def _items(index: BundleIndex, lst: Resource) -> list[Resource | str]:
     members: list[Resource | str] = []
     for entry in as_list(lst.get("entry")):
-        item = entry.get("item") if isinstance(entry, Mapping) else None
+        item = entry.get("item") if isinstance(entry, JSON_OBJECT) else None
         resolved = index.resolve(item, lst)
         if resolved is not None:
             members.append(resolved)
         else:
-            ref = item.get("reference") if isinstance(item, Mapping) else None
-            display = item.get("display") if isinstance(item, Mapping) else None
+            ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
+            display = item.get("display") if isinstance(item, JSON_OBJECT) else None
             members.append(str(ref or display or "an entry without reference"))
     return members
 
@@ -163,24 +164,24 @@ def _topics(index: BundleIndex, consultation_list: Resource) -> list[Topic]:
     topics: list[Topic] = []
     loose: list[Resource | str] = []
     for item in _items(index, consultation_list):
-        if isinstance(item, Mapping) and item.get("resourceType") == "List" and _is(item, index, T.LIST_TOPIC):
+        if isinstance(item, JSON_OBJECT) and item.get("resourceType") == "List" and _is(item, index, T.LIST_TOPIC):
             problem = None
             for ext in as_list(item.get("extension")):
-                if isinstance(ext, Mapping) and str(ext.get("url", "")).endswith("RelatedProblemHeader-1"):
+                if isinstance(ext, JSON_OBJECT) and str(ext.get("url", "")).endswith("RelatedProblemHeader-1"):
                     for part in as_list(ext.get("extension")):
-                        if isinstance(part, Mapping) and part.get("url") == "target":
+                        if isinstance(part, JSON_OBJECT) and part.get("url") == "target":
                             problem = index.resolve(part.get("valueReference"))
             topic = Topic(string(item.get("title")) or "Topic", problem)
             flat: list[Resource | str] = []
             for sub in _items(index, item):
-                if isinstance(sub, Mapping) and sub.get("resourceType") == "List":
+                if isinstance(sub, JSON_OBJECT) and sub.get("resourceType") == "List":
                     topic.headings.append((string(sub.get("title")) or "", _items(index, sub)))
                 else:
                     flat.append(sub)
             if flat:
                 topic.headings.insert(0, ("", flat))
             topics.append(topic)
-        elif isinstance(item, Mapping) and item.get("resourceType") == "List":
+        elif isinstance(item, JSON_OBJECT) and item.get("resourceType") == "List":
             topics.append(Topic("", None, [(string(item.get("title")) or "", _items(index, item))]))
         else:
             loose.append(item)
@@ -196,15 +197,15 @@ def structure_lists(consultation: Consultation, index: BundleIndex) -> list[Reso
         return out
     out.append(consultation.consultation_list)
     for item in _items(index, consultation.consultation_list):
-        if isinstance(item, Mapping) and item.get("resourceType") == "List":
+        if isinstance(item, JSON_OBJECT) and item.get("resourceType") == "List":
             out.append(item)
-            out += [s for s in _items(index, item) if isinstance(s, Mapping) and s.get("resourceType") == "List"]
+            out += [s for s in _items(index, item) if isinstance(s, JSON_OBJECT) and s.get("resourceType") == "List"]
     return out
 
 
 def performer_reference(encounter: Resource) -> object:
     """participant of type PPRF (primary performer), else REC (recorder), else the first one."""
-    participants = [p for p in as_list(encounter.get("participant")) if isinstance(p, Mapping)]
+    participants = [p for p in as_list(encounter.get("participant")) if isinstance(p, JSON_OBJECT)]
     for wanted in ("PPRF", "REC"):
         for participant in participants:
             if any(c.get("code") == wanted for t in as_list(participant.get("type")) for c in codings(t)):
@@ -215,7 +216,7 @@ def performer_reference(encounter: Resource) -> object:
 def locations(index: BundleIndex, encounter: Resource) -> list[tuple[Resource | None, str]]:
     out: list[tuple[Resource | None, str]] = []
     for item in as_list(encounter.get("location")):
-        if not isinstance(item, Mapping):
+        if not isinstance(item, JSON_OBJECT):
             continue
         location = index.resolve(item.get("location"))
         label = (string(location.get("name")) if location else None) or string(
@@ -250,7 +251,7 @@ class EncounterActivity:
         encounter = self.encounter
         row = self.table.row()
         period = encounter.get("period")
-        start, end = (period.get("start"), period.get("end")) if isinstance(period, Mapping) else (None, None)
+        start, end = (period.get("start"), period.get("end")) if isinstance(period, JSON_OBJECT) else (None, None)
         row.cell([readable_date(start)] + ([f"to {readable_date(end)}"] if end else []))
         type_ref = row.cell(encounter_type_text(encounter), content="type")
         performer = performer_reference(encounter)
@@ -275,7 +276,7 @@ class EncounterActivity:
         act = el(self.section.entry(), "encounter", {"classCode": "ENC", "moodCode": "EVN"})
         self.section.template(act, T.ENCOUNTER_ACTIVITY)
         self.section.add_ids(act, encounter)
-        types = [t for t in as_list(encounter.get("type")) if isinstance(t, Mapping)]
+        types = [t for t in as_list(encounter.get("type")) if isinstance(t, JSON_OBJECT)]
         cd(act, "code", types[0] if types else None, reference=type_ref)
         text_reference(act, row.reference)
         if isinstance(end, str) and end:
@@ -299,7 +300,7 @@ class EncounterActivity:
         assigned = el(el(act, "performer"), "assignedEntity")
         written = 0
         for identifier in as_list((person or organisation or {}).get("identifier")):
-            if isinstance(identifier, Mapping) and identifier_ii(assigned, identifier) is not None:
+            if isinstance(identifier, JSON_OBJECT) and identifier_ii(assigned, identifier) is not None:
                 written += 1
         if written == 0:
             null(assigned, "id", "UNK")
@@ -320,7 +321,7 @@ class EncounterActivity:
             el(code, "originalText", text=concept_text(kind))
         if location is not None:
             if location.get("address"):
-                address(role, [location.get("address")] if isinstance(location.get("address"), Mapping)
+                address(role, [location.get("address")] if isinstance(location.get("address"), JSON_OBJECT)
                         else location.get("address"), required=False)
             telecoms(role, location.get("telecom"), required=False)
         entity = el(role, "playingEntity", {"classCode": "PLC"})

@@ -10,6 +10,7 @@ from typing import Any
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import ProductCoding
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -95,7 +96,7 @@ class ImmunizationActivity:
         self.section.template(activity, T.IMMUNIZATION_ACTIVITY)
         self.section.add_ids(activity, immunization)
         procedure = extension(immunization, "VaccinationProcedure-1")
-        if procedure is not None and isinstance(procedure.get("valueCodeableConcept"), Mapping):
+        if procedure is not None and isinstance(procedure.get("valueCodeableConcept"), JSON_OBJECT):
             cd(activity, "code", procedure["valueCodeableConcept"])
         text_reference(activity, self.row.reference)
         el(activity, "statusCode", {"code": "completed"})
@@ -104,9 +105,9 @@ class ImmunizationActivity:
         sequence = protocol.get("doseSequence")
         if isinstance(sequence, int) and not isinstance(sequence, bool) and sequence >= 0:
             el(activity, "repeatNumber", {"value": str(sequence)})
-        if isinstance(immunization.get("route"), Mapping):
+        if isinstance(immunization.get("route"), JSON_OBJECT):
             cd(activity, "routeCode", immunization["route"])
-        if isinstance(immunization.get("site"), Mapping):
+        if isinstance(immunization.get("site"), JSON_OBJECT):
             cd(activity, "approachSiteCode", immunization["site"])
         self._dose(activity)
         self._product(activity, vaccine_ref)
@@ -134,7 +135,7 @@ class ImmunizationActivity:
         if _is_null_flavor(vaccine) or not codings(vaccine):
             # Unknown product (UNK in GP Connect): nullFlavor with the GP's text (SPEC §8.4.4).
             code = null(material, "code", "UNK")
-            text = concept_text(vaccine) if isinstance(vaccine, Mapping) else ""
+            text = concept_text(vaccine) if isinstance(vaccine, JSON_OBJECT) else ""
             if vaccine_ref:
                 el(el(code, "originalText"), "reference", {"value": vaccine_ref})
             elif text:
@@ -155,7 +156,7 @@ class ImmunizationActivity:
         """practitioner role AP → performer; EP (entering) → author (SPEC §8.4.4)."""
         authors = []
         for practitioner in as_list(self.immunization.get("practitioner")):
-            if not isinstance(practitioner, Mapping):
+            if not isinstance(practitioner, JSON_OBJECT):
                 continue
             role = next((str(c.get("code")) for c in codings(practitioner.get("role"))), "AP")
             if role == "EP":
@@ -166,7 +167,7 @@ class ImmunizationActivity:
                 continue
             entity = el(el(activity, "performer"), "assignedEntity")
             written = sum(1 for i in as_list((person or organisation or {}).get("identifier"))
-                          if isinstance(i, Mapping) and identifier_ii(entity, i) is not None)
+                          if isinstance(i, JSON_OBJECT) and identifier_ii(entity, i) is not None)
             if written == 0:
                 null(entity, "id", "UNK")
             if person is not None:
@@ -209,16 +210,16 @@ class ImmunizationActivity:
         expiry = readable_date(immunization.get("expirationDate"))
         row.cell([string(immunization.get("lotNumber")) or "", f"Expires {expiry}" if expiry else ""])
         reasons = self.reasons_not_given if self.not_given else self.reasons
-        row.cell([concept_text(r) for r in reasons if isinstance(r, Mapping)])
+        row.cell([concept_text(r) for r in reasons if isinstance(r, JSON_OBJECT)])
         notes = [str(n["text"]) for n in as_list(immunization.get("note"))
-                 if isinstance(n, Mapping) and isinstance(n.get("text"), str)]
+                 if isinstance(n, JSON_OBJECT) and isinstance(n.get("text"), str)]
         if immunization.get("primarySource") is False:
             notes.append("Reported by another source")
         location = self.index.resolve(immunization.get("location"))
         if string(mapping(location).get("name")):
             notes.append(f"Location: {mapping(location)['name']}")
         performers = [author_label(self.index, p.get("actor")) for p in as_list(immunization.get("practitioner"))
-                      if isinstance(p, Mapping)]
+                      if isinstance(p, JSON_OBJECT)]
         notes += [f"By {p}" for p in performers if p]
         if self.section.is_confidential(immunization):
             notes.append("Not for disclosure to the patient (NOPAT)")

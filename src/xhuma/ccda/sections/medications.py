@@ -15,6 +15,7 @@ from typing import Any
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import ProductCoding
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -116,7 +117,7 @@ def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
 
 def _start(statement: Resource) -> str:
     period = statement.get("effectivePeriod")
-    value = period.get("start") if isinstance(period, Mapping) else statement.get("effectiveDateTime")
+    value = period.get("start") if isinstance(period, JSON_OBJECT) else statement.get("effectiveDateTime")
     return value if isinstance(value, str) else ""
 
 
@@ -133,10 +134,10 @@ class MedicationActivity:
         self.plan = self._plan()
         self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
         self.dosage: Mapping[str, Any] = first(statement.get("dosage")) or {}
-        if not isinstance(self.dosage, Mapping):
+        if not isinstance(self.dosage, JSON_OBJECT):
             self.dosage = {}
         status = statement.get("status")
-        period = statement.get("effectivePeriod") if isinstance(statement.get("effectivePeriod"), Mapping) else {}
+        period = statement.get("effectivePeriod") if isinstance(statement.get("effectivePeriod"), JSON_OBJECT) else {}
         self.start = period.get("start") if period else statement.get("effectiveDateTime")
         self.end = period.get("end") if period else None
         self.status = STATUS.get(str(status), "completed" if self.end else "active")
@@ -163,10 +164,10 @@ class MedicationActivity:
             el(period, "high", {"nullFlavor": "NI"})  # open-ended authorisation (HL7 examples)
         self._frequency(activity)
         route = self.dosage.get("route")
-        if isinstance(route, Mapping):
+        if isinstance(route, JSON_OBJECT):
             cd(activity, "routeCode", route)
         site = self.dosage.get("site")
-        if isinstance(site, Mapping):
+        if isinstance(site, JSON_OBJECT):
             cd(activity, "approachSiteCode", site)
         self._dose(activity)
         product = el(el(activity, "consumable"), "manufacturedProduct", {"classCode": "MANU"})
@@ -195,8 +196,8 @@ class MedicationActivity:
     def _frequency(self, activity: Element) -> None:
         """dosage.timing.repeat frequency/period → PIVL_TS operator A (SPEC §8.4.2)."""
         timing = self.dosage.get("timing")
-        repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
-        if not isinstance(repeat, Mapping):
+        repeat = timing.get("repeat") if isinstance(timing, JSON_OBJECT) else None
+        if not isinstance(repeat, JSON_OBJECT):
             return
         period = repeat.get("period")
         unit = UCUM_TIME.get(str(repeat.get("periodUnit")))
@@ -219,8 +220,8 @@ class MedicationActivity:
         """doseQuantity SHALL (CONF:1098-7516): UCUM unit when given; countable forms carry no unit (the unit is
         the product's form); free-text-only dosage → nullFlavor UNK (SPEC §8.4.2)."""
         dose = self.dosage.get("doseQuantity")
-        number = format_number(dose.get("value")) if isinstance(dose, Mapping) else None
-        if number is None or not isinstance(dose, Mapping):
+        number = format_number(dose.get("value")) if isinstance(dose, JSON_OBJECT) else None
+        if number is None or not isinstance(dose, JSON_OBJECT):
             el(activity, "doseQuantity", {"nullFlavor": "UNK"})
             return
         attrib = {"value": number}
@@ -263,7 +264,7 @@ class MedicationActivity:
         allowed_value = (allowed or {}).get("valuePositiveInt")
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
             el(supply, "repeatNumber", {"value": str(allowed_value)})
-        quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), Mapping) else None
+        quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), JSON_OBJECT) else None
         number = format_number(quantity.get("value")) if quantity else None
         if number is not None and quantity is not None:
             # Quantity text ("28 tablet") stays in the narrative; only UCUM units go into the PQ.
@@ -282,7 +283,7 @@ class MedicationActivity:
         self.section.template(criterion, T.PRECONDITION)  # the templateId sits on criterion (CONF:1098-31883)
         fixed_code(criterion, "code", T.ASSERTION, xsi_type="CD")
         reason = self.dosage.get("asNeededCodeableConcept")
-        if isinstance(reason, Mapping):
+        if isinstance(reason, JSON_OBJECT):
             cd(criterion, "value", reason, xsi_type="CD")
         else:
             value = el(criterion, "value", {"nullFlavor": "NI"})
@@ -300,10 +301,10 @@ class MedicationActivity:
         sig_text = string(dosage.get("text"))
         lines = [sig_text] if sig_text else []
         extra = [string(i.get("text")) or concept_text(i) for i in as_list(dosage.get("additionalInstruction"))
-                 if isinstance(i, Mapping)]
+                 if isinstance(i, JSON_OBJECT)]
         if dosage.get("asNeededBoolean") is True:
             extra.append("As required (PRN)")
-        if isinstance(dosage.get("route"), Mapping):
+        if isinstance(dosage.get("route"), JSON_OBJECT):
             extra.append(f"Route: {concept_text(dosage['route'])}")
         if string(dosage.get("patientInstruction")):
             extra.append(f"Patient instruction: {dosage['patientInstruction'].strip()}")
@@ -317,7 +318,7 @@ class MedicationActivity:
         if prescription_type is not None:
             concept = prescription_type.get("valueCodeableConcept")
             type_code = next((str(c.get("code")) for c in as_list((concept or {}).get("coding"))
-                              if isinstance(c, Mapping)), None)
+                              if isinstance(c, JSON_OBJECT)), None)
         agency = extension(statement, "PrescribingAgency-1")
         agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
         row.cell([PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text])
@@ -333,7 +334,7 @@ class MedicationActivity:
         last_issue = extension(statement, "MedicationStatementLastIssueDate-1")
         row.cell(readable_date((last_issue or {}).get("valueDateTime")))
         row.cell(self._supply_text(plan))
-        notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, Mapping)
+        notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
                  and isinstance(n.get("text"), str)]
         recorder = author_label(self.index, plan.get("recorder")) if plan else ""
         if recorder:
@@ -356,7 +357,7 @@ class MedicationActivity:
         if parts:
             lines.append("Quantity: " + " ".join(parts))
         duration = dispense.get("expectedSupplyDuration")
-        if isinstance(duration, Mapping) and format_number(duration.get("value")):
+        if isinstance(duration, JSON_OBJECT) and format_number(duration.get("value")):
             lines.append(f"Duration: {format_number(duration.get('value'))} {duration.get('unit') or ''}".strip())
         repeat = extension(plan, "MedicationRepeatInformation-1") if plan else None
         allowed = (sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed") or {}).get("valuePositiveInt")

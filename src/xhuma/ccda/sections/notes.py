@@ -16,7 +16,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import as_list, concept_text, el, fixed_code, null, readable_date, string, text_reference, ts
+from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
+    as_list,
+    concept_text,
+    el,
+    fixed_code,
+    null,
+    readable_date,
+    string,
+    text_reference,
+    ts,
+)
 from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
@@ -50,7 +61,7 @@ def item_lines(state: ConversionState, item: Resource | str) -> list[str]:
         head = concept_text(item.get("code"), "Observation")
         value = value_text(item)
         for component in as_list(item.get("component")):
-            if isinstance(component, Mapping):
+            if isinstance(component, JSON_OBJECT):
                 value = ", ".join(v for v in (value, f"{concept_text(component.get('code'))} "
                                               f"{value_text(component)}".strip()) if v)
         first = f"{head}: {value}" if value else head
@@ -61,7 +72,7 @@ def item_lines(state: ConversionState, item: Resource | str) -> list[str]:
         candidate = item.get(key)
         if isinstance(candidate, list):
             candidate = candidate[0] if candidate else None
-        if isinstance(candidate, Mapping):
+        if isinstance(candidate, JSON_OBJECT):
             concept = candidate
             break
     if rtype in ("MedicationRequest", "MedicationStatement"):

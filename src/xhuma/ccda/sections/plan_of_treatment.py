@@ -19,6 +19,7 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -86,7 +87,7 @@ def _occurrence(request: Resource) -> str | None:
     if isinstance(request.get("occurrenceDateTime"), str):
         return str(request["occurrenceDateTime"])
     period = request.get("occurrencePeriod")
-    if isinstance(period, Mapping) and isinstance(period.get("start"), str):
+    if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
         return str(period["start"])
     return None
 
@@ -107,7 +108,7 @@ def _indication(section: SectionWriter, parent: Element, resource: Resource, con
 
 def _agent(request: Resource) -> object:
     requester = request.get("requester")
-    return requester.get("agent") if isinstance(requester, Mapping) else None
+    return requester.get("agent") if isinstance(requester, JSON_OBJECT) else None
 
 
 class Referral:
@@ -120,7 +121,7 @@ class Referral:
         for key in ("serviceRequested", "specialty", "reasonCode"):
             value = self.referral.get(key)
             concept = value[0] if isinstance(value, list) and value else value
-            if isinstance(concept, Mapping) and (codings(concept) or concept.get("text")):
+            if isinstance(concept, JSON_OBJECT) and (codings(concept) or concept.get("text")):
                 return concept, key
         return None, ""
 
@@ -141,7 +142,7 @@ class Referral:
         if priority:
             details.append(f"Priority: {priority}")
         for identifier in as_list(referral.get("identifier")):
-            if isinstance(identifier, Mapping) and identifier.get("system") in UBRN_SYSTEMS:
+            if isinstance(identifier, JSON_OBJECT) and identifier.get("system") in UBRN_SYSTEMS:
                 details.append(f"e-Referral UBRN: {identifier.get('value')}")
         details += notes_text(referral)
         if self.section.is_confidential(referral):
@@ -170,13 +171,13 @@ class Referral:
         author_participation(encounter, index, _agent(referral), referral.get("authoredOn"))
         if source_key != "reasonCode":
             for position, reason in enumerate(as_list(referral.get("reasonCode"))):
-                if isinstance(reason, Mapping):
+                if isinstance(reason, JSON_OBJECT):
                     _indication(self.section, encounter, referral, reason, position, referral.get("authoredOn"))
         self.section.mapped(referral, T.PLANNED_ENCOUNTER)
 
     def _performer(self, encounter: Element, reference: object) -> None:
         person, organisation = practitioner_of(self.section.index, reference)
-        display = string(reference.get("display")) if isinstance(reference, Mapping) else None
+        display = string(reference.get("display")) if isinstance(reference, JSON_OBJECT) else None
         if person is None and organisation is None and not display:
             return
         assigned = el(el(encounter, "performer"), "assignedEntity")
@@ -225,7 +226,7 @@ class DiaryEntry:
         text_reference(act, row.reference)
         el(act, "statusCode", {"code": "active"})
         period = request.get("occurrencePeriod")
-        if isinstance(period, Mapping) and period.get("end"):
+        if isinstance(period, JSON_OBJECT) and period.get("end"):
             interval = el(act, "effectiveTime")
             ts(interval, "low", period.get("start"))
             ts(interval, "high", period.get("end"))
@@ -233,6 +234,6 @@ class DiaryEntry:
             ts(act, "effectiveTime", due)
         author_participation(act, index, _agent(request), request.get("authoredOn"))
         for position, reason in enumerate(as_list(request.get("reasonCode"))):
-            if isinstance(reason, Mapping):
+            if isinstance(reason, JSON_OBJECT):
                 _indication(self.section, act, request, reason, position, request.get("authoredOn"))
         self.section.mapped(request, T.PLANNED_ACT)

@@ -12,6 +12,7 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     as_list,
     cd,
     concept_text,
@@ -63,7 +64,7 @@ def _is_problem_header(condition: Resource) -> bool:
     if any(isinstance(p, str) and "ProblemHeader" in p for p in profiles):
         return True
     return any(c.get("code") == "problem-list-item" for cat in as_list(condition.get("category"))
-               for c in as_list(mapping(cat).get("coding")) if isinstance(c, Mapping))
+               for c in as_list(mapping(cat).get("coding")) if isinstance(c, JSON_OBJECT))
 
 
 def _is_inactive(condition: Resource) -> bool:
@@ -126,7 +127,7 @@ class ProblemConcernAct:
                   author_label(self.section.index, condition.get("asserter"))])
         row.cell(self._related())
         notes = [str(n["text"]) for n in as_list(condition.get("note"))
-                 if isinstance(n, Mapping) and isinstance(n.get("text"), str)]
+                 if isinstance(n, JSON_OBJECT) and isinstance(n.get("text"), str)]
         if self.section.is_confidential(condition):
             notes.append("Not for disclosure to the patient (NOPAT)")
         row.cell(notes)
@@ -137,7 +138,7 @@ class ProblemConcernAct:
         index = self.section.index
         lines: list[str] = []
         for item in as_list(self.condition.get("extension")):
-            if not isinstance(item, Mapping) or not isinstance(item.get("url"), str):
+            if not isinstance(item, JSON_OBJECT) or not isinstance(item.get("url"), str):
                 continue
             url = item["url"]
             if url.endswith("RelatedProblemHeader-1"):
@@ -168,7 +169,7 @@ def _label(index: Any, target: Resource) -> str:
         return f"medication {concept_text(mapping(medication).get('code'))}".strip()
     for key in ("code", "vaccineCode", "type"):
         concept = target.get(key)
-        if isinstance(concept, Mapping):
+        if isinstance(concept, JSON_OBJECT):
             return concept_text(concept)
         if isinstance(concept, list) and concept:
             return concept_text(concept[0])

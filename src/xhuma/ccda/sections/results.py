@@ -20,6 +20,7 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -148,7 +149,7 @@ def is_ucum(unit: object) -> bool:
 
 def ucum_quantity(quantity: object) -> object:
     """A Quantity whose unit text is valid UCUM gains ``system``/``code`` so ``pq`` writes it as the unit."""
-    if not isinstance(quantity, Mapping) or quantity.get("system") == "http://unitsofmeasure.org":
+    if not isinstance(quantity, JSON_OBJECT) or quantity.get("system") == "http://unitsofmeasure.org":
         return quantity
     unit = quantity.get("code") if is_ucum(quantity.get("code")) else quantity.get("unit")
     if is_ucum(unit):
@@ -158,14 +159,14 @@ def ucum_quantity(quantity: object) -> object:
 
 # --- values shared by every observation-based section -------------------------------------------------------------
 def quantity_text(quantity: object) -> str:
-    if not isinstance(quantity, Mapping):
+    if not isinstance(quantity, JSON_OBJECT):
         return ""
     number = format_number(quantity.get("value"))
     if number is None:
         return ""
     unit = string(quantity.get("unit")) or string(quantity.get("code")) or ""
     comparator = string(quantity.get("comparator")) or ""
-    approx = any(isinstance(e, Mapping) and str(e.get("url", "")).endswith("ValueApproximation-1")
+    approx = any(isinstance(e, JSON_OBJECT) and str(e.get("url", "")).endswith("ValueApproximation-1")
                  and e.get("valueBoolean") is True for e in as_list(quantity.get("extension")))
     return f"{'approx. ' if approx else ''}{comparator}{number}{' ' + unit if unit else ''}"
 
@@ -184,16 +185,16 @@ def value_text(observation: Resource) -> str:
     if isinstance(observation.get("valueInteger"), int):
         return str(observation["valueInteger"])
     value_range = observation.get("valueRange")
-    if isinstance(value_range, Mapping):
+    if isinstance(value_range, JSON_OBJECT):
         return f"{quantity_text(value_range.get('low'))} – {quantity_text(value_range.get('high'))}"
     period = observation.get("valuePeriod")
-    if isinstance(period, Mapping):
+    if isinstance(period, JSON_OBJECT):
         return f"{readable_date(period.get('start'))} – {readable_date(period.get('end'))}"
     ratio = observation.get("valueRatio")
-    if isinstance(ratio, Mapping):
+    if isinstance(ratio, JSON_OBJECT):
         return f"{quantity_text(ratio.get('numerator'))} / {quantity_text(ratio.get('denominator'))}"
     absent = observation.get("dataAbsentReason")
-    if isinstance(absent, Mapping):
+    if isinstance(absent, JSON_OBJECT):
         return f"No value ({concept_text(absent, 'reason not given')})"
     return ""
 
@@ -209,7 +210,7 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
     """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
     IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative."""
     quantity = observation.get("valueQuantity")
-    if isinstance(quantity, Mapping):
+    if isinstance(quantity, JSON_OBJECT):
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
         if comparator is not None and format_number(quantity.get("value")) is not None:
             value = set_xsi_type(el(parent, "value"), "IVL_PQ")
@@ -218,7 +219,7 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
             return value
         return pq(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
     concept = observation.get("valueCodeableConcept")
-    if isinstance(concept, Mapping):
+    if isinstance(concept, JSON_OBJECT):
         return cd(parent, "value", concept, reference=reference, xsi_type="CD")
     text = value_text(observation) if has_value(observation) else ""
     if isinstance(observation.get("valueBoolean"), bool):
@@ -226,10 +227,10 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
     if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
         return set_xsi_type(el(parent, "value", {"value": str(observation["valueInteger"])}), "INT")
     value_range = observation.get("valueRange")
-    if isinstance(value_range, Mapping):
+    if isinstance(value_range, JSON_OBJECT):
         value = set_xsi_type(el(parent, "value"), "IVL_PQ")
         for side in ("low", "high"):
-            if isinstance(value_range.get(side), Mapping):
+            if isinstance(value_range.get(side), JSON_OBJECT):
                 pq(value, side, ucum_quantity(value_range[side]))
         return value
     if text:
@@ -253,10 +254,10 @@ def interpretation_text(observation: Resource) -> str:
 def range_text(observation: Resource) -> list[str]:
     out = []
     unit = ""
-    if isinstance(observation.get("valueQuantity"), Mapping):
+    if isinstance(observation.get("valueQuantity"), JSON_OBJECT):
         unit = string(observation["valueQuantity"].get("unit")) or ""
     for reference_range in as_list(observation.get("referenceRange")):
-        if not isinstance(reference_range, Mapping):
+        if not isinstance(reference_range, JSON_OBJECT):
             continue
         text = string(reference_range.get("text"))
         low = quantity_text(reference_range.get("low")).removesuffix(f" {unit}") if unit else quantity_text(
@@ -277,22 +278,22 @@ def write_reference_ranges(parent: Element, observation: Resource) -> None:
     result_quantity = observation.get("valueQuantity")
     unit_keys = ("unit", "system", "code")
     for reference_range in as_list(observation.get("referenceRange")):
-        if not isinstance(reference_range, Mapping):
+        if not isinstance(reference_range, JSON_OBJECT):
             continue
         low, high = reference_range.get("low"), reference_range.get("high")
         text = string(reference_range.get("text"))
-        if not (isinstance(low, Mapping) or isinstance(high, Mapping) or text):
+        if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
             continue
         observation_range = el(el(parent, "referenceRange"), "observationRange")
         bounds = [(name, q) for name, q in (("low", low), ("high", high))
-                  if isinstance(q, Mapping) and format_number(q.get("value")) is not None]
+                  if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
         if text or not bounds:
             el(observation_range, "text", text=text or "")
         if bounds:
             value = set_xsi_type(el(observation_range, "value"), "IVL_PQ")
             for name, quantity in bounds:
                 merged = dict(quantity)
-                if isinstance(result_quantity, Mapping) and not any(k in quantity for k in unit_keys):
+                if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
                     merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
                 pq(value, name, ucum_quantity(merged))
         else:
@@ -342,7 +343,7 @@ class ReportEntries:
                    if r is not None]
         for reference in as_list(self.report.get("result")):
             if self.index.resolve(reference) is None:
-                ref = reference.get("reference") if isinstance(reference, Mapping) else reference
+                ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
                 self.section.warn("unresolved-reference", f"report result {ref} is not in the bundle", self.report)
         for observation in results:
             if observation.get("resourceType") != "Observation":
@@ -350,7 +351,7 @@ class ReportEntries:
                                   observation)
                 continue
             members = [m for m in (self.index.resolve(rel.get("target")) for rel in as_list(observation.get(
-                "related")) if isinstance(rel, Mapping) and rel.get("type", "has-member") == "has-member")
+                "related")) if isinstance(rel, JSON_OBJECT) and rel.get("type", "has-member") == "has-member")
                 if m is not None and m.get("resourceType") == "Observation"]
             if members:
                 groups.append((observation, members))
@@ -430,7 +431,7 @@ class ReportEntries:
         row.cell(["Issued " + readable_date(report.get("issued"))] if report.get("issued") else [])
         details: list[str] = []
         labs = [author_label(self.index, p.get("actor")) for p in as_list(report.get("performer"))
-                if isinstance(p, Mapping)]
+                if isinstance(p, JSON_OBJECT)]
         details += [f"Performed by: {lab}" for lab in labs if lab]
         for specimen in self.specimens:
             details.append(f"Specimen: {specimen_text(specimen)}")
@@ -542,14 +543,14 @@ def _status_label(resource: Resource) -> str:
 def specimen_text(specimen: Resource) -> str:
     parts = [concept_text(specimen.get("type"), "specimen")]
     accession = specimen.get("accessionIdentifier")
-    if isinstance(accession, Mapping) and string(accession.get("value")):
+    if isinstance(accession, JSON_OBJECT) and string(accession.get("value")):
         parts.append(f"accession {accession['value']}")
     collection = specimen.get("collection")
-    if isinstance(collection, Mapping):
+    if isinstance(collection, JSON_OBJECT):
         collected = collection.get("collectedDateTime") or (collection.get("collectedPeriod") or {}).get("start")
         if collected:
             parts.append(f"collected {readable_date(collected)}")
-        if isinstance(collection.get("bodySite"), Mapping):
+        if isinstance(collection.get("bodySite"), JSON_OBJECT):
             parts.append(f"site {concept_text(collection['bodySite'])}")
     if specimen.get("receivedTime"):
         parts.append(f"received {readable_date(specimen.get('receivedTime'))}")
@@ -560,7 +561,7 @@ def specimen_text(specimen: Resource) -> str:
 def _collection_time(specimens: Sequence[Resource]) -> str | None:
     for specimen in specimens:
         collection = specimen.get("collection")
-        if isinstance(collection, Mapping):
+        if isinstance(collection, JSON_OBJECT):
             value = collection.get("collectedDateTime") or (collection.get("collectedPeriod") or {}).get("start")
             if isinstance(value, str):
                 return value
@@ -573,7 +574,7 @@ def _observation_time(observation: Resource | None, specimens: Sequence[Resource
         if isinstance(observation.get("effectiveDateTime"), str):
             return str(observation["effectiveDateTime"])
         period = observation.get("effectivePeriod")
-        if isinstance(period, Mapping) and isinstance(period.get("start"), str):
+        if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
             return str(period["start"])
     collected = _collection_time(specimens)
     if collected:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     cd,
@@ -191,7 +192,7 @@ class SocialHistoryEntry:
 
     def _value(self, entry: Element) -> None:
         quantity = self.observation.get("valueQuantity")
-        if isinstance(quantity, Mapping) and format_number(quantity.get("value")) is not None:
+        if isinstance(quantity, JSON_OBJECT) and format_number(quantity.get("value")) is not None:
             unit = string(quantity.get("unit")) or ""
             annotated = ALCOHOL_UNITS.get(unit.lower())
             if annotated and quantity.get("system") != "http://unitsofmeasure.org":

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import as_list, concept_text, fhir_ts, readable_date, string
+from xhuma.ccda.datatypes import JSON_OBJECT, as_list, concept_text, fhir_ts, readable_date, string
 from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
@@ -88,7 +88,7 @@ def _observation_row(section: SectionWriter, table: NarrativeTable, observation:
     row.cell(concept_text(observation.get("code"), "Unnamed entry"))
     value = value_text(observation)
     for component in as_list(observation.get("component")):
-        if isinstance(component, Mapping):
+        if isinstance(component, JSON_OBJECT):
             part = f"{concept_text(component.get('code'))}: {value_text(component)}".strip(": ")
             value = f"{value}; {part}" if value else part
     row.cell(value)
@@ -113,8 +113,8 @@ def _document_row(section: SectionWriter, table: NarrativeTable, document: Resou
     row.cell(concept_text(document.get("type"), "Document"))
     description = lines_of(string(document.get("description")))
     for content in as_list(document.get("content")):
-        attachment = content.get("attachment") if isinstance(content, Mapping) else None
-        if isinstance(attachment, Mapping):
+        attachment = content.get("attachment") if isinstance(content, JSON_OBJECT) else None
+        if isinstance(attachment, JSON_OBJECT):
             kind = string(attachment.get("contentType")) or "unknown type"
             size = attachment.get("size")
             description.append(f"Attachment: {string(attachment.get('title')) or kind}"
@@ -135,17 +135,17 @@ def _document_row(section: SectionWriter, table: NarrativeTable, document: Resou
 def _answers(items: object, depth: int = 0) -> list[str]:
     out: list[str] = []
     for item in as_list(items):
-        if not isinstance(item, Mapping):
+        if not isinstance(item, JSON_OBJECT):
             continue
         question = string(item.get("text")) or string(item.get("linkId")) or "Question"
         answers = []
         for answer in as_list(item.get("answer")):
-            if not isinstance(answer, Mapping):
+            if not isinstance(answer, JSON_OBJECT):
                 continue
             for key, value in answer.items():
                 if not key.startswith("value"):
                     continue
-                if isinstance(value, Mapping):
+                if isinstance(value, JSON_OBJECT):
                     text = concept_text(value) if "coding" in value or "text" in value else string(value.get(
                         "display")) or string(value.get("value")) or ""
                     if not text and "value" in value:
@@ -164,7 +164,7 @@ def _questionnaire_row(section: SectionWriter, table: NarrativeTable, response: 
     row.cell(readable_date(response.get("authored")))
     questionnaire = response.get("questionnaire")
     name = (string(questionnaire.get("display")) or string(questionnaire.get("reference"))
-            if isinstance(questionnaire, Mapping) else None)
+            if isinstance(questionnaire, JSON_OBJECT) else None)
     row.cell(name or "Questionnaire")
     answers = _answers(response.get("item"))
     if section.is_confidential(response):

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
     Element,
     as_list,
     coding_display,
@@ -138,7 +139,7 @@ def effective(observation: Resource) -> str | None:
     if isinstance(value, str):
         return value
     period = observation.get("effectivePeriod")
-    if isinstance(period, Mapping) and isinstance(period.get("start"), str):
+    if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
         return str(period["start"])
     issued = observation.get("issued")
     return issued if isinstance(issued, str) else None
@@ -166,14 +167,14 @@ def readings(observation: Resource) -> list[Reading]:
     if is_bp_panel(observation):
         out = []
         for position, component in enumerate(as_list(observation.get("component"))):
-            if isinstance(component, Mapping):
+            if isinstance(component, JSON_OBJECT):
                 quantity = component.get("valueQuantity")
                 out.append(Reading(observation, component.get("code"), vital_kind(component.get("code")),
-                                   quantity if isinstance(quantity, Mapping) else None, component, position))
+                                   quantity if isinstance(quantity, JSON_OBJECT) else None, component, position))
         return out
     quantity = observation.get("valueQuantity")
     return [Reading(observation, observation.get("code"), vital_kind(observation.get("code")),
-                    quantity if isinstance(quantity, Mapping) else None, observation, -1)]
+                    quantity if isinstance(quantity, JSON_OBJECT) else None, observation, -1)]
 
 
 def build(state: ConversionState) -> None:
@@ -233,7 +234,7 @@ class VitalSign:
         if reading.value is not None and format_number(reading.value.get("value")) is not None:
             unit = string(reading.value.get("unit")) or string(reading.value.get("code")) or ""
             quantity_text = f"{format_number(reading.value.get('value'))} {unit}".strip()
-        elif isinstance(reading.holder.get("dataAbsentReason"), Mapping):
+        elif isinstance(reading.holder.get("dataAbsentReason"), JSON_OBJECT):
             quantity_text = f"Not recorded ({concept_text(reading.holder['dataAbsentReason'])})"
         row.cell(quantity_text)
         remarks = [interpretation_text(reading.holder), *lines_of(string(self.observation.get("comment")))]
