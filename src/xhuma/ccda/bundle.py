@@ -16,6 +16,7 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import JSON_OBJECT, as_list, codings
 
 Resource = Mapping[str, Any]
+_UNSEEN: Any = object()
 
 # Resource types a GP Connect structured record may contain (SPEC §7.4). Anything else is reported.
 KNOWN_TYPES = frozenset(
@@ -71,6 +72,7 @@ class BundleIndex:
         self.contained: list[tuple[str, Resource]] = []  # every contained resource, with its key
         self._lists_by_code: dict[str, list[Resource]] = {}
         self._by_type: dict[str, list[Resource]] = {}  # top-level resources per resourceType, in bundle order
+        self._resolved: dict[str, Resource | None] = {}  # reference string → resolve() result (the index is fixed)
         self._listed: set[int] | None = None
         self._index()
 
@@ -183,13 +185,17 @@ class BundleIndex:
             if container is None:
                 return None
             return self._contained.get(id(container), {}).get(ref[1:])
-        parts = ref.rstrip("/").split("/")
-        if len(parts) >= 2:
-            # Absolute URLs and versioned references end in Type/id[/_history/v].
-            if len(parts) >= 4 and parts[-2] == "_history":
-                parts = parts[:-2]
-            return self._by_ref.get(f"{parts[-2]}/{parts[-1]}")
-        return None
+        found = self._resolved.get(ref, _UNSEEN)
+        if found is _UNSEEN:
+            found = None
+            parts = ref.rstrip("/").split("/")
+            if len(parts) >= 2:
+                # Absolute URLs and versioned references end in Type/id[/_history/v].
+                if len(parts) >= 4 and parts[-2] == "_history":
+                    parts = parts[:-2]
+                found = self._by_ref.get(f"{parts[-2]}/{parts[-1]}")
+            self._resolved[ref] = found
+        return found
 
     def of_type(self, rtype: str) -> Iterator[Resource]:
         return iter(self._by_type.get(rtype, ()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import ModuleType
@@ -109,6 +110,9 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
 
 def _section_module(key: str) -> ModuleType | None:
     name = f"xhuma.ccda.sections.{key}"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:

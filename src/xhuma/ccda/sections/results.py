@@ -200,7 +200,10 @@ def value_text(observation: Resource) -> str:
 
 
 def has_value(observation: Resource) -> bool:
-    return any(key.startswith("value") for key in observation)
+    for key in observation:
+        if key.startswith("value"):
+            return True
+    return False
 
 
 _COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
