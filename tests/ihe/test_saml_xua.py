@@ -77,7 +77,7 @@ def test_purpose_of_use_element_of_ihe_xua_is_read_too(data_dir):
 
 
 async def test_verified_assertion_identity_reaches_gp_connect_and_the_audit_LESSONS_13(strict, data_dir, signer):
-    saml = assertion(epic_statement(data_dir, resource_id=cx()), signer=signer, audience="https://xhuma.example.nhs.uk")
+    saml = assertion(epic_statement(data_dir, resource_id=cx()), signer=signer, audience=OURS)
     response = await strict.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(), security=security_header(saml)))
     assert response.status_code == 200 and b"ExtrinsicObject" in response.content
     caller = strict.gpconnect.callers[0]
@@ -85,6 +85,15 @@ async def test_verified_assertion_identity_reaches_gp_connect_and_the_audit_LESS
     event = (await strict.events(transaction="ITI-38"))[0]
     assert event["saml_verified"] is True and event["user_name"] == "CONE, Stephen"
     assert event["organization_id"] == "urn:oid:1.2.840.114350.1.13.525.3.7.3.688884.100"
+
+
+OURS = "https://xhuma.example.nhs.uk"  # the audience the strict gateway is configured with
+REFUSAL_REASON = {
+    "unsigned": "SamlUnsigned", "tampered": "SamlBadSignature", "untrusted-signer": "SamlBadSignature",
+    "expired": "SamlExpired", "not-yet-valid": "SamlNotYetValid", "other-audience": "SamlAudience",
+    "no-audience-restriction": "SamlAudience", "purpose-not-allowed": "SamlPurposeOfUse",
+    "resource-id-other-patient": "SamlResourceMismatch", "no-assertion": "SamlMissing",
+}
 
 
 def _tamper(saml):
@@ -130,12 +139,17 @@ def _tamper(saml):
             id="other-audience",
         ),
         pytest.param(
-            lambda d, s: assertion(epic_statement(d, resource_id=cx(), purpose="MARKETING"), signer=s),
+            lambda d, s: assertion(epic_statement(d, resource_id=cx()), signer=s),
+            "wsse:FailedAuthentication",
+            id="no-audience-restriction",
+        ),
+        pytest.param(
+            lambda d, s: assertion(epic_statement(d, resource_id=cx(), purpose="MARKETING"), signer=s, audience=OURS),
             "wsse:FailedAuthentication",
             id="purpose-not-allowed",
         ),
         pytest.param(
-            lambda d, s: assertion(epic_statement(d, resource_id=cx(OTHER_NHS)), signer=s),
+            lambda d, s: assertion(epic_statement(d, resource_id=cx(OTHER_NHS)), signer=s, audience=OURS),
             "wsse:FailedAuthentication",
             id="resource-id-other-patient",
         ),
@@ -143,7 +157,7 @@ def _tamper(saml):
     ],
 )
 async def test_required_mode_rejects_unverifiable_assertions_with_a_ws_security_fault_LESSONS_13(
-    strict, data_dir, signer, make, subcode
+    strict, data_dir, signer, make, subcode, request
 ):
     saml = make(data_dir, signer)
     response = await strict.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(), security=security_header(saml)))
@@ -152,28 +166,31 @@ async def test_required_mode_rejects_unverifiable_assertions_with_a_ws_security_
     assert strict.gpconnect.calls == 0
     event = (await strict.events(transaction="ITI-38"))[0]
     assert event["outcome"] == "denied"
+    # Each case is refused for its own reason (the audit says which), not by an earlier check.
+    assert event["reason"] == REFUSAL_REASON[request.node.callspec.id]
 
 
 async def test_clock_skew_tolerates_a_slightly_early_assertion(strict, data_dir, signer):
     saml = assertion(
-        epic_statement(data_dir, resource_id=cx()), signer=signer, not_before=datetime.now(UTC) + timedelta(seconds=30)
+        epic_statement(data_dir, resource_id=cx()), signer=signer, audience=OURS,
+        not_before=datetime.now(UTC) + timedelta(seconds=30),
     )
     response = await strict.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(), security=security_header(saml)))
     assert response.status_code == 200
 
 
 async def test_required_mode_checks_resource_id_against_the_iti55_patient(strict, data_dir, signer):
-    saml = assertion(epic_statement(data_dir, resource_id=cx(OTHER_NHS)), signer=signer)
+    saml = assertion(epic_statement(data_dir, resource_id=cx(OTHER_NHS)), signer=signer, audience=OURS)
     response = await strict.post("/SOAP/iti55", envelope(ACTION_55, iti55_body(), security=security_header(saml)))
     assert response.status_code == 400 and fault_subcode(response) == "wsse:FailedAuthentication"
-    saml = assertion(epic_statement(data_dir, resource_id=cx(DEMO_NHS)), signer=signer)
+    saml = assertion(epic_statement(data_dir, resource_id=cx(DEMO_NHS)), signer=signer, audience=OURS)
     response = await strict.post("/SOAP/iti55", envelope(ACTION_55, iti55_body(), security=security_header(saml)))
     assert response.status_code == 200 and b"registrationEvent" in response.content
 
 
 async def test_wrapped_assertion_cannot_change_the_signed_identity(strict, data_dir, signer):
     """Signature wrapping: an unsigned copy placed first must not be the identity we use."""
-    signed = assertion(epic_statement(data_dir), signer=signer)
+    signed = assertion(epic_statement(data_dir), signer=signer, audience=OURS)
     forged = _tamper(etree.fromstring(etree.tostring(signed)))
     forged.set("ID", "_forged")
     security = security_header(forged)
@@ -202,6 +219,6 @@ def test_strict_profiles_default_to_required_verification(make_settings):
 
 
 async def test_iti55_with_verified_assertion_is_answered(strict, data_dir, signer):
-    saml = assertion(epic_statement(data_dir, resource_id=cx(DEMO_NHS)), signer=signer)
+    saml = assertion(epic_statement(data_dir, resource_id=cx(DEMO_NHS)), signer=signer, audience=OURS)
     response = await strict.post("/SOAP/iti55", envelope(ACTION_55, iti55_body(), security=security_header(saml)))
     assert body_of(parse_response(response)).find("hl7:acknowledgement/hl7:typeCode", NS).get("code") == "AA"

@@ -223,8 +223,10 @@ class SamlVerifier:
             (audience.text or "").strip()
             for audience in conditions.iterfind(f"{{{SAML2}}}AudienceRestriction/{{{SAML2}}}Audience")
         }
-        if self._audiences and audiences and not (audiences & self._audiences):
-            raise SamlRejected("The SAML assertion is for another audience", reason="SamlAudience")
+        # With audiences configured, the assertion must name one of them: an assertion without an
+        # AudienceRestriction is valid for any relying party, so it could be replayed here (XUA, SAML core 2.5.1.4).
+        if self._audiences and not (audiences & self._audiences):
+            raise SamlRejected("The SAML assertion is not for this service", reason="SamlAudience")
 
     def _check_purpose(self, identity: CallerIdentity) -> None:
         if not identity.purpose_of_use or identity.purpose_of_use.upper() not in self._purposes:
