@@ -70,6 +70,8 @@ class Node(list["Node"]):
     __hash__ = object.__hash__  # type: ignore[assignment]
 
     def set(self, key: str, value: str) -> None:
+        if not self.name:
+            raise TypeError("a serialised fragment cannot be changed")
         attrib = dict(self.attrib) if self.attrib else {}
         attrib[_PREFIXED.get(key, key)] = value
         self.attrs = _attrs(attrib)
@@ -319,11 +321,12 @@ def _readable_date(value: str) -> str:
 
 
 def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> Element:
-    """A TS element from a FHIR date; missing or malformed → nullFlavor (SPEC §8.3 dates)."""
+    """A TS element from a FHIR date; missing or malformed → nullFlavor (SPEC §8.3 dates). Written as a
+    serialised fragment, like the other leaf elements no builder changes afterwards (``ii``, ``text_reference``)."""
     converted = fhir_ts(value)
     if converted is None:
-        return el(parent, name, {"nullFlavor": null_flavor})
-    return el(parent, name, {"value": converted})
+        return fragment(parent, f"<{name}{_attrs({'nullFlavor': null_flavor})}/>")
+    return fragment(parent, f'<{name} value="{converted}"/>')  # digits, '.', '+', '-' only
 
 
 def ivl_ts(
@@ -349,7 +352,7 @@ def ii(parent: Element, root: str, extension: object = None, name: str = "id") -
     attrib = {"root": root}
     if extension is not None and str(extension).strip():
         attrib["extension"] = xml_text(str(extension).strip())
-    return el(parent, name, attrib)
+    return fragment(parent, f"<{name}{_attrs(attrib)}/>")
 
 
 def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> Element | None:
@@ -537,9 +540,7 @@ _TEMPLATE_XML: dict[T.TemplateId, str] = {}  # a cache of serialised templateIds
 
 def text_reference(parent: Element, reference: str, name: str = "text") -> Element:
     """``<text><reference value="#row"/></text>``: ties an entry to its narrative row (LESSONS 27)."""
-    text = el(parent, name)
-    el(text, "reference", {"value": reference})
-    return text
+    return fragment(parent, f"<{name}><reference{_attrs({'value': reference})}/></{name}>")
 
 
 # --- PQ ----------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from xhuma.ccda import templates as T
@@ -134,7 +135,12 @@ def _ucum_simple(unit: str) -> bool:
 def is_ucum(unit: object) -> bool:
     """Whether ``unit`` is a well-formed UCUM expression (``.``/``/`` products of optionally prefixed common
     atoms with exponents, numeric factors and ``{annotations}``)."""
-    if not isinstance(unit, str) or not unit or any(c.isspace() for c in unit) or "(" in unit:
+    return isinstance(unit, str) and _is_ucum(unit)
+
+
+@lru_cache(maxsize=1024)  # a record repeats a few dozen units
+def _is_ucum(unit: str) -> bool:
+    if not unit or any(c.isspace() for c in unit) or "(" in unit:
         return False
     for component in re.split(r"[./](?![^{]*\})", unit[1:] if unit.startswith("/") else unit):
         if component.isdigit():
