@@ -51,11 +51,11 @@ _ATTR_UNSAFE = re.compile('[&<>"]')  # with isprintable(): no character of the v
 _TEXT_SPECIAL = re.compile("[&<>\r]")
 
 
-class Node(list["Node"]):
+class Node(list["Node | str"]):
     """One CDA element (``urn:hl7-org:v3`` namespace) under construction; the list holds its children. The subset
     of the lxml element API the builders use: ``set``, ``text``, ``tail``, ``append``, ``len`` (identity equality
-    and hashing, as lxml). ``attrs`` is the attribute list as serialised. A node with an empty ``name`` is a
-    fragment already serialised (its ``text``), e.g. a narrative table."""
+    and hashing, as lxml). ``attrs`` is the attribute list as serialised. A ``str`` child is markup already
+    serialised (``fragment``): leaf elements nothing changes afterwards, narrative tables."""
 
     __slots__ = ("attrib", "attrs", "name", "tail", "text")
 
@@ -70,8 +70,6 @@ class Node(list["Node"]):
     __hash__ = object.__hash__  # type: ignore[assignment]
 
     def set(self, key: str, value: str) -> None:
-        if not self.name:
-            raise TypeError("a serialised fragment cannot be changed")
         attrib = dict(self.attrib) if self.attrib else {}
         attrib[_PREFIXED.get(key, key)] = value
         self.attrs = _attrs(attrib)
@@ -131,16 +129,18 @@ def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
     return node
 
 
-def fragment(parent: Element, xml: str) -> Element:
+def fragment(parent: Element, xml: str) -> str:
     """Append already serialised, well-formed markup (escaped with ``escape_text`` / ``start_tag``)."""
-    node: Node = _new(Node)
-    node.name = ""
-    node.attrib = None
-    node.attrs = ""
-    node.text = xml
-    node.tail = None
-    parent.append(node)
-    return node
+    parent.append(xml)
+    return xml
+
+
+def leaf(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> str:
+    """``el`` for an element nothing will change or add to (no children, no later ``set``): written at once."""
+    head = f"<{name}{_attrs(attrib)}" if attrib else f"<{name}"
+    xml = f"{head}/>" if text is None else f"{head}>{escape_text(xml_text(text))}</{name}>"
+    parent.append(xml)
+    return xml
 
 
 def start_tag(name: str, attrib: Mapping[str, str] | None = None) -> str:
@@ -166,13 +166,14 @@ def _write(node: Node, append: Callable[[str], None]) -> None:
     text = node.text
     append(f"<{name}{node.attrs}>{escape_text(text)}" if text else f"<{name}{node.attrs}>")
     for child in node:
+        if isinstance(child, str):
+            append(child)
+            continue
         if child:
             _write(child, append)
             continue
         text = child.text
-        if not child.name:
-            append(text)  # type: ignore[arg-type]  # a fragment
-        elif text is None:
+        if text is None:
             append(f"<{child.name}{child.attrs}/>")
         else:
             append(f"<{child.name}{child.attrs}>{escape_text(text)}</{child.name}>")
@@ -320,7 +321,7 @@ def _readable_date(value: str) -> str:
     return text
 
 
-def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> Element:
+def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> str:
     """A TS element from a FHIR date; missing or malformed → nullFlavor (SPEC §8.3 dates). Written as a
     serialised fragment, like the other leaf elements no builder changes afterwards (``ii``, ``text_reference``)."""
     converted = fhir_ts(value)
@@ -348,14 +349,14 @@ def ivl_ts(
 
 
 # --- II ----------------------------------------------------------------------------------------------------------
-def ii(parent: Element, root: str, extension: object = None, name: str = "id") -> Element:
+def ii(parent: Element, root: str, extension: object = None, name: str = "id") -> str:
     attrib = {"root": root}
     if extension is not None and str(extension).strip():
         attrib["extension"] = xml_text(str(extension).strip())
     return fragment(parent, f"<{name}{_attrs(attrib)}/>")
 
 
-def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> Element | None:
+def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> str | None:
     """FHIR Identifier → II: known systems to their OID, UUID values as root, else uuid5 (SPEC §8.3)."""
     system = identifier.get("system")
     value = identifier.get("value")
@@ -487,21 +488,20 @@ def cd(
     if xsi_type:
         set_xsi_type(element, xsi_type)
     if reference:
-        original = el(element, "originalText")
-        el(original, "reference", {"value": reference})
+        fragment(element, f"<originalText><reference{_attrs({'value': reference})}/></originalText>")
     elif text and "nullFlavor" in primary:
-        el(element, "originalText", text=text)
+        leaf(element, "originalText", text=text)
     for index, coding in enumerate(all_codings):
         if index == primary_index:
             continue
         attrib = _code_attrs(coding)
         if attrib is not None:
-            el(element, "translation", attrib)
+            leaf(element, "translation", attrib)
         elif coding.get("code") is not None or coding.get("display") is not None:
             # Unknown system: keep what the GP system said rather than drop it (issue 3: originalText).
             translation = el(element, "translation", {"nullFlavor": "OTH"})
             described = " ".join(str(coding.get(k)) for k in ("system", "code", "display") if coding.get(k))
-            el(translation, "originalText", text=described)
+            leaf(translation, "originalText", text=described)
     return element
 
 
@@ -519,7 +519,7 @@ def snomed(parent: Element, name: str, code: str, display: str, *, xsi_type: str
     return fixed_code(parent, name, T.FixedCode(code, T.SNOMED_OID, "SNOMED CT", display), xsi_type=xsi_type)
 
 
-def template_id(parent: Element, template: T.TemplateId) -> Element:
+def template_id(parent: Element, template: T.TemplateId) -> str:
     """templateId; versioned templates with an R1.1 ancestor also get the bare root (CONF:1198-32934).
 
     Written as one serialised fragment (a tenth of a document's elements are templateIds)."""
@@ -538,7 +538,7 @@ def template_id(parent: Element, template: T.TemplateId) -> Element:
 _TEMPLATE_XML: dict[T.TemplateId, str] = {}  # a cache of serialised templateIds (the registry's constants)
 
 
-def text_reference(parent: Element, reference: str, name: str = "text") -> Element:
+def text_reference(parent: Element, reference: str, name: str = "text") -> str:
     """``<text><reference value="#row"/></text>``: ties an entry to its narrative row (LESSONS 27)."""
     return fragment(parent, f"<{name}><reference{_attrs({'value': reference})}/></{name}>")
 
@@ -569,7 +569,7 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
     elif number is not None:
         element = el(parent, name, {"nullFlavor": "OTH"})
         translation = el(element, "translation", {"value": number, "nullFlavor": "OTH"})
-        el(translation, "originalText", text=unit_text)
+        leaf(translation, "originalText", text=unit_text)
     else:
         element = el(parent, name, {"nullFlavor": "UNK"})
     if xsi_type:

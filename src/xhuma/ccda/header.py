@@ -24,6 +24,7 @@ from xhuma.ccda.datatypes import (
     hl7_ts,
     identifier_ii,
     ii,
+    leaf,
     null,
     string,
     template_id,
@@ -123,19 +124,19 @@ def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
 
     root = element("ClinicalDocument")  # declares NSMAP when serialised
     # SPEC §10.1 / docs/ccda.md: realmCode US is what the US Realm Header requires (CONF:1198-16791).
-    el(root, "realmCode", {"code": context.realm})
-    el(root, "typeId", {"root": T.CDA_TYPE_ID.root, "extension": str(T.CDA_TYPE_ID.extension)})
+    leaf(root, "realmCode", {"code": context.realm})
+    leaf(root, "typeId", {"root": T.CDA_TYPE_ID.root, "extension": str(T.CDA_TYPE_ID.extension)})
     template_id(root, T.US_REALM_HEADER)
     template_id(root, T.CCD_DOCUMENT)
     ii(root, document_id)
     fixed_code(root, "code", T.CCD_CODE)
-    el(root, "title", text=context.title)
-    el(root, "effectiveTime", {"value": hl7_ts(state.now)})
-    el(root, "confidentialityCode", {"code": context.confidentiality_code, "codeSystem": T.CONFIDENTIALITY_OID,
+    leaf(root, "title", text=context.title)
+    leaf(root, "effectiveTime", {"value": hl7_ts(state.now)})
+    leaf(root, "confidentialityCode", {"code": context.confidentiality_code, "codeSystem": T.CONFIDENTIALITY_OID,
                                      "codeSystemName": "Confidentiality"})
-    el(root, "languageCode", {"code": context.language_code})
+    leaf(root, "languageCode", {"code": context.language_code})
     ii(root, context.set_id or document_id, name="setId")
-    el(root, "versionNumber", {"value": str(context.version_number)})
+    leaf(root, "versionNumber", {"value": str(context.version_number)})
 
     _record_target(root, state, patient, practice)
     _author(root, state, practice)
@@ -181,17 +182,17 @@ def _record_target(root: Element, state: ConversionState, patient: Resource | No
     person_name(person, human_name(patient), fielded=True)
     gender = _GENDER.get(str(patient.get("gender"))) if patient else None
     if gender is not None:
-        el(person, "administrativeGenderCode", {"code": gender[0], "codeSystem": T.ADMIN_GENDER_OID,
+        leaf(person, "administrativeGenderCode", {"code": gender[0], "codeSystem": T.ADMIN_GENDER_OID,
                                                 "displayName": gender[1], "codeSystemName": "AdministrativeGender"})
     elif patient is not None and patient.get("gender") in ("other", "unknown"):
-        el(person, "administrativeGenderCode", {"code": "UN", "codeSystem": T.ADMIN_GENDER_OID,
+        leaf(person, "administrativeGenderCode", {"code": "UN", "codeSystem": T.ADMIN_GENDER_OID,
                                                 "displayName": "Undifferentiated",
                                                 "codeSystemName": "AdministrativeGender"})
     else:
         null(person, "administrativeGenderCode", "UNK")
     birth = fhir_ts(patient.get("birthDate")) if patient else None
     if birth is not None:
-        el(person, "birthTime", {"value": birth[:8]})
+        leaf(person, "birthTime", {"value": birth[:8]})
     else:
         null(person, "birthTime", "UNK")
     # No UK source for the US race/ethnicity value sets (SPEC §8.1): SHALL elements sent as UNK.
@@ -203,29 +204,29 @@ def _record_target(root: Element, state: ConversionState, patient: Resource | No
 
 def _author(root: Element, state: ConversionState, practice: Resource | None) -> None:
     author = el(root, "author")
-    el(author, "time", {"value": hl7_ts(state.now)})
+    leaf(author, "time", {"value": hl7_ts(state.now)})
     assigned = el(author, "assignedAuthor")
     # A device author has no NPI; the gateway organisation id stands in (SPEC §8.1 author row).
     ii(assigned, state.context.custodian_id_root, state.context.custodian_id_extension)
     address(assigned, practice.get("address") if practice else None)
     telecoms(assigned, practice.get("telecom") if practice else None)
     device = el(assigned, "assignedAuthoringDevice")
-    el(device, "manufacturerModelName", text=state.context.custodian_name)
-    el(device, "softwareName", text=f"{state.context.author_software} {__version__}")
+    leaf(device, "manufacturerModelName", text=state.context.custodian_name)
+    leaf(device, "softwareName", text=f"{state.context.author_software} {__version__}")
     if practice is not None:
         represented_organisation(assigned, practice)
     else:
         # A device author SHALL have a representedOrganization (CONF:1198-8456): the gateway operator.
         organisation = el(assigned, "representedOrganization")
         ii(organisation, state.context.custodian_id_root, state.context.custodian_id_extension)
-        el(organisation, "name", text=state.context.custodian_name)
+        leaf(organisation, "name", text=state.context.custodian_name)
 
 
 def _custodian(root: Element, state: ConversionState) -> None:
     """Custodian = the gateway operator: it created and holds this document (SPEC §10.3, docs/ccda.md)."""
     organisation = el(el(el(root, "custodian"), "assignedCustodian"), "representedCustodianOrganization")
     ii(organisation, state.context.custodian_id_root, state.context.custodian_id_extension)
-    el(organisation, "name", text=state.context.custodian_name)
+    leaf(organisation, "name", text=state.context.custodian_name)
     null(organisation, "telecom", "UNK")
     null(organisation, "addr", "UNK")
 
@@ -239,10 +240,10 @@ def _documentation_of(
     if low is None and patient is not None:
         low = fhir_ts(patient.get("birthDate"))
     if low is not None:
-        el(period, "low", {"value": low})
+        leaf(period, "low", {"value": low})
     else:
         null(period, "low", "UNK")
-    el(period, "high", {"value": hl7_ts(state.now)})
+    leaf(period, "high", {"value": hl7_ts(state.now)})
     gp = state.index.usual_gp
     if gp is not None:
         performer = el(event, "performer", {"typeCode": "PRF"})

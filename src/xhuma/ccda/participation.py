@@ -7,7 +7,7 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
-from xhuma.ccda.datatypes import JSON_OBJECT, Element, as_list, el, identifier_ii, null, string, template_id, ts
+from xhuma.ccda.datatypes import JSON_OBJECT, Element, as_list, el, identifier_ii, leaf, null, string, template_id, ts
 
 Resource = Mapping[str, Any]
 
@@ -58,16 +58,16 @@ def person_name(parent: Element, name: Mapping[str, Any] | None, *, fielded: boo
             element.text = text
         return element
     for prefix in prefixes:
-        el(element, "prefix", text=prefix)
+        leaf(element, "prefix", text=prefix)
     if given:
         for part in given:
-            el(element, "given", text=part)
+            leaf(element, "given", text=part)
     elif fielded:
-        el(element, "given", {"nullFlavor": "UNK"})
+        leaf(element, "given", {"nullFlavor": "UNK"})
     if family:
-        el(element, "family", text=family)
+        leaf(element, "family", text=family)
     elif fielded:
-        el(element, "family", {"nullFlavor": "UNK"})
+        leaf(element, "family", {"nullFlavor": "UNK"})
     return element
 
 
@@ -88,22 +88,22 @@ def address(parent: Element, addresses: object, *, required: bool = True) -> Non
     if use:
         addr.set("use", use)
     for line in lines[:4]:
-        el(addr, "streetAddressLine", text=line)
+        leaf(addr, "streetAddressLine", text=line)
     if not lines:
-        el(addr, "streetAddressLine", {"nullFlavor": "UNK"})
+        leaf(addr, "streetAddressLine", {"nullFlavor": "UNK"})
     if city:
-        el(addr, "city", text=city)
+        leaf(addr, "city", text=city)
     else:
-        el(addr, "city", {"nullFlavor": "UNK"})
+        leaf(addr, "city", {"nullFlavor": "UNK"})
     district = string(home.get("district"))
     if district:
-        el(addr, "county", text=district)
+        leaf(addr, "county", text=district)
     postcode = string(home.get("postalCode"))
     if postcode:
-        el(addr, "postalCode", text=postcode)
+        leaf(addr, "postalCode", text=postcode)
     else:
-        el(addr, "postalCode", {"nullFlavor": "UNK"})
-    el(addr, "country", text=string(home.get("country")) or "GB")
+        leaf(addr, "postalCode", {"nullFlavor": "UNK"})
+    leaf(addr, "country", text=string(home.get("country")) or "GB")
 
 
 def telecoms(parent: Element, values: object, *, required: bool = True) -> None:
@@ -122,7 +122,7 @@ def telecoms(parent: Element, values: object, *, required: bool = True) -> None:
         use = _TELECOM_USE.get(str(point.get("use")))
         if use:
             attrib["use"] = use
-        el(parent, "telecom", attrib)
+        leaf(parent, "telecom", attrib)
         written += 1
     if written == 0 and required:
         null(parent, "telecom", "UNK")
@@ -154,7 +154,7 @@ def represented_organisation(parent: Element, organisation: Resource | None, nam
     organisation_ids(element, organisation)
     label = string(organisation.get("name")) if organisation is not None else None
     if label:
-        el(element, "name", text=label)
+        leaf(element, "name", text=label)
     elif full:
         null(element, "name", "UNK")
     if full:

@@ -27,6 +27,7 @@ from xhuma.ccda.datatypes import (
     fixed_code,
     identifier_ii,
     ii,
+    leaf,
     readable_date,
     string,
     template_id,
@@ -258,7 +259,7 @@ class SectionWriter:
     def add_ids(self, parent: Element, resource: Resource, role: str = "") -> None:
         self.state.add_ids(parent, resource, role)
 
-    def template(self, parent: Element, template: T.TemplateId) -> Element:
+    def template(self, parent: Element, template: T.TemplateId) -> str:
         return template_id(parent, template)
 
     # --- report ------------------------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ class SectionWriter:
             template_id(section, self.spec.template)
         if self.spec.code is not None:
             fixed_code(section, "code", self.spec.code)
-        el(section, "title", text=self.title)
+        leaf(section, "title", text=self.title)
         text = el(section, "text")
         for notice in self.notices:
             paragraph(text, notice.text, "Bold" if notice.kind in ("warning", "disabled") else None)

@@ -23,6 +23,7 @@ from xhuma.ccda.datatypes import (
     extension,
     fixed_code,
     ivl_ts,
+    leaf,
     readable_date,
     snomed,
     snomed_code,
@@ -141,7 +142,7 @@ class AllergyConcernAct:
         self.section.template(act, T.ALLERGY_CONCERN_ACT)
         self.section.add_ids(act, allergy, "allergy-concern")
         fixed_code(act, "code", T.CONCERN)
-        el(act, "statusCode", {"code": "completed" if self.ended else "active"})
+        leaf(act, "statusCode", {"code": "completed" if self.ended else "active"})
         # Concern time = when the concern was recorded; an ended concern SHALL have high (unknown → UNK).
         ivl_ts(act, "effectiveTime", allergy.get("assertedDate"), self.end_date if self.ended else None,
                high_required=self.ended)
@@ -159,7 +160,7 @@ class AllergyConcernAct:
         self.section.add_ids(observation, allergy)
         fixed_code(observation, "code", T.ASSERTION)
         text_reference(observation, self.row.reference)
-        el(observation, "statusCode", {"code": "completed"})
+        leaf(observation, "statusCode", {"code": "completed"})
         ivl_ts(observation, "effectiveTime", allergy.get("onsetDateTime"),
                self.end_date if self.ended else None, high_required=self.ended)
         if self.no_known:
@@ -171,7 +172,7 @@ class AllergyConcernAct:
         entity = el(el(el(observation, "participant", {"typeCode": "CSM"}), "participantRole",
                        {"classCode": "MANU"}), "playingEntity", {"classCode": "MMAT"})
         if self.no_known:
-            el(entity, "code", {"nullFlavor": "NA"})  # SPEC §8.3 rule 4: no agent for "no known allergy"
+            leaf(entity, "code", {"nullFlavor": "NA"})  # SPEC §8.3 rule 4: no agent for "no known allergy"
         else:
             cd(entity, "code", allergy.get("code"), reference=agent_ref)
         criticality = CRITICALITY.get(str(allergy.get("criticality")))
@@ -180,7 +181,7 @@ class AllergyConcernAct:
                       "observation", {"classCode": "OBS", "moodCode": "EVN"})
             self.section.template(crit, T.CRITICALITY_OBSERVATION)
             fixed_code(crit, "code", T.CRITICALITY)
-            el(crit, "statusCode", {"code": "completed"})
+            leaf(crit, "statusCode", {"code": "completed"})
             fixed_code(crit, "value", T.FixedCode(criticality[0], T.CRITICALITY_OID, "HL7 Criticality",
                                                   criticality[1]), xsi_type="CD")
         for position, (manifestation, severity, description) in enumerate(self._manifestations()):
@@ -211,7 +212,7 @@ class AllergyConcernAct:
         self.section.template(reaction, T.REACTION_OBSERVATION)
         self.section.add_ids(reaction, self.allergy, f"reaction-{position}")
         fixed_code(reaction, "code", T.ASSERTION)
-        el(reaction, "statusCode", {"code": "completed"})
+        leaf(reaction, "statusCode", {"code": "completed"})
         null_flavor = next((str(c.get("code")) for c in codings(manifestation)
                             if c.get("system") == NULL_FLAVOR_SYSTEM and c.get("code") in ("NI", "UNC", "ASKU",
                                                                                               "UNK")), None)
@@ -220,7 +221,7 @@ class AllergyConcernAct:
             value = el(reaction, "value", {"nullFlavor": "UNK" if null_flavor == "UNC" else null_flavor})
             value.set("{http://www.w3.org/2001/XMLSchema-instance}type", "CD")
             if description:
-                el(value, "originalText", text=description)
+                leaf(value, "originalText", text=description)
         else:
             cd(reaction, "value", manifestation, xsi_type="CD")
         if severity in SEVERITY:
@@ -228,7 +229,7 @@ class AllergyConcernAct:
                      "observation", {"classCode": "OBS", "moodCode": "EVN"})
             self.section.template(sev, T.SEVERITY_OBSERVATION)
             fixed_code(sev, "code", T.SEVERITY)
-            el(sev, "statusCode", {"code": "completed"})
+            leaf(sev, "statusCode", {"code": "completed"})
             snomed(sev, "value", SEVERITY[severity][0], SEVERITY[severity][1], xsi_type="CD")
 
     def _narrative(self) -> str | None:

@@ -27,6 +27,7 @@ from xhuma.ccda.datatypes import (
     el,
     fhir_ts,
     identifier_ii,
+    leaf,
     null,
     readable_date,
     string,
@@ -318,7 +319,7 @@ class EncounterActivity:
         # HealthcareServiceLocation is a US (CDC HSLOC) value set: keep the GP system's text instead.
         code = el(role, "code", {"nullFlavor": "OTH" if concept_text(kind) else "NI"})
         if concept_text(kind):
-            el(code, "originalText", text=concept_text(kind))
+            leaf(code, "originalText", text=concept_text(kind))
         if location is not None:
             if location.get("address"):
                 address(role, [location.get("address")] if isinstance(location.get("address"), JSON_OBJECT)
@@ -326,7 +327,7 @@ class EncounterActivity:
             telecoms(role, location.get("telecom"), required=False)
         entity = el(role, "playingEntity", {"classCode": "PLC"})
         if label:
-            el(entity, "name", text=label)
+            leaf(entity, "name", text=label)
 
 
 __all__ = ["Consultation", "Topic", "build", "consultations", "encounter_type_text", "name_text"]

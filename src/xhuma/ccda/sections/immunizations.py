@@ -21,6 +21,7 @@ from xhuma.ccda.datatypes import (
     first,
     format_number,
     identifier_ii,
+    leaf,
     mapping,
     null,
     readable_date,
@@ -99,12 +100,12 @@ class ImmunizationActivity:
         if procedure is not None and isinstance(procedure.get("valueCodeableConcept"), JSON_OBJECT):
             cd(activity, "code", procedure["valueCodeableConcept"])
         text_reference(activity, self.row.reference)
-        el(activity, "statusCode", {"code": "completed"})
+        leaf(activity, "statusCode", {"code": "completed"})
         ts(activity, "effectiveTime", immunization.get("date"))
         protocol = mapping(first(immunization.get("vaccinationProtocol")))
         sequence = protocol.get("doseSequence")
         if isinstance(sequence, int) and not isinstance(sequence, bool) and sequence >= 0:
-            el(activity, "repeatNumber", {"value": str(sequence)})
+            leaf(activity, "repeatNumber", {"value": str(sequence)})
         if isinstance(immunization.get("route"), JSON_OBJECT):
             cd(activity, "routeCode", immunization["route"])
         if isinstance(immunization.get("site"), JSON_OBJECT):
@@ -125,7 +126,7 @@ class ImmunizationActivity:
         code = dose.get("code")
         if dose.get("system") == "http://unitsofmeasure.org" and isinstance(code, str) and code and " " not in code:
             attrib["unit"] = code
-        el(activity, "doseQuantity", attrib)
+        leaf(activity, "doseQuantity", attrib)
 
     def _product(self, activity: Element, vaccine_ref: str | None) -> None:
         product = el(el(activity, "consumable"), "manufacturedProduct", {"classCode": "MANU"})
@@ -137,20 +138,20 @@ class ImmunizationActivity:
             code = null(material, "code", "UNK")
             text = concept_text(vaccine) if isinstance(vaccine, JSON_OBJECT) else ""
             if vaccine_ref:
-                el(el(code, "originalText"), "reference", {"value": vaccine_ref})
+                leaf(el(code, "originalText"), "reference", {"value": vaccine_ref})
             elif text:
-                el(code, "originalText", text=text)
+                leaf(code, "originalText", text=text)
         else:
             # CVX is the US value set; SNOMED/dm+d primary or as translation per context (SPEC §10.1).
             primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
             cd(material, "code", vaccine, reference=vaccine_ref, primary_systems=primary)
         lot = string(self.immunization.get("lotNumber"))
         if lot:
-            el(material, "lotNumberText", text=lot)
+            leaf(material, "lotNumberText", text=lot)
         manufacturer = self.index.resolve(self.immunization.get("manufacturer"))
         name = string(mapping(manufacturer).get("name"))
         if name:
-            el(el(product, "manufacturerOrganization"), "name", text=name)
+            leaf(el(product, "manufacturerOrganization"), "name", text=name)
 
     def _performers(self, activity: Element) -> None:
         """practitioner role AP → performer; EP (entering) → author (SPEC §8.4.4)."""
@@ -184,7 +185,7 @@ class ImmunizationActivity:
         self.section.template(observation, T.IMMUNIZATION_REFUSAL_REASON)
         self.section.add_ids(observation, self.immunization, "refusal-reason")
         cd(observation, "code", reason, primary_systems=())
-        el(observation, "statusCode", {"code": "completed"})
+        leaf(observation, "statusCode", {"code": "completed"})
 
     def _narrative(self) -> str | None:
         immunization = self.immunization

@@ -26,6 +26,7 @@ from xhuma.ccda.datatypes import (
     fixed_code,
     format_number,
     ivl_ts,
+    leaf,
     mapping,
     readable_date,
     set_xsi_type,
@@ -156,12 +157,12 @@ class MedicationActivity:
         self.section.template(activity, T.MEDICATION_ACTIVITY)
         self.section.add_ids(activity, statement)
         text_reference(activity, self.row.reference)
-        el(activity, "statusCode", {"code": self.status})
+        leaf(activity, "statusCode", {"code": self.status})
         period = ivl_ts(activity, "effectiveTime", self.start,
                         self.end if self.end else None, high_required=self.status != "active")
         set_xsi_type(period, "IVL_TS")
         if self.status == "active" and not self.end:
-            el(period, "high", {"nullFlavor": "NI"})  # open-ended authorisation (HL7 examples)
+            leaf(period, "high", {"nullFlavor": "NI"})  # open-ended authorisation (HL7 examples)
         self._frequency(activity)
         route = self.dosage.get("route")
         if isinstance(route, JSON_OBJECT):
@@ -214,7 +215,7 @@ class MedicationActivity:
             return
         element = el(activity, "effectiveTime", {"operator": "A", "institutionSpecified": "true"})
         set_xsi_type(element, "PIVL_TS")
-        el(element, "period", {"value": value, "unit": unit})
+        leaf(element, "period", {"value": value, "unit": unit})
 
     def _dose(self, activity: Element) -> None:
         """doseQuantity SHALL (CONF:1098-7516): UCUM unit when given; countable forms carry no unit (the unit is
@@ -222,13 +223,13 @@ class MedicationActivity:
         dose = self.dosage.get("doseQuantity")
         number = format_number(dose.get("value")) if isinstance(dose, JSON_OBJECT) else None
         if number is None or not isinstance(dose, JSON_OBJECT):
-            el(activity, "doseQuantity", {"nullFlavor": "UNK"})
+            leaf(activity, "doseQuantity", {"nullFlavor": "UNK"})
             return
         attrib = {"value": number}
         if dose.get("system") == "http://unitsofmeasure.org" and isinstance(dose.get("code"), str) \
                 and dose["code"].strip() and " " not in dose["code"]:
             attrib["unit"] = dose["code"]
-        el(activity, "doseQuantity", attrib)
+        leaf(activity, "doseQuantity", attrib)
 
     def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
         sig = el(el(activity, "entryRelationship", {"typeCode": "COMP"}), "substanceAdministration",
@@ -236,15 +237,15 @@ class MedicationActivity:
         self.section.template(sig, T.MEDICATION_FREE_TEXT_SIG)
         fixed_code(sig, "code", T.FREE_TEXT_SIG)
         text_reference(sig, sig_ref)
-        el(el(el(sig, "consumable"), "manufacturedProduct"), "manufacturedLabeledDrug", {"nullFlavor": "NA"})
+        leaf(el(el(sig, "consumable"), "manufacturedProduct"), "manufacturedLabeledDrug", {"nullFlavor": "NA"})
 
     def _instruction(self, activity: Element, instruction: str) -> None:
         act = el(el(activity, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}), "act",
                  {"classCode": "ACT", "moodCode": "INT"})
         self.section.template(act, T.INSTRUCTION)
         fixed_code(act, "code", T.MEDICATION_INSTRUCTION)
-        el(act, "text", text=instruction)
-        el(act, "statusCode", {"code": "completed"})
+        leaf(act, "text", text=instruction)
+        leaf(act, "statusCode", {"code": "completed"})
 
     def _supply_order(self, activity: Element, plan: Resource) -> None:
         """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
@@ -252,7 +253,7 @@ class MedicationActivity:
                     {"classCode": "SPLY", "moodCode": "INT"})
         self.section.template(supply, T.MEDICATION_SUPPLY_ORDER)
         self.section.add_ids(supply, plan)
-        el(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
+        leaf(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
         dispense = mapping(plan.get("dispenseRequest"))
         validity = mapping(dispense.get("validityPeriod"))
         repeat = extension(plan, "MedicationRepeatInformation-1")
@@ -263,7 +264,7 @@ class MedicationActivity:
         allowed = sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed")
         allowed_value = (allowed or {}).get("valuePositiveInt")
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
-            el(supply, "repeatNumber", {"value": str(allowed_value)})
+            leaf(supply, "repeatNumber", {"value": str(allowed_value)})
         quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), JSON_OBJECT) else None
         number = format_number(quantity.get("value")) if quantity else None
         if number is not None and quantity is not None:
@@ -272,7 +273,7 @@ class MedicationActivity:
             if quantity.get("system") == "http://unitsofmeasure.org" and isinstance(quantity.get("code"), str) \
                     and quantity["code"].strip() and " " not in quantity["code"]:
                 attrib["unit"] = quantity["code"]
-            el(supply, "quantity", attrib)
+            leaf(supply, "quantity", attrib)
         author_participation(supply, self.index, plan.get("recorder") or plan.get("requester"),
                              plan.get("authoredOn"))
 
@@ -288,7 +289,7 @@ class MedicationActivity:
         else:
             value = el(criterion, "value", {"nullFlavor": "NI"})
             set_xsi_type(value, "CD")
-            el(value, "originalText", text="As required")
+            leaf(value, "originalText", text="As required")
 
     # --- narrative ---------------------------------------------------------------------------------------------
     def _narrative(self) -> tuple[str | None, str | None]:

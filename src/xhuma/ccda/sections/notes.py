@@ -22,6 +22,7 @@ from xhuma.ccda.datatypes import (
     concept_text,
     el,
     fixed_code,
+    leaf,
     null,
     readable_date,
     string,
@@ -141,7 +142,7 @@ class NoteActivity:
         code = fixed_code(act, "code", NOTE)
         fixed_code(code, "translation", PROGRESS_NOTE)
         text_reference(act, row.reference)
-        el(act, "statusCode", {"code": "completed"})
+        leaf(act, "statusCode", {"code": "completed"})
         ts(act, "effectiveTime", consultation.start)
         if author_participation(act, state.index, performer, consultation.start) is None:
             author = el(act, "author")  # Note Activity SHALL have an author (4.202): nobody named → unknown

@@ -28,6 +28,7 @@ from xhuma.ccda.datatypes import (
     el,
     fhir_ts,
     ii,
+    leaf,
     notes_text,
     readable_date,
     snomed,
@@ -99,9 +100,9 @@ def _indication(section: SectionWriter, parent: Element, resource: Resource, con
                      {"classCode": "OBS", "moodCode": "EVN"})
     section.template(observation, T.INDICATION)
     section.add_ids(observation, resource, f"indication-{position}")
-    el(observation, "code", {"code": PROBLEM_TYPE.code, "codeSystem": PROBLEM_TYPE.system,
+    leaf(observation, "code", {"code": PROBLEM_TYPE.code, "codeSystem": PROBLEM_TYPE.system,
                              "codeSystemName": PROBLEM_TYPE.system_name, "displayName": str(PROBLEM_TYPE.display)})
-    el(observation, "statusCode", {"code": "completed"})
+    leaf(observation, "statusCode", {"code": "completed"})
     ts(observation, "effectiveTime", when)
     cd(observation, "value", concept, xsi_type="CD")
 
@@ -159,12 +160,12 @@ class Referral:
             cd(encounter, "code", concept, reference=code_ref)
         else:
             code = snomed(encounter, "code", *PATIENT_REFERRAL)
-            el(el(code, "originalText"), "reference", {"value": str(code_ref)})
+            leaf(el(code, "originalText"), "reference", {"value": str(code_ref)})
         text_reference(encounter, row.reference)
-        el(encounter, "statusCode", {"code": "active"})
+        leaf(encounter, "statusCode", {"code": "active"})
         ts(encounter, "effectiveTime", referral.get("authoredOn"))
         if priority in PRIORITY:
-            el(encounter, "priorityCode", {"code": PRIORITY[priority][0], "codeSystem": PRIORITY_OID,
+            leaf(encounter, "priorityCode", {"code": PRIORITY[priority][0], "codeSystem": PRIORITY_OID,
                                            "codeSystemName": "ActPriority", "displayName": PRIORITY[priority][1]})
         for recipient in as_list(referral.get("recipient")):
             self._performer(encounter, recipient)
@@ -189,7 +190,7 @@ class Referral:
         if person is not None:
             person_name(el(assigned, "assignedPerson"), human_name(person))
         elif display and organisation is None:
-            el(el(assigned, "assignedPerson"), "name", text=display)
+            leaf(el(assigned, "assignedPerson"), "name", text=display)
         if organisation is not None:
             represented_organisation(assigned, organisation)
 
@@ -224,7 +225,7 @@ class DiaryEntry:
         self.section.add_ids(act, request)
         cd(act, "code", request.get("code"), reference=code_ref)
         text_reference(act, row.reference)
-        el(act, "statusCode", {"code": "active"})
+        leaf(act, "statusCode", {"code": "active"})
         period = request.get("occurrencePeriod")
         if isinstance(period, JSON_OBJECT) and period.get("end"):
             interval = el(act, "effectiveTime")

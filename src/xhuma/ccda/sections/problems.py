@@ -20,6 +20,7 @@ from xhuma.ccda.datatypes import (
     extension,
     fixed_code,
     ivl_ts,
+    leaf,
     mapping,
     readable_date,
     string,
@@ -95,7 +96,7 @@ class ProblemConcernAct:
         self.section.template(act, T.PROBLEM_CONCERN_ACT)
         self.section.add_ids(act, condition, "problem-concern")
         fixed_code(act, "code", T.CONCERN)
-        el(act, "statusCode", {"code": "completed" if self.inactive else "active"})
+        leaf(act, "statusCode", {"code": "completed" if self.inactive else "active"})
         ivl_ts(act, "effectiveTime", condition.get("assertedDate"), self.abatement if self.inactive else None,
                high_required=self.inactive)
         author_participation(act, self.section.index, condition.get("asserter"), condition.get("assertedDate"))
@@ -107,7 +108,7 @@ class ProblemConcernAct:
         # A Problem Type SNOMED code SHALL carry its LOINC translation (CONF:1198-32950).
         fixed_code(code, "translation", T.PROBLEM_LOINC)
         text_reference(observation, self.row.reference)
-        el(observation, "statusCode", {"code": "completed"})
+        leaf(observation, "statusCode", {"code": "completed"})
         ivl_ts(observation, "effectiveTime", condition.get("onsetDateTime"), self.abatement,
                high_required=self.inactive)
         cd(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")

@@ -32,6 +32,7 @@ from xhuma.ccda.datatypes import (
     format_number,
     ii,
     is_code,
+    leaf,
     notes_text,
     null,
     pq,
@@ -297,7 +298,7 @@ def write_reference_ranges(parent: Element, observation: Resource) -> None:
         bounds = [(name, q) for name, q in (("low", low), ("high", high))
                   if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
         if text or not bounds:
-            el(observation_range, "text", text=text or "")
+            leaf(observation_range, "text", text=text or "")
         if bounds:
             value = set_xsi_type(el(observation_range, "value"), "IVL_PQ")
             for name, quantity in bounds:
@@ -502,7 +503,7 @@ class ReportEntries:
         self.ids.write(organizer, source, "" if group is not None else "result-cluster")
         cd(organizer, "code", code, reference=code_ref)
         values = [m for m in members if has_value(m)]
-        el(organizer, "statusCode", {"code": result_status(source, bool(values))})
+        leaf(organizer, "statusCode", {"code": result_status(source, bool(values))})
         moment = _collection_time(self.specimens) or (
             _observation_time(group, self.specimens, self.report) if group is not None else None)
         if moment is None and members:
@@ -532,11 +533,11 @@ class ReportEntries:
         self.ids.write(entry, observation)
         cd(entry, "code", observation.get("code"), reference=code_ref)
         text_reference(entry, row.reference)
-        el(entry, "statusCode", {"code": result_status(observation, has_value(observation))})
+        leaf(entry, "statusCode", {"code": result_status(observation, has_value(observation))})
         ts(entry, "effectiveTime", _observation_time(observation, self.specimens, self.report))
         write_value(entry, observation)
         for code, display in interpretations(observation):
-            el(entry, "interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
+            leaf(entry, "interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
                                              "codeSystemName": "ObservationInterpretation", "displayName": display})
         if string(observation.get("comment")):
             comment_activity(self.section, entry, row.reference)

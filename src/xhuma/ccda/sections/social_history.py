@@ -31,6 +31,7 @@ from xhuma.ccda.datatypes import (
     fhir_ts,
     fixed_code,
     format_number,
+    leaf,
     pq,
     readable_date,
     string,
@@ -156,7 +157,7 @@ class SocialHistoryEntry:
             self.section.add_ids(entry, observation)
             fixed_code(entry, "code", SMOKING_STATUS_CODE)
             text_reference(entry, row.reference)
-            el(entry, "statusCode", {"code": "completed"})
+            leaf(entry, "statusCode", {"code": "completed"})
             ts(entry, "effectiveTime", effective(observation))  # a point in time: no low/high (CONF:1098-32894)
             cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         elif self.kind == "tobacco-use":
@@ -165,7 +166,7 @@ class SocialHistoryEntry:
             self.section.add_ids(entry, observation)
             fixed_code(entry, "code", TOBACCO.loinc)
             text_reference(entry, row.reference)
-            el(entry, "statusCode", {"code": "completed"})
+            leaf(entry, "statusCode", {"code": "completed"})
             interval = el(entry, "effectiveTime")
             ts(interval, "low", effective(observation))
             cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
@@ -180,7 +181,7 @@ class SocialHistoryEntry:
                 code = fixed_code(entry, "code", self.category.finding_code)
             fixed_code(code, "translation", self.category.loinc)
             text_reference(entry, row.reference)
-            el(entry, "statusCode", {"code": "completed"})
+            leaf(entry, "statusCode", {"code": "completed"})
             ts(entry, "effectiveTime", effective(observation))
             if has_value:
                 self._value(entry)

@@ -27,6 +27,7 @@ from xhuma.ccda.datatypes import (
     fixed_code,
     format_number,
     is_code,
+    leaf,
     readable_date,
     set_xsi_type,
     string,
@@ -252,10 +253,10 @@ class VitalSign:
         state = self.section.state
         organizer = el(self.section.entry(), "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
         self.section.template(organizer, T.VITAL_SIGNS_ORGANIZER)
-        el(organizer, "id", {"root": state.derived_id("vital-signs", key, state.resource_seed(self.observation))})
+        leaf(organizer, "id", {"root": state.derived_id("vital-signs", key, state.resource_seed(self.observation))})
         code = fixed_code(organizer, "code", VITAL_SIGNS)
         fixed_code(code, "translation", VITAL_SIGNS_PANEL)
-        el(organizer, "statusCode", {"code": "completed"})
+        leaf(organizer, "statusCode", {"code": "completed"})
         ts(organizer, "effectiveTime", self.when)
         self.organizers[key] = organizer
         return organizer
@@ -271,14 +272,14 @@ class VitalSign:
             self.section.add_ids(observation, self.observation)
         code = el(observation, "code", {"code": kind.loinc, "codeSystem": T.LOINC_OID, "codeSystemName": "LOINC",
                                         "displayName": kind.display})
-        el(el(code, "originalText"), "reference", {"value": f"{reference}-code"})
+        leaf(el(code, "originalText"), "reference", {"value": f"{reference}-code"})
         _translations(code, codings(reading.concept))
         text_reference(observation, reference)
-        el(observation, "statusCode", {"code": "completed"})
+        leaf(observation, "statusCode", {"code": "completed"})
         ts(observation, "effectiveTime", self.when)
         set_xsi_type(el(observation, "value", {"value": number, "unit": unit}), "PQ")
         for code_value, display in interpretations(reading.holder):
-            el(observation, "interpretationCode", {"code": code_value, "codeSystem": INTERPRETATION_OID,
+            leaf(observation, "interpretationCode", {"code": code_value, "codeSystem": INTERPRETATION_OID,
                                                    "displayName": display})
 
 
@@ -294,4 +295,4 @@ def _translations(code: Element, source: Iterable[Mapping[str, Any]]) -> None:
         display = coding_display(coding)
         if display:
             attrib["displayName"] = xml_text(display)
-        el(code, "translation", attrib)
+        leaf(code, "translation", attrib)
