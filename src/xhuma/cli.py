@@ -63,6 +63,10 @@ def root(
 ) -> None:
     if config is not None:
         os.environ[CONFIG_FILE_ENV] = str(config)
+    from xhuma.observability import configure_logging
+
+    # Warnings of any command go to stderr as structured lines (serve, simulate and demo reconfigure).
+    configure_logging("WARNING")
 
 
 @app.command()

@@ -51,6 +51,22 @@ def _add_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
     return event_dict
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is emitted, not the stream of configuration time (which a
+    test runner or a daemoniser may have closed since)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     # Records from stdlib loggers (uvicorn, alembic, ...) pass through the same chain, redaction included.
     # Below the level, a structlog event is dropped before any processor runs (not rendered, then discarded).
@@ -76,8 +92,11 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(formatter)
+    # A failing handler must not print "--- Logging error ---" with a stack trace: its frames hold call arguments,
+    # which can be patient data.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

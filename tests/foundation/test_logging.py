@@ -58,3 +58,45 @@ def test_lines_logged_during_a_request_carry_its_request_and_trace_id(
     (probe_line,) = [line for line in lines if line["event"] == "probe_handled"]
     assert probe_line["request_id"] == "req-42"
     assert probe_line["trace_id"]
+
+
+def test_a_closed_log_stream_never_prints_a_stack_trace_with_call_arguments(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Logging configured while stderr was a stream that has since been closed (a test runner, a daemoniser) must
+    neither fail nor print '--- Logging error ---' with frames: they hold call arguments (patient data)."""
+    import io
+    import sys
+
+    original = sys.stderr
+    doomed = io.StringIO()
+    sys.stderr = doomed
+    try:
+        configure_logging("INFO", "json")
+    finally:
+        sys.stderr = original
+    doomed.close()
+
+    def lookup(nhs_number: str) -> None:
+        structlog.get_logger("t").warning("lookup_failed")
+
+    lookup("9690937286")
+    captured = capsys.readouterr()
+    assert "Logging error" not in captured.err + captured.out
+    assert "9690937286" not in captured.err + captured.out
+    assert "lookup_failed" in captured.err  # the line went to the stderr of the moment
+
+
+def test_lines_go_to_the_stderr_of_the_moment_not_of_configuration_time(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    configure_logging("INFO", "json")
+    replacement = io.StringIO()
+    original = sys.stderr
+    sys.stderr = replacement
+    try:
+        structlog.get_logger("t").info("after_swap")
+    finally:
+        sys.stderr = original
+    assert "after_swap" in replacement.getvalue()
