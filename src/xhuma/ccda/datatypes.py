@@ -376,11 +376,12 @@ _NAMESPACE_BYTES: Final = T.XHUMA_ID_NAMESPACE.bytes
 
 def derived_uuid(name: str) -> str:
     """``str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, name))`` without the ``UUID`` object (thousands per document)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    # Version nibble 5; variant bits 10 in the top of byte 8 (RFC 4122).
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 # --- CD ----------------------------------------------------------------------------------------------------------

@@ -207,10 +207,10 @@ def value_text(observation: Resource) -> str:
 
 
 def has_value(observation: Resource) -> bool:
-    for key in observation:
-        if key.startswith("value"):
-            return True
-    return False
+    return any(map(_VALUE_KEY, observation))
+
+
+_VALUE_KEY = re.compile("value").match
 
 
 _COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
