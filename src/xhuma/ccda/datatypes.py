@@ -138,7 +138,7 @@ def fragment(parent: Element, xml: str) -> str:
 def leaf(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> str:
     """``el`` for an element nothing will change or add to (no children, no later ``set``): written at once."""
     head = f"<{name}{_attrs(attrib)}" if attrib else f"<{name}"
-    xml = f"{head}/>" if text is None else f"{head}>{escape_text(xml_text(text))}</{name}>"
+    xml = f"{head}/>" if text is None else f"{head}>{markup(text)}</{name}>"
     parent.append(xml)
     return xml
 
@@ -152,6 +152,14 @@ def _escape_attr(value: str) -> str:
     """As libxml2 escapes attribute values."""
     return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
             .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
+
+
+def markup(value: object) -> str:
+    """``escape_text(xml_text(value))``: text content ready to write, in one pass for plainly safe text."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and _TEXT_SPECIAL.search(text) is None:
+        return text
+    return escape_text(xml_text(text))
 
 
 def escape_text(value: str) -> str:

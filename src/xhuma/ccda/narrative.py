@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xhuma.ccda.datatypes import Element, el, escape_text, fragment, start_tag, xml_text
+from xhuma.ccda.datatypes import Element, el, fragment, markup, start_tag
 
 CellValue = str | Sequence[str] | None
 
@@ -65,10 +65,10 @@ class NarrativeTable:
         """The table, serialised directly (a third of a large document's elements are narrative cells)."""
         parts = [start_tag("table", _TABLE)]
         if self.caption:
-            parts.append(f"<caption>{escape_text(xml_text(self.caption))}</caption>")
+            parts.append(f"<caption>{markup(self.caption)}</caption>")
         if self.headers:
             parts.append("<thead><tr>")
-            parts.extend(f"<th>{escape_text(xml_text(header))}</th>" for header in self.headers)
+            parts.extend(f"<th>{markup(header)}</th>" for header in self.headers)
             parts.append("</tr></thead>")
         else:
             parts.append("<thead><tr/></thead>")
@@ -104,9 +104,9 @@ _TABLE = {"border": "1", "width": "100%"}
 
 def _lines(lines: Sequence[str]) -> str:
     """Text lines separated by ``<br/>`` (each line escaped)."""
-    out = escape_text(xml_text(lines[0]))
+    out = markup(lines[0])
     for line in lines[1:]:
-        out += "<br/>" + escape_text(xml_text(line))
+        out += "<br/>" + markup(line)
     return out
 
 
