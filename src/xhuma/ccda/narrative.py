@@ -16,17 +16,11 @@ CellValue = str | Sequence[str] | None
 
 
 @dataclass(slots=True)
-class Cell:
-    lines: list[str]
-    content_id: str | None = None
-
-
-@dataclass(slots=True)
 class Row:
     """One narrative row. ``id`` is the value entries reference as ``#id``."""
 
     id: str
-    cells: list[Cell] = field(default_factory=list)
+    cells: list[str] = field(default_factory=list)  # each cell as serialised ``<td>`` markup
     style: str | None = None
 
     @property
@@ -37,14 +31,20 @@ class Row:
         """Add a cell; with ``content`` the text is wrapped in ``<content ID=row-content>`` and its reference
         (for ``originalText``) is returned."""
         if value is None:
-            lines: list[str] = []
+            lines: Sequence[str] = ()
         elif isinstance(value, str):
-            lines = [value]
+            lines = (value,)
         else:
             lines = [v for v in value if v]
-        content_id = f"{self.id}-{content}" if content and lines else None
-        self.cells.append(Cell(lines, content_id))
-        return f"#{content_id}" if content_id else None
+        if not lines:
+            self.cells.append("<td/>")
+            return None
+        if content:
+            content_id = f"{self.id}-{content}"
+            self.cells.append(f"<td>{start_tag('content', {'ID': content_id})}{_lines(lines)}</content></td>")
+            return f"#{content_id}"
+        self.cells.append(f"<td>{_lines(lines)}</td>")
+        return None
 
 
 @dataclass(slots=True)
@@ -83,16 +83,8 @@ class NarrativeTable:
                     parts.append(start_tag("tr", attrib)[:-1] + "/>")
                     continue
                 parts.append(start_tag("tr", attrib))
-                cells = row.cells[:width] + [Cell([]) for _ in range(width - len(row.cells))]
-                for cell in cells:
-                    lines = cell.lines
-                    if cell.content_id:
-                        content = start_tag("content", {"ID": cell.content_id})
-                        parts.append(f"<td>{content}{_lines(lines)}</content></td>")
-                    elif lines:
-                        parts.append(f"<td>{_lines(lines)}</td>")
-                    else:
-                        parts.append("<td/>")
+                cells = row.cells
+                parts.extend(cells[:width] if len(cells) >= width else [*cells, *["<td/>"] * (width - len(cells))])
                 parts.append("</tr>")
             parts.append("</tbody>")
         parts.append("</table>")
