@@ -493,9 +493,7 @@ def cd(
     text = concept_text(concept)
     if primary is None:
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
-    element = el(parent, name, primary)
-    if xsi_type:
-        set_xsi_type(element, xsi_type)
+    element = el(parent, name, {**primary, "xsi:type": xsi_type} if xsi_type else primary)
     if reference:
         fragment(element, f"<originalText><reference{_attrs({'value': reference})}/></originalText>")
     elif text and "nullFlavor" in primary:
@@ -518,9 +516,9 @@ def fixed_code(parent: Element, name: str, code: T.FixedCode, *, xsi_type: str |
     attrib = {"code": code.code, "codeSystem": code.system, "codeSystemName": code.system_name}
     if code.display:
         attrib["displayName"] = code.display
-    element = el(parent, name, attrib)
     if xsi_type:
-        set_xsi_type(element, xsi_type)
+        attrib["xsi:type"] = xsi_type  # as set_xsi_type would add it, last
+    element = el(parent, name, attrib)
     return element
 
 
