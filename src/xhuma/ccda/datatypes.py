@@ -53,17 +53,16 @@ _TEXT_SPECIAL = re.compile("[&<>\r]")
 
 class Node(list["Node | str"]):
     """One CDA element (``urn:hl7-org:v3`` namespace) under construction; the list holds its children. The subset
-    of the lxml element API the builders use: ``set``, ``text``, ``tail``, ``append``, ``len`` (identity equality
-    and hashing, as lxml). ``attrs`` is the attribute list as serialised. A ``str`` child is markup already
-    serialised (``fragment``): leaf elements nothing changes afterwards, narrative tables."""
+    of the lxml element API the builders use: ``set``, ``text``, ``append``, ``len``, identity equality and hashing
+    (no ``tail``: mixed content is written as fragments). ``attrs`` is the attribute list as serialised. A ``str``
+    child is markup already serialised (``fragment``): leaves nothing changes afterwards, narrative tables."""
 
-    __slots__ = ("attrib", "attrs", "name", "tail", "text")
+    __slots__ = ("attrib", "attrs", "name", "text")
 
     name: str
     attrib: Mapping[str, str] | None  # never mutated in place (callers may share constant dicts)
     attrs: str
     text: str | None
-    tail: str | None
 
     __eq__ = object.__eq__
     __ne__ = object.__ne__
@@ -125,7 +124,7 @@ def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
     node.name = name
     node.attrib = attrib
     node.attrs = _attrs(attrib) if attrib else ""
-    node.text = node.tail = None
+    node.text = None
     return node
 
 
@@ -185,11 +184,7 @@ def _write(node: Node, append: Callable[[str], None]) -> None:
             append(f"<{child.name}{child.attrs}/>")
         else:
             append(f"<{child.name}{child.attrs}>{escape_text(text)}</{child.name}>")
-        if child.tail:
-            append(escape_text(child.tail))
     append(f"</{name}>")
-    if node.tail:
-        append(escape_text(node.tail))
 
 
 def serialize(root: Element) -> bytes:
@@ -226,7 +221,6 @@ def el(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text
     child.attrib = attrib
     child.attrs = _attrs(attrib) if attrib else ""
     child.text = None if text is None else xml_text(text)
-    child.tail = None
     parent.append(child)
     return child
 
