@@ -1,4 +1,4 @@
-"""HL7 V3 data types (II, CD, TS, IVL_TS, PQ) built as lxml elements from FHIR STU3 values.
+"""HL7 V3 data types (II, CD, TS, IVL_TS, PQ) built as CDA elements from FHIR STU3 values.
 
 Every string reaching the tree goes through ``xml_text`` (XML 1.0 forbids most control characters) and every
 attribute constrained by the CDA schema (``cs`` codes, ``uid`` roots, ``ts`` values, ``real`` numbers) is checked
@@ -42,9 +42,11 @@ _FHIR_DATE = re.compile(
 # --- element building ------------------------------------------------------------------------------------------------
 # A document has ~10^4 elements: building them as lxml elements (one C-level node, namespace lookup and attribute
 # validation per call, and a subtree re-homing per ``append`` across documents) was most of the conversion time.
-# Elements are therefore plain Python nodes, serialised once at the end exactly as lxml serialises the same tree
-# (``serialize``; tests compare the bytes with golden files). Attribute values are checked when set, with lxml's
-# own check on the rare value that is not plainly printable, so invalid data fails at the same point as before.
+# Elements are therefore plain Python nodes, and leaves nothing changes afterwards are written at once as markup;
+# the tree is serialised once at the end exactly as lxml serialises the same tree (``serialize``; golden files
+# and a differential check against lxml's escaping keep the bytes identical). Attribute values are checked when
+# set, with lxml's own check on the rare value that is not plainly printable, so invalid data fails at the same
+# point as before (ValueError/TypeError inside the entry being converted).
 _PREFIXED: Final = {XSI_TYPE: "xsi:type"}  # Clark attribute names the builders use → their prefixed form
 _CLARK_OF: Final = {"xsi:type": XSI_TYPE}
 _ATTR_UNSAFE = re.compile('[&<>"]')  # with isprintable(): no character of the value needs escaping
