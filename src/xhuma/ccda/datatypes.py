@@ -47,7 +47,6 @@ _FHIR_DATE = re.compile(
 # and a differential check against lxml's escaping keep the bytes identical). Attribute values are checked when
 # set, with lxml's own check on the rare value that is not plainly printable, so invalid data fails at the same
 # point as before (ValueError/TypeError inside the entry being converted).
-_PREFIXED: Final = {XSI_TYPE: "xsi:type"}  # Clark attribute names the builders use → their prefixed form
 _CLARK_OF: Final = {"xsi:type": XSI_TYPE}
 _ATTR_UNSAFE = re.compile('[&<>"]')  # with isprintable(): no character of the value needs escaping
 _TEXT_SPECIAL = re.compile("[&<>\r]")
@@ -59,31 +58,46 @@ class Node(list["Node | str"]):
     (no ``tail``: mixed content is written as fragments). ``attrs`` is the attribute list as serialised. A ``str``
     child is markup already serialised (``fragment``): leaves nothing changes afterwards, narrative tables."""
 
-    __slots__ = ("attrib", "attrs", "name", "text")
+    __slots__ = ("_text", "attrib", "attrs", "name")
 
     name: str
     attrib: Mapping[str, str] | None  # never mutated in place (callers may share constant dicts)
     attrs: str
-    text: str | None
+    _text: str | None  # as written (``el`` stores xml_text output directly)
 
     __eq__ = object.__eq__
     __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
 
+    @property
+    def text(self) -> str | None:
+        return self._text
+
+    @text.setter
+    def text(self, value: str | None) -> None:
+        """As lxml's ``.text =``: a str (TypeError otherwise) without XML-forbidden characters (ValueError)."""
+        if value is not None:
+            if not isinstance(value, str):
+                raise TypeError(f"Argument must be bytes or unicode, got {type(value).__name__!r}")
+            if not value.isprintable():
+                etree.Element("check").text = value  # raises if invalid
+        self._text = value
+
     def set(self, key: str, value: str) -> None:
         attrib = dict(self.attrib) if self.attrib else {}
-        attrib[_PREFIXED.get(key, key)] = value
+        attrib[_prefixed(key)] = value
         self.attrs = _attrs(attrib)
         self.attrib = attrib
 
     def unset(self, key: str) -> None:
+        key = _prefixed(key)
         if self.attrib and key in self.attrib:
             attrib = {k: v for k, v in self.attrib.items() if k != key}
             self.attrs = _attrs(attrib) if attrib else ""
             self.attrib = attrib
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        return self.attrib.get(_PREFIXED.get(key, key), default) if self.attrib else default
+        return self.attrib.get(_prefixed(key), default) if self.attrib else default
 
 
 Element: TypeAlias = Node
@@ -97,11 +111,12 @@ _RENDERED_MAX: Final = 8192  # a cache, not state: emptied when full (most sets 
 def _attrs(attrib: Mapping[str, str]) -> str:
     """Serialised attributes, checked by lxml's rules: str values (TypeError otherwise), no XML-forbidden
     characters (ValueError, raised by lxml itself for the rare value that is not plainly printable)."""
-    items = tuple(attrib.items())
-    out = _RENDERED.get(items)
+    memo_key = tuple(attrib.items())
+    out = _RENDERED.get(memo_key)
     if out is not None:
         return out
     joined = "".join(attrib.values())  # TypeError for a non-string value, as lxml
+    items = tuple((_prefixed(name), value) for name, value in memo_key)  # Clark names (lxml style) → prefixed
     out = ""
     if joined.isprintable():  # every XML-forbidden character, and \t \n \r, are non-printable
         if _ATTR_UNSAFE.search(joined) is None:
@@ -116,8 +131,19 @@ def _attrs(attrib: Mapping[str, str]) -> str:
             out += f' {key}="{_escape_attr(value)}"'
     if len(_RENDERED) >= _RENDERED_MAX:
         _RENDERED.clear()
-    _RENDERED[items] = out
+    _RENDERED[memo_key] = out
     return out
+
+
+def _prefixed(key: str) -> str:
+    """``{namespace}local`` → ``prefix:local`` for the namespaces the document root declares."""
+    if not key.startswith("{"):
+        return key
+    uri, _, local = key[1:].partition("}")
+    for prefix, declared in NSMAP.items():
+        if declared == uri and prefix:
+            return f"{prefix}:{local}"
+    raise ValueError(f"attribute namespace {uri} is not declared on the document root")
 
 
 def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
@@ -126,7 +152,7 @@ def element(name: str, attrib: Mapping[str, str] | None = None) -> Element:
     node.name = name
     node.attrib = attrib
     node.attrs = _attrs(attrib) if attrib else ""
-    node.text = None
+    node._text = None
     return node
 
 
@@ -172,7 +198,7 @@ def escape_text(value: str) -> str:
 
 def _write(node: Node, append: Callable[[str], None]) -> None:
     name = node.name
-    text = node.text
+    text = node._text
     append(f"<{name}{node.attrs}>{escape_text(text)}" if text else f"<{name}{node.attrs}>")
     for child in node:
         if isinstance(child, str):
@@ -181,7 +207,7 @@ def _write(node: Node, append: Callable[[str], None]) -> None:
         if child:
             _write(child, append)
             continue
-        text = child.text
+        text = child._text
         if text is None:
             append(f"<{child.name}{child.attrs}/>")
         else:
@@ -222,7 +248,7 @@ def el(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text
     child.name = name
     child.attrib = attrib
     child.attrs = _attrs(attrib) if attrib else ""
-    child.text = None if text is None else xml_text(text)
+    child._text = None if text is None else xml_text(text)
     parent.append(child)
     return child
 
