@@ -1,6 +1,8 @@
 """Document assembly: header, every section module in order, provenance, and the resource accounting.
 
-``convert`` is pure: no I/O, no clock, no randomness, no module-level mutable state.
+``convert`` is pure: no I/O, no clock, no randomness, no module-level mutable state (only bounded memo caches of
+pure functions: serialised attribute sets and templateIds, date formatting, UCUM checks; they never change a
+result). It pauses the cyclic garbage collector while it runs (see ``convert``).
 """
 
 from __future__ import annotations
