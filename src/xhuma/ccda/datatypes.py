@@ -110,28 +110,34 @@ _RENDERED_MAX: Final = 8192  # a cache, not state: emptied when full (most sets 
 
 def _attrs(attrib: Mapping[str, str]) -> str:
     """Serialised attributes, checked by lxml's rules: str values (TypeError otherwise), no XML-forbidden
-    characters (ValueError, raised by lxml itself for the rare value that is not plainly printable)."""
+    characters (ValueError, raised by lxml itself for the rare value that is not plainly printable). Memoised:
+    for attribute sets that recur (templateIds, codes, class/mood codes, nullFlavors)."""
     memo_key = tuple(attrib.items())
     out = _RENDERED.get(memo_key)
-    if out is not None:
-        return out
+    if out is None:
+        out = unique_attrs(attrib)
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        _RENDERED[memo_key] = out
+    return out
+
+
+def unique_attrs(attrib: Mapping[str, str]) -> str:
+    """``_attrs`` without the memo, for values that do not recur (ids, references, narrative IDs)."""
     joined = "".join(attrib.values())  # TypeError for a non-string value, as lxml
-    items = tuple((_prefixed(name), value) for name, value in memo_key)  # Clark names (lxml style) → prefixed
+    items: Iterable[tuple[str, str]] = attrib.items()
+    if "{" in "".join(attrib):  # Clark names (lxml style) → prefixed names
+        items = [(_prefixed(name), value) for name, value in items]
     out = ""
     if joined.isprintable():  # every XML-forbidden character, and \t \n \r, are non-printable
         if _ATTR_UNSAFE.search(joined) is None:
             for key, value in items:
                 out += f' {key}="{value}"'
-        else:
-            for key, value in items:
-                out += f' {key}="{_escape_attr(value)}"'
+            return out
     else:
         etree.Element("check", {_CLARK_OF.get(k, k): v for k, v in items})  # raises if invalid
-        for key, value in items:
-            out += f' {key}="{_escape_attr(value)}"'
-    if len(_RENDERED) >= _RENDERED_MAX:
-        _RENDERED.clear()
-    _RENDERED[memo_key] = out
+    for key, value in items:
+        out += f' {key}="{_escape_attr(value)}"'
     return out
 
 
@@ -383,7 +389,7 @@ def ii(parent: Element, root: str, extension: object = None, name: str = "id") -
     attrib = {"root": root}
     if extension is not None and str(extension).strip():
         attrib["extension"] = xml_text(str(extension).strip())
-    return fragment(parent, f"<{name}{_attrs(attrib)}/>")
+    return fragment(parent, f"<{name}{unique_attrs(attrib)}/>")
 
 
 def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> str | None:
@@ -517,7 +523,7 @@ def cd(
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
     element = el(parent, name, {**primary, "xsi:type": xsi_type} if xsi_type else primary)
     if reference:
-        fragment(element, f"<originalText><reference{_attrs({'value': reference})}/></originalText>")
+        fragment(element, f"<originalText><reference{unique_attrs({'value': reference})}/></originalText>")
     elif text and "nullFlavor" in primary:
         leaf(element, "originalText", text=text)
     for index, coding in enumerate(all_codings):
@@ -569,7 +575,7 @@ _TEMPLATE_XML: dict[T.TemplateId, str] = {}  # a cache of serialised templateIds
 
 def text_reference(parent: Element, reference: str, name: str = "text") -> str:
     """``<text><reference value="#row"/></text>``: ties an entry to its narrative row (LESSONS 27)."""
-    return fragment(parent, f"<{name}><reference{_attrs({'value': reference})}/></{name}>")
+    return fragment(parent, f"<{name}><reference{unique_attrs({'value': reference})}/></{name}>")
 
 
 # --- PQ ----------------------------------------------------------------------------------------------------------

@@ -110,6 +110,18 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
     )
 
 
+def clear_caches() -> None:
+    """Empty the converter's memo caches (measurement: a first conversion in a fresh process pays for them)."""
+    from xhuma.ccda import datatypes
+    from xhuma.ccda.sections import results
+
+    datatypes._RENDERED.clear()
+    datatypes._TEMPLATE_XML.clear()
+    datatypes._fhir_ts.cache_clear()
+    datatypes._readable_date.cache_clear()
+    results._is_ucum.cache_clear()
+
+
 def _section_module(key: str) -> ModuleType | None:
     name = f"xhuma.ccda.sections.{key}"
     loaded = sys.modules.get(name)
@@ -212,4 +224,4 @@ def _account_for_everything(state: ConversionState) -> None:
                         resource=key)
 
 
-__all__ = ["EPOCH", "NotAStructuredRecord", "convert", "hl7_ts"]
+__all__ = ["EPOCH", "NotAStructuredRecord", "clear_caches", "convert", "hl7_ts"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xhuma.ccda.datatypes import Element, el, fragment, markup, start_tag
+from xhuma.ccda.datatypes import Element, el, fragment, markup, start_tag, unique_attrs
 
 CellValue = str | Sequence[str] | None
 
@@ -41,7 +41,7 @@ class Row:
             return None
         if content:
             content_id = f"{self.id}-{content}"
-            self.cells.append(f"<td>{start_tag('content', {'ID': content_id})}{_lines(lines)}</content></td>")
+            self.cells.append(f"<td><content{unique_attrs({'ID': content_id})}>{_lines(lines)}</content></td>")
             return f"#{content_id}"
         self.cells.append(f"<td>{_lines(lines)}</td>")
         return None
@@ -78,11 +78,11 @@ class NarrativeTable:
             parts.append("<tbody>")
             width = len(self.headers)
             for row in self.rows:
-                attrib = {"ID": row.id, "styleCode": row.style} if row.style else {"ID": row.id}
+                attrs = unique_attrs({"ID": row.id, "styleCode": row.style} if row.style else {"ID": row.id})
                 if not width:
-                    parts.append(start_tag("tr", attrib)[:-1] + "/>")
+                    parts.append(f"<tr{attrs}/>")
                     continue
-                parts.append(start_tag("tr", attrib))
+                parts.append(f"<tr{attrs}>")
                 cells = row.cells
                 parts.extend(cells[:width] if len(cells) >= width else [*cells, *["<td/>"] * (width - len(cells))])
                 parts.append("</tr>")
