@@ -28,7 +28,13 @@ from pathlib import Path
 from lxml import etree
 
 from xhuma.ccda import ConversionContext, convert
-from xhuma.ccda.document import clear_caches
+
+try:
+    from xhuma.ccda.document import clear_caches
+except ImportError:  # an earlier revision of the converter (PYTHONPATH=… to compare): it had no memo caches
+
+    def clear_caches() -> None:
+        pass
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = sorted((ROOT / "tests" / "data" / "gpconnect").glob("*/*.json"))
