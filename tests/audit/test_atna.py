@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-import time
 from pathlib import Path
 
 from lxml import etree
 from tests.audit.conftest import caller
-from tests.security.pki import Pki
+from tests.support.pki import Pki
 
 from xhuma.atna import AtnaExporter, dicom_audit_message
 from xhuma.audit import Auditor
@@ -83,8 +82,8 @@ async def test_events_reach_a_tls_syslog_collector_as_dicom_audit_messages(tmp_p
     assert metrics.registry.get_sample_value("xhuma_atna_messages_total", {"result": "sent"}) == 2
 
 
-async def test_unreachable_collector_never_blocks_and_overflow_is_counted(tmp_path: Path,
-                                                                         sqlite_database_url: str) -> None:
+async def test_unreachable_collector_drops_the_overflow_instead_of_waiting_and_counts_it(
+        tmp_path: Path, sqlite_database_url: str) -> None:
     metrics = Metrics()
     # Port 9 on loopback: nothing listens; the sender keeps failing in the background.
     exporter = AtnaExporter("tls://127.0.0.1:9", source_id="xhuma", metrics=metrics, queue_size=3)
@@ -93,14 +92,12 @@ async def test_unreachable_collector_never_blocks_and_overflow_is_counted(tmp_pa
     await store.migrate()
     auditor = Auditor(store, hmac_key=b"k" * 32, exporter=exporter)
     try:
-        started = time.perf_counter()
         for _ in range(10):
             await auditor.record("ITI-55", "success", nhs_number=NHS_NUMBER)
-        elapsed = time.perf_counter() - started
     finally:
         await exporter.close()
         await store.close()
-    assert elapsed < 2.0
+    # A queue of 3 and 10 events: recording did not wait for room, the overflow was dropped and counted.
     assert await_count(metrics, "dropped") >= 6
     assert await_count(metrics, "sent") == 0
 

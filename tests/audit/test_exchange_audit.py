@@ -8,24 +8,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
-from tests.audit.exchange import (
+from tests.conftest import PG_ADMIN_URL, _pg_admin
+from tests.support.exchange import (
     AUDIENCE,
     IDENTIFYING,
     NHS_NUMBER,
+    app_client,
+    discover,
+    find_document,
     forwarded_cert_headers,
     full_exchange,
-    query_steps,
     retrieve,
+    signed_by,
 )
-from tests.conftest import PG_ADMIN_URL, _pg_admin
-from tests.ihe.support import new_signing_key
-from tests.security.pki import Pki
+from tests.support.pki import Pki, trusted_signing_key
 
 from xhuma.app import create_app
 from xhuma.store.audit import audit_event
@@ -36,9 +38,7 @@ HMAC_KEY = "audit-" + "s" * 40
 def secure_settings(make_settings: Any, tmp_path: Path, database_url: str, **overrides: Any) -> tuple[Any, Any, Any]:
     pki = Pki(tmp_path / "pki")
     epic = pki.issue("Epic Gateway", organisation="UCLH")
-    signer = new_signing_key()
-    cert_file = tmp_path / "saml-signer.pem"
-    cert_file.write_bytes(signer.cert_pem)
+    signer, cert_file = trusted_signing_key(tmp_path)
     settings = make_settings(
         database_url=database_url, audit_hmac_key=HMAC_KEY, saml_verify="required",
         saml_trusted_certs=[cert_file], saml_audience=[AUDIENCE], tls_client_ca_file=pki.ca.cert_file,
@@ -54,33 +54,39 @@ async def rows(app: Any) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in result]
 
 
+@asynccontextmanager
+async def own_pg_database(prefix: str) -> AsyncIterator[tuple[str, str]]:
+    """A PostgreSQL database of this test alone: (name, asyncpg URL); dropped afterwards if still there."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1).rsplit("/", 1)[0]
+    try:
+        yield name, f"{base}/{name}"
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, sqlite_database_url: str) -> AsyncIterator[str]:
     """SQLite file, or a PostgreSQL database of this test alone (so every row in it is this exchange's)."""
     if request.param == "sqlite":
         yield sqlite_database_url
         return
-    name = f"xhuma_audit_e2e_{uuid.uuid4().hex[:10]}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1).rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with own_pg_database("xhuma_audit_e2e") as (_, url):
+        yield url
 
 
 async def test_full_exchange_audits_every_transaction_and_outbound_call_with_a_pseudonym_only(
         make_settings: Any, tmp_path: Path, data_dir: Path, database_url: str) -> None:
     settings, signer, epic = secure_settings(make_settings, tmp_path, database_url)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with app_client(app, peer=("127.0.0.1", 40001)) as client:
         runtime = app.state.runtime
         if not runtime.audit.is_sqlite:
             await runtime.audit.migrate()
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40001))
-        async with httpx.AsyncClient(transport=transport, base_url="http://xhuma.test") as client:
-            done = await full_exchange(client, data_dir, signer, forwarded_cert_headers(epic.pem))
-            metrics_text = (await client.get("/metrics")).text
+        done = await full_exchange(client, security=signed_by(data_dir, signer),
+                                   headers=forwarded_cert_headers(epic.pem))
+        metrics_text = (await client.get("/metrics")).text
         events = await rows(app)
         pseudonym = runtime.auditor.pseudonym(NHS_NUMBER)
 
@@ -133,27 +139,21 @@ async def test_full_exchange_audits_every_transaction_and_outbound_call_with_a_p
 @pytest.mark.postgres
 async def test_iti39_releases_nothing_when_the_audit_database_is_gone(make_settings: Any, tmp_path: Path,
                                                                       data_dir: Path) -> None:
-    name = f"xhuma_audit_gone_{uuid.uuid4().hex[:10]}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://", 1).rsplit("/", 1)[0]
-    try:
-        settings, signer, epic = secure_settings(make_settings, tmp_path, f"{base}/{name}")
+    async with own_pg_database("xhuma_audit_gone") as (name, url):
+        settings, signer, epic = secure_settings(make_settings, tmp_path, url)
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
+        async with app_client(app, peer=("127.0.0.1", 40002)) as client:
             await app.state.runtime.audit.migrate()
-            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40002))
-            async with httpx.AsyncClient(transport=transport, base_url="http://xhuma.test") as client:
-                headers = forwarded_cert_headers(epic.pem)
-                home, repository, unique_id, ids = await query_steps(client, data_dir, signer, headers)
-                assert (await client.get("/health/ready")).status_code == 200
-                # The audit database disappears between the query and the retrieve.
-                await _pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)')
-                response = await retrieve(client, data_dir, signer, home, repository, unique_id, ids["ITI-39"],
-                                          headers)
-                ready = await client.get("/health/ready")
-                metrics_text = (await client.get("/metrics")).text
-    finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            caller: dict[str, Any] = {"security": signed_by(data_dir, signer),
+                                      "headers": forwarded_cert_headers(epic.pem)}
+            await discover(client, **caller)
+            document = await find_document(client, **caller)
+            assert (await client.get("/health/ready")).status_code == 200
+            # The audit database disappears between the query and the retrieve.
+            await _pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+            response = await retrieve(client, document, **caller)
+            ready = await client.get("/health/ready")
+            metrics_text = (await client.get("/metrics")).text
 
     body = response.text
     assert "RegistryError" in body and "ResponseStatusType:Failure" in body, body[:2000]

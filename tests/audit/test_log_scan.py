@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,28 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.audit.exchange import AUDIENCE, IDENTIFYING, NHS_NUMBER, forwarded_cert_headers, full_exchange
-from tests.ihe.support import new_signing_key
-from tests.security.pki import Pki
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.exchange import AUDIENCE, IDENTIFYING, NHS_NUMBER, forwarded_cert_headers, full_exchange, signed_by
+from tests.support.pki import Pki, trusted_signing_key
+from tests.support.servers import free_port
 
 
 def test_every_log_line_of_a_full_exchange_is_free_of_patient_identifiers(tmp_path: Path, data_dir: Path) -> None:
     pki = Pki(tmp_path / "pki")
     epic = pki.issue("Epic Gateway", organisation="UCLH")
-    signer = new_signing_key()
-    (tmp_path / "saml.pem").write_bytes(signer.cert_pem)
+    signer, saml_cert = trusted_signing_key(tmp_path)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XHUMA_")}
     env.update(
         XHUMA_LOG_LEVEL="DEBUG", XHUMA_LOG_FORMAT="json", XHUMA_WORKING_DIR=str(tmp_path),
         XHUMA_AUDIT_HMAC_KEY="k" * 40, XHUMA_SAML_VERIFY="required",
-        XHUMA_SAML_TRUSTED_CERTS=json.dumps([str(tmp_path / "saml.pem")]), XHUMA_SAML_AUDIENCE=json.dumps([AUDIENCE]),
+        XHUMA_SAML_TRUSTED_CERTS=json.dumps([str(saml_cert)]), XHUMA_SAML_AUDIENCE=json.dumps([AUDIENCE]),
         XHUMA_TLS_CLIENT_CA_FILE=str(pki.ca.cert_file), XHUMA_CLIENT_CERT_ALLOW_LIST=json.dumps([epic.subject]),
         XHUMA_TRUSTED_PROXIES=json.dumps(["127.0.0.1"]), XHUMA_ADMIN_TOKENS=json.dumps(["a" * 40]),
     )
@@ -58,7 +50,8 @@ def test_every_log_line_of_a_full_exchange_is_free_of_patient_identifiers(tmp_pa
 
         async def run() -> Any:
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-                done = await full_exchange(client, data_dir, signer, forwarded_cert_headers(epic.pem))
+                done = await full_exchange(client, security=signed_by(data_dir, signer),
+                                           headers=forwarded_cert_headers(epic.pem))
                 audit = await client.get("/api/audit", params={"nhs_number": NHS_NUMBER},
                                          headers={"Authorization": "Bearer " + "a" * 40})
                 return done, audit.json()

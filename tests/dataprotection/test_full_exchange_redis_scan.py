@@ -18,17 +18,9 @@ import httpx
 import pytest
 import redis
 from lxml import etree
-from tests.dataprotection.exchange import (
-    RIM,
-    UNIQUE_ID_SCHEME,
-    iti38_body,
-    iti39_body,
-    iti55_body,
-    post,
-    retrieved_document,
-    soap_parts,
-)
 from tests.dataprotection.helpers import key_entry
+from tests.support.exchange import FAMILY, IDENTIFYING, NHS_NUMBER, app_client, find_document, full_exchange, retrieve
+from tests.support.soap import retrieved_document, soap_parts
 from typer.testing import CliRunner
 
 from xhuma.app import create_app
@@ -41,12 +33,8 @@ SCAN_DB_URL = "redis://127.0.0.1:6379/14"
 NAMESPACE = "xhuma-dp-e2e"
 KEYS = key_entry("k1")
 
-# The simulator's demo patient (src/xhuma/nhs/simulator/data/pds/9690937286.json).
-NHS_NUMBER = "9690937286"
-FAMILY, GIVEN, MIDDLE = "SKELLY", "HORACE", "Josiah"
-BIRTH_DATE = "1925-04-21"
-IDENTIFYING = [NHS_NUMBER, "969 093 7286", "969-093-7286", FAMILY, GIVEN, MIDDLE, BIRTH_DATE, "19250421",
-               "BOWESFIELD", "TS18 3BL"]
+# The simulator's demo patient, and the address it has there.
+IDENTIFYING_WITH_ADDRESS = [*IDENTIFYING, "BOWESFIELD", "TS18 3BL"]
 
 
 @pytest.fixture
@@ -97,33 +85,9 @@ def leaks(items: dict[bytes, bytes], needles: list[str]) -> list[str]:
 
 async def exchange(settings: Settings) -> tuple[bytes, str]:
     """ITI-55, ITI-38, ITI-39 through the application; returns the retrieved CCD and its uniqueId."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/SOAP/iti55" for route in app.routes):
-        from xhuma.ihe.router import router  # until the IHE router is mounted by create_app itself
-
-        app.include_router(router)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://xhuma.test") as client:
-            response = await post(client, "iti55", iti55_body(NHS_NUMBER, family=FAMILY, given=GIVEN,
-                                                              birth="19250421", gender="M"))
-            assert response.status_code == 200, response.text[:2000]
-            env, _ = soap_parts(response)
-            assert env.find(".//{urn:hl7-org:v3}queryResponseCode").get("code") == "OK", response.text[:3000]
-
-            response = await post(client, "iti38", iti38_body(NHS_NUMBER))
-            assert response.status_code == 200, response.text[:2000]
-            env, _ = soap_parts(response)
-            entry = env.find(f".//{{{RIM}}}ExtrinsicObject")
-            assert entry is not None, response.text[:3000]
-            unique_id = next(identifier.get("value") for identifier in entry.iter(f"{{{RIM}}}ExternalIdentifier")
-                             if identifier.get("identificationScheme") == UNIQUE_ID_SCHEME)
-            repository = next(slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
-                              for slot in entry.iter(f"{{{RIM}}}Slot") if slot.get("name") == "repositoryUniqueId")
-            home = entry.get("home") or settings.home_community_urn
-
-            response = await post(client, "iti39", iti39_body(home, repository, unique_id))
-            assert response.status_code == 200, response.text[:2000]
-            return retrieved_document(response), unique_id
+    async with app_client(create_app(settings)) as client:
+        done = await full_exchange(client)
+    return done.ccd, done.unique_id
 
 
 def test_full_exchange_leaves_no_patient_data_in_clear_in_redis_and_purge_leaves_nothing_of_the_patient(
@@ -144,7 +108,7 @@ def test_full_exchange_leaves_no_patient_data_in_clear_in_redis_and_purge_leaves
     assert f"{NAMESPACE}:{CacheKeys.document(unique_id)}" in names  # the document is cached (sealed)
     assert any(name.startswith(f"{NAMESPACE}:{patient_prefix}") for name in names)
     assert all(name.startswith(f"{NAMESPACE}:") for name in names)
-    assert leaks(items, IDENTIFYING) == []
+    assert leaks(items, IDENTIFYING_WITH_ADDRESS) == []
     # Document text: skip what is not specific to the patient and also legitimately in a key (the uniqueId).
     assert leaks(items, [text for text in texts if text not in unique_id]) == []
     # No NHS-number-shaped token in a key name: ten digits standing alone, not a stretch of a hex hash or UUID.
@@ -174,36 +138,22 @@ def test_full_exchange_leaves_no_patient_data_in_clear_in_redis_and_purge_leaves
     for key, value in remaining.items():  # what is left (SDS route, token) does not mention the patient
         opened = opener.open(key.decode().removeprefix(f"{NAMESPACE}:"), value)
         assert isinstance(opened, bytes), key
-        assert not [needle for needle in IDENTIFYING if needle.lower().encode() in opened.lower()], key
+        assert not [needle for needle in IDENTIFYING_WITH_ADDRESS if needle.lower().encode() in opened.lower()], key
 
 
 async def query_and_retrieve(settings: Settings, *, tamper: bool = False) -> tuple[str, httpx.Response]:
     """ITI-38 then ITI-39 through a fresh application; optionally flip one byte of the cached document between
     the two. Returns the uniqueId and the ITI-39 response."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/SOAP/iti55" for route in app.routes):
-        from xhuma.ihe.router import router
-
-        app.include_router(router)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://xhuma.test") as client:
-            env, _ = soap_parts(await post(client, "iti38", iti38_body(NHS_NUMBER)))
-            entry = env.find(f".//{{{RIM}}}ExtrinsicObject")
-            assert entry is not None, etree.tostring(env)[:3000]
-            unique_id = next(identifier.get("value") for identifier in entry.iter(f"{{{RIM}}}ExternalIdentifier")
-                             if identifier.get("identificationScheme") == UNIQUE_ID_SCHEME)
-            repository = next(slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
-                              for slot in entry.iter(f"{{{RIM}}}Slot") if slot.get("name") == "repositoryUniqueId")
-            if tamper:
-                raw = redis.Redis.from_url(SCAN_DB_URL)
-                name = f"{NAMESPACE}:{CacheKeys.document(unique_id)}"
-                value = bytearray(raw.get(name) or b"")
-                value[-40] ^= 0x20
-                raw.set(name, bytes(value), keepttl=True)
-                raw.close()
-            response = await post(client, "iti39", iti39_body(entry.get("home") or settings.home_community_urn,
-                                                              repository, unique_id))
-            return unique_id, response
+    async with app_client(create_app(settings)) as client:
+        document = await find_document(client)
+        if tamper:
+            raw = redis.Redis.from_url(SCAN_DB_URL)
+            name = f"{NAMESPACE}:{CacheKeys.document(document.unique_id)}"
+            value = bytearray(raw.get(name) or b"")
+            value[-40] ^= 0x20
+            raw.set(name, bytes(value), keepttl=True)
+            raw.close()
+        return document.unique_id, await retrieve(client, document)
 
 
 def test_tampered_cached_document_is_never_served_and_a_removed_key_means_refetch_not_failure(

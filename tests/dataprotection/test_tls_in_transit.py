@@ -15,15 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.dataprotection.helpers import NHS_NUMBER, SelfSigned, key_entry, self_signed
+from tests.dataprotection.helpers import NHS_NUMBER, key_entry
 from tests.dataprotection.tls_servers import (
-    free_port,
     handshake,
     https_responder,
     legacy_server_context,
     tls11_client_context,
     tls_redis_server,
 )
+from tests.support.pki import SelfSigned, self_signed
+from tests.support.servers import free_port
 
 from xhuma.errors import CacheError
 from xhuma.store.audit import SqlAuditStore

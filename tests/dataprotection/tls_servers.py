@@ -14,13 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-from tests.dataprotection.helpers import SelfSigned
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.pki import SelfSigned
+from tests.support.servers import free_port
 
 
 def legacy_server_context(cert: SelfSigned, *, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:

@@ -12,31 +12,29 @@ import httpx
 import pytest
 from lxml import etree
 from tests.ihe.schemas import schema_errors
-from tests.ihe.support import (
+from tests.support.pki import trusted_signing_key
+from tests.support.soap import (
     ACTION_38,
     ACTION_39,
     ACTION_55,
+    NHS_OID,
     NS,
-    assertion,
     body_of,
-    cx,
     envelope,
-    epic_statement,
+    epic_security,
     iti38_body,
     iti39_body,
     iti55_body,
     mtom_wrap,
-    new_signing_key,
     parse_response,
-    security_header,
+    slot_value,
+    unique_id_of,
 )
-from tests.ihe.support import attachments as parts_of
+from tests.support.soap import attachments as parts_of
 
 from xhuma.ccda.validate import validate_bytes
 from xhuma.ihe.demo import demo_demographics, embedded_xhuma, run_demo
 from xhuma.nhs.simulator.patients import DEMO_PATIENT, Fault, fault_patient
-
-UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
 
 
 @pytest.fixture
@@ -52,16 +50,14 @@ def _demographics_kwargs(nhs: str) -> dict:
 
 
 async def test_e2e_iti55_iti38_iti39_against_the_simulator_and_the_ccd_validates(workdir, data_dir):
-    signer = new_signing_key()
-    cert = workdir / "epic.pem"
-    cert.write_bytes(signer.cert_pem)
+    signer, cert = trusted_signing_key(workdir, "epic.pem")
     overrides = {"saml_verify": "required", "saml_trusted_certs": [cert], "working_dir": workdir}
     async with embedded_xhuma(overrides) as base, httpx.AsyncClient(base_url=base, timeout=60) as http:
         def security() -> object:
-            return security_header(assertion(epic_statement(data_dir, resource_id=cx(DEMO_PATIENT)), signer=signer))
+            return epic_security(data_dir, signer, DEMO_PATIENT)
 
         # ITI-55
-        request = iti55_body([[("2.16.840.1.113883.2.1.4.1", DEMO_PATIENT)]], **_demographics_kwargs(DEMO_PATIENT))
+        request = iti55_body([[(NHS_OID, DEMO_PATIENT)]], **_demographics_kwargs(DEMO_PATIENT))
         response = await http.post("/SOAP/iti55", content=envelope(ACTION_55, request, security=security()),
                                     headers={"content-type": "application/soap+xml"})
         message = body_of(parse_response(response))
@@ -75,13 +71,11 @@ async def test_e2e_iti55_iti38_iti39_against_the_simulator_and_the_ccd_validates
         message = body_of(parse_response(response))
         assert schema_errors(message) == []
         (entry,) = message.findall("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
-        unique_id = entry.find(f"rim:ExternalIdentifier[@identificationScheme='{UNIQUE_ID_SCHEME}']", NS).get("value")
-        advertised_hash = entry.findtext("rim:Slot[@name='hash']/rim:ValueList/rim:Value", namespaces=NS)
-        advertised_size = entry.findtext("rim:Slot[@name='size']/rim:ValueList/rim:Value", namespaces=NS)
+        unique_id = unique_id_of(entry)
+        advertised_hash, advertised_size = slot_value(entry, "hash"), slot_value(entry, "size")
 
         # ITI-39, MTOM as Epic sends it
-        request = iti39_body([(entry.get("home"), entry.findtext(
-            "rim:Slot[@name='repositoryUniqueId']/rim:ValueList/rim:Value", namespaces=NS), unique_id)])
+        request = iti39_body([(entry.get("home"), slot_value(entry, "repositoryUniqueId"), unique_id)])
         wrapped, content_type = mtom_wrap(envelope(ACTION_39, request, security=security()))
         response = await http.post("/SOAP/iti39", content=wrapped, headers={"content-type": content_type})
         message = body_of(parse_response(response))
@@ -135,7 +129,7 @@ async def test_e2e_restricted_patient_is_no_match(workdir):
     async with embedded_xhuma({"working_dir": workdir}) as base, \
             httpx.AsyncClient(base_url=base, timeout=60) as http:
         response = await http.post("/SOAP/iti55", content=envelope(ACTION_55, iti55_body(
-            [[("2.16.840.1.113883.2.1.4.1", nhs)]], family="XHUMA-RESTRICTED", given="Rachel", birth="19800101",
+            [[(NHS_OID, nhs)]], family="XHUMA-RESTRICTED", given="Rachel", birth="19800101",
             gender="F")), headers={"content-type": "application/soap+xml"})
     message = body_of(parse_response(response))
     assert message.find("hl7:acknowledgement/hl7:typeCode", NS).get("code") == "AA"

@@ -1,6 +1,9 @@
 """Test support for the IHE layer: small in-test NHS ports (honest stand-ins for PDS/SDS/GP Connect, whose real
-clients are tested elsewhere), request builders for the three transactions, SAML signing, and a harness that
-serves the real router over ASGI with a real audit store (SQLite file) and a real cache.
+clients are tested elsewhere) and a harness that serves the real router over ASGI with a real audit store (SQLite
+file) and a real cache.
+
+The SOAP message builders and response parsers live in tests.support.soap and the keys in tests.support.pki; they
+are re-exported here so that ``from tests.ihe.support import ...`` keeps working for every module that uses it.
 """
 
 from __future__ import annotations
@@ -10,17 +13,51 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from lxml import etree
-from signxml import XMLSigner
+from tests.support.pki import SigningKey, new_signing_key
+from tests.support.soap import (
+    ACTION_38,
+    ACTION_39,
+    ACTION_55,
+    DEMO_NHS,
+    FIND_DOCUMENTS,
+    GET_DOCUMENTS,
+    HL7,
+    NHS_OID,
+    NS,
+    QUERY,
+    RIM,
+    RS,
+    SAML2,
+    SOAP12,
+    SOAP_CT,
+    UNIQUE_ID_SCHEME,
+    WSA,
+    WSSE,
+    XDSB,
+    XOP,
+    assertion,
+    attachments,
+    body_of,
+    cx,
+    envelope,
+    epic_statement,
+    iti38_body,
+    iti39_body,
+    iti55_body,
+    mtom_wrap,
+    parse_response,
+    retrieved_document,
+    security_header,
+    slot_value,
+    soap_parts,
+    unique_id_of,
+)
 
 from xhuma.audit import Auditor
 from xhuma.config import Settings
@@ -33,40 +70,68 @@ from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import MemoryCache
 from xhuma.store.keys import CacheKeys
 
-SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-WSA = "http://www.w3.org/2005/08/addressing"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-SAML2 = "urn:oasis:names:tc:SAML:2.0:assertion"
-HL7 = "urn:hl7-org:v3"
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
-RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
-XDSB = "urn:ihe:iti:xds-b:2007"
-XOP = "http://www.w3.org/2004/08/xop/include"
-NS = {
-    "env": SOAP12,
-    "wsa": WSA,
-    "hl7": HL7,
-    "query": QUERY,
-    "rim": RIM,
-    "rs": RS,
-    "xdsb": XDSB,
-    "xop": XOP,
-    "wsse": WSSE,
-}
+__all__ = [  # the re-exported message and key helpers, then this module's own
+    "ACTION_38",
+    "ACTION_39",
+    "ACTION_55",
+    "CREATED",
+    "DECEASED_NHS",
+    "DEMO_NHS",
+    "FIND_DOCUMENTS",
+    "GET_DOCUMENTS",
+    "HL7",
+    "NHS_OID",
+    "NS",
+    "OTHER_NHS",
+    "QUERY",
+    "RESTRICTED_NHS",
+    "RIM",
+    "RS",
+    "SAML2",
+    "SOAP12",
+    "SOAP_CT",
+    "SUPERSEDED_NHS",
+    "UNIQUE_ID_SCHEME",
+    "UNKNOWN_NHS",
+    "WSA",
+    "WSSE",
+    "XDSB",
+    "XOP",
+    "FailingAuditSink",
+    "GpConnect",
+    "Harness",
+    "Pds",
+    "Sds",
+    "SigningKey",
+    "UpstreamDown",
+    "assertion",
+    "attachments",
+    "body_of",
+    "cx",
+    "envelope",
+    "epic_statement",
+    "iti38_body",
+    "iti39_body",
+    "iti55_body",
+    "make_harness",
+    "mtom_wrap",
+    "new_signing_key",
+    "now_minus",
+    "parse_response",
+    "patient",
+    "retrieved_document",
+    "security_header",
+    "slot_value",
+    "small_converter",
+    "soap_parts",
+    "unique_id_of",
+]
 
-NHS_OID = "2.16.840.1.113883.2.1.4.1"
-DEMO_NHS = "9690937286"
 OTHER_NHS = "9434765919"
 RESTRICTED_NHS = "9000000025"
 DECEASED_NHS = "9000000009"
 SUPERSEDED_NHS = "9000000033"
 UNKNOWN_NHS = "9449306060"
-ACTION_55 = "urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery"
-ACTION_38 = "urn:ihe:iti:2007:CrossGatewayQuery"
-ACTION_39 = "urn:ihe:iti:2007:CrossGatewayRetrieve"
-FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
-GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 
 
 # --- in-test NHS ports --------------------------------------------------------------------------------------------
@@ -169,298 +234,6 @@ def small_converter(record: StructuredRecord, pds_patient: PdsPatient, settings:
     )
 
 
-# --- SAML -----------------------------------------------------------------------------------------------------------
-@dataclass
-class SigningKey:
-    key: rsa.RSAPrivateKey
-    cert: x509.Certificate
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-
-def new_signing_key(name: str = "Epic Care Everywhere Test") -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return SigningKey(key, cert)
-
-
-EPIC_ATTRIBUTES = None  # filled lazily from tests/data/ihe/epic-saml-attributes.xml
-
-
-def epic_statement(data_dir: Any, *, resource_id: str | None = None, purpose: str | None = None) -> etree._Element:
-    statement = etree.parse(str(data_dir / "ihe" / "epic-saml-attributes.xml")).getroot()
-    if resource_id is not None:
-        for attribute in statement:
-            if attribute.get("Name") == "urn:oasis:names:tc:xacml:2.0:resource:resource-id":
-                attribute[0].text = resource_id
-    if purpose is not None:
-        for element in statement.iter("{urn:hl7-org:v3}PurposeForUse"):
-            element.set("code", purpose)
-    return statement
-
-
-def assertion(
-    statement: etree._Element | None,
-    *,
-    not_before: datetime | None = None,
-    not_on_or_after: datetime | None = None,
-    audience: str | None = None,
-    signer: SigningKey | None = None,
-    name_id: str = "epic-user-1234",
-) -> etree._Element:
-    now = datetime.now(UTC)
-    element = etree.Element(
-        f"{{{SAML2}}}Assertion",
-        nsmap={"saml2": SAML2},
-        ID=f"_{uuid.uuid4().hex}",
-        Version="2.0",
-        IssueInstant=now.isoformat(),
-    )
-    etree.SubElement(element, f"{{{SAML2}}}Issuer").text = "CN=Epic Care Everywhere Test"
-    subject = etree.SubElement(element, f"{{{SAML2}}}Subject")
-    etree.SubElement(subject, f"{{{SAML2}}}NameID").text = name_id
-    conditions = etree.SubElement(
-        element,
-        f"{{{SAML2}}}Conditions",
-        NotBefore=(not_before or now - timedelta(minutes=1)).isoformat(),
-        NotOnOrAfter=(not_on_or_after or now + timedelta(minutes=5)).isoformat(),
-    )
-    if audience is not None:
-        restriction = etree.SubElement(conditions, f"{{{SAML2}}}AudienceRestriction")
-        etree.SubElement(restriction, f"{{{SAML2}}}Audience").text = audience
-    if statement is not None:
-        element.append(etree.fromstring(etree.tostring(statement)))
-    if signer is None:
-        return element
-    signed = XMLSigner(
-        signature_algorithm="rsa-sha256",
-        digest_algorithm="sha256",
-        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
-    ).sign(element, key=signer.key_pem, cert=[signer.cert], reference_uri=element.get("ID"))
-    return signed
-
-
-def security_header(saml: etree._Element | None) -> etree._Element:
-    security = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE})
-    security.set(f"{{{SOAP12}}}mustUnderstand", "true")
-    if saml is not None:
-        security.append(saml)
-    return security
-
-
-# --- request builders -----------------------------------------------------------------------------------------------
-def envelope(
-    action: str | None,
-    body: etree._Element,
-    *,
-    message_id: str | None = "auto",
-    security: etree._Element | None = None,
-    reply_to: str | None = None,
-    soap_prefix: str = "s",
-    wsa_prefix: str = "a",
-    pretty: bool = False,
-) -> bytes:
-    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={soap_prefix: SOAP12, wsa_prefix: WSA})
-    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
-    if action is not None:
-        action_element = etree.SubElement(header, f"{{{WSA}}}Action")
-        action_element.set(f"{{{SOAP12}}}mustUnderstand", "1")
-        action_element.text = action
-    if message_id is not None:
-        etree.SubElement(header, f"{{{WSA}}}MessageID").text = (
-            f"urn:uuid:{uuid.uuid4()}" if message_id == "auto" else message_id
-        )
-    if reply_to is not None:
-        etree.SubElement(etree.SubElement(header, f"{{{WSA}}}ReplyTo"), f"{{{WSA}}}Address").text = reply_to
-    etree.SubElement(env, f"{{{SOAP12}}}Body").append(body)
-    if security is None:
-        return etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=pretty)
-    # The signed assertion travels byte for byte as signed (pretty-printing it would break its digest).
-    etree.SubElement(header, "security-marker")
-    raw = etree.tostring(env, xml_declaration=True, encoding="UTF-8", pretty_print=pretty)
-    return raw.replace(b"<security-marker/>", etree.tostring(security))
-
-
-def iti55_body(
-    ids: list[list[tuple[str, str]]] | None = None,
-    *,
-    family: str | None = "Smith",
-    given: str | None = "Jane",
-    birth: str | None = "19520531",
-    gender: str | None = "F",
-    priority: str = "I",
-) -> etree._Element:
-    """PRPA_IN201305UV02; ``ids`` is a list of livingSubjectId elements, each a list of (root, extension)."""
-    if ids is None:
-        ids = [[(NHS_OID, DEMO_NHS)]]
-    E = lambda tag, parent=None, **attrs: (  # noqa: E731
-        etree.SubElement(parent, f"{{{HL7}}}{tag}", attrs)
-        if parent is not None
-        else etree.Element(
-            f"{{{HL7}}}{tag}", attrs, nsmap={None: HL7, "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
-        )
-    )
-    message = E("PRPA_IN201305UV02", ITSVersion="XML_1.0")
-    E("id", message, root="1.2.840.114350.1.13.0.1.7.1.1", extension="35423")
-    E("creationTime", message, value="20250301120000")
-    E("interactionId", message, root="2.16.840.1.113883.1.6", extension="PRPA_IN201305UV02")
-    E("processingCode", message, code="P")
-    E("processingModeCode", message, code="T")
-    E("acceptAckCode", message, code="AL")
-    device = E("device", E("receiver", message, typeCode="RCV"), classCode="DEV", determinerCode="INSTANCE")
-    E("id", device, root="2.16.840.1.113883.3.9999.1.3")
-    sender = E("device", E("sender", message, typeCode="SND"), classCode="DEV", determinerCode="INSTANCE")
-    E("id", sender, root="1.2.840.114350.1.13.999.567")
-    organisation = E(
-        "representedOrganization", E("asAgent", sender, classCode="AGNT"), classCode="ORG", determinerCode="INSTANCE"
-    )
-    E("id", organisation, root="1.2.840.114350.1.13.525.3.7.3.688884.100")
-    control = E("controlActProcess", message, classCode="CACT", moodCode="EVN")
-    E("code", control, code="PRPA_TE201305UV02", codeSystem="2.16.840.1.113883.1.6")
-    query = E("queryByParameter", control)
-    E("queryId", query, root="1.2.840.114350.1.13.28.1.18.5.999", extension="18204")
-    E("statusCode", query, code="new")
-    E("responseModalityCode", query, code="R")
-    E("responsePriorityCode", query, code=priority)
-    parameters = E("parameterList", query)
-    if gender:
-        E("value", E("livingSubjectAdministrativeGender", parameters), code=gender)
-        parameters[-1].append(_semantics("LivingSubject.administrativeGender"))
-    if birth:
-        E("value", E("livingSubjectBirthTime", parameters), value=birth)
-        parameters[-1].append(_semantics("LivingSubject.birthTime"))
-    for values in ids:
-        element = E("livingSubjectId", parameters)
-        for root, extension in values:
-            E("value", element, root=root, extension=extension)
-        element.append(_semantics("LivingSubject.id"))
-    if family or given:
-        name = E("livingSubjectName", parameters)
-        value = E("value", name)
-        if given:
-            E("given", value).text = given
-        if family:
-            E("family", value).text = family
-        name.append(_semantics("LivingSubject.name"))
-    return message
-
-
-def _semantics(text: str) -> etree._Element:
-    element = etree.Element(f"{{{HL7}}}semanticsText")
-    element.text = text
-    return element
-
-
-def iti38_body(
-    slots: Mapping[str, list[str]] | None = None,
-    *,
-    query_id: str = FIND_DOCUMENTS,
-    return_type: str = "LeafClass",
-    home: str | None = None,
-    nhs: str = DEMO_NHS,
-) -> etree._Element:
-    if slots is None:
-        slots = {
-            "$XDSDocumentEntryPatientId": [f"'{nhs}^^^&{NHS_OID}&ISO'"],
-            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
-        }
-    request = etree.Element(f"{{{QUERY}}}AdhocQueryRequest", nsmap={"query": QUERY, "rim": RIM})
-    etree.SubElement(request, f"{{{QUERY}}}ResponseOption", returnType=return_type, returnComposedObjects="true")
-    query = etree.SubElement(request, f"{{{RIM}}}AdhocQuery", id=query_id)
-    if home is not None:
-        query.set("home", home)
-    for name, values in slots.items():
-        value_list = etree.SubElement(etree.SubElement(query, f"{{{RIM}}}Slot", name=name), f"{{{RIM}}}ValueList")
-        for value in values:
-            etree.SubElement(value_list, f"{{{RIM}}}Value").text = value
-    return request
-
-
-def iti39_body(requests: list[tuple[str | None, str | None, str | None]]) -> etree._Element:
-    body = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetRequest", nsmap={"xdsb": XDSB})
-    for home, repository, unique_id in requests:
-        item = etree.SubElement(body, f"{{{XDSB}}}DocumentRequest")
-        for local, value in (
-            ("HomeCommunityId", home),
-            ("RepositoryUniqueId", repository),
-            ("DocumentUniqueId", unique_id),
-        ):
-            if value is not None:
-                etree.SubElement(item, f"{{{XDSB}}}{local}").text = value
-    return body
-
-
-def mtom_wrap(
-    envelope_bytes: bytes, *, boundary: str = "uuid:0f8d7e6a-epic", line_end: bytes = b"\r\n", start: bool = True
-) -> tuple[bytes, str]:
-    """An Epic-style MTOM request: multipart/related with the envelope as the root part and no attachment."""
-    root_id = "<root.message@cxf.apache.org>"
-    body = line_end.join(
-        [
-            b"--" + boundary.encode(),
-            b'Content-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"',
-            b"Content-Transfer-Encoding: binary",
-            b"Content-ID: " + root_id.encode(),
-            b"",
-            envelope_bytes,
-            b"--" + boundary.encode() + b"--",
-            b"",
-        ]
-    )
-    content_type = (
-        f'multipart/related; type="application/xop+xml"; boundary="{boundary}"; '
-        + (f'start="{root_id}"; ' if start else "")
-        + 'start-info="application/soap+xml"; action="urn:ihe:iti:2007:CrossGatewayRetrieve"'
-    )
-    return body, content_type
-
-
-SOAP_CT = "application/soap+xml; charset=UTF-8"
-
-
-def parse_response(response: httpx.Response) -> etree._Element:
-    """The SOAP envelope of a response (the root part of an MTOM package, or the whole body)."""
-    content_type = response.headers["content-type"]
-    if content_type.startswith("multipart/related"):
-        from xhuma.ihe.soap import content_type_params, split_multipart
-
-        _, params = content_type_params(content_type)
-        parts = split_multipart(response.content, params["boundary"])
-        start = params["start"].strip("<>")
-        root = next(part for part in parts if part.content_id == start)
-        return etree.fromstring(root.content)
-    return etree.fromstring(response.content)
-
-
-def attachments(response: httpx.Response) -> dict[str, bytes]:
-    from xhuma.ihe.soap import content_type_params, split_multipart
-
-    _, params = content_type_params(response.headers["content-type"])
-    return {part.content_id or "": part.content for part in split_multipart(response.content, params["boundary"])}
-
-
-def body_of(env: etree._Element) -> etree._Element:
-    return env.find(f"{{{SOAP12}}}Body")[0]
-
 
 # --- harness ----------------------------------------------------------------------------------------------------------
 class FailingAuditSink:
@@ -485,6 +258,16 @@ class Harness:
 
     async def post(self, path: str, content: bytes, content_type: str = SOAP_CT) -> httpx.Response:
         return await self.client.post(path, content=content, headers={"content-type": content_type})
+
+    async def answered(
+        self, path: str, action: str, body: etree._Element, **envelope_options: Any
+    ) -> tuple[httpx.Response, etree._Element, etree._Element]:
+        """POST ``body`` in an envelope; it must be answered 200. Returns the response, its envelope and the
+        message in its Body."""
+        response = await self.post(path, envelope(action, body, **envelope_options))
+        assert response.status_code == 200, response.text
+        env = parse_response(response)
+        return response, env, body_of(env)
 
     async def events(self, **filters: Any) -> list[dict[str, Any]]:
         return list(await self.audit.query(**filters))
@@ -519,10 +302,6 @@ async def make_harness(
 
 def now_minus(seconds: int) -> datetime:
     return datetime.now(UTC) - dt.timedelta(seconds=seconds)
-
-
-def cx(nhs: str = DEMO_NHS) -> str:
-    return f"{nhs}^^^&{NHS_OID}&ISO"
 
 
 class UpstreamDown(UpstreamError):

@@ -7,32 +7,29 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from tests.ihe.support import (
+from tests.support.pki import trusted_signing_key
+from tests.support.soap import (
     ACTION_38,
     ACTION_39,
     ACTION_55,
     NS,
-    assertion,
     body_of,
-    cx,
     envelope,
-    epic_statement,
+    epic_security,
     iti38_body,
     iti39_body,
     iti55_body,
     mtom_wrap,
-    new_signing_key,
     parse_response,
-    security_header,
+    slot_value,
+    unique_id_of,
 )
-from tests.ihe.support import attachments as parts_of
+from tests.support.soap import attachments as parts_of
 
 
 @pytest.fixture
 async def epic(harness_factory, make_settings, tmp_path):
-    signer = new_signing_key()
-    cert = tmp_path / "epic.pem"
-    cert.write_bytes(signer.cert_pem)
+    signer, cert = trusted_signing_key(tmp_path, "epic.pem")
     harness = await harness_factory(make_settings(saml_verify="required", saml_trusted_certs=[cert]))
     return harness, signer
 
@@ -41,7 +38,7 @@ async def test_epic_shaped_discovery_query_and_mtom_retrieve(epic, data_dir):
     harness, signer = epic
 
     def security():
-        return security_header(assertion(epic_statement(data_dir, resource_id=cx()), signer=signer))
+        return epic_security(data_dir, signer)
 
     raw = envelope(ACTION_55, iti55_body(), security=security(), pretty=True)
     assert raw.count(b"<s:Envelope") == 1 and b"<a:Action" in raw
@@ -51,9 +48,8 @@ async def test_epic_shaped_discovery_query_and_mtom_retrieve(epic, data_dir):
 
     response = await harness.post("/SOAP/iti38", envelope(ACTION_38, iti38_body(), security=security(), pretty=True))
     entry = body_of(parse_response(response)).find("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
-    unique_id = entry.find("rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-"
-                           "8640a32e42ab']", NS).get("value")
-    digest = entry.findtext("rim:Slot[@name='hash']/rim:ValueList/rim:Value", namespaces=NS)
+    unique_id = unique_id_of(entry)
+    digest = slot_value(entry, "hash")
 
     request = iti39_body([(harness.settings.home_community_urn, harness.settings.repository_unique_id, unique_id)])
     wrapped, content_type = mtom_wrap(envelope(ACTION_39, request, security=security(), pretty=True))

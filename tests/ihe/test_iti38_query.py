@@ -16,6 +16,7 @@ from tests.ihe.support import (
     NS,
     RESTRICTED_NHS,
     SOAP_CT,
+    UNIQUE_ID_SCHEME,
     GpConnect,
     UpstreamDown,
     body_of,
@@ -23,6 +24,7 @@ from tests.ihe.support import (
     envelope,
     iti38_body,
     parse_response,
+    unique_id_of,
 )
 
 from xhuma.errors import ConsentRefused, NoEndpoint
@@ -35,10 +37,7 @@ FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
 
 
 async def query(harness, body, **kwargs):
-    response = await harness.post("/SOAP/iti38", envelope(ACTION_38, body, **kwargs))
-    assert response.status_code == 200, response.text
-    env = parse_response(response)
-    return response, env, body_of(env)
+    return await harness.answered("/SOAP/iti38", ACTION_38, body, **kwargs)
 
 
 def slots(**extra):
@@ -64,11 +63,7 @@ async def test_iti38_find_documents_returns_one_complete_stable_DocumentEntry_LE
     assert message.get("status") == SUCCESS
     (entry,) = message.findall("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
     settings = harness.settings
-    stored = await harness.records.retrieve_document(
-        entry.find(
-            "rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
-        ).get("value")
-    )
+    stored = await harness.records.retrieve_document(unique_id_of(entry))
     entry_uuid = entry.get("id")
     assert entry_uuid.startswith("urn:uuid:") and entry.get("home") == f"urn:oid:{settings.home_community_id}"
     assert entry.get("objectType") == "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"
@@ -108,7 +103,7 @@ async def test_iti38_find_documents_returns_one_complete_stable_DocumentEntry_LE
     ]
     identifiers = {e.get("identificationScheme"): e for e in entry.iterfind("rim:ExternalIdentifier", NS)}
     patient_id = identifiers["urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"]
-    unique_id = identifiers["urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"]
+    unique_id = identifiers[UNIQUE_ID_SCHEME]
     assert patient_id.get("value") == slot(entry, "sourcePatientId")[0]  # same assigning authority
     assert unique_id.get("value") == stored.unique_id and unique_id.get("value") != entry_uuid
     assert all(part.isdigit() for part in unique_id.get("value").split("."))  # OID-style
@@ -131,12 +126,7 @@ async def test_iti38_concurrent_identical_queries_run_the_pipeline_once_LESSONS_
     harness = await harness_factory(gpconnect=GpConnect(latency=0.2))
     results = await asyncio.gather(*(query(harness, iti38_body()) for _ in range(8)))
     assert harness.gpconnect.calls == 1 and harness.records.pipeline_runs == 1
-    unique_ids = {
-        r[2]
-        .find(".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS)
-        .get("value")
-        for r in results
-    }
+    unique_ids = {unique_id_of(r[2].find(".//rim:ExtrinsicObject", NS)) for r in results}
     assert len(unique_ids) == 1
     await query(harness, iti38_body())  # and the next one is a cache hit
     assert harness.gpconnect.calls == 1
@@ -293,9 +283,7 @@ async def test_iti38_on_demand_setting_advertises_an_on_demand_entry_without_has
 async def test_iti38_get_documents_by_unique_id_and_by_entry_uuid(harness):
     _, _, message = await query(harness, iti38_body())
     entry = message.find("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
-    unique_id = entry.find(
-        "rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
-    ).get("value")
+    unique_id = unique_id_of(entry)
     home = harness.settings.home_community_urn
     for name, value in (("$XDSDocumentEntryUniqueId", unique_id), ("$XDSDocumentEntryEntryUUID", entry.get("id"))):
         _, _, found = await query(harness, iti38_body({name: [f"('{value}')"]}, query_id=GET_DOCUMENTS, home=home))
@@ -317,9 +305,7 @@ async def test_iti38_document_outlives_60_seconds_in_the_cache_LESSONS_11(harnes
     cache = MemoryCache(clock=lambda: now[0])
     harness = await harness_factory(make_settings(ttl_document_seconds=900), cache=cache)
     _, _, message = await query(harness, iti38_body())
-    unique_id = message.find(
-        ".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
-    ).get("value")
+    unique_id = unique_id_of(message.find(".//rim:ExtrinsicObject", NS))
     now[0] += 600  # ten minutes later: the EHR's ITI-39 still finds it
     assert (await harness.records.retrieve_document(unique_id)).unique_id == unique_id
     now[0] += 301
@@ -334,9 +320,7 @@ async def test_iti38_document_ttl_in_redis_is_the_configured_one_not_60_seconds_
     cache = RedisCache(redis_url, namespace=redis_namespace)
     harness = await harness_factory(make_settings(), cache=cache)
     _, _, message = await query(harness, iti38_body())
-    unique_id = message.find(
-        ".//rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']", NS
-    ).get("value")
+    unique_id = unique_id_of(message.find(".//rim:ExtrinsicObject", NS))
     client = redis_asyncio.Redis.from_url(redis_url)
     try:
         ttl = await client.ttl(f"{redis_namespace}:{CacheKeys.document(unique_id)}")

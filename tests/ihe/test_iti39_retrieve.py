@@ -17,12 +17,13 @@ from tests.ihe.support import (
     iti39_body,
     mtom_wrap,
     parse_response,
+    slot_value,
+    unique_id_of,
 )
 from tests.ihe.support import attachments as parts_of
 
 from xhuma.ports import CallerIdentity
 
-UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 PARTIAL = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"
 FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
@@ -32,10 +33,7 @@ async def advertised(harness):
     """Run ITI-38 and return (uniqueId, hash, size) as advertised."""
     response = await harness.post("/SOAP/iti38", envelope(ACTION_38, iti38_body()))
     entry = body_of(parse_response(response)).find("rim:RegistryObjectList/rim:ExtrinsicObject", NS)
-    unique_id = entry.find(f"rim:ExternalIdentifier[@identificationScheme='{UNIQUE_ID_SCHEME}']", NS).get("value")
-    hash_ = entry.findtext("rim:Slot[@name='hash']/rim:ValueList/rim:Value", namespaces=NS)
-    size = int(entry.findtext("rim:Slot[@name='size']/rim:ValueList/rim:Value", namespaces=NS))
-    return unique_id, hash_, size
+    return unique_id_of(entry), slot_value(entry, "hash"), int(slot_value(entry, "size"))
 
 
 def request_for(harness, unique_id, *, home=None, repository=None):

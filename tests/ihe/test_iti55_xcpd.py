@@ -19,21 +19,16 @@ from tests.ihe.support import (
     UNKNOWN_NHS,
     Pds,
     UpstreamDown,
-    body_of,
     envelope,
     iti38_body,
     iti55_body,
-    parse_response,
 )
 
 EPIC_OID = "1.2.840.114350.1.13.525.3.7.3.688884.100"
 
 
 async def discover(harness, body, **kwargs):
-    response = await harness.post("/SOAP/iti55", envelope(ACTION_55, body, **kwargs))
-    assert response.status_code == 200, response.text
-    env = parse_response(response)
-    return response, env, body_of(env)
+    return await harness.answered("/SOAP/iti55", ACTION_55, body, **kwargs)
 
 
 def ack(message):

@@ -25,6 +25,7 @@ from xhuma.errors import (
     UpstreamUnavailable,
 )
 from xhuma.nhs.gpconnect import AREA_PARAMETERS, build_parameters, cross_check
+from xhuma.nhs.nhs_number import is_valid_nhs_number
 from xhuma.nhs.pds import pds_outcome
 from xhuma.nhs.simulator.patients import DEMO_PATIENT, FAULT_PATIENTS, Fault, fault_patient
 from xhuma.nhs.simulator.provider import parse_parameters
@@ -123,6 +124,7 @@ FAULT_OUTCOMES: dict[Fault, type[Exception] | str] = {
 def test_every_fault_patient_has_an_expected_outcome_and_a_valid_number() -> None:
     assert set(FAULT_OUTCOMES) == set(Fault)
     assert {p.fault for p in FAULT_PATIENTS.values()} == set(Fault)
+    assert [number for number in FAULT_PATIENTS if not is_valid_nhs_number(number)] == []
 
 
 @pytest.mark.parametrize("fault", list(Fault), ids=lambda fault: fault.value)
@@ -239,10 +241,17 @@ async def test_dead_upstream_trips_the_breaker_and_then_fails_fast_lesson_19() -
                 await upstream.request("POST", url, headers={})
         assert upstream.breaker.state is BreakerState.OPEN
         assert metrics.breaker_state.labels(service="gpconnect")._value.get() == 1
-        started = time.perf_counter()
+        sent: list[str] = []
+        send = upstream.client.request
+
+        async def counting_send(method: str, url: str, **kwargs: object) -> object:
+            sent.append(url)
+            return await send(method, url, **kwargs)  # type: ignore[arg-type]
+
+        upstream.client.request = counting_send  # type: ignore[method-assign]
         with pytest.raises(CircuitOpen):
             await upstream.request("POST", url, headers={})
-        assert time.perf_counter() - started < 0.01  # fails fast, nothing sent
+        assert sent == []  # fails fast: nothing is sent while the breaker is open
         await asyncio.sleep(settings.breaker_reset_seconds)
         assert upstream.breaker.state is BreakerState.HALF_OPEN
         with pytest.raises(UpstreamUnavailable):  # the one trial call fails: open again
@@ -264,5 +273,7 @@ async def test_breaker_closes_after_a_successful_trial(nhs: Nhs) -> None:
     assert nhs.metrics.upstream_errors.labels(service="pds", code="CircuitOpen")._value.get() == 1
 
 
-def test_trace_ids_are_uuids() -> None:
-    uuid.UUID(str(uuid.uuid4()))
+async def test_ssp_trace_id_sent_to_gp_connect_is_a_canonical_uuid(nhs: Nhs) -> None:
+    _, record = await fetch(nhs, DEMO_PATIENT)
+    sent = nhs.state.gpc_requests[-1]["headers"]["ssp-traceid"]
+    assert sent == record.trace_id == str(uuid.UUID(sent))

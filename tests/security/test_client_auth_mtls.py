@@ -13,8 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from tests.security.pki import Issued, Pki
-from tests.security.server import serve
+from tests.support.pki import Issued, Pki
+from tests.support.servers import serve
+from tests.support.soap import ACTION_55, SOAP_CT, envelope, iti55_body
 
 from xhuma.app import create_app
 from xhuma.config import Settings
@@ -188,8 +189,6 @@ def test_client_authentication_off_when_nothing_is_configured(make_settings: Any
 
 def test_soap_endpoint_over_real_tls_refuses_a_certificate_not_on_the_allow_list(make_settings: Any, pki: Pki,
                                                                                   server_cert: Issued) -> None:
-    from tests.ihe.support import ACTION_55, SOAP_CT, envelope, iti55_body
-
     epic, other = pki.issue("Epic Gateway"), pki.issue("Some Other System")
     settings = mtls_settings(make_settings, pki, server_cert, [epic.subject])
     with serve(create_app(settings), **uvicorn_options(settings)) as port:

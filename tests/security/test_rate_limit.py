@@ -41,19 +41,18 @@ def test_zero_means_no_limit() -> None:
 
 
 async def test_soap_endpoint_over_the_limit_answers_a_fault_with_retry_after_and_audits_it(make_settings: Any) -> None:
-    import httpx
     import sqlalchemy as sa
-    from tests.ihe.support import ACTION_55, SOAP_CT, envelope, iti55_body
+    from tests.support.exchange import app_client
+    from tests.support.soap import ACTION_55, SOAP_CT, envelope, iti55_body
 
     from xhuma.app import create_app
     from xhuma.store.audit import audit_event
 
     app = create_app(make_settings(rate_limit_per_minute=2))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x.test") as client:
-            answers = [await client.post("/SOAP/iti55", content=envelope(ACTION_55, iti55_body()),
-                                         headers={"content-type": SOAP_CT}) for _ in range(3)]
-            metrics_text = (await client.get("/metrics")).text
+    async with app_client(app) as client:
+        answers = [await client.post("/SOAP/iti55", content=envelope(ACTION_55, iti55_body()),
+                                     headers={"content-type": SOAP_CT}) for _ in range(3)]
+        metrics_text = (await client.get("/metrics")).text
         async with app.state.runtime.audit.engine.connect() as connection:
             codes = [row.error_code for row in await connection.execute(
                 sa.select(audit_event.c.error_code).where(audit_event.c.transaction == "ITI-55"))]

@@ -8,18 +8,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from lxml import etree
-from tests.audit.exchange import AUDIENCE, BIRTH_HL7, FAMILY, GIVEN, NHS_NUMBER, signed_security
-from tests.ihe.support import ACTION_55, NHS_OID, SOAP_CT, envelope, iti55_body, new_signing_key
+from tests.support.exchange import AUDIENCE, BIRTH_HL7, FAMILY, GIVEN, NHS_NUMBER, app_client, signed_security
+from tests.support.pki import new_signing_key, trusted_signing_key
+from tests.support.soap import ACTION_55, NHS_OID, SAML2, SOAP12, SOAP_CT, envelope, iti55_body
 
 from xhuma.app import create_app
 from xhuma.store.audit import audit_event
-
-SAML2 = "urn:oasis:names:tc:SAML:2.0:assertion"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 
 
 def tamper(security: etree._Element) -> etree._Element:
@@ -33,9 +30,8 @@ def tamper(security: etree._Element) -> etree._Element:
 @pytest.mark.parametrize("case", ["valid", "tampered", "expired", "wrong-audience", "untrusted-signer"])
 async def test_saml_assertion_is_verified_at_the_soap_endpoint(make_settings: Any, tmp_path: Path, data_dir: Path,
                                                                case: str) -> None:
-    signer = new_signing_key()
-    (tmp_path / "saml.pem").write_bytes(signer.cert_pem)
-    app = create_app(make_settings(saml_verify="required", saml_trusted_certs=[tmp_path / "saml.pem"],
+    signer, cert_file = trusted_signing_key(tmp_path)
+    app = create_app(make_settings(saml_verify="required", saml_trusted_certs=[cert_file],
                                    saml_audience=[AUDIENCE], audit_hmac_key="h" * 40))
     if case == "valid":
         security = signed_security(data_dir, signer)
@@ -49,10 +45,9 @@ async def test_saml_assertion_is_verified_at_the_soap_endpoint(make_settings: An
     else:
         security = signed_security(data_dir, new_signing_key("Impostor"))
     body = iti55_body([[(NHS_OID, NHS_NUMBER)]], family=FAMILY, given=GIVEN, birth=BIRTH_HL7, gender="M")
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x.test") as client:
-            response = await client.post("/SOAP/iti55", content=envelope(ACTION_55, body, security=security),
-                                         headers={"content-type": SOAP_CT})
+    async with app_client(app) as client:
+        response = await client.post("/SOAP/iti55", content=envelope(ACTION_55, body, security=security),
+                                     headers={"content-type": SOAP_CT})
         async with app.state.runtime.audit.engine.connect() as connection:
             events = [dict(r._mapping) for r in await connection.execute(sa.select(audit_event))]
     transactions = {event["transaction"]: event for event in events}
@@ -64,8 +59,7 @@ async def test_saml_assertion_is_verified_at_the_soap_endpoint(make_settings: An
         assert "PDS" in transactions
         return
     fault = etree.fromstring(response.content)
-    subcode = fault.findtext(".//{http://www.w3.org/2003/05/soap-envelope}Subcode/"
-                             "{http://www.w3.org/2003/05/soap-envelope}Value")
+    subcode = fault.findtext(f".//{{{SOAP12}}}Subcode/{{{SOAP12}}}Value")
     assert response.status_code in (400, 500) and subcode and subcode.endswith(
         ("FailedAuthentication", "InvalidSecurity", "MessageExpired")), response.text[:1000]
     assert transactions["ITI-55"]["outcome"] == "denied"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.security.pki import Pki
+from tests.support.pki import Pki
 
 from xhuma.app import create_app
 from xhuma.security.startup import InsecureConfiguration, security_problems
