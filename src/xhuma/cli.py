@@ -140,6 +140,12 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as error:
+        # A file a command was told to read or write cannot be (read-only, missing parent, a directory, disk full):
+        # one line naming the path and the reason, exit 1, never a traceback.
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"xhuma: {where}{error.strerror or type(error).__name__}", err=True)
+        sys.exit(1)
 
 
 # --- sub-commands of other capabilities: each module registers its own commands on `app` ---------------------

@@ -19,7 +19,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -80,6 +80,17 @@ def _fold(text: str) -> str:
 _GENDER = {"male": "M", "female": "F", "other": "UN", "unknown": "UN"}
 
 
+def _is_hl7_date(value: str) -> bool:
+    """HL7 TS date precision ``YYYY``, ``YYYYMM`` or ``YYYYMMDD``, and a real calendar date."""
+    if len(value) not in (4, 6, 8) or not (value.isascii() and value.isdigit()):
+        return False
+    try:
+        date(int(value[:4]), int(value[4:6] or 1), int(value[6:8] or 1))
+    except ValueError:
+        return False
+    return True
+
+
 def demographics_conflict(query: DemographicQuery, patient: PdsPatient, strictness: str) -> str | None:
     """The PHI-free reason the query's demographics do not fit the PDS record, or None (LESSONS 3).
 
@@ -98,6 +109,8 @@ def demographics_conflict(query: DemographicQuery, patient: PdsPatient, strictne
         if not any(_fold(name) in pds_given for name in query.given if name):
             return "GivenNameMismatch"
     if query.birth_date:
+        if not _is_hl7_date(query.birth_date):
+            return "BirthDateInvalid"  # '1' or '19' would otherwise be a prefix of most birth dates
         pds_birth = (patient.birth_date or "").replace("-", "")
         if not pds_birth or not (pds_birth.startswith(query.birth_date) or query.birth_date.startswith(pds_birth)):
             return "BirthDateMismatch"

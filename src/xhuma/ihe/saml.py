@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
-from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.exceptions import SignXMLException
 
 from xhuma.config import SamlVerify, Settings
 from xhuma.errors import SecurityError
@@ -194,7 +194,9 @@ class SamlVerifier:
         for certificate in self._trusted:
             try:
                 result = XMLVerifier().verify(data, x509_cert=certificate, expect_config=self._config)
-            except (InvalidSignature, InvalidDigest, InvalidCertificate, InvalidInput):
+            except (SignXMLException, ValueError, etree.LxmlError):
+                # Any signxml refusal (a malformed or empty ds:Signature is DocumentInvalid), or input lxml or the
+                # crypto layer cannot read: this certificate does not verify it (a WS-Security fault, never a 500).
                 continue
             signed = result[0].signed_xml if isinstance(result, list) else result.signed_xml
             # Anti-wrapping: the element the signature covers must be the assertion we were given.

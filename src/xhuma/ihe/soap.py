@@ -260,6 +260,11 @@ def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
             must_understand = block.get(f"{{{SOAP12}}}mustUnderstand", "false").strip() in ("1", "true")
             if must_understand and namespace not in UNDERSTOOD_HEADER_NAMESPACES:
                 raise SoapFault("MustUnderstand", "A header block marked mustUnderstand is not understood")
+        for local in ("Action", "MessageID", "To", "ReplyTo", "FaultTo"):
+            # WS-Addressing 1.0 Core §3.2: each at most once; a second copy is InvalidAddressingHeader (SOAP binding
+            # §6.4.1), not silently the first one.
+            if len(header.findall(f"{{{WSA}}}{local}")) > 1:
+                raise sender_fault(f"wsa:{local} appears more than once", "InvalidAddressingHeader")
         addressing = Addressing(
             action=_text(_child(header, WSA, "Action")),
             message_id=_text(_child(header, WSA, "MessageID")),

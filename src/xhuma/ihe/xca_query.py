@@ -116,7 +116,11 @@ class StoredQuery:
 
 
 def split_list(raw: str) -> list[str]:
-    """``('a','b')``, ``'a'``, ``a`` → ['a', 'b'] / ['a'] (ITI TF-2 3.18.4.1.2.3.5 value syntax)."""
+    """``('a','b')``, ``'a'``, ``a`` → ['a', 'b'] / ['a'] (ITI TF-2 3.18.4.1.2.3.5 value syntax).
+
+    An unterminated quote or a parenthesis outside quotes (other than the pair around a list) is malformed:
+    ``XDSRegistryError`` rather than a guess at what was meant.
+    """
     text = raw.strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1]
@@ -135,9 +139,13 @@ def split_list(raw: str) -> list[str]:
         elif char == "," and not quoted:
             values.append("".join(current).strip())
             current = []
+        elif char in "()" and not quoted:
+            raise XdsQueryError("XDSRegistryError", "A stored query parameter value has unbalanced parentheses")
         else:
             current.append(char)
         index += 1
+    if quoted:
+        raise XdsQueryError("XDSRegistryError", "A stored query parameter value has an unterminated quote")
     values.append("".join(current).strip())
     return [value for value in values if value]
 
@@ -316,7 +324,7 @@ def _time_bound(query: StoredQuery, slot: str) -> str | None:
     value = query.single(slot)
     if value is None:
         return None
-    if not value.isdigit() or len(value) < 4 or len(value) > 14:
+    if not (value.isascii() and value.isdigit()) or len(value) < 4 or len(value) > 14:
         raise XdsQueryError("XDSRegistryError", f"{slot} is not a DTM time")
     return value
 

@@ -23,6 +23,7 @@ X = f"{{{XDSB}}}"
 
 ACTION_REQUEST = "urn:ihe:iti:2007:CrossGatewayRetrieve"
 ACTION_RESPONSE = "urn:ihe:iti:2007:CrossGatewayRetrieveResponse"
+MAX_DOCUMENT_REQUESTS = 100  # we publish one document per patient; a retrieve never needs more than a few
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ def parse_request(body: etree._Element) -> list[DocumentRequest]:
     ]
     if not requests:
         raise sender_fault("The RetrieveDocumentSetRequest has no DocumentRequest")
+    if len(requests) > MAX_DOCUMENT_REQUESTS:
+        # Each DocumentRequest is audited on its own: without a bound, one 10 MB request would write some 40,000
+        # audit events and hold the connection for a minute.
+        raise sender_fault(f"A RetrieveDocumentSetRequest may carry at most {MAX_DOCUMENT_REQUESTS} DocumentRequests")
     return requests
 
 

@@ -13,6 +13,7 @@ from lxml import etree
 
 from xhuma.ihe.faults import XcpdAnswer
 from xhuma.ihe.soap import hl7_timestamp, sender_fault
+from xhuma.nhs.nhs_number import normalise
 from xhuma.ports import PdsPatient
 from xhuma.records import DemographicQuery
 
@@ -68,7 +69,7 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
         # Every livingSubjectId/value: one or many elements, one or many values each (LESSONS 1).
         for value in parameters.iterfind(f"{H}livingSubjectId/{H}value"):
             if (value.get("root") or "").strip() == NHS_NUMBER_OID and (value.get("extension") or "").strip():
-                number = value.get("extension", "").replace(" ", "").replace("-", "").strip()
+                number = normalise(value.get("extension", ""))  # any whitespace or hyphens, as validation does
                 if number not in nhs_numbers:
                     nhs_numbers.append(number)
         name = _find(parameters, "hl7:livingSubjectName/hl7:value")

@@ -9,7 +9,7 @@ is hashed here with the audit key and compared with the stored pseudonyms.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(require_
 TRANSACTIONS = ("ITI-55", "ITI-38", "ITI-39", "PDS", "SDS", "GPC", "ADMIN")
 OUTCOMES = ("success", "no-match", "denied", "error")
 STARTED = time.time()
+MAX_OFFSET = 2**63 - 1  # SQL OFFSET is a signed 64-bit integer in SQLite and PostgreSQL
 
 
 class AuditSearch(BaseModel):
@@ -40,7 +41,7 @@ class AuditSearch(BaseModel):
     message_id: str | None = None
     error_code: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 def _runtime(request: Request) -> Any:
@@ -48,6 +49,13 @@ def _runtime(request: Request) -> Any:
     if runtime is None:
         raise HTTPException(503, "the service is starting")
     return runtime
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Events are stored in UTC: a bound with an offset is converted, one without is taken as UTC."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +74,7 @@ async def _search(request: Request, search: AuditSearch, principal: AdminPrincip
             raise HTTPException(422, "nhs_number is not a valid NHS number")  # never echoed back
         pseudonym = runtime.auditor.pseudonym(normalise(search.nhs_number))
     filters: dict[str, Any] = {
-        "since": search.since, "until": search.until,
+        "since": _utc(search.since), "until": _utc(search.until),
         "transaction": search.transaction or None, "outcome": search.outcome or None,
         "patient_pseudonym": pseudonym, "document_unique_id": search.document_unique_id,
         "message_id": search.message_id, "error_code": search.error_code,
@@ -106,7 +114,7 @@ async def audit_list(
     message_id: str | None = None,
     error_code: str | None = None,
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any]:
     search = AuditSearch(since=since, until=until, transaction=transaction, outcome=outcome, nhs_number=nhs_number,
                          patient=patient, document_unique_id=document_unique_id, message_id=message_id,
