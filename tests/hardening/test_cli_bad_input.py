@@ -107,6 +107,26 @@ def test_convert_output_that_cannot_be_written_is_one_line_not_a_traceback(files
         assert line.startswith("xhuma: ") and ("a-file" in line or "/proc" in line or str(files) in line)
 
 
+@pytest.mark.parametrize("extra", [
+    pytest.param(["-o", "{files}/a-file/ccd.xml"], id="output-under-a-file"),
+    pytest.param(["-o", "{files}/out/ccd.xml", "--report", "{files}"], id="report-is-a-directory"),
+])
+def test_convert_unwritable_output_is_a_cli_error_in_process_too(files: Path, extra: list[str]) -> None:
+    """The convert command itself (not only the `xhuma` entry point) turns an unwritable output into one line."""
+    code, _, stderr = cli("convert", str(BUNDLE), *(part.format(files=files) for part in extra))
+    assert code == 1
+    assert "cannot write" in one_clear_line(stderr)
+
+
+def test_convert_directory_into_a_file_is_a_cli_error(files: Path) -> None:
+    source = files / "bundles"
+    source.mkdir()
+    (source / "one.json").write_bytes(BUNDLE.read_bytes())
+    code, _, stderr = cli("convert", str(source), "-o", str(files / "a-file"))
+    assert code == 1
+    assert "cannot write" in one_clear_line(stderr)
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("bad.xml", "unreadable"), ("binary.xml", "unreadable"), ("empty.xml", "unreadable"),
     ("missing.xml", "unreadable"), (".", "unreadable"),

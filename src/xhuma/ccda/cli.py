@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +65,16 @@ def _convert_one(source: Path, context: ConversionContext, validate: bool) -> tu
     return outcome, conversion.xml
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An output that cannot be written (a file where a directory should be, read-only, disk full) is one line
+    naming it and exit 1, never a traceback."""
+    try:
+        yield
+    except OSError as error:
+        raise fail(f"{path}: cannot write ({error.strerror or type(error).__name__})") from None
+
+
 @app.command("convert")
 def convert_command(
     source: Annotated[Path, typer.Argument(help="GP Connect structured-record bundle (JSON) or a directory of them")],
@@ -86,10 +98,12 @@ def convert_command(
         sys.stdout.buffer.write(xml)
         sys.stdout.buffer.flush()
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(xml)
+        with _writing(output):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(xml)
     if report is not None:
-        report.write_text(json.dumps(outcome.report, indent=2), encoding="utf-8")
+        with _writing(report):
+            report.write_text(json.dumps(outcome.report, indent=2), encoding="utf-8")
     if outcome.valid is False:
         for finding in outcome.findings or []:
             typer.echo(finding, err=True)
@@ -104,7 +118,8 @@ def _convert_directory(source: Path, output: Path | None, report: Path | None, v
 
     if output is None:
         raise fail("a directory INPUT needs -o OUTPUT_DIRECTORY")
-    output.mkdir(parents=True, exist_ok=True)
+    with _writing(output):
+        output.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in source.rglob("*.json") if p.is_file())
     outcomes: list[Outcome] = []
     console = Console(stderr=True)
@@ -114,8 +129,9 @@ def _convert_directory(source: Path, output: Path | None, report: Path | None, v
             outcome, xml = _convert_one(path, context, validate)
             if xml is not None:
                 target = output / path.relative_to(source).with_suffix(".xml")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(xml)
+                with _writing(target):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(xml)
                 outcome.target = target
             outcomes.append(outcome)
             progress.advance(task)
@@ -131,8 +147,9 @@ def _convert_directory(source: Path, output: Path | None, report: Path | None, v
         table.add_row(*cells)
     Console().print(table)
     if report is not None:
-        report.write_text(json.dumps({str(o.source.relative_to(source)): o.report or {"error": o.error}
-                                      for o in outcomes}, indent=2), encoding="utf-8")
+        with _writing(report):
+            report.write_text(json.dumps({str(o.source.relative_to(source)): o.report or {"error": o.error}
+                                          for o in outcomes}, indent=2), encoding="utf-8")
     if any(o.error for o in outcomes):
         return 1
     if any(o.valid is False for o in outcomes):
@@ -154,7 +171,8 @@ def validate_command(
         try:
             result = validate_bytes(document.read_bytes())
         except (OSError, etree.XMLSyntaxError) as error:
-            typer.echo(f"{document}: unreadable ({type(error).__name__}: {str(error).splitlines()[0]})", err=True)
+            typer.echo(f"xhuma: {document}: unreadable ({type(error).__name__}: {str(error).splitlines()[0]})",
+                       err=True)
             worst = max(worst, 1)
             continue
         status = "valid" if result.valid else "INVALID"
