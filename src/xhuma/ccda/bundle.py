@@ -74,6 +74,9 @@ class BundleIndex:
         self._by_type: dict[str, list[Resource]] = {}  # top-level resources per resourceType, in bundle order
         self._resolved: dict[str, Resource | None] = {}  # reference string → resolve() result (the index is fixed)
         self._listed: set[int] | None = None
+        # Markup that depends only on resources of this bundle (an author's assignedAuthor), built once per
+        # conversion by its writer (participation.py); keys hold object ids, valid while the bundle lives.
+        self.markup: dict[tuple[str, int, int], str] = {}
         self._index()
 
     # --- construction ------------------------------------------------------------------------------------------
@@ -178,6 +181,8 @@ class BundleIndex:
 
     def resolve(self, reference: object, container: Resource | None = None) -> Resource | None:
         """Resolve a Reference (mapping) or reference string; ``#id`` against ``container.contained``."""
+        if reference is None:  # absent (common): skip the Mapping ABC check
+            return None
         ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
         if not isinstance(ref, str) or not ref:
             return None

@@ -122,6 +122,14 @@ def _attrs(attrib: Mapping[str, str]) -> str:
     return out
 
 
+def one_attr(key: str, value: str) -> str:
+    """``unique_attrs({key: value})`` for one plain (non-Clark) attribute name: narrative IDs and references,
+    plainly safe in the common case."""
+    if value.__class__ is str and value.isprintable() and _ATTR_UNSAFE.search(value) is None:
+        return f' {key}="{value}"'
+    return unique_attrs({key: value})
+
+
 def unique_attrs(attrib: Mapping[str, str]) -> str:
     """``_attrs`` without the memo, for values that do not recur (ids, references, narrative IDs)."""
     joined = "".join(attrib.values())  # TypeError for a non-string value, as lxml
@@ -170,10 +178,15 @@ def fragment(parent: Element, xml: str) -> str:
 
 def leaf(parent: Element, name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> str:
     """``el`` for an element nothing will change or add to (no children, no later ``set``): written at once."""
-    head = f"<{name}{_attrs(attrib)}" if attrib else f"<{name}"
-    xml = f"{head}/>" if text is None else f"{head}>{markup(text)}</{name}>"
+    xml = leaf_markup(name, attrib, text)
     parent.append(xml)
     return xml
+
+
+def leaf_markup(name: str, attrib: Mapping[str, str] | None = None, text: object = None) -> str:
+    """The markup ``leaf`` writes, without writing it (for a ``frame`` slot)."""
+    head = f"<{name}{_attrs(attrib)}" if attrib else f"<{name}"
+    return f"{head}/>" if text is None else f"{head}>{markup(text)}</{name}>"
 
 
 def start_tag(name: str, attrib: Mapping[str, str] | None = None) -> str:
@@ -219,6 +232,31 @@ def _write(node: Node, append: Callable[[str], None]) -> None:
         else:
             append(f"<{child.name}{child.attrs}>{escape_text(text)}</{child.name}>")
     append(f"</{name}>")
+
+
+def markup_of(node: Element) -> str:
+    """One element (and its subtree) serialised as ``serialize`` writes it inside the document: for a subtree that
+    recurs unchanged, built once with the builders and then written with ``fragment``."""
+    if node:
+        out: list[str] = []
+        _write(node, out.append)
+        return "".join(out)
+    name, text = node.name, node._text
+    return f"<{name}{node.attrs}/>" if text is None else f"<{name}{node.attrs}>{escape_text(text)}</{name}>"
+
+
+# A marker child for ``frame``: where the variable part of an otherwise fixed structure goes.
+SLOT: Final = "\x00slot"
+
+
+def frame(node: Element) -> tuple[str, str]:
+    """The markup of a structure built with the builders around one ``fragment(..., SLOT)``, split at that slot:
+    fixed structures that differ only in one part (a narrative reference) are then written as
+    ``head + part + tail`` instead of being rebuilt element by element for every entry."""
+    out: list[str] = []
+    _write(node, out.append)
+    at = next(i for i, part in enumerate(out) if part is SLOT)
+    return "".join(out[:at]), "".join(out[at + 1:])
 
 
 def serialize(root: Element) -> bytes:
@@ -375,9 +413,10 @@ def ivl_ts(
     high_required: bool = False,
     low_null: str = "UNK",
     high_null: str = "UNK",
+    xsi_type: str | None = None,
 ) -> Element:
     """IVL_TS with ``low`` (nullFlavor when unknown) and ``high`` when given or required."""
-    interval = el(parent, name)
+    interval = el(parent, name, {"xsi:type": xsi_type} if xsi_type else None)
     ts(interval, "low", low, low_null)
     if high is not None or high_required:
         ts(interval, "high", high, high_null)
@@ -403,8 +442,14 @@ def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "i
     if oid is not None:
         return ii(parent, oid, value, name)
     if is_uuid(value):
-        return ii(parent, value.lower(), None, name)
-    return ii(parent, derived_uuid(f"{system}|{value}"), None, name)
+        return uid_ii(parent, value.lower(), name)
+    return uid_ii(parent, derived_uuid(f"{system}|{value}"), name)
+
+
+def uid_ii(parent: Element, uuid: str, name: str = "id") -> str:
+    """``ii(parent, uuid)`` for a UUID made by ``derived_uuid`` or matched by ``is_uuid``: hex digits and dashes,
+    nothing to check or escape (a document has hundreds of these ids)."""
+    return fragment(parent, f'<{name} root="{uuid}"/>')
 
 
 _NAMESPACE_BYTES: Final = T.XHUMA_ID_NAMESPACE.bytes
@@ -422,7 +467,9 @@ _VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abc
 
 # --- CD ----------------------------------------------------------------------------------------------------------
 def codings(concept: object) -> list[Mapping[str, Any]]:
-    if not isinstance(concept, JSON_OBJECT):
+    # ``is None`` first here and in the other accessors called with absent values: isinstance(None, Mapping)
+    # goes through the ABC machinery, a Python-level call (thousands of absent values per document).
+    if concept is None or not isinstance(concept, JSON_OBJECT):
         return []
     found = concept.get("coding")
     return [c for c in found if isinstance(c, JSON_OBJECT)] if isinstance(found, list) else []
@@ -443,7 +490,7 @@ def coding_display(coding: Mapping[str, Any]) -> str | None:
 
 def concept_text(concept: object, default: str = "") -> str:
     """The human-readable term of a CodeableConcept: DescriptionDisplay > text > display > code."""
-    if not isinstance(concept, JSON_OBJECT):
+    if concept is None or not isinstance(concept, JSON_OBJECT):
         return default
     all_codings = codings(concept)
     for coding in all_codings:
@@ -510,7 +557,7 @@ def cd(
     """
     primary: dict[str, str] | None = None
     primary_index = -1
-    allowed = frozenset(primary_systems)
+    allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
     all_codings = codings(concept)
     for index, coding in enumerate(all_codings):
         if coding.get("system") in allowed:
@@ -518,12 +565,14 @@ def cd(
             if primary is not None:
                 primary_index = index
                 break
-    text = concept_text(concept)
+    # The text is needed only for a nulled code or an originalText without a narrative reference: most coded
+    # values have both a primary code and a reference, and skip it.
+    text = concept_text(concept) if primary is None or not reference else ""
     if primary is None:
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
     element = el(parent, name, {**primary, "xsi:type": xsi_type} if xsi_type else primary)
     if reference:
-        fragment(element, f"<originalText><reference{unique_attrs({'value': reference})}/></originalText>")
+        fragment(element, f"<originalText><reference{one_attr('value', reference)}/></originalText>")
     elif text and "nullFlavor" in primary:
         leaf(element, "originalText", text=text)
     for index, coding in enumerate(all_codings):
@@ -575,7 +624,12 @@ _TEMPLATE_XML: dict[T.TemplateId, str] = {}  # a cache of serialised templateIds
 
 def text_reference(parent: Element, reference: str, name: str = "text") -> str:
     """``<text><reference value="#row"/></text>``: ties an entry to its narrative row (LESSONS 27)."""
-    return fragment(parent, f"<{name}><reference{unique_attrs({'value': reference})}/></{name}>")
+    return fragment(parent, reference_markup(reference, name))
+
+
+def reference_markup(reference: str, name: str = "text") -> str:
+    """The markup ``text_reference`` writes, without writing it (for a ``frame`` slot)."""
+    return f"<{name}><reference{one_attr('value', reference)}/></{name}>"
 
 
 # --- PQ ----------------------------------------------------------------------------------------------------------
@@ -600,15 +654,16 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
         attrib["value"] = number
         if unit is not None:
             attrib["unit"] = unit
-        element = el(parent, name, attrib)
     elif number is not None:
-        element = el(parent, name, {"nullFlavor": "OTH"})
+        attrib["nullFlavor"] = "OTH"
+    else:
+        attrib["nullFlavor"] = "UNK"
+    if xsi_type:
+        attrib["xsi:type"] = xsi_type  # last, as set_xsi_type would add it
+    element = el(parent, name, attrib)
+    if number is not None and "nullFlavor" in attrib:
         translation = el(element, "translation", {"value": number, "nullFlavor": "OTH"})
         leaf(translation, "originalText", text=unit_text)
-    else:
-        element = el(parent, name, {"nullFlavor": "UNK"})
-    if xsi_type:
-        set_xsi_type(element, xsi_type)
     return element
 
 
@@ -636,7 +691,13 @@ def first(items: object) -> Any:
 
 def mapping(value: object) -> Mapping[str, Any]:
     """``value`` if it is a JSON object, else an empty one (malformed input never raises AttributeError)."""
-    return value if isinstance(value, JSON_OBJECT) else {}
+    return value if value is not None and isinstance(value, JSON_OBJECT) else {}
+
+
+def json_object(value: object) -> Mapping[str, Any] | None:
+    """``value`` if it is a JSON object, else None. For optional elements, mostly absent: ``None`` is answered
+    without ``isinstance(None, Mapping)``, which goes through the ABC machinery (a Python-level call)."""
+    return None if value is None or not isinstance(value, JSON_OBJECT) else value
 
 
 def as_list(value: object) -> list[Any]:

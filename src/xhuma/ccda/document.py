@@ -1,8 +1,8 @@
 """Document assembly: header, every section module in order, provenance, and the resource accounting.
 
 ``convert`` is pure: no I/O, no clock, no randomness, no module-level mutable state (only bounded memo caches of
-pure functions: serialised attribute sets and templateIds, date formatting, UCUM checks; they never change a
-result). It pauses the cyclic garbage collector while it runs (see ``convert``).
+pure functions: serialised attribute sets and templateIds, date formatting, UCUM checks, the fixed markup of a few
+entry parts; they never change a result). It pauses the cyclic garbage collector while it runs (see ``convert``).
 """
 
 from __future__ import annotations
@@ -112,14 +112,18 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
 
 def clear_caches() -> None:
     """Empty the converter's memo caches (measurement: a first conversion in a fresh process pays for them)."""
-    from xhuma.ccda import datatypes
-    from xhuma.ccda.sections import results
+    from xhuma.ccda import datatypes, section
+    from xhuma.ccda.sections import medications, results
 
     datatypes._RENDERED.clear()
     datatypes._TEMPLATE_XML.clear()
     datatypes._fhir_ts.cache_clear()
     datatypes._readable_date.cache_clear()
     results._is_ucum.cache_clear()
+    results._comment_frame.cache_clear()
+    medications._free_text_sig_frame.cache_clear()
+    medications._instruction_frame.cache_clear()
+    section._template_name.cache_clear()
 
 
 def _section_module(key: str) -> ModuleType | None:

@@ -86,7 +86,7 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
         values = [resource.get(k) for k in _CLINICAL_DATE_KEYS]
         for key in _CLINICAL_PERIOD_KEYS:
             period = resource.get(key)
-            if isinstance(period, JSON_OBJECT):
+            if period is not None and isinstance(period, JSON_OBJECT):  # mostly absent: no Mapping ABC check
                 values += [period.get("start"), period.get("end")]
         for value in values:
             if not isinstance(value, str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xhuma.ccda.datatypes import Element, el, fragment, markup, start_tag, unique_attrs
+from xhuma.ccda.datatypes import Element, el, fragment, markup, one_attr, start_tag, unique_attrs
 
 CellValue = str | Sequence[str] | None
 
@@ -30,20 +30,22 @@ class Row:
     def cell(self, value: CellValue, content: str | None = None) -> str | None:
         """Add a cell; with ``content`` the text is wrapped in ``<content ID=row-content>`` and its reference
         (for ``originalText``) is returned."""
-        if value is None:
-            lines: Sequence[str] = ()
-        elif isinstance(value, str):
-            lines = (value,)
-        else:
-            lines = [v for v in value if v]
-        if not lines:
+        if isinstance(value, str):  # the common case: one line, kept even when empty (written ``<td></td>``)
+            text = markup(value)
+        elif value is None:
             self.cells.append("<td/>")
             return None
+        else:
+            lines = [v for v in value if v]
+            if not lines:
+                self.cells.append("<td/>")
+                return None
+            text = _lines(lines)
         if content:
             content_id = f"{self.id}-{content}"
-            self.cells.append(f"<td><content{unique_attrs({'ID': content_id})}>{_lines(lines)}</content></td>")
+            self.cells.append(f"<td><content{one_attr('ID', content_id)}>{text}</content></td>")
             return f"#{content_id}"
-        self.cells.append(f"<td>{_lines(lines)}</td>")
+        self.cells.append(f"<td>{text}</td>")
         return None
 
 
@@ -78,7 +80,7 @@ class NarrativeTable:
             parts.append("<tbody>")
             width = len(self.headers)
             for row in self.rows:
-                attrs = unique_attrs({"ID": row.id, "styleCode": row.style} if row.style else {"ID": row.id})
+                attrs = unique_attrs({"ID": row.id, "styleCode": row.style}) if row.style else one_attr("ID", row.id)
                 if not width:
                     parts.append(f"<tr{attrs}/>")
                     continue

@@ -7,7 +7,21 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
-from xhuma.ccda.datatypes import JSON_OBJECT, Element, as_list, el, identifier_ii, leaf, null, string, template_id, ts
+from xhuma.ccda.datatypes import (
+    JSON_OBJECT,
+    Element,
+    as_list,
+    el,
+    element,
+    fragment,
+    identifier_ii,
+    leaf,
+    markup_of,
+    null,
+    string,
+    template_id,
+    ts,
+)
 
 Resource = Mapping[str, Any]
 
@@ -188,7 +202,18 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
     author = el(parent, "author")
     template_id(author, T.AUTHOR_PARTICIPATION)
     ts(author, "time", time)
-    assigned = el(author, "assignedAuthor")
+    # A record's entries are authored by a handful of practitioners: their assignedAuthor is built once per
+    # conversion and then written as markup.
+    key = ("assignedAuthor", id(person), id(organisation))
+    assigned = index.markup.get(key)
+    if assigned is None:
+        assigned = index.markup[key] = markup_of(_assigned_author(person, organisation))
+    fragment(author, assigned)
+    return author
+
+
+def _assigned_author(person: Resource | None, organisation: Resource | None) -> Element:
+    assigned = element("assignedAuthor")
     written = 0
     for identifier in as_list((person or organisation or {}).get("identifier")):
         if isinstance(identifier, JSON_OBJECT) and identifier_ii(assigned, identifier) is not None:
@@ -199,7 +224,7 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
         person_name(el(assigned, "assignedPerson"), human_name(person))
     if organisation is not None:
         represented_organisation(assigned, organisation)
-    return author
+    return assigned
 
 
 def author_label(index: BundleIndex, reference: object) -> str:

@@ -77,7 +77,9 @@ class ReportBuilder:
             return
         self.outcomes[key] = ResourceOutcome(key, resource_type, outcome, section, template, reason)
         if section is not None and outcome in ("entry", "narrative"):
-            area = self.counts.setdefault(section, {"entries": 0, "narrative_only": 0, "failed": 0})
+            area = self.counts.get(section)
+            if area is None:
+                area = self.counts[section] = {"entries": 0, "narrative_only": 0, "failed": 0}
             area["entries" if outcome == "entry" else "narrative_only"] += 1
             if current is not None and current.section == section and current.outcome == "narrative":
                 area["narrative_only"] -= 1

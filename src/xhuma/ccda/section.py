@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from xhuma.ccda import templates as T
@@ -26,11 +27,11 @@ from xhuma.ccda.datatypes import (
     extension,
     fixed_code,
     identifier_ii,
-    ii,
     leaf,
     readable_date,
     string,
     template_id,
+    uid_ii,
 )
 from xhuma.ccda.narrative import NarrativeTable, Row, paragraph
 from xhuma.ccda.report import ReportBuilder
@@ -99,14 +100,14 @@ class ConversionState:
         stable ids distinct from the observation they wrap.
         """
         if role:
-            ii(parent, self.derived_id(role, self.resource_seed(resource)))
+            uid_ii(parent, self.derived_id(role, self.resource_seed(resource)))
             return
         written = 0
         for identifier in as_list(resource.get("identifier")):
             if isinstance(identifier, JSON_OBJECT) and identifier_ii(parent, identifier) is not None:
                 written += 1
         if written == 0:
-            ii(parent, self.derived_id("resource", self.index.key(resource)))
+            uid_ii(parent, self.derived_id("resource", self.index.key(resource)))
 
 
 class SectionWriter:
@@ -264,9 +265,7 @@ class SectionWriter:
 
     # --- report ------------------------------------------------------------------------------------------------
     def mapped(self, resource: Resource, template: T.TemplateId | None) -> None:
-        name = None
-        if template is not None:
-            name = f"{template.root}:{template.extension}" if template.extension else template.root
+        name = None if template is None else _template_name(template)
         self.report.record(self.index.key(resource), _type(resource), "entry", section=self.key, template=name)
 
     def narrative_only(self, resource: Resource, reason: str) -> None:
@@ -336,6 +335,11 @@ class SectionWriter:
         for entry in self.entries:
             section.append(entry)
         return component
+
+
+@cache  # the registry's TemplateId constants, one name each
+def _template_name(template: T.TemplateId) -> str:
+    return f"{template.root}:{template.extension}" if template.extension else template.root
 
 
 def _type(resource: Resource) -> str:

@@ -10,28 +10,37 @@ would duplicate repeats). Route comes from ``dosage.route`` only, never ``dosage
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import ProductCoding
 from xhuma.ccda.datatypes import (
     JSON_OBJECT,
+    SLOT,
     Element,
     as_list,
     cd,
     concept_text,
     el,
+    element,
     extension,
     first,
     fixed_code,
     format_number,
+    fragment,
+    frame,
     ivl_ts,
+    json_object,
     leaf,
+    leaf_markup,
     mapping,
     readable_date,
+    reference_markup,
     set_xsi_type,
     string,
     sub_extension,
+    template_id,
     text_reference,
 )
 from xhuma.ccda.narrative import Row
@@ -78,8 +87,7 @@ def _orphan_requests(section: SectionWriter) -> None:
     """MedicationRequests no converted MedicationStatement explains (a plan without its statement, an issue
     without its plan): narrative rows, so that no prescription disappears (LESSONS 24)."""
     index = section.index
-    orphans = [r for key, r in index.resources if r.get("resourceType") == "MedicationRequest"
-               and section.report.outcome_of(key) is None]
+    orphans = [r for r in index.of_type("MedicationRequest") if section.report.outcome_of(index.key(r)) is None]
     if orphans:
         orphans.sort(key=lambda r: str(r.get("authoredOn") or ""), reverse=True)
         table = section.table(("Medication", "Prescription", "Authored", "Dose and directions", "Status"),
@@ -101,6 +109,28 @@ def _orphan_requests(section: SectionWriter) -> None:
         if medication.get("resourceType") == "Medication" and section.report.outcome_of(key) is None:
             section.report.record(key, "Medication", "not-mapped", reason="medication definition that no "
                                   "medication statement or prescription refers to; nothing clinical to show")
+
+
+@cache
+def _free_text_sig_frame() -> tuple[str, str]:
+    relationship = element("entryRelationship", {"typeCode": "COMP"})
+    sig = el(relationship, "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
+    template_id(sig, T.MEDICATION_FREE_TEXT_SIG)
+    fixed_code(sig, "code", T.FREE_TEXT_SIG)
+    fragment(sig, SLOT)  # text/reference → the sig line of the narrative row
+    leaf(el(el(sig, "consumable"), "manufacturedProduct"), "manufacturedLabeledDrug", {"nullFlavor": "NA"})
+    return frame(relationship)
+
+
+@cache
+def _instruction_frame() -> tuple[str, str]:
+    relationship = element("entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
+    act = el(relationship, "act", {"classCode": "ACT", "moodCode": "INT"})
+    template_id(act, T.INSTRUCTION)
+    fixed_code(act, "code", T.MEDICATION_INSTRUCTION)
+    fragment(act, SLOT)  # text: the patient instruction
+    leaf(act, "statusCode", {"code": "completed"})
+    return frame(relationship)
 
 
 def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
@@ -158,17 +188,16 @@ class MedicationActivity:
         self.section.add_ids(activity, statement)
         text_reference(activity, self.row.reference)
         leaf(activity, "statusCode", {"code": self.status})
-        period = ivl_ts(activity, "effectiveTime", self.start,
-                        self.end if self.end else None, high_required=self.status != "active")
-        set_xsi_type(period, "IVL_TS")
+        period = ivl_ts(activity, "effectiveTime", self.start, self.end if self.end else None,
+                        high_required=self.status != "active", xsi_type="IVL_TS")
         if self.status == "active" and not self.end:
             leaf(period, "high", {"nullFlavor": "NI"})  # open-ended authorisation (HL7 examples)
         self._frequency(activity)
-        route = self.dosage.get("route")
-        if isinstance(route, JSON_OBJECT):
+        route = json_object(self.dosage.get("route"))
+        if route is not None:
             cd(activity, "routeCode", route)
-        site = self.dosage.get("site")
-        if isinstance(site, JSON_OBJECT):
+        site = json_object(self.dosage.get("site"))
+        if site is not None:
             cd(activity, "approachSiteCode", site)
         self._dose(activity)
         product = el(el(activity, "consumable"), "manufacturedProduct", {"classCode": "MANU"})
@@ -185,8 +214,8 @@ class MedicationActivity:
             self._instruction(activity, instruction)
         if self.plan is not None:
             self._supply_order(activity, self.plan)
-        if self.dosage.get("asNeededBoolean") is True or isinstance(self.dosage.get("asNeededCodeableConcept"),
-                                                                    Mapping):
+        if self.dosage.get("asNeededBoolean") is True or json_object(
+                self.dosage.get("asNeededCodeableConcept")) is not None:
             self._as_needed(activity)
         self.section.mapped(statement, T.MEDICATION_ACTIVITY)
         self.section.supporting(self.medication, "Medication Information of a Medication Activity")
@@ -196,9 +225,9 @@ class MedicationActivity:
 
     def _frequency(self, activity: Element) -> None:
         """dosage.timing.repeat frequency/period → PIVL_TS operator A (SPEC §8.4.2)."""
-        timing = self.dosage.get("timing")
-        repeat = timing.get("repeat") if isinstance(timing, JSON_OBJECT) else None
-        if not isinstance(repeat, JSON_OBJECT):
+        timing = json_object(self.dosage.get("timing"))
+        repeat = json_object(timing.get("repeat")) if timing is not None else None
+        if repeat is None:
             return
         period = repeat.get("period")
         unit = UCUM_TIME.get(str(repeat.get("periodUnit")))
@@ -220,9 +249,9 @@ class MedicationActivity:
     def _dose(self, activity: Element) -> None:
         """doseQuantity SHALL (CONF:1098-7516): UCUM unit when given; countable forms carry no unit (the unit is
         the product's form); free-text-only dosage → nullFlavor UNK (SPEC §8.4.2)."""
-        dose = self.dosage.get("doseQuantity")
-        number = format_number(dose.get("value")) if isinstance(dose, JSON_OBJECT) else None
-        if number is None or not isinstance(dose, JSON_OBJECT):
+        dose = json_object(self.dosage.get("doseQuantity"))
+        number = format_number(dose.get("value")) if dose is not None else None
+        if number is None or dose is None:
             leaf(activity, "doseQuantity", {"nullFlavor": "UNK"})
             return
         attrib = {"value": number}
@@ -231,21 +260,16 @@ class MedicationActivity:
             attrib["unit"] = dose["code"]
         leaf(activity, "doseQuantity", attrib)
 
+    # The Free Text Sig and the Instruction are fixed structures around one part (the sig reference, the
+    # instruction text): built once with the builders (``_free_text_sig_frame``, ``_instruction_frame``), then
+    # written as markup around that part.
     def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
-        sig = el(el(activity, "entryRelationship", {"typeCode": "COMP"}), "substanceAdministration",
-                 {"classCode": "SBADM", "moodCode": "EVN"})
-        self.section.template(sig, T.MEDICATION_FREE_TEXT_SIG)
-        fixed_code(sig, "code", T.FREE_TEXT_SIG)
-        text_reference(sig, sig_ref)
-        leaf(el(el(sig, "consumable"), "manufacturedProduct"), "manufacturedLabeledDrug", {"nullFlavor": "NA"})
+        head, tail = _free_text_sig_frame()
+        fragment(activity, head + reference_markup(sig_ref) + tail)
 
     def _instruction(self, activity: Element, instruction: str) -> None:
-        act = el(el(activity, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}), "act",
-                 {"classCode": "ACT", "moodCode": "INT"})
-        self.section.template(act, T.INSTRUCTION)
-        fixed_code(act, "code", T.MEDICATION_INSTRUCTION)
-        leaf(act, "text", text=instruction)
-        leaf(act, "statusCode", {"code": "completed"})
+        head, tail = _instruction_frame()
+        fragment(activity, head + leaf_markup("text", text=instruction) + tail)
 
     def _supply_order(self, activity: Element, plan: Resource) -> None:
         """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
@@ -259,8 +283,7 @@ class MedicationActivity:
         repeat = extension(plan, "MedicationRepeatInformation-1")
         expiry = sub_extension(repeat, "authorisationExpiryDate")
         high = (expiry or {}).get("valueDateTime") or validity.get("end")
-        period = ivl_ts(supply, "effectiveTime", validity.get("start") or plan.get("authoredOn"), high)
-        set_xsi_type(period, "IVL_TS")
+        ivl_ts(supply, "effectiveTime", validity.get("start") or plan.get("authoredOn"), high, xsi_type="IVL_TS")
         allowed = sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed")
         allowed_value = (allowed or {}).get("valuePositiveInt")
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
@@ -305,7 +328,7 @@ class MedicationActivity:
                  if isinstance(i, JSON_OBJECT)]
         if dosage.get("asNeededBoolean") is True:
             extra.append("As required (PRN)")
-        if isinstance(dosage.get("route"), JSON_OBJECT):
+        if json_object(dosage.get("route")) is not None:
             extra.append(f"Route: {concept_text(dosage['route'])}")
         if string(dosage.get("patientInstruction")):
             extra.append(f"Patient instruction: {dosage['patientInstruction'].strip()}")

@@ -16,32 +16,37 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
     JSON_OBJECT,
+    SLOT,
     Element,
     as_list,
     cd,
     codings,
     concept_text,
     el,
+    element,
     fixed_code,
     format_number,
-    ii,
+    fragment,
+    frame,
     is_code,
+    json_object,
     leaf,
     notes_text,
-    null,
     pq,
     readable_date,
-    set_xsi_type,
+    reference_markup,
     snomed_code,
     string,
+    template_id,
     text_reference,
     ts,
+    uid_ii,
 )
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label
@@ -108,7 +113,7 @@ class UniqueIds:
         state = self.section.state
         seed = f"{role}|{state.resource_seed(resource)}"
         if seed in self.used:
-            ii(parent, state.derived_id(role or "resource", state.index.key(resource)))
+            uid_ii(parent, state.derived_id(role or "resource", state.index.key(resource)))
             return
         self.used.add(seed)
         self.section.add_ids(parent, resource, role)
@@ -191,39 +196,46 @@ def value_text(observation: Resource) -> str:
         return "Yes" if observation["valueBoolean"] else "No"
     if isinstance(observation.get("valueInteger"), int):
         return str(observation["valueInteger"])
-    value_range = observation.get("valueRange")
-    if isinstance(value_range, JSON_OBJECT):
+    # json_object: these are absent from most observations (None is answered without the Mapping ABC check).
+    value_range = json_object(observation.get("valueRange"))
+    if value_range is not None:
         return f"{quantity_text(value_range.get('low'))} – {quantity_text(value_range.get('high'))}"
-    period = observation.get("valuePeriod")
-    if isinstance(period, JSON_OBJECT):
+    period = json_object(observation.get("valuePeriod"))
+    if period is not None:
         return f"{readable_date(period.get('start'))} – {readable_date(period.get('end'))}"
-    ratio = observation.get("valueRatio")
-    if isinstance(ratio, JSON_OBJECT):
+    ratio = json_object(observation.get("valueRatio"))
+    if ratio is not None:
         return f"{quantity_text(ratio.get('numerator'))} / {quantity_text(ratio.get('denominator'))}"
-    absent = observation.get("dataAbsentReason")
-    if isinstance(absent, JSON_OBJECT):
+    absent = json_object(observation.get("dataAbsentReason"))
+    if absent is not None:
         return f"No value ({concept_text(absent, 'reason not given')})"
     return ""
 
 
 def has_value(observation: Resource) -> bool:
-    return any(map(_VALUE_KEY, observation))
-
-
-_VALUE_KEY = re.compile("value").match
+    """Whether the observation has any ``value[x]`` key (a plain loop: the cheapest test for a dozen keys)."""
+    for key in observation:
+        if key.startswith("value"):
+            return True
+    return False
 
 
 _COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
+_XSI_IVL_PQ: Final = {"xsi:type": "IVL_PQ"}
+_XSI_ST: Final = {"xsi:type": "ST"}
+_NO_VALUE: Final = {"nullFlavor": "NI", "xsi:type": "PQ"}
 
 
 def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element:
     """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
     IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative."""
+    if not has_value(observation):  # the common case for group headers and free-text results
+        return el(parent, "value", _NO_VALUE)
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, JSON_OBJECT):
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
         if comparator is not None and format_number(quantity.get("value")) is not None:
-            value = set_xsi_type(el(parent, "value"), "IVL_PQ")
+            value = el(parent, "value", _XSI_IVL_PQ)
             bound = pq(value, comparator[0], ucum_quantity({k: v for k, v in quantity.items() if k != "comparator"}))
             bound.set("inclusive", comparator[1])
             return value
@@ -231,21 +243,22 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
     concept = observation.get("valueCodeableConcept")
     if isinstance(concept, JSON_OBJECT):
         return cd(parent, "value", concept, reference=reference, xsi_type="CD")
-    text = value_text(observation) if has_value(observation) else ""
+    # xsi:type is given with the other attributes (written last, where set_xsi_type would add it).
     if isinstance(observation.get("valueBoolean"), bool):
-        return set_xsi_type(el(parent, "value", {"value": "true" if observation["valueBoolean"] else "false"}), "BL")
+        return el(parent, "value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
     if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
-        return set_xsi_type(el(parent, "value", {"value": str(observation["valueInteger"])}), "INT")
+        return el(parent, "value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
     value_range = observation.get("valueRange")
     if isinstance(value_range, JSON_OBJECT):
-        value = set_xsi_type(el(parent, "value"), "IVL_PQ")
+        value = el(parent, "value", _XSI_IVL_PQ)
         for side in ("low", "high"):
             if isinstance(value_range.get(side), JSON_OBJECT):
                 pq(value, side, ucum_quantity(value_range[side]))
         return value
+    text = value_text(observation)
     if text:
-        return set_xsi_type(el(parent, "value", text=text), "ST")
-    return set_xsi_type(null(parent, "value", "NI"), "PQ")
+        return el(parent, "value", _XSI_ST, text=text)
+    return el(parent, "value", _NO_VALUE)
 
 
 def interpretations(observation: Resource) -> list[tuple[str, str]]:
@@ -262,6 +275,8 @@ def interpretation_text(observation: Resource) -> str:
 
 
 def range_text(observation: Resource) -> list[str]:
+    if not observation.get("referenceRange"):
+        return []
     out = []
     unit = ""
     if isinstance(observation.get("valueQuantity"), JSON_OBJECT):
@@ -300,27 +315,37 @@ def write_reference_ranges(parent: Element, observation: Resource) -> None:
         if text or not bounds:
             leaf(observation_range, "text", text=text or "")
         if bounds:
-            value = set_xsi_type(el(observation_range, "value"), "IVL_PQ")
+            value = el(observation_range, "value", _XSI_IVL_PQ)
             for name, quantity in bounds:
                 merged = dict(quantity)
                 if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
                     merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
                 pq(value, name, ucum_quantity(merged))
         else:
-            set_xsi_type(el(observation_range, "value", text=text or ""), "ST")
+            el(observation_range, "value", _XSI_ST, text=text or "")
 
 
 def comment_activity(section: SectionWriter, parent: Element, reference: str, *, component: bool = False) -> None:
     """Comment Activity (4.64): ``entryRelationship SUBJ inversionInd`` under an observation, or a ``component``
-    of an organizer (an organizer has no entryRelationship). text/reference → the narrative row (SHALL)."""
+    of an organizer (an organizer has no entryRelationship). text/reference → the narrative row (SHALL).
+
+    Everything but the reference is fixed, and most results carry a comment: the act is built once with the
+    builders (``_comment_frame``) and written as markup around the reference."""
+    head, tail = _comment_frame(component)
+    fragment(parent, head + reference_markup(reference) + tail)
+
+
+@cache
+def _comment_frame(component: bool) -> tuple[str, str]:
     if component:
-        holder = el(parent, "component")
+        holder = element("component")
     else:
-        holder = el(parent, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
+        holder = element("entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
     act = el(holder, "act", {"classCode": "ACT", "moodCode": "EVN"})
-    section.template(act, T.COMMENT_ACTIVITY)
+    template_id(act, T.COMMENT_ACTIVITY)
     fixed_code(act, "code", T.ANNOTATION_COMMENT)
-    text_reference(act, reference)
+    fragment(act, SLOT)
+    return frame(holder)
 
 
 def result_status(resource: Resource, has_result_value: bool = True) -> str:
@@ -342,6 +367,13 @@ class ReportEntries:
         self.report = report
         self.specimens = [s for s in (self.index.resolve(r) for r in as_list(report.get("specimen")))
                           if s is not None and s.get("resourceType") == "Specimen"]
+        # Per report, not per result: the fallbacks of every result's time (``_observation_time``).
+        self.collected = _collection_time(self.specimens)
+        issued = report.get("issued")
+        self.issued = issued if isinstance(issued, str) else None
+
+    def _time(self, observation: Resource) -> str | None:
+        return _observation_time(observation, self.collected, self.issued)
 
     # classification of DiagnosticReport.result
     def _classify(self) -> tuple[list[tuple[Resource, list[Resource]]], list[Resource], list[Resource]]:
@@ -349,12 +381,18 @@ class ReportEntries:
         standalone: list[Resource] = []
         comments: list[Resource] = []
         in_group: set[int] = set()
-        results = [r for r in (self.index.resolve(ref) for ref in as_list(self.report.get("result")))
-                   if r is not None]
+        headers: set[int] = set()
+        results: list[Resource] = []
+        unresolved: list[object] = []
         for reference in as_list(self.report.get("result")):
-            if self.index.resolve(reference) is None:
-                ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
-                self.section.warn("unresolved-reference", f"report result {ref} is not in the bundle", self.report)
+            resolved = self.index.resolve(reference)
+            if resolved is None:
+                unresolved.append(reference)
+            else:
+                results.append(resolved)
+        for reference in unresolved:
+            ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
+            self.section.warn("unresolved-reference", f"report result {ref} is not in the bundle", self.report)
         for observation in results:
             if observation.get("resourceType") != "Observation":
                 self.section.warn("unexpected-result", f"{observation.get('resourceType')} in a report result",
@@ -365,9 +403,10 @@ class ReportEntries:
                 if m is not None and m.get("resourceType") == "Observation"]
             if members:
                 groups.append((observation, members))
+                headers.add(id(observation))
                 in_group.update(id(m) for m in members)
         for observation in results:
-            if observation.get("resourceType") != "Observation" or any(observation is g for g, _ in groups):
+            if observation.get("resourceType") != "Observation" or id(observation) in headers:
                 continue
             if id(observation) in in_group:
                 continue
@@ -431,9 +470,10 @@ class ReportEntries:
         row = self.table.row()
         row.style = BOLD
         count = sum(len(m) for _, m in groups) + len(standalone)
-        category = concept_text(report.get("category"), "Investigation report")
-        names = [concept_text(g.get("code")) for g, _ in groups] + [concept_text(s.get("code")) for s in standalone]
-        title = names[0] if len(names) == 1 else category
+        if len(groups) + len(standalone) == 1:  # one group or one result: its name is the title
+            title = concept_text((groups[0][0] if groups else standalone[0]).get("code"))
+        else:
+            title = concept_text(report.get("category"), "Investigation report")
         row.cell(f"Report: {title}" + (f" ({count} results)" if count != 1 else ""))
         row.cell("")
         row.cell("")
@@ -462,14 +502,14 @@ class ReportEntries:
         row.cell(details)
         return row
 
-    def _result_row(self, observation: Resource, indent: bool) -> tuple[Row, str | None]:
+    def _result_row(self, observation: Resource, moment: str | None) -> tuple[Row, str | None]:
         row = self.table.row()
         name = concept_text(observation.get("code"), "Unnamed test")
         code_ref = row.cell(name, content="code")
         row.cell(value_text(observation))
         row.cell(range_text(observation))
         row.cell(interpretation_text(observation))
-        row.cell(readable_date(_observation_time(observation, self.specimens, self.report)))
+        row.cell(readable_date(moment))
         comments = lines_of(string(observation.get("comment")))
         extra = [f"Specimen: {specimen_text(s)}" for s in self._own_specimens(observation)]
         if self.section.is_confidential(observation):
@@ -494,7 +534,7 @@ class ReportEntries:
             row.cell(value_text(group))
             row.cell(range_text(group))
             row.cell(interpretation_text(group))
-            row.cell(readable_date(_observation_time(group, self.specimens, self.report)))
+            row.cell(readable_date(self._time(group)))
             row.cell(lines_of(string(group.get("comment"))))
         else:
             row, code_ref = None, None
@@ -502,12 +542,10 @@ class ReportEntries:
         self.section.template(organizer, T.RESULT_ORGANIZER)
         self.ids.write(organizer, source, "" if group is not None else "result-cluster")
         cd(organizer, "code", code, reference=code_ref)
-        values = [m for m in members if has_value(m)]
-        leaf(organizer, "statusCode", {"code": result_status(source, bool(values))})
-        moment = _collection_time(self.specimens) or (
-            _observation_time(group, self.specimens, self.report) if group is not None else None)
+        leaf(organizer, "statusCode", {"code": result_status(source, any(map(has_value, members)))})
+        moment = self.collected or (self._time(group) if group is not None else None)
         if moment is None and members:
-            moment = _observation_time(members[0], self.specimens, self.report)
+            moment = self._time(members[0])
         if moment is not None:
             interval = el(organizer, "effectiveTime")
             ts(interval, "low", moment)
@@ -518,15 +556,16 @@ class ReportEntries:
                 entity = el(el(el(organizer, "specimen"), "specimenRole"), "specimenPlayingEntity")
                 cd(entity, "code", item.get("type"))
         for member in members:
-            self._result_observation(organizer, member, indent=group is not None)
+            self._result_observation(organizer, member)
         if group is not None and row is not None and string(group.get("comment")):
             comment_activity(self.section, organizer, row.reference, component=True)
         if group is not None:
             self.section.mapped(group, T.RESULT_ORGANIZER)
         return organizer
 
-    def _result_observation(self, organizer: Element, observation: Resource, indent: bool) -> None:
-        row, code_ref = self._result_row(observation, indent)
+    def _result_observation(self, organizer: Element, observation: Resource) -> None:
+        moment = self._time(observation)
+        row, code_ref = self._result_row(observation, moment)
         component = el(organizer, "component")
         entry = el(component, "observation", {"classCode": "OBS", "moodCode": "EVN"})
         self.section.template(entry, T.RESULT_OBSERVATION)
@@ -534,7 +573,7 @@ class ReportEntries:
         cd(entry, "code", observation.get("code"), reference=code_ref)
         text_reference(entry, row.reference)
         leaf(entry, "statusCode", {"code": result_status(observation, has_value(observation))})
-        ts(entry, "effectiveTime", _observation_time(observation, self.specimens, self.report))
+        ts(entry, "effectiveTime", moment)
         write_value(entry, observation)
         for code, display in interpretations(observation):
             leaf(entry, "interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
@@ -578,18 +617,16 @@ def _collection_time(specimens: Sequence[Resource]) -> str | None:
     return None
 
 
-def _observation_time(observation: Resource | None, specimens: Sequence[Resource], report: Resource) -> str | None:
-    """effective, else specimen collection time, else issued, else the report's issued (SPEC §8.4.5)."""
-    if observation is not None:
-        if isinstance(observation.get("effectiveDateTime"), str):
-            return str(observation["effectiveDateTime"])
-        period = observation.get("effectivePeriod")
-        if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
-            return str(period["start"])
-    collected = _collection_time(specimens)
+def _observation_time(observation: Resource, collected: str | None, report_issued: str | None) -> str | None:
+    """effective, else specimen collection time (``_collection_time`` of the report's specimens), else issued,
+    else the report's issued (SPEC §8.4.5)."""
+    effective = observation.get("effectiveDateTime")
+    if isinstance(effective, str):
+        return effective
+    period = observation.get("effectivePeriod")
+    if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
+        return str(period["start"])
     if collected:
         return collected
-    if observation is not None and isinstance(observation.get("issued"), str):
-        return str(observation["issued"])
-    issued = report.get("issued")
-    return issued if isinstance(issued, str) else None
+    issued = observation.get("issued")
+    return issued if isinstance(issued, str) else report_issued
