@@ -74,9 +74,10 @@ class BundleIndex:
         self._by_type: dict[str, list[Resource]] = {}  # top-level resources per resourceType, in bundle order
         self._resolved: dict[str, Resource | None] = {}  # reference string → resolve() result (the index is fixed)
         self._listed: set[int] | None = None
-        # Markup that depends only on resources of this bundle (an author's assignedAuthor), built once per
-        # conversion by its writer (participation.py); keys hold object ids, valid while the bundle lives.
-        self.markup: dict[tuple[str, int, int], str] = {}
+        # Text and markup that depend only on resources of this bundle (an author's assignedAuthor and narrative
+        # label), made once per conversion by their writer (participation.py); keys hold object ids, valid while
+        # the bundle lives.
+        self.memo: dict[tuple[str, int, int], str] = {}
         self._index()
 
     # --- construction ------------------------------------------------------------------------------------------
@@ -112,8 +113,13 @@ class BundleIndex:
             self._keys[id(resource)] = key
             self.resources.append((key, resource))
             if isinstance(rtype, str):
-                self._by_type.setdefault(rtype, []).append(resource)
-            self._index_contained(key, resource)
+                same_type = self._by_type.get(rtype)
+                if same_type is None:
+                    self._by_type[rtype] = [resource]
+                else:
+                    same_type.append(resource)
+            if "contained" in resource:
+                self._index_contained(key, resource)
             if rtype == "List":
                 for code in self._list_codes(resource):
                     self._lists_by_code.setdefault(code, []).append(resource)
@@ -146,8 +152,8 @@ class BundleIndex:
                 members, _ = self.list_members(lst)
                 listed.update(id(m) for m in members)
             self._listed = listed
-        return [r for key, r in self.resources
-                if r.get("resourceType") == rtype and id(r) not in self._listed and "#entry" not in key]
+        keys = self._keys
+        return [r for r in self._by_type.get(rtype, ()) if id(r) not in self._listed and "#entry" not in keys[id(r)]]
 
     def secondary_lists(self) -> list[Resource]:
         return [lst for lst in self.of_type("List")

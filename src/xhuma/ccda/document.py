@@ -112,7 +112,7 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
 
 def clear_caches() -> None:
     """Empty the converter's memo caches (measurement: a first conversion in a fresh process pays for them)."""
-    from xhuma.ccda import datatypes, section
+    from xhuma.ccda import datatypes, header, section
     from xhuma.ccda.sections import medications, results
 
     datatypes._RENDERED.clear()
@@ -124,6 +124,7 @@ def clear_caches() -> None:
     medications._free_text_sig_frame.cache_clear()
     medications._instruction_frame.cache_clear()
     section._template_name.cache_clear()
+    header._local_stamp.cache_clear()
 
 
 def _section_module(key: str) -> ModuleType | None:

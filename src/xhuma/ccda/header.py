@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from xhuma import __version__
@@ -69,6 +70,13 @@ def nhs_number(patient: Resource | None) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # a record repeats its dates (a report and its results, an issue and its request)
+def _local_stamp(value: str) -> str | None:
+    """The HL7 form of a FHIR date without its zone, for ordering (see ``clinical_range``)."""
+    stamp = fhir_ts(value)
+    return None if stamp is None else stamp[:14].split("+")[0].split("-")[0]
+
+
 def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
     """Earliest and latest clinical dates of the record (parsed, and as the FHIR string).
 
@@ -89,12 +97,11 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
             if period is not None and isinstance(period, JSON_OBJECT):  # mostly absent: no Mapping ABC check
                 values += [period.get("start"), period.get("end")]
         for value in values:
-            if not isinstance(value, str):
+            if value is None or not isinstance(value, str):
                 continue
-            stamp = fhir_ts(value)
-            if stamp is None:
+            local = _local_stamp(value)
+            if local is None:
                 continue
-            local = stamp[:14].split("+")[0].split("-")[0]
             if earliest is None or local < earliest[0]:
                 earliest = (local, value)
             if latest is None or local > latest[0]:

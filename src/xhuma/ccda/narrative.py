@@ -36,7 +36,7 @@ class Row:
             self.cells.append("<td/>")
             return None
         else:
-            lines = [v for v in value if v]
+            lines = list(filter(None, value))  # empty lines dropped
             if not lines:
                 self.cells.append("<td/>")
                 return None
@@ -98,10 +98,7 @@ _TABLE = {"border": "1", "width": "100%"}
 
 def _lines(lines: Sequence[str]) -> str:
     """Text lines separated by ``<br/>`` (each line escaped)."""
-    out = markup(lines[0])
-    for line in lines[1:]:
-        out += "<br/>" + markup(line)
-    return out
+    return "<br/>".join(map(markup, lines))
 
 
 def paragraph(text: Element, value: str, style: str | None = None) -> Element:

@@ -205,9 +205,9 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
     # A record's entries are authored by a handful of practitioners: their assignedAuthor is built once per
     # conversion and then written as markup.
     key = ("assignedAuthor", id(person), id(organisation))
-    assigned = index.markup.get(key)
+    assigned = index.memo.get(key)
     if assigned is None:
-        assigned = index.markup[key] = markup_of(_assigned_author(person, organisation))
+        assigned = index.memo[key] = markup_of(_assigned_author(person, organisation))
     fragment(author, assigned)
     return author
 
@@ -228,14 +228,25 @@ def _assigned_author(person: Resource | None, organisation: Resource | None) -> 
 
 
 def author_label(index: BundleIndex, reference: object) -> str:
-    """Narrative label of a recorder: "Dr A Smith (Practice)"."""
+    """Narrative label of a recorder: "Dr A Smith (Practice)"; else the reference's display."""
     person, organisation = practitioner_of(index, reference)
+    label = ""
+    if person is not None or organisation is not None:
+        key = ("author_label", id(person), id(organisation))  # a handful of authors label most rows
+        cached = index.memo.get(key)
+        if cached is None:
+            cached = index.memo[key] = _label(person, organisation)
+        label = cached
+    if label:
+        return label
+    if isinstance(reference, JSON_OBJECT):
+        return string(reference.get("display")) or ""
+    return ""
+
+
+def _label(person: Resource | None, organisation: Resource | None) -> str:
     name = name_text(human_name(person))
     org = string(organisation.get("name")) if organisation is not None else None
     if name and org:
         return f"{name} ({org})"
-    if name or org:
-        return name or org or ""
-    if isinstance(reference, JSON_OBJECT):
-        return string(reference.get("display")) or ""
-    return ""
+    return name or org or ""

@@ -181,6 +181,8 @@ class SectionWriter:
         """``meta.security`` NOPAT: not to be disclosed to the patient (SPEC §7.4, §8.5)."""
         meta = resource.get("meta")
         labels = as_list(meta.get("security")) if isinstance(meta, JSON_OBJECT) else []
+        if not labels:  # most resources
+            return False
         return any(isinstance(label, JSON_OBJECT) and label.get("code") == "NOPAT" for label in labels)
 
     def list_notices(self, lst: Resource) -> None:

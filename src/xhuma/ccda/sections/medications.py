@@ -105,8 +105,9 @@ def _orphan_requests(section: SectionWriter) -> None:
             section.supporting(medication, "medication of a prescription shown in the narrative")
 
         section.convert_each(orphans, row_for)
-    for key, medication in index.resources:
-        if medication.get("resourceType") == "Medication" and section.report.outcome_of(key) is None:
+    for medication in index.of_type("Medication"):
+        key = index.key(medication)
+        if section.report.outcome_of(key) is None:
             section.report.record(key, "Medication", "not-mapped", reason="medication definition that no "
                                   "medication statement or prescription refers to; nothing clinical to show")
 
@@ -163,6 +164,8 @@ class MedicationActivity:
         self.statement = statement
         self.medication = self.index.resolve(statement.get("medicationReference"))
         self.plan = self._plan()
+        # Read by the supply order and by the narrative's supply cell.
+        self.repeat = extension(self.plan, "MedicationRepeatInformation-1") if self.plan else None
         self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
         self.dosage: Mapping[str, Any] = first(statement.get("dosage")) or {}
         if not isinstance(self.dosage, JSON_OBJECT):
@@ -280,7 +283,7 @@ class MedicationActivity:
         leaf(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
         dispense = mapping(plan.get("dispenseRequest"))
         validity = mapping(dispense.get("validityPeriod"))
-        repeat = extension(plan, "MedicationRepeatInformation-1")
+        repeat = self.repeat
         expiry = sub_extension(repeat, "authorisationExpiryDate")
         high = (expiry or {}).get("valueDateTime") or validity.get("end")
         ivl_ts(supply, "effectiveTime", validity.get("start") or plan.get("authoredOn"), high, xsi_type="IVL_TS")
@@ -383,7 +386,7 @@ class MedicationActivity:
         duration = dispense.get("expectedSupplyDuration")
         if isinstance(duration, JSON_OBJECT) and format_number(duration.get("value")):
             lines.append(f"Duration: {format_number(duration.get('value'))} {duration.get('unit') or ''}".strip())
-        repeat = extension(plan, "MedicationRepeatInformation-1") if plan else None
+        repeat = self.repeat
         allowed = (sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed") or {}).get("valuePositiveInt")
         issued = (sub_extension(repeat, "numberOfRepeatPrescriptionsIssued") or {}).get("valueUnsignedInt")
         expiry = (sub_extension(repeat, "authorisationExpiryDate") or {}).get("valueDateTime")

@@ -15,7 +15,7 @@ observation-based sections (vital signs, social history, uncategorised data).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache, lru_cache
 from typing import Any, Final
 
@@ -98,7 +98,7 @@ def lines_of(text: str | None) -> list[str]:
     """Free text split into narrative lines (CDA narrative needs ``<br/>``, not newline characters)."""
     if not text:
         return []
-    return [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
+    return list(filter(None, map(str.strip, text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))))
 
 
 class UniqueIds:
@@ -189,6 +189,8 @@ def value_text(observation: Resource) -> str:
         return quantity_text(observation.get("valueQuantity"))
     if "valueCodeableConcept" in observation:
         return concept_text(observation.get("valueCodeableConcept"))
+    if not has_value(observation):  # most group headers and free-text results: none of the types below
+        return _absent_text(observation)
     for key in ("valueString", "valueTime", "valueDateTime"):
         if isinstance(observation.get(key), str):
             return " ".join(lines_of(observation[key])) if key == "valueString" else readable_date(observation[key])
@@ -206,6 +208,10 @@ def value_text(observation: Resource) -> str:
     ratio = json_object(observation.get("valueRatio"))
     if ratio is not None:
         return f"{quantity_text(ratio.get('numerator'))} / {quantity_text(ratio.get('denominator'))}"
+    return _absent_text(observation)
+
+
+def _absent_text(observation: Resource) -> str:
     absent = json_object(observation.get("dataAbsentReason"))
     if absent is not None:
         return f"No value ({concept_text(absent, 'reason not given')})"
@@ -348,10 +354,13 @@ def _comment_frame(component: bool) -> tuple[str, str]:
     return frame(holder)
 
 
-def result_status(resource: Resource, has_result_value: bool = True) -> str:
+def result_status(resource: Resource, has_result_value: bool | Callable[[], bool] = True) -> str:
+    """``has_result_value`` may be a callable: it is asked only when the status does not decide (rarely)."""
     status = str(resource.get("status") or "")
     if status in RESULT_STATUS:
         return RESULT_STATUS[status]
+    if callable(has_result_value):
+        has_result_value = has_result_value()
     return "completed" if has_result_value else "active"  # unknown: completed only if a value exists
 
 
@@ -397,6 +406,8 @@ class ReportEntries:
             if observation.get("resourceType") != "Observation":
                 self.section.warn("unexpected-result", f"{observation.get('resourceType')} in a report result",
                                   observation)
+                continue
+            if not observation.get("related"):  # most results: not a group header
                 continue
             members = [m for m in (self.index.resolve(rel.get("target")) for rel in as_list(observation.get(
                 "related")) if isinstance(rel, JSON_OBJECT) and rel.get("type", "has-member") == "has-member")
@@ -542,7 +553,7 @@ class ReportEntries:
         self.section.template(organizer, T.RESULT_ORGANIZER)
         self.ids.write(organizer, source, "" if group is not None else "result-cluster")
         cd(organizer, "code", code, reference=code_ref)
-        leaf(organizer, "statusCode", {"code": result_status(source, any(map(has_value, members)))})
+        leaf(organizer, "statusCode", {"code": result_status(source, lambda: any(map(has_value, members)))})
         moment = self.collected or (self._time(group) if group is not None else None)
         if moment is None and members:
             moment = self._time(members[0])
@@ -572,7 +583,7 @@ class ReportEntries:
         self.ids.write(entry, observation)
         cd(entry, "code", observation.get("code"), reference=code_ref)
         text_reference(entry, row.reference)
-        leaf(entry, "statusCode", {"code": result_status(observation, has_value(observation))})
+        leaf(entry, "statusCode", {"code": result_status(observation, lambda: has_value(observation))})
         ts(entry, "effectiveTime", moment)
         write_value(entry, observation)
         for code, display in interpretations(observation):
