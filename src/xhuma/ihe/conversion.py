@@ -21,14 +21,11 @@ def unique_id_for(document_id: str) -> str:
 
 
 def ccda_converter(record: StructuredRecord, patient: PdsPatient, settings: Settings) -> ConvertedDocument:
-    from xhuma.ccda import ConversionContext, convert
+    from xhuma.ccda import convert
+    from xhuma.ccda.context import context_from_settings
 
-    context = ConversionContext(
-        custodian_name=settings.organisation_name,
-        custodian_id_root=settings.home_community_id,
-        realm=settings.realm,
-    )
-    conversion = convert(record.bundle, context)
+    # The one deployment context (custodian, realm, drug/vaccine coding), as `xhuma convert` uses too.
+    conversion = convert(record.bundle, context_from_settings(settings))
     return ConvertedDocument(
         xml=conversion.xml,
         document_id=unique_id_for(conversion.document_id),
