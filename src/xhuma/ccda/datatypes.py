@@ -253,6 +253,14 @@ def markup_of(node: Element) -> str:
     return f"<{name}{node.attrs}/>" if text is None else f"<{name}{node.attrs}>{escape_text(text)}</{name}>"
 
 
+def inner_markup(node: Element) -> str:
+    """The children of ``node`` serialised as ``serialize`` writes them (without ``node``'s own tags): for a
+    scratch element whose children are the variable part of a ``frame``."""
+    out: list[str] = []
+    _write(node, out.append)
+    return "".join(out[1:-1])
+
+
 # A marker child for ``frame``: where the variable part of an otherwise fixed structure goes.
 SLOT: Final = "\x00slot"
 

@@ -34,6 +34,7 @@ from xhuma.ccda.datatypes import (
     format_number,
     fragment,
     frame,
+    inner_markup,
     is_code,
     json_object,
     leaf,
@@ -577,9 +578,9 @@ class ReportEntries:
     def _result_observation(self, organizer: Element, observation: Resource) -> None:
         moment = self._time(observation)
         row, code_ref = self._result_row(observation, moment)
-        component = el(organizer, "component")
-        entry = el(component, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        self.section.template(entry, T.RESULT_OBSERVATION)
+        # The fixed start (component, classCode/moodCode, templateIds) is a frame; the rest is built in a scratch
+        # element and written into it at once (a record has hundreds of results).
+        entry = element("observation")
         self.ids.write(entry, observation)
         cd(entry, "code", observation.get("code"), reference=code_ref)
         text_reference(entry, row.reference)
@@ -592,7 +593,18 @@ class ReportEntries:
         if string(observation.get("comment")):
             comment_activity(self.section, entry, row.reference)
         write_reference_ranges(entry, observation)
+        head, tail = _result_observation_frame()
+        fragment(organizer, head + inner_markup(entry) + tail)
         self.section.mapped(observation, T.RESULT_OBSERVATION)
+
+
+@cache
+def _result_observation_frame() -> tuple[str, str]:
+    component = element("component")
+    entry = el(component, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+    template_id(entry, T.RESULT_OBSERVATION)
+    fragment(entry, SLOT)  # ids, code, text, statusCode, … of the result
+    return frame(component)
 
 
 def _status_label(resource: Resource) -> str:
