@@ -25,6 +25,7 @@ from xhuma.ccda.datatypes import (
     el,
     element,
     extension,
+    extensions,
     first,
     fixed_code,
     format_number,
@@ -40,6 +41,7 @@ from xhuma.ccda.datatypes import (
     set_xsi_type,
     string,
     sub_extension,
+    sub_extension_values,
     template_id,
     text_reference,
 )
@@ -164,8 +166,18 @@ class MedicationActivity:
         self.statement = statement
         self.medication = self.index.resolve(statement.get("medicationReference"))
         self.plan = self._plan()
-        # Read by the supply order and by the narrative's supply cell.
-        self.repeat = extension(self.plan, "MedicationRepeatInformation-1") if self.plan else None
+        # The extension facts are read once per statement, each extension list scanned once: the repeat
+        # information is used by the supply order and by the narrative's supply cell.
+        plan_extensions = extensions(self.plan, "MedicationRepeatInformation-1", "PrescriptionType-1",
+                                     "MedicationStatusReason-1") if self.plan else [None, None, None]
+        repeat = plan_extensions[0]
+        self.prescription_type: Mapping[str, Any] | None = plan_extensions[1]
+        self.status_reason: Mapping[str, Any] | None = plan_extensions[2]
+        self.repeats_allowed, self.repeats_issued, self.expiry = sub_extension_values(
+            repeat, ("numberOfRepeatPrescriptionsAllowed", "valuePositiveInt"),
+            ("numberOfRepeatPrescriptionsIssued", "valueUnsignedInt"), ("authorisationExpiryDate", "valueDateTime"))
+        self.agency, self.last_issue = extensions(statement, "PrescribingAgency-1",
+                                                  "MedicationStatementLastIssueDate-1")
         self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
         self.dosage: Mapping[str, Any] = first(statement.get("dosage")) or {}
         if not isinstance(self.dosage, JSON_OBJECT):
@@ -283,12 +295,9 @@ class MedicationActivity:
         leaf(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
         dispense = mapping(plan.get("dispenseRequest"))
         validity = mapping(dispense.get("validityPeriod"))
-        repeat = self.repeat
-        expiry = sub_extension(repeat, "authorisationExpiryDate")
-        high = (expiry or {}).get("valueDateTime") or validity.get("end")
+        high = self.expiry or validity.get("end")
         ivl_ts(supply, "effectiveTime", validity.get("start") or plan.get("authoredOn"), high, xsi_type="IVL_TS")
-        allowed = sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed")
-        allowed_value = (allowed or {}).get("valuePositiveInt")
+        allowed_value = self.repeats_allowed
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
             leaf(supply, "repeatNumber", {"value": str(allowed_value)})
         quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), JSON_OBJECT) else None
@@ -340,17 +349,17 @@ class MedicationActivity:
             sig_ref = row.cell(lines + [e for e in extra if e], content="sig")
         else:
             row.cell([e for e in extra if e])
-        prescription_type = extension(plan, "PrescriptionType-1") if plan else None
+        prescription_type = self.prescription_type
         type_code = None
         if prescription_type is not None:
             concept = prescription_type.get("valueCodeableConcept")
             type_code = next((str(c.get("code")) for c in as_list((concept or {}).get("coding"))
                               if isinstance(c, JSON_OBJECT)), None)
-        agency = extension(statement, "PrescribingAgency-1")
+        agency = self.agency
         agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
         row.cell([PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text])
         status_lines = [STATUS_TEXT.get(self.status, self.status)]
-        reason = extension(plan, "MedicationStatusReason-1") if plan else None
+        reason = self.status_reason
         if reason is not None:
             why = concept_text((sub_extension(reason, "statusReason") or {}).get("valueCodeableConcept"))
             when = readable_date((sub_extension(reason, "statusChangeDate") or {}).get("valueDateTime"))
@@ -358,7 +367,7 @@ class MedicationActivity:
         row.cell(status_lines)
         row.cell(readable_date(self.start))
         row.cell(readable_date(self.end))
-        last_issue = extension(statement, "MedicationStatementLastIssueDate-1")
+        last_issue = self.last_issue
         row.cell(readable_date((last_issue or {}).get("valueDateTime")))
         row.cell(self._supply_text(plan))
         notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
@@ -386,10 +395,7 @@ class MedicationActivity:
         duration = dispense.get("expectedSupplyDuration")
         if isinstance(duration, JSON_OBJECT) and format_number(duration.get("value")):
             lines.append(f"Duration: {format_number(duration.get('value'))} {duration.get('unit') or ''}".strip())
-        repeat = self.repeat
-        allowed = (sub_extension(repeat, "numberOfRepeatPrescriptionsAllowed") or {}).get("valuePositiveInt")
-        issued = (sub_extension(repeat, "numberOfRepeatPrescriptionsIssued") or {}).get("valueUnsignedInt")
-        expiry = (sub_extension(repeat, "authorisationExpiryDate") or {}).get("valueDateTime")
+        allowed, issued, expiry = self.repeats_allowed, self.repeats_issued, self.expiry
         if allowed is not None or issued is not None:
             lines.append(f"Repeats: {issued if issued is not None else '?'} of "
                          f"{allowed if allowed is not None else '?'} issued")
