@@ -31,6 +31,7 @@ from xhuma.ccda.datatypes import (
     format_number,
     fragment,
     frame,
+    inner_markup,
     ivl_ts,
     json_object,
     leaf,
@@ -133,6 +134,15 @@ def _instruction_frame() -> tuple[str, str]:
     fixed_code(act, "code", T.MEDICATION_INSTRUCTION)
     fragment(act, SLOT)  # text: the patient instruction
     leaf(act, "statusCode", {"code": "completed"})
+    return frame(relationship)
+
+
+@cache
+def _supply_order_frame() -> tuple[str, str]:
+    relationship = element("entryRelationship", {"typeCode": "REFR"})
+    supply = el(relationship, "supply", {"classCode": "SPLY", "moodCode": "INT"})
+    template_id(supply, T.MEDICATION_SUPPLY_ORDER)
+    fragment(supply, SLOT)  # ids, statusCode, effectiveTime, … of the authorisation
     return frame(relationship)
 
 
@@ -275,9 +285,10 @@ class MedicationActivity:
             attrib["unit"] = dose["code"]
         leaf(activity, "doseQuantity", attrib)
 
-    # The Free Text Sig and the Instruction are fixed structures around one part (the sig reference, the
-    # instruction text): built once with the builders (``_free_text_sig_frame``, ``_instruction_frame``), then
-    # written as markup around that part.
+    # The Free Text Sig, the Instruction and the Supply Order start are fixed structures around one part (the sig
+    # reference, the instruction text, the authorisation's ids and times): built once with the builders
+    # (``_free_text_sig_frame``, ``_instruction_frame``, ``_supply_order_frame``), then written as markup around
+    # that part.
     def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
         head, tail = _free_text_sig_frame()
         fragment(activity, head + reference_markup(sig_ref) + tail)
@@ -288,9 +299,7 @@ class MedicationActivity:
 
     def _supply_order(self, activity: Element, plan: Resource) -> None:
         """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
-        supply = el(el(activity, "entryRelationship", {"typeCode": "REFR"}), "supply",
-                    {"classCode": "SPLY", "moodCode": "INT"})
-        self.section.template(supply, T.MEDICATION_SUPPLY_ORDER)
+        supply = element("supply")  # scratch: the part inside the fixed frame (``_supply_order_frame``)
         self.section.add_ids(supply, plan)
         leaf(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
         dispense = mapping(plan.get("dispenseRequest"))
@@ -311,6 +320,8 @@ class MedicationActivity:
             leaf(supply, "quantity", attrib)
         author_participation(supply, self.index, plan.get("recorder") or plan.get("requester"),
                              plan.get("authoredOn"))
+        head, tail = _supply_order_frame()
+        fragment(activity, head + inner_markup(supply) + tail)
 
     def _as_needed(self, activity: Element) -> None:
         """PRN: Precondition for Substance Administration (4.25); the condition when coded, else nullFlavor."""

@@ -99,6 +99,9 @@ def lines_of(text: str | None) -> list[str]:
     """Free text split into narrative lines (CDA narrative needs ``<br/>``, not newline characters)."""
     if not text:
         return []
+    if "\n" not in text and "\r" not in text:  # most comments: one line
+        line = text.strip()
+        return [line] if line else []
     return list(filter(None, map(str.strip, text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))))
 
 
