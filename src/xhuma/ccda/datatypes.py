@@ -480,7 +480,7 @@ def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "i
     oid = T.IDENTIFIER_SYSTEMS.get(system) if isinstance(system, str) else None
     if oid is not None:
         return ii(parent, oid, value, name)
-    if is_uuid(value):
+    if len(value) == 36 and is_uuid(value):  # (stripped: no "uuid\n" for the pattern's ``$``) most are not
         return uid_ii(parent, value.lower(), name)
     return uid_ii(parent, derived_uuid(f"{system}|{value}"), name)
 

@@ -1,0 +1,73 @@
+"""The fast paths of the converter agree with the generic builders they stand in for."""
+
+from __future__ import annotations
+
+from xhuma.ccda.datatypes import (
+    SLOT,
+    Element,
+    el,
+    element,
+    extension,
+    extensions,
+    fragment,
+    frame,
+    inner_markup,
+    leaf,
+    markup_of,
+    sub_extension,
+    sub_extension_values,
+)
+
+TRICKY = ["a < b & c > d", 'quote " and \' apostrophe', "£5 – naïve ✓", "tab\there", "line\rfeed", "plain"]
+
+
+def test_inner_markup_is_markup_of_without_the_element_tags() -> None:
+    node = element("observation")
+    for text in TRICKY:
+        child = el(node, "value", {"note": text}, text=text)
+        leaf(child, "originalText", text=text)
+        fragment(node, "<id root=\"1.2.3\"/>")
+    whole = markup_of(node)
+    assert whole == f"<observation>{inner_markup(node)}</observation>"
+
+
+def test_frame_around_inner_markup_is_the_built_tree() -> None:
+    def wrapper() -> tuple[Element, Element]:
+        root = element("component")
+        return root, el(root, "observation", {"classCode": "OBS", "moodCode": "EVN"})
+
+    framed_root, framed_entry = wrapper()
+    fragment(framed_entry, SLOT)
+    head, tail = frame(framed_root)
+    built_root, built_entry = wrapper()
+    scratch = element("observation")
+    for parent in (built_entry, scratch):
+        for text in TRICKY:
+            leaf(parent, "text", text=text)
+    assert head + inner_markup(scratch) + tail == markup_of(built_root)
+
+
+def test_extensions_finds_what_extension_finds() -> None:
+    resource = {"extension": [
+        "not an object",
+        {"url": 7},
+        {"url": "https://x/StructureDefinition/Extension-A-1", "valueString": "first A"},
+        {"url": "https://y/Extension-B-1", "valueString": "B"},
+        {"url": "https://z/Extension-A-1", "valueString": "second A"},
+    ]}
+    suffixes = ("A-1", "B-1", "C-1")
+    assert extensions(resource, *suffixes) == [extension(resource, s) for s in suffixes]
+    assert extensions({}, *suffixes) == [None, None, None]
+
+
+def test_sub_extension_values_reads_what_sub_extension_reads() -> None:
+    parent = {"extension": [
+        {"url": "allowed", "valuePositiveInt": 3},
+        {"url": "allowed", "valuePositiveInt": 9},
+        {"url": "expiry"},
+        None,
+    ]}
+    wanted = (("allowed", "valuePositiveInt"), ("issued", "valueUnsignedInt"), ("expiry", "valueDateTime"))
+    expected = [(sub_extension(parent, url) or {}).get(key) for url, key in wanted]
+    assert sub_extension_values(parent, *wanted) == expected == [3, None, None]
+    assert sub_extension_values(None, *wanted) == [None, None, None]
