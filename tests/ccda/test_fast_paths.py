@@ -5,6 +5,8 @@ from __future__ import annotations
 from xhuma.ccda.datatypes import (
     SLOT,
     Element,
+    cd,
+    cd_leaf,
     el,
     element,
     extension,
@@ -71,3 +73,29 @@ def test_sub_extension_values_reads_what_sub_extension_reads() -> None:
     expected = [(sub_extension(parent, url) or {}).get(key) for url, key in wanted]
     assert sub_extension_values(parent, *wanted) == expected == [3, None, None]
     assert sub_extension_values(None, *wanted) == [None, None, None]
+
+
+CONCEPTS: list[object] = [
+    None,
+    {"text": "free text only < & >"},
+    {"coding": [{"system": "http://snomed.info/sct", "code": "22298006", "display": "Myocardial infarction – £"}]},
+    {"coding": [
+        {"system": "http://read.info/readv2", "code": "G30..", "display": "Acute MI"},
+        {"system": "http://snomed.info/sct", "code": "22298006", "display": "MI \"quoted\" & <tagged>"},
+        {"system": "https://local.example/codes", "code": "X1", "display": "local ✓"},
+        {"system": "urn:oid:1.2.3.4", "code": "A"},
+    ], "text": "Heart attack"},
+    {"coding": [{"system": "https://unknown", "display": "no code\tat all"}], "text": ""},
+]
+
+
+def test_cd_leaf_is_the_markup_of_cd() -> None:
+    for concept in CONCEPTS:
+        for reference in (None, "#row-1-code"):
+            for xsi_type in (None, "CD"):
+                for null_flavor in ("UNK", "NI"):
+                    node, leaf_parent = element("x"), element("x")
+                    cd(node, "code", concept, reference=reference, xsi_type=xsi_type, null_flavor=null_flavor)
+                    cd_leaf(leaf_parent, "code", concept, reference=reference, xsi_type=xsi_type,
+                            null_flavor=null_flavor)
+                    assert markup_of(leaf_parent) == markup_of(node)

@@ -594,6 +594,33 @@ def cd(
     ``nullFlavor="OTH"`` (text known) or ``null_flavor`` (nothing known). ``reference`` points originalText at
     the narrative.
     """
+    attrib, inner = _cd_parts(concept, reference, xsi_type, null_flavor, primary_systems)
+    element = el(parent, name, attrib)
+    if inner:
+        fragment(element, inner)
+    return element
+
+
+def cd_leaf(
+    parent: Element,
+    name: str,
+    concept: object,
+    *,
+    reference: str | None = None,
+    xsi_type: str | None = None,
+    null_flavor: str = "UNK",
+    primary_systems: Iterable[str] = T.PRIMARY_SYSTEMS,
+) -> str:
+    """``cd`` for a code element nothing will change or add to: written at once as markup (as ``leaf`` is to
+    ``el``), without an element node to build and serialise later (a record has hundreds of coded values)."""
+    attrib, inner = _cd_parts(concept, reference, xsi_type, null_flavor, primary_systems)
+    head = f"<{name}{_attrs(attrib)}"
+    return fragment(parent, f"{head}>{inner}</{name}>" if inner else f"{head}/>")
+
+
+def _cd_parts(concept: object, reference: str | None, xsi_type: str | None, null_flavor: str,
+              primary_systems: Iterable[str]) -> tuple[dict[str, str], str]:
+    """The attributes of a CD element and its children's markup (``cd``)."""
     primary: dict[str, str] | None = None
     primary_index = -1
     allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
@@ -609,23 +636,26 @@ def cd(
     text = concept_text(concept) if primary is None or not reference else ""
     if primary is None:
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
-    element = el(parent, name, {**primary, "xsi:type": xsi_type} if xsi_type else primary)
+    attrib = {**primary, "xsi:type": xsi_type} if xsi_type else primary
+    parts: list[str] = []
     if reference:
-        fragment(element, f"<originalText><reference{one_attr('value', reference)}/></originalText>")
+        parts.append(f"<originalText><reference{one_attr('value', reference)}/></originalText>")
     elif text and "nullFlavor" in primary:
-        leaf(element, "originalText", text=text)
+        parts.append(leaf_markup("originalText", text=text))
     for index, coding in enumerate(all_codings):
         if index == primary_index:
             continue
-        attrib = _code_attrs(coding)
-        if attrib is not None:
-            leaf(element, "translation", attrib)
+        translation = _code_attrs(coding)
+        if translation is not None:
+            parts.append(leaf_markup("translation", translation))
         elif coding.get("code") is not None or coding.get("display") is not None:
             # Unknown system: keep what the GP system said rather than drop it (issue 3: originalText).
-            translation = el(element, "translation", {"nullFlavor": "OTH"})
             described = " ".join(str(coding.get(k)) for k in ("system", "code", "display") if coding.get(k))
-            leaf(translation, "originalText", text=described)
-    return element
+            parts.append(f"<translation{_attrs(_OTH)}>{leaf_markup('originalText', text=described)}</translation>")
+    return attrib, "".join(parts)
+
+
+_OTH: Final = {"nullFlavor": "OTH"}
 
 
 def fixed_code(parent: Element, name: str, code: T.FixedCode, *, xsi_type: str | None = None) -> Element:

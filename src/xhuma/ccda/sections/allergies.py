@@ -16,7 +16,7 @@ from xhuma.ccda.datatypes import (
     JSON_OBJECT,
     Element,
     as_list,
-    cd,
+    cd_leaf,
     codings,
     concept_text,
     el,
@@ -174,7 +174,7 @@ class AllergyConcernAct:
         if self.no_known:
             leaf(entity, "code", {"nullFlavor": "NA"})  # SPEC §8.3 rule 4: no agent for "no known allergy"
         else:
-            cd(entity, "code", allergy.get("code"), reference=agent_ref)
+            cd_leaf(entity, "code", allergy.get("code"), reference=agent_ref)
         criticality = CRITICALITY.get(str(allergy.get("criticality")))
         if criticality is not None and not self.no_known:
             crit = el(el(observation, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}),
@@ -223,7 +223,7 @@ class AllergyConcernAct:
             if description:
                 leaf(value, "originalText", text=description)
         else:
-            cd(reaction, "value", manifestation, xsi_type="CD")
+            cd_leaf(reaction, "value", manifestation, xsi_type="CD")
         if severity in SEVERITY:
             sev = el(el(reaction, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}),
                      "observation", {"classCode": "OBS", "moodCode": "EVN"})

@@ -21,7 +21,7 @@ from xhuma.ccda.datatypes import (
     JSON_OBJECT,
     Element,
     as_list,
-    cd,
+    cd_leaf,
     codings,
     concept_text,
     el,
@@ -278,7 +278,7 @@ class EncounterActivity:
         self.section.template(act, T.ENCOUNTER_ACTIVITY)
         self.section.add_ids(act, encounter)
         types = [t for t in as_list(encounter.get("type")) if isinstance(t, JSON_OBJECT)]
-        cd(act, "code", types[0] if types else None, reference=type_ref)
+        cd_leaf(act, "code", types[0] if types else None, reference=type_ref)
         text_reference(act, row.reference)
         if isinstance(end, str) and end:
             interval = el(act, "effectiveTime")

@@ -13,7 +13,7 @@ from xhuma.ccda.datatypes import (
     JSON_OBJECT,
     Element,
     as_list,
-    cd,
+    cd_leaf,
     codings,
     concept_text,
     el,
@@ -98,7 +98,7 @@ class ImmunizationActivity:
         self.section.add_ids(activity, immunization)
         procedure = extension(immunization, "VaccinationProcedure-1")
         if procedure is not None and isinstance(procedure.get("valueCodeableConcept"), JSON_OBJECT):
-            cd(activity, "code", procedure["valueCodeableConcept"])
+            cd_leaf(activity, "code", procedure["valueCodeableConcept"])
         text_reference(activity, self.row.reference)
         leaf(activity, "statusCode", {"code": "completed"})
         ts(activity, "effectiveTime", immunization.get("date"))
@@ -107,9 +107,9 @@ class ImmunizationActivity:
         if isinstance(sequence, int) and not isinstance(sequence, bool) and sequence >= 0:
             leaf(activity, "repeatNumber", {"value": str(sequence)})
         if isinstance(immunization.get("route"), JSON_OBJECT):
-            cd(activity, "routeCode", immunization["route"])
+            cd_leaf(activity, "routeCode", immunization["route"])
         if isinstance(immunization.get("site"), JSON_OBJECT):
-            cd(activity, "approachSiteCode", immunization["site"])
+            cd_leaf(activity, "approachSiteCode", immunization["site"])
         self._dose(activity)
         self._product(activity, vaccine_ref)
         self._performers(activity)
@@ -144,7 +144,7 @@ class ImmunizationActivity:
         else:
             # CVX is the US value set; SNOMED/dm+d primary or as translation per context (SPEC §10.1).
             primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
-            cd(material, "code", vaccine, reference=vaccine_ref, primary_systems=primary)
+            cd_leaf(material, "code", vaccine, reference=vaccine_ref, primary_systems=primary)
         lot = string(self.immunization.get("lotNumber"))
         if lot:
             leaf(material, "lotNumberText", text=lot)
@@ -184,7 +184,7 @@ class ImmunizationActivity:
                          {"classCode": "OBS", "moodCode": "EVN"})
         self.section.template(observation, T.IMMUNIZATION_REFUSAL_REASON)
         self.section.add_ids(observation, self.immunization, "refusal-reason")
-        cd(observation, "code", reason, primary_systems=())
+        cd_leaf(observation, "code", reason, primary_systems=())
         leaf(observation, "statusCode", {"code": "completed"})
 
     def _narrative(self) -> str | None:

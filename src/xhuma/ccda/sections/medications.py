@@ -20,7 +20,7 @@ from xhuma.ccda.datatypes import (
     SLOT,
     Element,
     as_list,
-    cd,
+    cd_leaf,
     concept_text,
     el,
     element,
@@ -220,17 +220,17 @@ class MedicationActivity:
         self._frequency(activity)
         route = json_object(self.dosage.get("route"))
         if route is not None:
-            cd(activity, "routeCode", route)
+            cd_leaf(activity, "routeCode", route)
         site = json_object(self.dosage.get("site"))
         if site is not None:
-            cd(activity, "approachSiteCode", site)
+            cd_leaf(activity, "approachSiteCode", site)
         self._dose(activity)
         product = el(el(activity, "consumable"), "manufacturedProduct", {"classCode": "MANU"})
         self.section.template(product, T.MEDICATION_INFORMATION)
         material = el(product, "manufacturedMaterial")
         concept = self.medication.get("code") if self.medication else None
         primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
-        cd(material, "code", concept, reference=medication_ref, primary_systems=primary)
+        cd_leaf(material, "code", concept, reference=medication_ref, primary_systems=primary)
         author_participation(activity, self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
         if sig_ref:
             self._free_text_sig(activity, sig_ref)
@@ -331,7 +331,7 @@ class MedicationActivity:
         fixed_code(criterion, "code", T.ASSERTION, xsi_type="CD")
         reason = self.dosage.get("asNeededCodeableConcept")
         if isinstance(reason, JSON_OBJECT):
-            cd(criterion, "value", reason, xsi_type="CD")
+            cd_leaf(criterion, "value", reason, xsi_type="CD")
         else:
             value = el(criterion, "value", {"nullFlavor": "NI"})
             set_xsi_type(value, "CD")

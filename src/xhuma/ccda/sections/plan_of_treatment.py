@@ -22,7 +22,7 @@ from xhuma.ccda.datatypes import (
     JSON_OBJECT,
     Element,
     as_list,
-    cd,
+    cd_leaf,
     codings,
     concept_text,
     el,
@@ -104,7 +104,7 @@ def _indication(section: SectionWriter, parent: Element, resource: Resource, con
                              "codeSystemName": PROBLEM_TYPE.system_name, "displayName": str(PROBLEM_TYPE.display)})
     leaf(observation, "statusCode", {"code": "completed"})
     ts(observation, "effectiveTime", when)
-    cd(observation, "value", concept, xsi_type="CD")
+    cd_leaf(observation, "value", concept, xsi_type="CD")
 
 
 def _agent(request: Resource) -> object:
@@ -157,7 +157,7 @@ class Referral:
         self.section.template(encounter, T.PLANNED_ENCOUNTER)
         self.section.add_ids(encounter, referral)
         if concept is not None:
-            cd(encounter, "code", concept, reference=code_ref)
+            cd_leaf(encounter, "code", concept, reference=code_ref)
         else:
             code = snomed(encounter, "code", *PATIENT_REFERRAL)
             leaf(el(code, "originalText"), "reference", {"value": str(code_ref)})
@@ -223,7 +223,7 @@ class DiaryEntry:
         act = el(self.section.entry(), "act", {"classCode": "ACT", "moodCode": "INT"})
         self.section.template(act, T.PLANNED_ACT)
         self.section.add_ids(act, request)
-        cd(act, "code", request.get("code"), reference=code_ref)
+        cd_leaf(act, "code", request.get("code"), reference=code_ref)
         text_reference(act, row.reference)
         leaf(act, "statusCode", {"code": "active"})
         period = request.get("occurrencePeriod")

@@ -14,7 +14,7 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.datatypes import (
     JSON_OBJECT,
     as_list,
-    cd,
+    cd_leaf,
     concept_text,
     el,
     extension,
@@ -111,7 +111,7 @@ class ProblemConcernAct:
         leaf(observation, "statusCode", {"code": "completed"})
         ivl_ts(observation, "effectiveTime", condition.get("onsetDateTime"), self.abatement,
                high_required=self.inactive)
-        cd(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")
+        cd_leaf(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")
         author_participation(observation, self.section.index, condition.get("asserter"),
                              condition.get("assertedDate"))
         self.section.mapped(condition, T.PROBLEM_CONCERN_ACT)

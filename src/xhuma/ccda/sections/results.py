@@ -26,6 +26,7 @@ from xhuma.ccda.datatypes import (
     Element,
     as_list,
     cd,
+    cd_leaf,
     codings,
     concept_text,
     el,
@@ -556,7 +557,7 @@ class ReportEntries:
         organizer = el(self.section.entry(), "organizer", {"classCode": class_code, "moodCode": "EVN"})
         self.section.template(organizer, T.RESULT_ORGANIZER)
         self.ids.write(organizer, source, "" if group is not None else "result-cluster")
-        cd(organizer, "code", code, reference=code_ref)
+        cd_leaf(organizer, "code", code, reference=code_ref)
         leaf(organizer, "statusCode", {"code": result_status(source, lambda: any(map(has_value, members)))})
         moment = self.collected or (self._time(group) if group is not None else None)
         if moment is None and members:
@@ -569,7 +570,7 @@ class ReportEntries:
         for item in ([specimen] if specimen is not None else self.specimens)[:1]:
             if item.get("resourceType") == "Specimen" and codings(item.get("type")):
                 entity = el(el(el(organizer, "specimen"), "specimenRole"), "specimenPlayingEntity")
-                cd(entity, "code", item.get("type"))
+                cd_leaf(entity, "code", item.get("type"))
         for member in members:
             self._result_observation(organizer, member)
         if group is not None and row is not None and string(group.get("comment")):
@@ -585,7 +586,7 @@ class ReportEntries:
         # element and written into it at once (a record has hundreds of results).
         entry = element("observation")
         self.ids.write(entry, observation)
-        cd(entry, "code", observation.get("code"), reference=code_ref)
+        cd_leaf(entry, "code", observation.get("code"), reference=code_ref)
         text_reference(entry, row.reference)
         leaf(entry, "statusCode", {"code": result_status(observation, lambda: has_value(observation))})
         ts(entry, "effectiveTime", moment)

@@ -26,6 +26,7 @@ from xhuma.ccda.datatypes import (
     Element,
     as_list,
     cd,
+    cd_leaf,
     concept_text,
     el,
     fhir_ts,
@@ -159,7 +160,7 @@ class SocialHistoryEntry:
             text_reference(entry, row.reference)
             leaf(entry, "statusCode", {"code": "completed"})
             ts(entry, "effectiveTime", effective(observation))  # a point in time: no low/high (CONF:1098-32894)
-            cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
+            cd_leaf(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         elif self.kind == "tobacco-use":
             template = T.TOBACCO_USE
             self.section.template(entry, template)
@@ -169,7 +170,7 @@ class SocialHistoryEntry:
             leaf(entry, "statusCode", {"code": "completed"})
             interval = el(entry, "effectiveTime")
             ts(interval, "low", effective(observation))
-            cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
+            cd_leaf(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         else:
             template = T.SOCIAL_HISTORY_OBSERVATION
             self.section.template(entry, template)
@@ -186,7 +187,7 @@ class SocialHistoryEntry:
             if has_value:
                 self._value(entry)
             else:
-                cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
+                cd_leaf(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         author_participation(entry, self.section.index, first_performer(observation),
                              observation.get("issued") or effective(observation))
         self.section.mapped(observation, template)
