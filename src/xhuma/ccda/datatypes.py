@@ -437,10 +437,15 @@ def _readable_date(value: str) -> str:
 def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> str:
     """A TS element from a FHIR date; missing or malformed → nullFlavor (SPEC §8.3 dates). Written as a
     serialised fragment, like the other leaf elements no builder changes afterwards (``ii``, ``text_reference``)."""
+    return fragment(parent, ts_markup(name, value, null_flavor))
+
+
+def ts_markup(name: str, value: object, null_flavor: str = "UNK") -> str:
+    """The markup ``ts`` writes, without writing it."""
     converted = fhir_ts(value)
     if converted is None:
-        return fragment(parent, f"<{name}{_attrs({'nullFlavor': null_flavor})}/>")
-    return fragment(parent, f'<{name} value="{converted}"/>')  # digits, '.', '+', '-' only
+        return f"<{name}{_attrs({'nullFlavor': null_flavor})}/>"
+    return f'<{name} value="{converted}"/>'  # digits, '.', '+', '-' only
 
 
 def ivl_ts(

@@ -112,7 +112,7 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
 
 def clear_caches() -> None:
     """Empty the converter's memo caches (measurement: a first conversion in a fresh process pays for them)."""
-    from xhuma.ccda import datatypes, header, section
+    from xhuma.ccda import datatypes, header, participation, section
     from xhuma.ccda.sections import medications, results
 
     datatypes._RENDERED.clear()
@@ -121,8 +121,11 @@ def clear_caches() -> None:
     datatypes._readable_date.cache_clear()
     results._is_ucum.cache_clear()
     results._comment_frame.cache_clear()
+    results._result_observation_frame.cache_clear()
     medications._free_text_sig_frame.cache_clear()
     medications._instruction_frame.cache_clear()
+    medications._supply_order_frame.cache_clear()
+    participation._author_head.cache_clear()
     section._template_name.cache_clear()
     header._local_stamp.cache_clear()
 

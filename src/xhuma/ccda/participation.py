@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from xhuma.ccda import templates as T
@@ -20,7 +21,7 @@ from xhuma.ccda.datatypes import (
     null,
     string,
     template_id,
-    ts,
+    ts_markup,
 )
 
 Resource = Mapping[str, Any]
@@ -194,22 +195,25 @@ def practitioner_of(index: BundleIndex, reference: object) -> tuple[Resource | N
     return None, None
 
 
-def author_participation(parent: Element, index: BundleIndex, reference: object, time: object) -> Element | None:
-    """Author Participation (4.119) for a recorder/asserter/requester; None when nothing resolves."""
+def author_participation(parent: Element, index: BundleIndex, reference: object, time: object) -> str | None:
+    """Author Participation (4.119) for a recorder/asserter/requester, written as markup (nothing is added to
+    it afterwards); None when nothing resolves."""
     person, organisation = practitioner_of(index, reference)
     if person is None and organisation is None:
         return None
-    author = el(parent, "author")
-    template_id(author, T.AUTHOR_PARTICIPATION)
-    ts(author, "time", time)
     # A record's entries are authored by a handful of practitioners: their assignedAuthor is built once per
     # conversion and then written as markup.
     key = ("assignedAuthor", id(person), id(organisation))
     assigned = index.memo.get(key)
     if assigned is None:
         assigned = index.memo[key] = markup_of(_assigned_author(person, organisation))
-    fragment(author, assigned)
-    return author
+    return fragment(parent, f"{_author_head()}{ts_markup('time', time)}{assigned}</author>")
+
+
+@cache
+def _author_head() -> str:
+    """``<author>`` and its templateIds."""
+    return "<author>" + template_id(element("author"), T.AUTHOR_PARTICIPATION)
 
 
 def _assigned_author(person: Resource | None, organisation: Resource | None) -> Element:
