@@ -618,9 +618,23 @@ def cd_leaf(
 ) -> str:
     """``cd`` for a code element nothing will change or add to: written at once as markup (as ``leaf`` is to
     ``el``), without an element node to build and serialise later (a record has hundreds of coded values)."""
+    return fragment(parent, cd_markup(name, concept, reference=reference, xsi_type=xsi_type,
+                                      null_flavor=null_flavor, primary_systems=primary_systems))
+
+
+def cd_markup(
+    name: str,
+    concept: object,
+    *,
+    reference: str | None = None,
+    xsi_type: str | None = None,
+    null_flavor: str = "UNK",
+    primary_systems: Iterable[str] = T.PRIMARY_SYSTEMS,
+) -> str:
+    """The markup ``cd_leaf`` writes, without writing it (for a ``frame`` slot)."""
     attrib, inner = _cd_parts(concept, reference, xsi_type, null_flavor, primary_systems)
     head = f"<{name}{_attrs(attrib)}"
-    return fragment(parent, f"{head}>{inner}</{name}>" if inner else f"{head}/>")
+    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
 
 
 def _cd_parts(concept: object, reference: str | None, xsi_type: str | None, null_flavor: str,

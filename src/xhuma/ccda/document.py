@@ -125,6 +125,7 @@ def clear_caches() -> None:
     medications._free_text_sig_frame.cache_clear()
     medications._instruction_frame.cache_clear()
     medications._supply_order_frame.cache_clear()
+    medications._product_frame.cache_clear()
     participation._author_head.cache_clear()
     section._template_name.cache_clear()
     header._local_stamp.cache_clear()

@@ -21,6 +21,7 @@ from xhuma.ccda.datatypes import (
     Element,
     as_list,
     cd_leaf,
+    cd_markup,
     concept_text,
     el,
     element,
@@ -138,6 +139,15 @@ def _instruction_frame() -> tuple[str, str]:
 
 
 @cache
+def _product_frame() -> tuple[str, str]:
+    consumable = element("consumable")
+    product = el(consumable, "manufacturedProduct", {"classCode": "MANU"})
+    template_id(product, T.MEDICATION_INFORMATION)
+    fragment(el(product, "manufacturedMaterial"), SLOT)  # code: the medication, originalText → the row
+    return frame(consumable)
+
+
+@cache
 def _supply_order_frame() -> tuple[str, str]:
     relationship = element("entryRelationship", {"typeCode": "REFR"})
     supply = el(relationship, "supply", {"classCode": "SPLY", "moodCode": "INT"})
@@ -225,12 +235,10 @@ class MedicationActivity:
         if site is not None:
             cd_leaf(activity, "approachSiteCode", site)
         self._dose(activity)
-        product = el(el(activity, "consumable"), "manufacturedProduct", {"classCode": "MANU"})
-        self.section.template(product, T.MEDICATION_INFORMATION)
-        material = el(product, "manufacturedMaterial")
         concept = self.medication.get("code") if self.medication else None
         primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
-        cd_leaf(material, "code", concept, reference=medication_ref, primary_systems=primary)
+        head, tail = _product_frame()
+        fragment(activity, head + cd_markup("code", concept, reference=medication_ref, primary_systems=primary) + tail)
         author_participation(activity, self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
         if sig_ref:
             self._free_text_sig(activity, sig_ref)
@@ -285,10 +293,10 @@ class MedicationActivity:
             attrib["unit"] = dose["code"]
         leaf(activity, "doseQuantity", attrib)
 
-    # The Free Text Sig, the Instruction and the Supply Order start are fixed structures around one part (the sig
-    # reference, the instruction text, the authorisation's ids and times): built once with the builders
-    # (``_free_text_sig_frame``, ``_instruction_frame``, ``_supply_order_frame``), then written as markup around
-    # that part.
+    # The Free Text Sig, the Instruction, the Supply Order start and the product are fixed structures around
+    # one part (the sig reference, the instruction text, the authorisation's ids and times, the medication code):
+    # built once with the builders (``_free_text_sig_frame``, ``_instruction_frame``, ``_supply_order_frame``,
+    # ``_product_frame``), then written as markup around that part.
     def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
         head, tail = _free_text_sig_frame()
         fragment(activity, head + reference_markup(sig_ref) + tail)
