@@ -16,6 +16,8 @@ from xhuma.ccda.datatypes import (
     inner_markup,
     leaf,
     markup_of,
+    pq,
+    pq_leaf,
     sub_extension,
     sub_extension_values,
 )
@@ -99,3 +101,22 @@ def test_cd_leaf_is_the_markup_of_cd() -> None:
                     cd_leaf(leaf_parent, "code", concept, reference=reference, xsi_type=xsi_type,
                             null_flavor=null_flavor)
                     assert markup_of(leaf_parent) == markup_of(node)
+
+
+QUANTITIES: list[object] = [
+    None,
+    {"value": 5.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+    {"value": 12, "unit": "tablet(s) < & >"},
+    {"value": "7.0", "unit": "%"},
+    {"unit": "no value £"},
+    {"value": 1e-7, "code": 3},
+]
+
+
+def test_pq_leaf_is_the_markup_of_pq() -> None:
+    for quantity in QUANTITIES:
+        for xsi_type in (None, "PQ"):
+            node, leaf_parent = element("x"), element("x")
+            pq(node, "value", quantity, xsi_type=xsi_type)
+            pq_leaf(leaf_parent, "value", quantity, xsi_type=xsi_type)
+            assert markup_of(leaf_parent) == markup_of(node)

@@ -726,6 +726,22 @@ UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
 
 def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = None) -> Element:
     """FHIR Quantity → PQ. Non-UCUM units keep the value as a translation with originalText (SPEC §8.3 rule 6)."""
+    attrib, inner = _pq_parts(quantity, xsi_type)
+    element = el(parent, name, attrib)
+    if inner:
+        fragment(element, inner)
+    return element
+
+
+def pq_leaf(parent: Element, name: str, quantity: object, *, xsi_type: str | None = None) -> str:
+    """``pq`` for a quantity element nothing will change or add to: written at once as markup."""
+    attrib, inner = _pq_parts(quantity, xsi_type)
+    head = f"<{name}{_attrs(attrib)}"
+    return fragment(parent, f"{head}>{inner}</{name}>" if inner else f"{head}/>")
+
+
+def _pq_parts(quantity: object, xsi_type: str | None) -> tuple[dict[str, str], str]:
+    """The attributes of a PQ element and its children's markup (``pq``)."""
     attrib: dict[str, str] = {}
     value = quantity.get("value") if isinstance(quantity, JSON_OBJECT) else None
     number = format_number(value)
@@ -748,11 +764,10 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
         attrib["nullFlavor"] = "UNK"
     if xsi_type:
         attrib["xsi:type"] = xsi_type  # last, as set_xsi_type would add it
-    element = el(parent, name, attrib)
     if number is not None and "nullFlavor" in attrib:
-        translation = el(element, "translation", {"value": number, "nullFlavor": "OTH"})
-        leaf(translation, "originalText", text=unit_text)
-    return element
+        translation = _attrs({"value": number, "nullFlavor": "OTH"})
+        return attrib, f"<translation{translation}>{leaf_markup('originalText', text=unit_text)}</translation>"
+    return attrib, ""
 
 
 def format_number(value: object) -> str | None:

@@ -31,7 +31,11 @@ class Row:
         """Add a cell; with ``content`` the text is wrapped in ``<content ID=row-content>`` and its reference
         (for ``originalText``) is returned."""
         if isinstance(value, str):  # the common case: one line, kept even when empty (written ``<td></td>``)
-            text = markup(value)
+            # markup's plain-text test inline (two thousand cells in a large record), markup itself otherwise
+            if value.isprintable() and "&" not in value and "<" not in value and ">" not in value:
+                text = value
+            else:
+                text = markup(value)
         elif value is None:
             self.cells.append("<td/>")
             return None

@@ -25,7 +25,6 @@ from xhuma.ccda.datatypes import (
     SLOT,
     Element,
     as_list,
-    cd,
     cd_leaf,
     codings,
     concept_text,
@@ -41,6 +40,7 @@ from xhuma.ccda.datatypes import (
     leaf,
     notes_text,
     pq,
+    pq_leaf,
     readable_date,
     reference_markup,
     snomed_code,
@@ -237,11 +237,12 @@ _XSI_ST: Final = {"xsi:type": "ST"}
 _NO_VALUE: Final = {"nullFlavor": "NI", "xsi:type": "PQ"}
 
 
-def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element:
+def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element | str:
     """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
-    IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative."""
+    IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative. Returns
+    the element, or its markup when it was written at once (a leaf: nothing may be added to it)."""
     if not has_value(observation):  # the common case for group headers and free-text results
-        return el(parent, "value", _NO_VALUE)
+        return leaf(parent, "value", _NO_VALUE)
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, JSON_OBJECT):
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
@@ -250,26 +251,26 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
             bound = pq(value, comparator[0], ucum_quantity({k: v for k, v in quantity.items() if k != "comparator"}))
             bound.set("inclusive", comparator[1])
             return value
-        return pq(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
+        return pq_leaf(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
     concept = observation.get("valueCodeableConcept")
     if isinstance(concept, JSON_OBJECT):
-        return cd(parent, "value", concept, reference=reference, xsi_type="CD")
+        return cd_leaf(parent, "value", concept, reference=reference, xsi_type="CD")
     # xsi:type is given with the other attributes (written last, where set_xsi_type would add it).
     if isinstance(observation.get("valueBoolean"), bool):
-        return el(parent, "value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
+        return leaf(parent, "value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
     if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
-        return el(parent, "value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
+        return leaf(parent, "value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
     value_range = observation.get("valueRange")
     if isinstance(value_range, JSON_OBJECT):
         value = el(parent, "value", _XSI_IVL_PQ)
         for side in ("low", "high"):
             if isinstance(value_range.get(side), JSON_OBJECT):
-                pq(value, side, ucum_quantity(value_range[side]))
+                pq_leaf(value, side, ucum_quantity(value_range[side]))
         return value
     text = value_text(observation)
     if text:
-        return el(parent, "value", _XSI_ST, text=text)
-    return el(parent, "value", _NO_VALUE)
+        return leaf(parent, "value", _XSI_ST, text=text)
+    return leaf(parent, "value", _NO_VALUE)
 
 
 def interpretations(observation: Resource) -> list[tuple[str, str]]:
@@ -331,7 +332,7 @@ def write_reference_ranges(parent: Element, observation: Resource) -> None:
                 merged = dict(quantity)
                 if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
                     merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
-                pq(value, name, ucum_quantity(merged))
+                pq_leaf(value, name, ucum_quantity(merged))
         else:
             el(observation_range, "value", _XSI_ST, text=text or "")
 

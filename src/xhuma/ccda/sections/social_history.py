@@ -33,7 +33,7 @@ from xhuma.ccda.datatypes import (
     fixed_code,
     format_number,
     leaf,
-    pq,
+    pq_leaf,
     readable_date,
     string,
     text_reference,
@@ -199,7 +199,7 @@ class SocialHistoryEntry:
             annotated = ALCOHOL_UNITS.get(unit.lower())
             if annotated and quantity.get("system") != "http://unitsofmeasure.org":
                 quantity = {**quantity, "system": "http://unitsofmeasure.org", "code": annotated}
-            pq(entry, "value", quantity, xsi_type="PQ")
+            pq_leaf(entry, "value", quantity, xsi_type="PQ")
             return
         write_value(entry, self.observation)
 
