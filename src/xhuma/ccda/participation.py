@@ -216,8 +216,9 @@ def _author_head() -> str:
     return "<author>" + template_id(element("author"), T.AUTHOR_PARTICIPATION)
 
 
-def _assigned_author(person: Resource | None, organisation: Resource | None) -> Element:
-    assigned = element("assignedAuthor")
+def assigned_party(assigned: Element, person: Resource | None, organisation: Resource | None) -> None:
+    """The ids (the person's, else the organisation's; ``nullFlavor="UNK"`` when none maps) and the
+    assignedPerson of an assignedAuthor or assignedEntity."""
     written = 0
     for identifier in as_list((person or organisation or {}).get("identifier")):
         if isinstance(identifier, JSON_OBJECT) and identifier_ii(assigned, identifier) is not None:
@@ -226,6 +227,11 @@ def _assigned_author(person: Resource | None, organisation: Resource | None) -> 
         null(assigned, "id", "UNK")
     if person is not None:
         person_name(el(assigned, "assignedPerson"), human_name(person))
+
+
+def _assigned_author(person: Resource | None, organisation: Resource | None) -> Element:
+    assigned = element("assignedAuthor")
+    assigned_party(assigned, person, organisation)
     if organisation is not None:
         represented_organisation(assigned, organisation)
     return assigned

@@ -26,9 +26,7 @@ from xhuma.ccda.datatypes import (
     concept_text,
     el,
     fhir_ts,
-    identifier_ii,
     leaf,
-    null,
     readable_date,
     string,
     text_reference,
@@ -37,10 +35,9 @@ from xhuma.ccda.datatypes import (
 from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.participation import (
     address,
+    assigned_party,
     author_label,
-    human_name,
     name_text,
-    person_name,
     practitioner_of,
     represented_organisation,
     telecoms,
@@ -299,14 +296,7 @@ class EncounterActivity:
         if person is None and organisation is None:
             return
         assigned = el(el(act, "performer"), "assignedEntity")
-        written = 0
-        for identifier in as_list((person or organisation or {}).get("identifier")):
-            if isinstance(identifier, JSON_OBJECT) and identifier_ii(assigned, identifier) is not None:
-                written += 1
-        if written == 0:
-            null(assigned, "id", "UNK")
-        if person is not None:
-            person_name(el(assigned, "assignedPerson"), human_name(person))
+        assigned_party(assigned, person, organisation)
         org = organisation or (provider if provider is not None and provider.get("resourceType") == "Organization"
                                else None)
         if org is not None:
