@@ -1,15 +1,19 @@
-"""Audit store: SQLAlchemy 2 async over PostgreSQL (asyncpg) or a SQLite file (aiosqlite).
+"""Audit store: PostgreSQL (asyncpg) or a SQLite file, schema and queries through SQLAlchemy 2.
 
 The schema is owned by Alembic migrations in ``xhuma/store/migrations``; ``upgrade()`` applies them
-(``xhuma db upgrade``, and automatically at start-up for SQLite). One database transaction per event.
+(``xhuma db upgrade``, and automatically at start-up for SQLite). One database transaction per event. Events
+are written on a lean path (one prepared INSERT per event, compiled once by SQLAlchemy); reads, counts and
+probes go through the SQLAlchemy async engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import queue
+import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,42 +82,143 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+_SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL: a commit appends to the log instead of rewriting a rollback journal (about 5x cheaper here), and
     # synchronous=FULL still syncs every commit, so an event acknowledged before a disclosure survives a crash.
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+    for pragma in _SQLITE_PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
 
+class _EventRows:
+    """An event as the positional parameters of one prepared INSERT, in the dialect's own representation.
+
+    The statement is SQLAlchemy's ``INSERT`` compiled once for the dialect, and the values pass through
+    SQLAlchemy's bind processors for the column types (so a row written here reads back through the engine
+    exactly as one written by ``audit_event.insert()``); only the per-event compile and execution layers are
+    skipped on the write path, which every disclosure waits for.
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        compiled = audit_event.insert().inline().compile(dialect=dialect, column_keys=list(EVENT_COLUMNS))
+        order = list(compiled.positiontup or ())
+        if sorted(order) != sorted(EVENT_COLUMNS):
+            raise RuntimeError("the audit INSERT does not bind every event field")
+        self.sql = str(compiled)
+        self._processors = tuple((name, audit_event.c[name].type.bind_processor(dialect)) for name in order)
+
+    def params(self, event: AuditEvent) -> tuple[Any, ...]:
+        values = []
+        for name, processor in self._processors:
+            value = getattr(event, name)
+            if value is not None and name in ("jwt_summary", "details"):
+                value = dict(value)
+            values.append(processor(value) if processor is not None and value is not None else value)
+        return tuple(values)
+
+
+class _SqliteWriter:
+    """One thread that owns the SQLite write connection and commits each event in its own transaction.
+
+    The event loop hands over a parameter tuple and awaits a future; the thread runs the INSERT in autocommit
+    mode (one transaction, one WAL sync) and settles the future. Nothing else touches the write connection, so
+    concurrent requests never meet "database is locked", and the loop never blocks on the disk.
+    """
+
+    def __init__(self, path: str, sql: str) -> None:
+        self._path = path
+        self._sql = sql
+        self._queue: queue.SimpleQueue[tuple[tuple[Any, ...], asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="audit-sqlite", daemon=True)
+        self._thread.start()
+
+    def write(self, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put((params, future))
+        return future
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        for pragma in _SQLITE_PRAGMAS:
+            connection.execute(f"PRAGMA {pragma}")
+        return connection
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        while (item := self._queue.get()) is not None:
+            params, future = item
+            failure: BaseException | None = None
+            try:
+                if connection is None:
+                    connection = self._connect()
+                connection.execute(self._sql, params)  # autocommit: this event is its own transaction
+            except (sqlite3.Error, OSError) as error:
+                failure = error
+                if connection is not None:
+                    connection.close()
+                    connection = None  # reconnect for the next event (the file may be back)
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, failure)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+        if connection is not None:
+            connection.close()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
+def _settle(future: asyncio.Future[None], failure: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if failure is None:
+        future.set_result(None)
+    else:
+        future.set_exception(failure)
+
+
+def _sqlite_path(database_url: str) -> str:
+    url = sa.make_url(database_url)
+    return url.database or ":memory:"
+
+
 class SqlAuditStore:
-    """AuditSink and query API over one async engine."""
+    """AuditSink and query API over one async engine.
+
+    Events are written on a lean path: over PostgreSQL one prepared INSERT per event on an asyncpg pool (an
+    INSERT outside an explicit transaction is its own transaction; PostgreSQL flushes the WAL of concurrent
+    commits together, so every event stays its own durable transaction); over SQLite one dedicated writer
+    thread (``_SqliteWriter``). Queries, counts and probes go through the SQLAlchemy engine.
+    """
 
     def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
         self.database_url = database_url
         kwargs: dict[str, Any] = {}
         engine_url = database_url
-        if database_url.startswith("postgresql"):
+        self._postgres = database_url.startswith("postgresql")
+        self._pool_size = pool_size
+        if self._postgres:
             kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, pool_timeout=5)
             # libpq-style sslmode=verify-full&sslrootcert=... become an SSL context for asyncpg
             engine_url, kwargs["connect_args"] = postgres_connect_args(database_url)
         else:
-            # SQLite has one writer at a time: one pooled connection serialises the events instead of failing
-            # with "database is locked" under concurrency.
+            # SQLite has one writer at a time: one pooled connection for queries and probes.
             kwargs.update(pool_size=1, max_overflow=0, pool_timeout=30)
+        self._engine_url = engine_url
+        self._connect_args: dict[str, Any] = kwargs.get("connect_args", {})
         self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
-        self._sqlite_writer: ThreadPoolExecutor | None = None
-        if not database_url.startswith("postgresql"):
+        self._rows = _EventRows(self.engine.dialect)
+        self._sqlite_writer: _SqliteWriter | None = None
+        self._pg_pool: Any = None
+        self._pg_pool_lock = asyncio.Lock()
+        if not self._postgres:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            # Events are written by one dedicated thread over the plain sqlite3 driver: one thread hop per event
-            # (insert + commit together) instead of aiosqlite's hop per statement plus SQLAlchemy's greenlet
-            # bridge; the async engine above serves queries and probes.
-            self._sync_engine = sa.create_engine(
-                database_url.replace("sqlite+aiosqlite://", "sqlite://", 1), pool_size=1, max_overflow=0
-            )
-            sa.event.listen(self._sync_engine, "connect", _sqlite_pragmas)
-            self._sqlite_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
+            self._sqlite_writer = _SqliteWriter(_sqlite_path(database_url), self._rows.sql)
         self.last_error: str | None = None
         # Set when a write failed and cleared by the next successful write or write probe: readiness must show
         # a store that answers SELECT 1 but cannot commit events (no disclosure without audit).
@@ -126,29 +231,34 @@ class SqlAuditStore:
     async def migrate(self) -> None:
         await asyncio.to_thread(upgrade, self.database_url)
 
+    async def _pool(self) -> Any:
+        if self._pg_pool is None:
+            async with self._pg_pool_lock:
+                if self._pg_pool is None:
+                    import asyncpg
+
+                    url = sa.make_url(self._engine_url).set(drivername="postgresql")
+                    self._pg_pool = await asyncpg.create_pool(
+                        url.render_as_string(hide_password=False), min_size=1, max_size=self._pool_size * 2,
+                        timeout=5, command_timeout=10, **self._connect_args,
+                    )
+        return self._pg_pool
+
     async def record(self, event: AuditEvent) -> None:
-        row = {name: getattr(event, name) for name in EVENT_COLUMNS}
-        for name in ("jwt_summary", "details"):
-            if row[name] is not None:
-                row[name] = dict(row[name])
+        params = self._rows.params(event)
         try:
             if self._sqlite_writer is not None:
-                await asyncio.get_running_loop().run_in_executor(self._sqlite_writer, self._insert_sqlite, row)
+                await self._sqlite_writer.write(params)
             else:
-                async with self.engine.begin() as connection:
-                    # insert() with parameters reuses one compiled statement; .values(**row) compiles per event
-                    await connection.execute(audit_event.insert(), row)
-        except (SQLAlchemyError, OSError) as error:
+                pool = await self._pool()
+                await pool.execute(self._rows.sql, *params)
+        except Exception as error:  # whatever the driver raised, the event is not committed
             self.last_error = type(error).__name__
             self.write_failing = True
             log.error("audit_write_failed", transaction=event.transaction, error=type(error).__name__)
             raise AuditUnavailable("the audit trail could not be written") from error
         self.last_error = None
         self.write_failing = False
-
-    def _insert_sqlite(self, row: Mapping[str, Any]) -> None:
-        with self._sync_engine.begin() as connection:  # one transaction per event
-            connection.execute(audit_event.insert(), row)
 
     @staticmethod
     def _filtered(statement: Any, filters: Mapping[str, Any]) -> Any:
@@ -223,6 +333,7 @@ class SqlAuditStore:
 
     async def close(self) -> None:
         if self._sqlite_writer is not None:
-            self._sqlite_writer.shutdown(wait=True)
-            self._sync_engine.dispose()
+            await asyncio.to_thread(self._sqlite_writer.close)
+        if self._pg_pool is not None:
+            await self._pg_pool.close()
         await self.engine.dispose()
