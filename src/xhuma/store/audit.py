@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import queue
-import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from xhuma.errors import AuditUnavailable
 from xhuma.ports import AuditEvent
+from xhuma.store.sqlite_writer import SqliteWriter
 from xhuma.store.tls import postgres_connect_args
 
 log = structlog.get_logger(__name__)
@@ -86,8 +84,8 @@ _SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL: a commit appends to the log instead of rewriting a rollback journal (about 5x cheaper here), and
-    # synchronous=FULL still syncs every commit, so an event acknowledged before a disclosure survives a crash.
+    # The engine's connections (queries, probes) share the file with the writer process (xhuma.store.sqlite_writer):
+    # WAL, so readers never block the writer, and a wait instead of "database is locked".
     cursor = dbapi_connection.cursor()
     for pragma in _SQLITE_PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
@@ -109,7 +107,9 @@ class _EventRows:
         if sorted(order) != sorted(EVENT_COLUMNS):
             raise RuntimeError("the audit INSERT does not bind every event field")
         self.sql = str(compiled)
-        self._processors = tuple((name, audit_event.c[name].type.bind_processor(dialect)) for name in order)
+        self._processors = tuple(
+            (name, audit_event.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order
+        )
 
     def params(self, event: AuditEvent) -> tuple[Any, ...]:
         values = []
@@ -119,67 +119,6 @@ class _EventRows:
                 value = dict(value)
             values.append(processor(value) if processor is not None and value is not None else value)
         return tuple(values)
-
-
-class _SqliteWriter:
-    """One thread that owns the SQLite write connection and commits each event in its own transaction.
-
-    The event loop hands over a parameter tuple and awaits a future; the thread runs the INSERT in autocommit
-    mode (one transaction, one WAL sync) and settles the future. Nothing else touches the write connection, so
-    concurrent requests never meet "database is locked", and the loop never blocks on the disk.
-    """
-
-    def __init__(self, path: str, sql: str) -> None:
-        self._path = path
-        self._sql = sql
-        self._queue: queue.SimpleQueue[tuple[tuple[Any, ...], asyncio.Future[None]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="audit-sqlite", daemon=True)
-        self._thread.start()
-
-    def write(self, params: tuple[Any, ...]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put((params, future))
-        return future
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        for pragma in _SQLITE_PRAGMAS:
-            connection.execute(f"PRAGMA {pragma}")
-        return connection
-
-    def _run(self) -> None:
-        connection: sqlite3.Connection | None = None
-        while (item := self._queue.get()) is not None:
-            params, future = item
-            failure: BaseException | None = None
-            try:
-                if connection is None:
-                    connection = self._connect()
-                connection.execute(self._sql, params)  # autocommit: this event is its own transaction
-            except (sqlite3.Error, OSError) as error:
-                failure = error
-                if connection is not None:
-                    connection.close()
-                    connection = None  # reconnect for the next event (the file may be back)
-            try:
-                future.get_loop().call_soon_threadsafe(_settle, future, failure)
-            except RuntimeError:  # the loop has closed: nobody is waiting any more
-                pass
-        if connection is not None:
-            connection.close()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
-
-
-def _settle(future: asyncio.Future[None], failure: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if failure is None:
-        future.set_result(None)
-    else:
-        future.set_exception(failure)
 
 
 def _sqlite_path(database_url: str) -> str:
@@ -192,8 +131,8 @@ class SqlAuditStore:
 
     Events are written on a lean path: over PostgreSQL one prepared INSERT per event on an asyncpg pool (an
     INSERT outside an explicit transaction is its own transaction; PostgreSQL flushes the WAL of concurrent
-    commits together, so every event stays its own durable transaction); over SQLite one dedicated writer
-    thread (``_SqliteWriter``). Queries, counts and probes go through the SQLAlchemy engine.
+    commits together, so every event stays its own durable transaction); over SQLite one writer process
+    (``xhuma.store.sqlite_writer``). Queries, counts and probes go through the SQLAlchemy engine.
     """
 
     def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
@@ -213,12 +152,12 @@ class SqlAuditStore:
         self._connect_args: dict[str, Any] = kwargs.get("connect_args", {})
         self.engine: AsyncEngine = create_async_engine(engine_url, **kwargs)
         self._rows = _EventRows(self.engine.dialect)
-        self._sqlite_writer: _SqliteWriter | None = None
+        self._sqlite_writer: SqliteWriter | None = None
         self._pg_pool: Any = None
         self._pg_pool_lock = asyncio.Lock()
         if not self._postgres:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            self._sqlite_writer = _SqliteWriter(_sqlite_path(database_url), self._rows.sql)
+            self._sqlite_writer = SqliteWriter(_sqlite_path(database_url), self._rows.sql)
         self.last_error: str | None = None
         # Set when a write failed and cleared by the next successful write or write probe: readiness must show
         # a store that answers SELECT 1 but cannot commit events (no disclosure without audit).
@@ -333,7 +272,7 @@ class SqlAuditStore:
 
     async def close(self) -> None:
         if self._sqlite_writer is not None:
-            await asyncio.to_thread(self._sqlite_writer.close)
+            await self._sqlite_writer.close()
         if self._pg_pool is not None:
             await self._pg_pool.close()
         await self.engine.dispose()
