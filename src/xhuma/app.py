@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from xhuma import __version__, tracing
 from xhuma.audit import Auditor, audit_key
 from xhuma.config import Settings, load_settings
+from xhuma.ihe.endpoints import SOAP_PATHS, SoapEndpoints
 from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
 from xhuma.ports import Cache, GpConnectClient, PdsClient, SdsClient
 from xhuma.store.audit import SqlAuditStore
@@ -85,20 +86,43 @@ class RequestContextMiddleware:
         request_token = request_id_var.set(request_id)
         trace_token = trace_id_var.set(given_trace_id)
         metrics_token = tracing.metrics_var.set(self.metrics)  # stage timings of this request (tracing.stage)
+        tracing_token = tracing.request_started()
         self.metrics.in_flight.inc()
         try:
-            method = scope.get("method", "")
-            # Optional OpenTelemetry: one server span per request; its trace id then labels logs and audit.
-            with tracing.span(f"{method} {scope.get('path', '')}", **{"http.method": method}):
-                otel_trace_id = tracing.current_trace_id()
-                if otel_trace_id:
-                    trace_id_var.set(otel_trace_id)
+            if tracing.enabled():
+                # Optional OpenTelemetry: one server span per request; its trace id then labels logs and audit.
+                method = scope.get("method", "")
+                with tracing.span(f"{method} {scope.get('path', '')}", **{"http.method": method}):
+                    otel_trace_id = tracing.current_trace_id()
+                    if otel_trace_id:
+                        trace_id_var.set(otel_trace_id)
+                    await self.app(scope, receive, send_with_request_id)
+            else:
                 await self.app(scope, receive, send_with_request_id)
         finally:
             self.metrics.in_flight.dec()
+            tracing.request_finished(tracing_token)
             tracing.metrics_var.reset(metrics_token)
             request_id_var.reset(request_token)
             trace_id_var.reset(trace_token)
+
+
+class XhumaApp(FastAPI):
+    """The FastAPI application (console, /api, probes, metrics), with the SOAP endpoints answered in front of it.
+
+    A request to one of the three SOAP paths goes to ``soap`` (the request context around ``SoapEndpoints``) and
+    never through FastAPI's own middleware stack and router, which cost a cached ITI-39 more than the transaction;
+    ``SoapEndpoints`` answers every failure itself (a SOAP Fault, never a bare 500).
+    """
+
+    soap: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.soap is not None and scope["type"] == "http" and scope["path"] in SOAP_PATHS:
+            scope["app"] = self
+            await self.soap(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def build_cache(settings: Settings) -> Cache:
@@ -168,16 +192,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             log.info("xhuma_stopping")
 
-    app = FastAPI(title="Xhuma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = XhumaApp(title="Xhuma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     from xhuma.web import mount as mount_web
 
     mount_web(app)  # /api/* (admin bearer auth) and the operator console
-    from xhuma.ihe.router import router as ihe_router
-
-    app.include_router(ihe_router)  # POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39
-
+    # The IHE responding gateway, POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39, is served ahead of FastAPI; the
+    # request context (ids, in-flight gauge, server span) wraps it and everything else.
+    app.soap = RequestContextMiddleware(SoapEndpoints(None), metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     @app.get("/health/live", tags=["health"])
@@ -212,10 +235,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    # The IHE responding gateway: POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39 (xhuma.ihe.router).
-    from xhuma.ihe.router import router as ihe_router
-
-    app.include_router(ihe_router)
     return app
 
 

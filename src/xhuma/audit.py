@@ -42,12 +42,16 @@ class Auditor:
         if not hmac_key:
             raise ValueError("the audit pseudonym key must not be empty")
         self._sink = sink
-        self._key = hmac_key
+        # The keyed HMAC prepared once; each pseudonym continues a copy (what pseudonymise computes, without
+        # setting the key up again on every event).
+        self._keyed = hmac.new(hmac_key, digestmod=hashlib.sha256)
         self._metrics = metrics
         self.exporter = exporter
 
     def pseudonym(self, nhs_number: str) -> str:
-        return pseudonymise(nhs_number, self._key)
+        keyed = self._keyed.copy()
+        keyed.update(nhs_number.replace(" ", "").encode())
+        return keyed.hexdigest()
 
     async def record(
         self,
@@ -105,9 +109,9 @@ class Auditor:
         )
         if self._metrics is not None and transaction in IHE_TRANSACTIONS:
             # Every IHE transaction is audited exactly once, so this is where it is counted (by outcome) and timed.
-            self._metrics.requests.labels(transaction, outcome).inc()
+            self._metrics.child(self._metrics.requests, transaction, outcome).inc()
             if duration_ms is not None:
-                self._metrics.request_seconds.labels(transaction).observe(duration_ms / 1000)
+                self._metrics.child(self._metrics.request_seconds, transaction).observe(duration_ms / 1000)
         try:
             await self._sink.record(event)
         except AuditUnavailable:
@@ -121,7 +125,7 @@ class Auditor:
             log.error("audit_write_failed", transaction=transaction, error=type(error).__name__)
             raise AuditUnavailable("the audit trail could not be written") from error
         if self._metrics is not None:
-            self._metrics.audit_events.labels(transaction).inc()
+            self._metrics.child(self._metrics.audit_events, transaction).inc()
         if self.exporter is not None:
             self.exporter.offer(event)
         return event

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from xhuma import ids
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
@@ -110,8 +113,18 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def level_enabled(logger_name: str, level: int = logging.INFO) -> Callable[[], bool]:
+    """A cheap test for a log call on a per-request path: whether ``logger_name`` logs at ``level`` now.
+
+    structlog's module-level loggers build a bound logger on every call, even for an event below the level that is
+    then dropped; on a cached ITI-39 that was a noticeable share of the request. The answer follows the level that
+    ``configure_logging`` (or anyone) sets, as ``structlog.stdlib.filter_by_level`` does.
+    """
+    return partial(logging.getLogger(logger_name).isEnabledFor, level)
+
+
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    return ids.uuid4()
 
 
 # --- metrics --------------------------------------------------------------------------------------------------
@@ -163,3 +176,14 @@ class Metrics:
         self.rate_limited = Counter(
             "xhuma_rate_limited_total", "Requests refused by the per-client rate limit", registry=r
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: prometheus_client validates the values and takes a lock on every
+        ``labels`` call, which the per-request counters and histograms need not repeat. For label values from a
+        small fixed set (transactions, outcomes, stages, cache kinds) only."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found

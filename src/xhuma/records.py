@@ -324,7 +324,7 @@ class Records:
     def _count_lookup(found: bool) -> None:
         metrics = tracing.metrics_var.get()  # the request's metrics (xhuma_cache_lookups_total{kind="document"})
         if metrics is not None:
-            metrics.cache_lookups.labels(kind="document", result="hit" if found else "miss").inc()
+            metrics.child(metrics.cache_lookups, "document", "hit" if found else "miss").inc()
 
     async def _cached_documents(self, nhs_number: str) -> list[StoredDocument]:
         documents = await self._read_cached_documents(nhs_number)

@@ -13,9 +13,8 @@ Span attributes must be PHI-free: never an NHS number, a name or a birth date.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar, Token
 from typing import Any
 
 try:  # pragma: no branch - depends on the optional extra
@@ -64,17 +63,36 @@ def configure_tracing(service_name: str = "xhuma") -> bool:
     return True
 
 
-def enabled() -> bool:
-    """A tracer provider is installed (ours, or one set up by OpenTelemetry auto-instrumentation). Without one,
-    spans are not even opened: a no-op span still costs a few microseconds per stage of every request."""
+# Whether a tracer provider is installed, decided once per request by ``request_started`` (asking OpenTelemetry
+# reads the environment each time, and a request asks several times).
+_decided: ContextVar[bool | None] = ContextVar("xhuma_tracing_enabled", default=None)
+
+
+def _provider_installed() -> bool:
     if _otel_trace is None:
         return False
     return not isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider)
 
 
+def enabled() -> bool:
+    """A tracer provider is installed (ours, or one set up by OpenTelemetry auto-instrumentation). Without one,
+    spans are not even opened: a no-op span still costs a few microseconds per stage of every request."""
+    decided = _decided.get()
+    return _provider_installed() if decided is None else decided
+
+
+def request_started() -> Token[bool | None]:
+    """Decide ``enabled()`` for the rest of this request; pass the token to ``request_finished``."""
+    return _decided.set(_provider_installed())
+
+
+def request_finished(token: Token[bool | None]) -> None:
+    _decided.reset(token)
+
+
 def current_trace_id() -> str | None:
     """The active span's trace id as 32 lower-case hex digits, or None (no tracing / no valid span)."""
-    if not enabled():
+    if _otel_trace is None or not enabled():
         return None
     context = _otel_trace.get_current_span().get_span_context()
     if not context.is_valid:
@@ -82,28 +100,39 @@ def current_trace_id() -> str | None:
     return format(context.trace_id, "032x")
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Any]:
-    """A span named ``name`` (child of the current one); yields the span or None."""
+_NO_SPAN: AbstractContextManager[Any] = nullcontext(None)
+
+
+def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """A span named ``name`` (child of the current one), entered with ``with``; yields the span or None."""
     if _otel_trace is None or not enabled():
-        yield None
-        return
+        return _NO_SPAN
     tracer = _otel_trace.get_tracer(TRACER_NAME)
     clean = {key: value for key, value in attributes.items() if value is not None}
-    with tracer.start_as_current_span(name, attributes=clean) as current:
-        yield current
+    return tracer.start_as_current_span(name, attributes=clean)
 
 
-@contextmanager
-def stage(metrics: Any, name: str, **attributes: Any) -> Iterator[Any]:
+class stage:  # (lower case: used like the context-manager function it replaced)
     """Time one stage (``pds``, ``sds``, ``gpconnect``, ``convert``, ``serialise``) as a span and a histogram.
 
     ``metrics`` None: the request's metrics from ``metrics_var`` (nothing is observed outside a request)."""
-    metrics = metrics if metrics is not None else metrics_var.get()
-    started = time.perf_counter()
-    try:
-        with span(f"xhuma.{name}", **{"xhuma.stage": name, **attributes}) as current:
-            yield current
-    finally:
-        if metrics is not None:
-            metrics.stage_seconds.labels(name).observe(time.perf_counter() - started)
+
+    __slots__ = ("_metrics", "_name", "_span", "_started")
+
+    def __init__(self, metrics: Any, name: str, **attributes: Any) -> None:
+        self._metrics = metrics if metrics is not None else metrics_var.get()
+        self._name = name
+        self._span = span(f"xhuma.{name}", **{"xhuma.stage": name, **attributes}) if enabled() else _NO_SPAN
+        self._started = 0.0
+
+    def __enter__(self) -> Any:
+        self._started = time.perf_counter()
+        return self._span.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return self._span.__exit__(*exc_info)
+        finally:
+            if self._metrics is not None:
+                self._metrics.child(self._metrics.stage_seconds, self._name).observe(
+                    time.perf_counter() - self._started)

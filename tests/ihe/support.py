@@ -62,8 +62,8 @@ from tests.support.soap import (
 from xhuma.audit import Auditor
 from xhuma.config import Settings
 from xhuma.errors import PatientNotFound, UpstreamError
+from xhuma.ihe.endpoints import SoapEndpoints
 from xhuma.ihe.gateway import IheGateway
-from xhuma.ihe.router import get_gateway, router
 from xhuma.ports import Address, Cache, CallerIdentity, PdsPatient, SdsRoute, StructuredRecord
 from xhuma.records import ConvertedDocument, Records
 from xhuma.store.audit import SqlAuditStore
@@ -293,9 +293,8 @@ async def make_harness(
     auditor = Auditor(audit_sink or audit, hmac_key=b"test-audit-key")
     gateway = IheGateway(settings, records, auditor)
     app = FastAPI()
-    app.include_router(router)
+    app.add_middleware(SoapEndpoints, gateway=gateway)
     app.state.settings = settings
-    app.dependency_overrides[get_gateway] = lambda: gateway
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://xhuma.test")
     return Harness(settings, gateway, records, pds, gpconnect, cache, audit, client, app, keys)
 

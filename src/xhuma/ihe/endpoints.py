@@ -1,28 +1,40 @@
 """HTTP endpoints of the responding gateway: POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39.
 
-The paths are kept from the earlier gateway so that existing EHR configurations keep working. The body is
-read with a hard limit (``XHUMA_MAX_REQUEST_BYTES``): a larger request gets a SOAP Fault as soon as the limit
-is crossed, without reading the rest.
+``SoapEndpoints`` is a plain ASGI middleware in front of the FastAPI application. A request to one of the three
+paths goes from the body bytes to ``IheGateway`` and back without routing, dependency injection or
+request/response objects (on a cached ITI-39 those cost as much as the transaction itself; see
+docs/benchmarks.md); every other request passes on to the application. The paths are kept from the earlier
+gateway so that existing EHR configurations keep working.
+
+The body is read with a hard limit (``XHUMA_MAX_REQUEST_BYTES``): a larger request gets a SOAP Fault as soon as
+the limit is crossed, without reading the rest. Whatever happens, the caller gets a SOAP Fault or the
+transaction's own error form, never a bare HTTP 500 (LESSONS 7).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Request, Response
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
-from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse
+from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse
+from xhuma.ihe.soap import SoapFault
 from xhuma.records import Records
+from xhuma.security.client_auth import authenticate_client
+from xhuma.security.ratelimit import check_rate_limit
+from xhuma.security.tls import PEER_EXTENSION
 
 if TYPE_CHECKING:
     from xhuma.app import Runtime
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(tags=["ihe"])
+SOAP_PATHS = {"/SOAP/iti55": ITI55, "/SOAP/iti38": ITI38, "/SOAP/iti39": ITI39}
 
 
 def build_gateway(runtime: Runtime) -> IheGateway:
@@ -43,29 +55,44 @@ def build_gateway(runtime: Runtime) -> IheGateway:
     return IheGateway(runtime.settings, records, runtime.auditor)
 
 
-async def get_gateway(request: Request) -> IheGateway:
-    """FastAPI dependency: the application's gateway (tests may override it). Async: a plain ``def`` dependency
-    would be run on the thread pool for every request."""
-    runtime = request.app.state.runtime
+def gateway_of(app: Any) -> IheGateway:
+    """The application's gateway, built from its runtime (``app.state.runtime``) on first use."""
+    runtime = app.state.runtime
     gateway: IheGateway | None = runtime.extras.get("ihe_gateway")
     if gateway is None:
-        gateway = build_gateway(runtime)
-        runtime.extras["ihe_gateway"] = gateway
+        gateway = runtime.extras["ihe_gateway"] = build_gateway(runtime)
     return gateway
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge()
+class ClientDisconnected(Exception):
+    """The caller went away before its request was complete: there is nobody to answer."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, or ``RequestTooLarge`` as soon as it (or its declared length) exceeds ``limit``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge()
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def _client(request: Request) -> ClientInfo:
@@ -75,59 +102,108 @@ def _client(request: Request) -> ClientInfo:
     return ClientInfo(cert_subject=str(subject) if subject else None, address=address)
 
 
-async def _authenticate(request: Request) -> None:
-    """Transport-level client authentication (mTLS allow-list) when the security capability provides it."""
-    try:
-        from xhuma.security.client_auth import authenticate_client
-    except ImportError:  # pragma: no cover - the security capability is part of the product
-        return
+def _peer(scope: Scope) -> ClientInfo:
+    """The caller as the transport saw it (no client authentication, no proxy configured)."""
+    peer = (scope.get("extensions") or {}).get(PEER_EXTENSION)
+    address = peer.get("address") if peer else None
+    if address is None and scope.get("client"):
+        address = scope["client"][0]
+    return ClientInfo(address=address)
+
+
+def _checks_configured(app: Any) -> bool:
+    """Whether SOAP callers are authenticated, rate limited or may come through trusted proxies (worked out once
+    per application; without any of them the caller is simply the transport peer)."""
+    configured: bool | None = getattr(app.state, "soap_client_checks", None)
+    if configured is None:
+        settings = app.state.settings
+        configured = bool(settings.client_cert_allow_list or settings.tls_client_ca_file or settings.trusted_proxies
+                          or settings.rate_limit_per_minute > 0)
+        app.state.soap_client_checks = configured
+    return configured
+
+
+def _identify_client(scope: Scope, receive: Receive) -> ClientInfo:
+    """The calling system; ``SecurityError`` (not a known system) or ``RateLimited`` (a SOAP Fault with
+    Retry-After) when those checks are configured."""
+    if not _checks_configured(scope["app"]):
+        return _peer(scope)
+    request = Request(scope, receive)  # what the client-authentication and rate-limit checks read
     authenticate_client(request)
-    from xhuma.security.ratelimit import check_rate_limit
-
-    check_rate_limit(request)  # RateLimited -> SOAP Fault (Receiver) with Retry-After
-
-
-async def _handle(request: Request, gateway: IheGateway, transaction: str) -> Response:
-    try:
-        await _authenticate(request)
-        body = await read_body(request, gateway.settings.max_request_bytes)
-    except (RequestTooLarge, SecurityError, RateLimited) as error:
-        answer = gateway._fault(error, None)
-        log.info("ihe_request_refused", transaction=transaction, error_code=error.code)
-        # Refused callers are audited too (who knocked, from where, why): one event per transaction attempt.
-        await gateway._audit_fault(transaction, error, None, None, _client(request), time.perf_counter())
-        return _response(answer, close=isinstance(error, RequestTooLarge))
-    content_type = request.headers.get("content-type")
-    client = _client(request)
-    if transaction == "ITI-55":
-        answer = await gateway.patient_discovery(body, content_type, client)
-    elif transaction == "ITI-38":
-        answer = await gateway.query(body, content_type, client)
-    else:
-        answer = await gateway.retrieve(body, content_type, client)
-    return _response(answer)
+    check_rate_limit(request)
+    return _client(request)
 
 
-def _response(answer: SoapResponse, *, close: bool = False) -> Response:
-    headers = dict(answer.headers or {})
-    if close:
-        headers["Connection"] = "close"  # the rest of an oversized body is not read
-    return Response(answer.body, status_code=answer.status_code, media_type=answer.content_type, headers=headers)
+async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [
+        (b"content-type", answer.content_type.encode("latin-1")),
+        (b"content-length", str(len(answer.body)).encode("ascii")),
+    ]
+    for name, value in (answer.headers or {}).items():
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
-@router.post("/SOAP/iti55")
-async def iti55(request: Request, gateway: IheGateway = Depends(get_gateway)) -> Response:
-    """ITI-55 Cross Gateway Patient Discovery (XCPD)."""
-    return await _handle(request, gateway, "ITI-55")
+class SoapEndpoints:
+    """ASGI middleware: serves POST /SOAP/iti55, /SOAP/iti38 and /SOAP/iti39, passes everything else on to ``app``
+    (None: nothing else is served here; ``xhuma.app.XhumaApp`` sends only the SOAP paths).
 
+    ``gateway`` fixes the gateway (tests); otherwise it is the application's (``gateway_of(scope["app"])``).
+    """
 
-@router.post("/SOAP/iti38")
-async def iti38(request: Request, gateway: IheGateway = Depends(get_gateway)) -> Response:
-    """ITI-38 Cross Gateway Query (XCA)."""
-    return await _handle(request, gateway, "ITI-38")
+    def __init__(self, app: ASGIApp | None, *, gateway: IheGateway | None = None) -> None:
+        self.app = app
+        self._gateway = gateway
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transaction = SOAP_PATHS.get(scope["path"]) if scope["type"] == "http" else None
+        if transaction is None:
+            if self.app is None:
+                raise RuntimeError("SoapEndpoints without an application was sent a request it does not serve")
+            await self.app(scope, receive, send)
+            return
+        gateway = self._gateway or gateway_of(scope["app"])
+        if scope["method"] != "POST":
+            fault = gateway._fault(SoapFault("Sender", "This endpoint accepts SOAP 1.2 requests by HTTP POST"), None)
+            await _send(send, SoapResponse(405, fault.body, fault.content_type), extra=[(b"allow", b"POST")])
+            return
+        try:
+            answer, close = await self._answer(scope, receive, gateway, transaction)
+        except ClientDisconnected:
+            return
+        await _send(send, answer, extra=[(b"connection", b"close")] if close else None)
 
-@router.post("/SOAP/iti39")
-async def iti39(request: Request, gateway: IheGateway = Depends(get_gateway)) -> Response:
-    """ITI-39 Cross Gateway Retrieve (XCA)."""
-    return await _handle(request, gateway, "ITI-39")
+    async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: str) -> tuple[
+        SoapResponse, bool
+    ]:
+        """(the answer, whether to close the connection)."""
+        started = time.perf_counter()
+        client: ClientInfo | None = None
+        try:
+            client = _identify_client(scope, receive)
+            body = await read_body(scope, receive, gateway.settings.max_request_bytes)
+        except (RequestTooLarge, SecurityError, RateLimited) as error:
+            log.info("ihe_request_refused", transaction=transaction, error_code=error.code)
+            # Refused callers are audited too (who knocked, from where, why): one event per transaction attempt.
+            if client is None:  # refused by the checks: who it was, as far as they found out
+                request = Request(scope, receive)
+                client = _client(request)
+            await gateway._audit_fault(transaction, error, None, None, client, started)
+            # The rest of an oversized body is not read, so the connection cannot be reused.
+            return gateway._fault(error, None), isinstance(error, RequestTooLarge)
+        handler: Callable[[bytes, str | None, ClientInfo], Awaitable[SoapResponse]]
+        if transaction == ITI39:
+            handler = gateway.retrieve
+        elif transaction == ITI38:
+            handler = gateway.query
+        else:
+            handler = gateway.patient_discovery
+        try:
+            return await handler(body, _header(scope, b"content-type"), client), False
+        except Exception as error:
+            # The gateway answers every failure in the transaction's own form; this is the last net, for a defect
+            # (a Receiver fault with neutral text, logged by ``_fault``).
+            return gateway._fault(error, None), False

@@ -21,11 +21,13 @@ from xhuma.config import Settings
 from xhuma.ihe import faults, soap, xca_query, xca_retrieve, xcpd
 from xhuma.ihe.faults import RegistryErrorInfo
 from xhuma.ihe.saml import SamlVerifier
+from xhuma.observability import level_enabled
 from xhuma.ports import CallerIdentity, PdsPatient, StoredDocument
 from xhuma.records import Records, is_valid_nhs_number
 from xhuma.store.keys import CacheKeys
 
 log = structlog.get_logger(__name__)
+_log_info = level_enabled(__name__)
 
 ITI55, ITI38, ITI39 = "ITI-55", "ITI-38", "ITI-39"
 
@@ -81,13 +83,13 @@ class IheGateway:
         fault = faults.soap_fault(error)
         if fault.code == "Receiver" and not isinstance(error, soap.SoapFault | errors.XhumaError):
             log.error("ihe_unexpected_error", error_type=type(error).__name__)
-        envelope = soap.fault_envelope(fault, relates_to=relates_to)
         headers = None
         retry_after = getattr(error, "retry_after", None)
         if retry_after:
             headers = {"Retry-After": str(retry_after)}
         return SoapResponse(
-            fault.http_status, soap.serialize(envelope), soap.soap_content_type(soap.WSA_FAULT_ACTION), headers
+            fault.http_status, soap.fault_envelope(fault, relates_to=relates_to),
+            soap.soap_content_type(soap.WSA_FAULT_ACTION), headers,
         )
 
     async def _audit(self, transaction: str, outcome: str, **fields: Any) -> bool:
@@ -98,8 +100,9 @@ class IheGateway:
             log.error("audit_unavailable", transaction=transaction)
             return False
         # The operator's one line per transaction: what and how it ended, never who (the audit trail says that).
-        log.info("transaction", transaction=transaction, outcome=outcome, error_code=fields.get("error_code"),
-                 duration_ms=fields.get("duration_ms"))
+        if _log_info():
+            log.info("transaction", transaction=transaction, outcome=outcome, error_code=fields.get("error_code"),
+                     duration_ms=fields.get("duration_ms"))
         return True
 
     async def _audit_fault(
@@ -117,8 +120,7 @@ class IheGateway:
 
     def _reply(self, action: str, body: etree._Element, relates_to: str | None) -> SoapResponse:
         with tracing.stage(None, "serialise"):
-            envelope = soap.build_envelope(action, body, relates_to=relates_to)
-            data = soap.serialize(envelope)
+            data = soap.envelope(action, soap.element_markup(body), relates_to=relates_to)
         return SoapResponse(200, data, soap.soap_content_type(action))
 
     # --- ITI-55 ----------------------------------------------------------------------------------------------
@@ -326,8 +328,7 @@ class IheGateway:
                 retrieved, problems, home_community_urn=self.settings.home_community_urn,
                 repository_unique_id=self.settings.repository_unique_id, mtom=mtom,
             )
-            envelope = soap.serialize(
-                soap.build_envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id))
+            envelope = soap.envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id)
             if mtom:
                 package, package_type = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
         if mtom:

@@ -22,9 +22,12 @@ from signxml.exceptions import SignXMLException
 from xhuma.config import SamlVerify, Settings
 from xhuma.errors import SecurityError
 from xhuma.ihe.soap import WSSE
+from xhuma.observability import level_enabled
 from xhuma.ports import CallerIdentity
 
 log = structlog.get_logger(__name__)
+_log_info = level_enabled(__name__)
+UNIDENTIFIED = CallerIdentity()
 
 SAML2 = "urn:oasis:names:tc:SAML:2.0:assertion"
 HL7 = "urn:hl7-org:v3"
@@ -156,6 +159,12 @@ class SamlVerifier:
     def identify(self, security: etree._Element | None) -> CallerIdentity:
         """Verify the assertion and return the caller; in ``optional`` mode a failure gives ``verified=False``."""
         assertion = find_assertion(security)
+        if assertion is None and not self._required:
+            # Optional mode without an assertion: the caller is served unidentified (audited saml_verified=false),
+            # the expected state of such a deployment.
+            if _log_info():
+                log.info("saml_not_verified", reason="SamlMissing", mode="optional")
+            return UNIDENTIFIED
         try:
             if assertion is None:
                 raise SamlRejected("A SAML assertion is required", reason="SamlMissing", wsse_code="InvalidSecurity")
@@ -167,11 +176,10 @@ class SamlVerifier:
         except SamlRejected as rejected:
             if self._required:
                 raise
-            # Optional mode: the caller is served unverified (the audit records saml_verified=false). An absent
-            # assertion is the expected state of such a deployment (INFO); a rejected one is a warning.
-            log_method = log.info if rejected.reason == "SamlMissing" else log.warning
-            log_method("saml_not_verified", reason=rejected.reason, mode="optional")
-            return identity_from_assertion(assertion) if assertion is not None else CallerIdentity()
+            # Optional mode: the caller is served unverified (the audit records saml_verified=false).
+            log.warning("saml_not_verified", reason=rejected.reason, mode="optional")
+            assert assertion is not None  # an absent assertion in optional mode returned above
+            return identity_from_assertion(assertion)
 
     def check_patient(self, identity: CallerIdentity, nhs_number: str | None) -> CallerIdentity:
         """``resource-id``, when it names a patient, must be the patient of the request (SPEC §4.3 item 7)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-import uuid
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,13 +17,14 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from xhuma import ids
+
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSA = "http://www.w3.org/2005/08/addressing"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 XOP = "http://www.w3.org/2004/08/xop/include"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 WSA_ANONYMOUS = f"{WSA}/anonymous"
 WSA_NONE = f"{WSA}/none"
@@ -61,37 +62,41 @@ def sender_fault(reason: str, local: str | None = None, namespace: str = WSA, pr
 
 
 # --- hardened XML ------------------------------------------------------------------------------------------
-def _parser() -> etree.XMLParser:
-    # A parser per call: lxml parsers must not be shared between threads.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        collect_ids=False,
-        remove_pis=True,
-    )
+_per_thread = threading.local()
 
 
-def parse_xml(data: bytes, *, max_depth: int = MAX_DEPTH) -> etree._Element:
+def _hardened() -> tuple[etree.XMLParser, etree.XPath]:
+    """This thread's parser and depth probe. lxml parsers must not be shared between threads, and building one
+    per call costs more than parsing a small request; the probe selects any element nested deeper than
+    ``MAX_DEPTH`` (an absolute path of ``MAX_DEPTH + 1`` child steps), evaluated in libxml2."""
+    tools: tuple[etree.XMLParser, etree.XPath] | None = getattr(_per_thread, "tools", None)
+    if tools is None:
+        parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            collect_ids=False,
+            remove_pis=True,
+        )
+        tools = _per_thread.tools = (parser, etree.XPath("boolean(" + "/*" * (MAX_DEPTH + 1) + ")"))
+    return tools
+
+
+def parse_xml(data: bytes) -> etree._Element:
     """Parse untrusted XML: no DTD (so no entity expansion: XXE, billion laughs), no network, bounded depth."""
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise sender_fault("DTDs and entity declarations are not accepted")
+    parser, too_deep = _hardened()
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError:
         raise sender_fault("The message is not well-formed XML") from None
     if root.getroottree().docinfo.doctype:
         raise sender_fault("DTDs and entity declarations are not accepted")
-    depth = 0
-    for event, _element in etree.iterwalk(root, events=("start", "end")):
-        if event == "start":
-            depth += 1
-            if depth > max_depth:
-                raise sender_fault("The message is nested too deeply")
-        else:
-            depth -= 1
+    if too_deep(root):
+        raise sender_fault("The message is nested too deeply")
     return root
 
 
@@ -112,7 +117,9 @@ class MimePart:
 
 
 # RFC 9110 §8.3.1: parameter = token "=" ( token / quoted-string ), separated by ";".
-_CONTENT_TYPE_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+# (The quoted-string is written as an unrolled loop, which matches the same strings several times faster.)
+_CONTENT_TYPE_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("[^"\\]*(?:\\.[^"\\]*)*"|[^;\s]*)')
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
@@ -121,50 +128,61 @@ def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
     params: dict[str, str] = {}
     for name, value in _CONTENT_TYPE_PARAM.findall(";" + rest):
         if value.startswith('"'):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            value = value[1:-1]
+            if "\\" in value:
+                value = _QUOTED_PAIR.sub(r"\1", value)
         params[name.lower()] = value
     media_type = media_type.strip().lower()
     return (media_type if "/" in media_type else "text/plain"), params
 
 
+def _mime_headers(block: bytes) -> dict[str, str]:
+    """A part's header fields (names lower case; folded lines joined)."""
+    text = block.decode("latin-1").replace("\r\n", "\n")
+    if "\n " in text or "\n\t" in text:
+        text = text.replace("\n ", " ").replace("\n\t", " ")
+    headers: dict[str, str] = {}
+    for line in text.split("\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
 def split_multipart(body: bytes, boundary: str) -> list[MimePart]:
     """Split a ``multipart/related`` body (RFC 2046) into its parts; tolerant of LF-only line ends."""
     delimiter = b"--" + boundary.encode("latin-1")
-    chunks = body.split(delimiter)
     parts: list[MimePart] = []
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
+    position = body.find(delimiter)
+    while position >= 0:
+        start = position + len(delimiter)
+        if body.startswith(b"--", start):
             break  # close delimiter: the rest is the epilogue
-        if chunk.startswith(b"\r\n"):
-            chunk = chunk[2:]
-        elif chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        separator = chunk.find(b"\r\n\r\n")
-        skip = 4
+        if body.startswith(b"\r\n", start):
+            start += 2
+        elif body.startswith(b"\n", start):
+            start += 1
+        following = body.find(delimiter, start)
+        end = len(body) if following < 0 else following
+        separator, skip = body.find(b"\r\n\r\n", start, end), 4
         if separator < 0:
-            separator = chunk.find(b"\n\n")
-            skip = 2
+            separator, skip = body.find(b"\n\n", start, end), 2
         if separator < 0:
             raise sender_fault("A MIME part has no header section")
-        header_block = chunk[:separator].decode("latin-1")
-        content = chunk[separator + skip:]
         # The CRLF before the next delimiter belongs to the delimiter (RFC 2046 §5.1.1).
-        if content.endswith(b"\r\n"):
-            content = content[:-2]
-        elif content.endswith(b"\n"):
-            content = content[:-1]
-        headers: dict[str, str] = {}
-        for line in header_block.replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", " ").split("\n"):
-            if ":" in line:
-                name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-        encoding = headers.get("content-transfer-encoding", "binary").lower()
-        if encoding == "base64":
+        if body.startswith(b"\r\n", end - 2):
+            end -= 2
+        elif body.startswith(b"\n", end - 1):
+            end -= 1
+        headers = _mime_headers(body[start:separator])
+        content = body[separator + skip : max(end, separator + skip)]
+        if headers.get("content-transfer-encoding", "binary").lower() == "base64":
             try:
                 content = base64.b64decode(content, validate=False)
             except ValueError:
                 raise sender_fault("A MIME part is not valid base64") from None
         parts.append(MimePart(headers, content))
+        position = following
     if not parts:
         raise sender_fault("The multipart body has no parts")
     return parts
@@ -194,10 +212,6 @@ def _text(element: etree._Element | None) -> str | None:
     if element is None or element.text is None:
         return None
     return element.text.strip() or None
-
-
-def _child(parent: etree._Element, namespace: str, local: str) -> etree._Element | None:
-    return parent.find(f"{{{namespace}}}{local}")
 
 
 def read_envelope_bytes(body: bytes, content_type: str | None) -> tuple[bytes, dict[str, bytes], bool]:
@@ -233,18 +247,36 @@ def _resolve_xop(envelope: etree._Element, attachments: dict[str, bytes]) -> Non
         parent.text = base64.b64encode(attachments[cid]).decode("ascii")
 
 
+_ENVELOPE = f"{{{SOAP12}}}Envelope"
+_HEADER = f"{{{SOAP12}}}Header"
+_BODY = f"{{{SOAP12}}}Body"
+_MUST_UNDERSTAND = f"{{{SOAP12}}}mustUnderstand"
+_SECURITY = f"{{{WSSE}}}Security"
+_WSA_HEADERS = {f"{{{WSA}}}{local}": local for local in ("Action", "MessageID", "To", "ReplyTo", "FaultTo")}
+_WSA_ADDRESS = f"{{{WSA}}}Address"
+
+
+def _namespace(tag: str) -> str | None:
+    return tag[1 : tag.index("}")] if tag.startswith("{") else None
+
+
 def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
     envelope_bytes, attachments, mtom = read_envelope_bytes(body, content_type)
     envelope = parse_xml(envelope_bytes)
-    qname = etree.QName(envelope)
-    if qname.localname != "Envelope":
-        raise sender_fault("The message is not a SOAP envelope")
-    if qname.namespace == SOAP11:
-        raise SoapFault("VersionMismatch", "SOAP 1.1 is not supported; use SOAP 1.2")
-    if qname.namespace != SOAP12:
+    if envelope.tag != _ENVELOPE:
+        qname = etree.QName(envelope)
+        if qname.localname != "Envelope":
+            raise sender_fault("The message is not a SOAP envelope")
+        if qname.namespace == SOAP11:
+            raise SoapFault("VersionMismatch", "SOAP 1.1 is not supported; use SOAP 1.2")
         raise SoapFault("VersionMismatch", "Unknown SOAP envelope namespace")
-    header = _child(envelope, SOAP12, "Header")
-    soap_body = _child(envelope, SOAP12, "Body")
+    # Element children are compared by tag in one pass each: lxml's find() goes through ElementPath in Python.
+    header = soap_body = None
+    for child in envelope:
+        if child.tag == _HEADER and header is None:
+            header = child
+        elif child.tag == _BODY and soap_body is None:
+            soap_body = child
     if soap_body is None:
         raise sender_fault("The SOAP envelope has no Body")
     payload = next((child for child in soap_body if isinstance(child.tag, str)), None)
@@ -253,26 +285,35 @@ def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
     addressing = Addressing()
     security = None
     if header is not None:
+        found: dict[str, etree._Element] = {}
+        repeated: str | None = None
         for block in header:
-            if not isinstance(block.tag, str):
+            tag = block.tag
+            if not isinstance(tag, str):
                 continue
-            namespace = etree.QName(block).namespace
-            must_understand = block.get(f"{{{SOAP12}}}mustUnderstand", "false").strip() in ("1", "true")
-            if must_understand and namespace not in UNDERSTOOD_HEADER_NAMESPACES:
+            if block.get(_MUST_UNDERSTAND, "false").strip() in ("1", "true") and (
+                _namespace(tag) not in UNDERSTOOD_HEADER_NAMESPACES
+            ):
                 raise SoapFault("MustUnderstand", "A header block marked mustUnderstand is not understood")
-        for local in ("Action", "MessageID", "To", "ReplyTo", "FaultTo"):
+            local = _WSA_HEADERS.get(tag)
+            if local is not None:
+                if local in found:
+                    repeated = repeated or local
+                else:
+                    found[local] = block
+            elif tag == _SECURITY and security is None:
+                security = block
+        if repeated:
             # WS-Addressing 1.0 Core §3.2: each at most once; a second copy is InvalidAddressingHeader (SOAP binding
             # §6.4.1), not silently the first one.
-            if len(header.findall(f"{{{WSA}}}{local}")) > 1:
-                raise sender_fault(f"wsa:{local} appears more than once", "InvalidAddressingHeader")
+            raise sender_fault(f"wsa:{repeated} appears more than once", "InvalidAddressingHeader")
         addressing = Addressing(
-            action=_text(_child(header, WSA, "Action")),
-            message_id=_text(_child(header, WSA, "MessageID")),
-            reply_to=_address(_child(header, WSA, "ReplyTo")),
-            fault_to=_address(_child(header, WSA, "FaultTo")),
-            to=_text(_child(header, WSA, "To")),
+            action=_text(found.get("Action")),
+            message_id=_text(found.get("MessageID")),
+            reply_to=_address(found.get("ReplyTo")),
+            fault_to=_address(found.get("FaultTo")),
+            to=_text(found.get("To")),
         )
-        security = _child(header, WSSE, "Security")
     if attachments or mtom:
         _resolve_xop(envelope, attachments)
     return SoapRequest(envelope, payload, addressing, security, mtom, attachments)
@@ -281,7 +322,8 @@ def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
 def _address(endpoint: etree._Element | None) -> str | None:
     if endpoint is None:
         return None
-    return _text(_child(endpoint, WSA, "Address")) or WSA_ANONYMOUS
+    address = next((child for child in endpoint if child.tag == _WSA_ADDRESS), None)
+    return _text(address) or WSA_ANONYMOUS
 
 
 def check_addressing(
@@ -302,46 +344,69 @@ def check_addressing(
 
 
 # --- response ----------------------------------------------------------------------------------------------
+# Responses are written as markup: the envelope and the ITI-39 answer are small fixed shapes around a few values,
+# escaped here, and every shape is validated against the SOAP and IHE schemas in the tests.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def escape_text(value: str) -> str:
+    """Character data: characters XML 1.0 forbids are dropped, ``& < >`` escaped, CR kept as a reference."""
+    printable = value.isprintable()  # every forbidden character (and CR) is non-printable
+    if not printable:
+        value = _XML_FORBIDDEN.sub("", value)
+    if "&" in value or "<" in value or ">" in value:
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if not printable:
+        value = value.replace("\r", "&#13;")
+    return value
+
+
+def escape_attr(value: str) -> str:
+    """An attribute value between double quotes (whitespace characters kept as character references)."""
+    value = escape_text(value)
+    if not value.isprintable() or '"' in value:
+        value = value.replace('"', "&quot;").replace("\t", "&#9;").replace("\n", "&#10;")
+    return value
+
+
 def new_message_id() -> str:
-    return f"urn:uuid:{uuid.uuid4()}"
+    return f"urn:uuid:{ids.uuid4()}"
 
 
-def build_envelope(action: str, body: etree._Element | None, *, relates_to: str | None) -> etree._Element:
-    """A SOAP 1.2 envelope with the response's wsa:Action, a fresh MessageID and RelatesTo (LESSONS 9)."""
-    envelope = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "wsa": WSA})
-    header = etree.SubElement(envelope, f"{{{SOAP12}}}Header")
-    action_element = etree.SubElement(header, f"{{{WSA}}}Action")
-    action_element.set(f"{{{SOAP12}}}mustUnderstand", "true")
-    action_element.text = action
-    etree.SubElement(header, f"{{{WSA}}}MessageID").text = new_message_id()
-    if relates_to:
-        etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = relates_to
-    soap_body = etree.SubElement(envelope, f"{{{SOAP12}}}Body")
-    if body is not None:
-        soap_body.append(body)
-    return envelope
+_ENVELOPE_START = (
+    f'<?xml version="1.0" encoding="UTF-8"?>\n<env:Envelope xmlns:env="{SOAP12}" xmlns:wsa="{WSA}"><env:Header>'
+)
 
 
-def fault_envelope(fault: SoapFault, *, relates_to: str | None) -> etree._Element:
-    envelope = build_envelope(WSA_FAULT_ACTION, None, relates_to=relates_to)
-    soap_body = envelope[1]
-    fault_element = etree.SubElement(soap_body, f"{{{SOAP12}}}Fault")
-    code = etree.SubElement(fault_element, f"{{{SOAP12}}}Code")
-    etree.SubElement(code, f"{{{SOAP12}}}Value").text = f"env:{fault.code}"
+def envelope(action: str, body: bytes, *, relates_to: str | None) -> bytes:
+    """A SOAP 1.2 envelope around ``body`` (serialised markup, which declares its own namespaces or uses ``env``)
+    with the response's wsa:Action, a fresh MessageID and RelatesTo (LESSONS 9)."""
+    relates = f"<wsa:RelatesTo>{escape_text(relates_to)}</wsa:RelatesTo>" if relates_to else ""
+    head = (
+        f'{_ENVELOPE_START}<wsa:Action env:mustUnderstand="true">{escape_text(action)}</wsa:Action>'
+        f"<wsa:MessageID>{new_message_id()}</wsa:MessageID>{relates}</env:Header><env:Body>"
+    )
+    return b"".join((head.encode(), body, b"</env:Body></env:Envelope>"))
+
+
+def element_markup(element: etree._Element) -> bytes:
+    """An lxml element as markup for ``envelope`` (UTF-8, no XML declaration)."""
+    return etree.tostring(element, encoding="UTF-8", xml_declaration=False)
+
+
+def fault_envelope(fault: SoapFault, *, relates_to: str | None) -> bytes:
+    subcode = ""
     if fault.subcode is not None:
         namespace, prefix, local = fault.subcode
-        subcode = etree.SubElement(code, f"{{{SOAP12}}}Subcode")
-        value = etree.SubElement(subcode, f"{{{SOAP12}}}Value", nsmap={prefix: namespace})
-        value.text = f"{prefix}:{local}"
-    reason = etree.SubElement(fault_element, f"{{{SOAP12}}}Reason")
-    text = etree.SubElement(reason, f"{{{SOAP12}}}Text")
-    text.set(f"{{{XML_NS}}}lang", "en")
-    text.text = fault.reason
-    return envelope
-
-
-def serialize(envelope: etree._Element) -> bytes:
-    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+        subcode = (
+            f'<env:Subcode><env:Value xmlns:{prefix}="{escape_attr(namespace)}">{prefix}:{local}</env:Value>'
+            "</env:Subcode>"
+        )
+    body = (
+        f"<env:Fault><env:Code><env:Value>env:{fault.code}</env:Value>{subcode}</env:Code>"
+        f'<env:Reason><env:Text xml:lang="en">{escape_text(fault.reason)}</env:Text></env:Reason></env:Fault>'
+    )
+    return envelope(WSA_FAULT_ACTION, body.encode(), relates_to=relates_to)
 
 
 def soap_content_type(action: str) -> str:
@@ -357,8 +422,11 @@ class Attachment:
 
 def mtom_package(envelope: bytes, attachments: Sequence[Attachment], *, action: str) -> tuple[bytes, str]:
     """An MTOM/XOP ``multipart/related`` package (SPEC §3.2): root part first, raw binary attachments."""
-    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
-    root_id = f"root.message.{uuid.uuid4().hex}@xhuma"
+    boundary = f"MIMEBoundary_{ids.random_hex()}"
+    # RFC 2046 §5.1.1: the boundary must not occur in any part.
+    while any(boundary.encode("ascii") in part for part in (envelope, *(a.content for a in attachments))):
+        boundary = f"MIMEBoundary_{ids.random_hex()}"
+    root_id = f"root.message.{ids.random_hex()}@xhuma"
     head = (
         f"--{boundary}\r\n"
         f'Content-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"\r\n'

@@ -454,11 +454,14 @@ def document_entry(
     return extrinsic
 
 
+def highest_severity(errors: Sequence[RegistryErrorInfo]) -> str:
+    return next((error.severity for error in errors if not error.is_warning), errors[0].severity)
+
+
 def registry_error_list(parent: etree._Element, errors: Sequence[RegistryErrorInfo], location: str) -> None:
     if not errors:
         return
-    highest = next((error.severity for error in errors if not error.is_warning), errors[0].severity)
-    error_list = etree.SubElement(parent, f"{{{RS}}}RegistryErrorList", highestSeverity=highest)
+    error_list = etree.SubElement(parent, f"{{{RS}}}RegistryErrorList", highestSeverity=highest_severity(errors))
     for error in errors:
         etree.SubElement(
             error_list,

@@ -7,15 +7,15 @@ The document goes back as an MTOM/XOP attachment (``xop:Include``) or inline bas
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lxml import etree
 
+from xhuma import ids
 from xhuma.ihe.faults import RegistryErrorInfo
-from xhuma.ihe.soap import XOP, Attachment, sender_fault
-from xhuma.ihe.xca_query import RS, registry_error_list, response_status
+from xhuma.ihe.soap import XOP, Attachment, escape_attr, escape_text, sender_fault
+from xhuma.ihe.xca_query import RS, highest_severity, response_status
 from xhuma.ports import StoredDocument
 
 XDSB = "urn:ihe:iti:xds-b:2007"
@@ -33,22 +33,26 @@ class DocumentRequest:
     document_unique_id: str | None
 
 
-def _text(parent: etree._Element, local: str) -> str | None:
-    element = parent.find(f"{X}{local}")
-    if element is None or element.text is None:
-        return None
-    return element.text.strip() or None
+_FIELDS = {f"{X}HomeCommunityId": 0, f"{X}RepositoryUniqueId": 1, f"{X}DocumentUniqueId": 2}
+
+
+def _document_request(element: etree._Element) -> DocumentRequest:
+    """The first HomeCommunityId, RepositoryUniqueId and DocumentUniqueId child of one DocumentRequest."""
+    found: list[etree._Element | None] = [None, None, None]
+    for child in element:
+        index = _FIELDS.get(child.tag)
+        if index is not None and found[index] is None:
+            found[index] = child
+    home, repository, document = (
+        ((child.text or "").strip() or None) if child is not None else None for child in found
+    )
+    return DocumentRequest(home, repository, document)
 
 
 def parse_request(body: etree._Element) -> list[DocumentRequest]:
     if body.tag != f"{X}RetrieveDocumentSetRequest":
         raise sender_fault("The ITI-39 body must be a RetrieveDocumentSetRequest")
-    requests = [
-        DocumentRequest(
-            _text(element, "HomeCommunityId"), _text(element, "RepositoryUniqueId"), _text(element, "DocumentUniqueId")
-        )
-        for element in body.iterfind(f"{X}DocumentRequest")
-    ]
+    requests = [_document_request(element) for element in body.iterchildren(f"{X}DocumentRequest")]
     if not requests:
         raise sender_fault("The RetrieveDocumentSetRequest has no DocumentRequest")
     if len(requests) > MAX_DOCUMENT_REQUESTS:
@@ -64,6 +68,15 @@ class RetrievedDocument:
     document: StoredDocument
 
 
+def _error_list_markup(errors: Sequence[RegistryErrorInfo], location: str) -> str:
+    items = "".join(
+        f'<rs:RegistryError errorCode="{escape_attr(error.error_code)}" codeContext="{escape_attr(error.code_context)}"'
+        f' location="{escape_attr(location)}" severity="{escape_attr(error.severity)}"/>'
+        for error in errors
+    )
+    return f'<rs:RegistryErrorList highestSeverity="{highest_severity(errors)}">{items}</rs:RegistryErrorList>'
+
+
 def build_response(
     retrieved: Sequence[RetrievedDocument],
     errors: Sequence[RegistryErrorInfo],
@@ -71,24 +84,32 @@ def build_response(
     home_community_urn: str,
     repository_unique_id: str,
     mtom: bool,
-) -> tuple[etree._Element, list[Attachment]]:
-    response = etree.Element(f"{X}RetrieveDocumentSetResponse", nsmap={"xdsb": XDSB, "rs": RS, "xop": XOP})
-    registry_response = etree.SubElement(
-        response, f"{{{RS}}}RegistryResponse", status=response_status(bool(retrieved), errors)
-    )
-    registry_error_list(registry_response, errors, home_community_urn)
+) -> tuple[bytes, list[Attachment]]:
+    """The RetrieveDocumentSetResponse as markup for ``soap.envelope``, and the attachments it refers to."""
+    status = response_status(bool(retrieved), errors)
+    parts = [f'<xdsb:RetrieveDocumentSetResponse xmlns:xdsb="{XDSB}" xmlns:rs="{RS}" xmlns:xop="{XOP}">']
+    if errors:
+        parts.append(f'<rs:RegistryResponse status="{status}">'
+                     f"{_error_list_markup(errors, home_community_urn)}</rs:RegistryResponse>")
+    else:
+        parts.append(f'<rs:RegistryResponse status="{status}"/>')
+    home = escape_text(home_community_urn)
+    repository = escape_text(repository_unique_id)
     attachments: list[Attachment] = []
     for item in retrieved:
-        document_response = etree.SubElement(response, f"{X}DocumentResponse")
-        etree.SubElement(document_response, f"{X}HomeCommunityId").text = home_community_urn
-        etree.SubElement(document_response, f"{X}RepositoryUniqueId").text = repository_unique_id
-        etree.SubElement(document_response, f"{X}DocumentUniqueId").text = item.document.unique_id
-        etree.SubElement(document_response, f"{X}mimeType").text = item.document.mime_type
-        content = etree.SubElement(document_response, f"{X}Document")
+        document = item.document
         if mtom:
-            content_id = f"doc{len(attachments) + 1}.{uuid.uuid4().hex}@xhuma"
-            etree.SubElement(content, f"{{{XOP}}}Include", href=f"cid:{content_id}")
-            attachments.append(Attachment(content_id, item.document.mime_type, item.document.content))
+            content_id = f"doc{len(attachments) + 1}.{ids.random_hex()}@xhuma"
+            content = f'<xop:Include href="cid:{content_id}"/>'
+            attachments.append(Attachment(content_id, document.mime_type, document.content))
         else:
-            content.text = base64.b64encode(item.document.content).decode("ascii")
-    return response, attachments
+            content = base64.b64encode(document.content).decode("ascii")
+        parts.append(
+            f"<xdsb:DocumentResponse><xdsb:HomeCommunityId>{home}</xdsb:HomeCommunityId>"
+            f"<xdsb:RepositoryUniqueId>{repository}</xdsb:RepositoryUniqueId>"
+            f"<xdsb:DocumentUniqueId>{escape_text(document.unique_id)}</xdsb:DocumentUniqueId>"
+            f"<xdsb:mimeType>{escape_text(document.mime_type)}</xdsb:mimeType>"
+            f"<xdsb:Document>{content}</xdsb:Document></xdsb:DocumentResponse>"
+        )
+    parts.append("</xdsb:RetrieveDocumentSetResponse>")
+    return "".join(parts).encode(), attachments

@@ -127,6 +127,7 @@ class ClientAuthenticator:
         self.allow_list = AllowList(settings.client_cert_allow_list)
         self.ca_file = settings.tls_client_ca_file
         self.header = settings.client_cert_header.lower()
+        self._header_bytes = self.header.encode("latin-1")
         self.trusted_proxies = [ipaddress.ip_network(item.strip(), strict=False)
                                 for item in settings.trusted_proxies if item.strip()]
         self._store: Store | None = None
@@ -177,6 +178,15 @@ class ClientAuthenticator:
             return None
         return x509.load_pem_x509_certificate(chain[0].encode())
 
+    def _forwarded_header(self, request: Request) -> str | None:
+        """The proxy's certificate header, read from the raw ASGI headers (the SOAP endpoints build no header
+        mapping for a request)."""
+        wanted = self._header_bytes
+        for name, value in request.scope["headers"]:
+            if name == wanted:
+                return bytes(value).decode("latin-1")
+        return None
+
     def _verify_forwarded(self, certificate: x509.Certificate) -> None:
         now = datetime.now(UTC)
         if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
@@ -194,7 +204,7 @@ class ClientAuthenticator:
         certificate = self._tls_certificate(request)
         if certificate is not None:
             return describe(certificate, "tls")
-        forwarded = request.headers.get(self.header)
+        forwarded = self._forwarded_header(request)
         if forwarded is None:
             return None
         peer = self.peer_address(request)
@@ -227,7 +237,9 @@ class ClientAuthenticator:
         if presented.via == "tls":
             certificate = self._tls_certificate(request)
         else:
-            certificate = parse_forwarded_certificate(request.headers[self.header])
+            forwarded = self._forwarded_header(request)
+            assert forwarded is not None  # presented via the proxy header
+            certificate = parse_forwarded_certificate(forwarded)
         assert certificate is not None
         return certificate
 
