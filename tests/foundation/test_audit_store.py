@@ -84,3 +84,23 @@ async def test_unreachable_database_raises_audit_unavailable() -> None:
     assert await store.ping() is False
     assert store.last_error
     await store.close()
+
+
+async def test_lean_write_path_stores_exactly_what_sqlalchemy_would(store: SqlAuditStore) -> None:
+    """Events skip SQLAlchemy's execution layer on the way in (one prepared INSERT), but must be stored in the
+    representation SQLAlchemy itself writes for those column types, or reads and filters would drift."""
+    from xhuma.store.audit import EVENT_COLUMNS, audit_event
+
+    event = _event(
+        "ITI-39", "success", datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=UTC),
+        patient_pseudonym="cd" * 32, saml_verified=False, jwt_summary={"scope": "patient/*.read", "n": 1},
+        duration_ms=0.5, details={"documents": 2, "query": "FindDocuments"}, message_id="urn:uuid:m2",
+    )
+    await store.record(event)
+    async with store.engine.begin() as connection:
+        row = {name: getattr(event, name) for name in EVENT_COLUMNS}
+        await connection.execute(audit_event.insert(), {**row, "message_id": "urn:uuid:via-sqlalchemy"})
+        names = ", ".join(f'"{name}"' for name in EVENT_COLUMNS if name != "message_id")
+        stored = (await connection.execute(sa.text(f"SELECT {names} FROM audit_event ORDER BY id"))).all()
+    assert len(stored) == 2
+    assert stored[0] == stored[1]

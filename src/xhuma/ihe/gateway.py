@@ -20,7 +20,7 @@ from xhuma.audit import Auditor
 from xhuma.config import Settings
 from xhuma.ihe import faults, soap, xca_query, xca_retrieve, xcpd
 from xhuma.ihe.faults import RegistryErrorInfo
-from xhuma.ihe.saml import SamlVerifier
+from xhuma.ihe.saml import UNIDENTIFIED, SamlVerifier
 from xhuma.observability import level_enabled
 from xhuma.ports import CallerIdentity, PdsPatient, StoredDocument
 from xhuma.records import Records, is_valid_nhs_number
@@ -77,6 +77,8 @@ class IheGateway:
             request.addressing, expected_actions=(action,), reply_to_allow_list=self.settings.reply_to_allow_list
         )
         caller = self.verifier.identify(request.security)
+        if caller is UNIDENTIFIED:  # no assertion (optional mode): only the transport's facts
+            return request, CallerIdentity(client_cert_subject=client.cert_subject, client_address=client.address)
         return request, replace(caller, client_cert_subject=client.cert_subject, client_address=client.address)
 
     def _fault(self, error: BaseException, relates_to: str | None) -> SoapResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -422,10 +423,9 @@ class Attachment:
 
 def mtom_package(envelope: bytes, attachments: Sequence[Attachment], *, action: str) -> tuple[bytes, str]:
     """An MTOM/XOP ``multipart/related`` package (SPEC §3.2): root part first, raw binary attachments."""
-    boundary = f"MIMEBoundary_{ids.random_hex()}"
-    # RFC 2046 §5.1.1: the boundary must not occur in any part.
-    while any(boundary.encode("ascii") in part for part in (envelope, *(a.content for a in attachments))):
-        boundary = f"MIMEBoundary_{ids.random_hex()}"
+    # RFC 2046 §5.1.1: the boundary must not occur in any part. 128 bits from os.urandom, which nobody can predict
+    # (and so write into a document beforehand), make that certain without searching the parts for it.
+    boundary = f"MIMEBoundary_{secrets.token_hex(16)}"
     root_id = f"root.message.{ids.random_hex()}@xhuma"
     head = (
         f"--{boundary}\r\n"

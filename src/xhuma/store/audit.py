@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,17 +108,23 @@ class _EventRows:
         if sorted(order) != sorted(EVENT_COLUMNS):
             raise RuntimeError("the audit INSERT does not bind every event field")
         self.sql = str(compiled)
-        self._processors = tuple(
-            (name, audit_event.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order
-        )
+        self._values = operator.attrgetter(*order)
+        # Only the columns whose type converts a value (datetimes, booleans, JSON) are touched one by one.
+        self._conversions: list[tuple[int, bool, Any]] = []
+        for index, name in enumerate(order):
+            processor = audit_event.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            mapping = name in ("jwt_summary", "details")
+            if processor is not None or mapping:
+                self._conversions.append((index, mapping, processor))
 
     def params(self, event: AuditEvent) -> tuple[Any, ...]:
-        values = []
-        for name, processor in self._processors:
-            value = getattr(event, name)
-            if value is not None and name in ("jwt_summary", "details"):
-                value = dict(value)
-            values.append(processor(value) if processor is not None and value is not None else value)
+        values = list(self._values(event))
+        for index, mapping, processor in self._conversions:
+            value = values[index]
+            if value is not None:
+                if mapping:
+                    value = dict(value)
+                values[index] = processor(value) if processor is not None else value
         return tuple(values)
 
 

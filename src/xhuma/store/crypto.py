@@ -227,8 +227,9 @@ class EncryptedCache:
         if aead is None:
             return Rejection("unknown-key", kid)
         nonce = envelope[kid_end : kid_end + NONCE_BYTES]
+        sealed = memoryview(envelope)[kid_end + NONCE_BYTES :]  # not copied: a cached document is large
         try:
-            return aead.decrypt(nonce, envelope[kid_end + NONCE_BYTES :], self._aad(envelope[:kid_end], key))
+            return aead.decrypt(nonce, sealed, self._aad(envelope[:kid_end], key))
         except InvalidTag:
             return Rejection("authentication-failed", kid)
 
