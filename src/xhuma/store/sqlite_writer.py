@@ -28,9 +28,10 @@ import asyncio
 import marshal
 import os
 import sqlite3
+import subprocess
 import sys
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
 COMMITTED, FAILED = 0, 1
@@ -45,6 +46,42 @@ def frame(value: Any) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
+class _WriterProtocol(asyncio.SubprocessProtocol):
+    """Acknowledgements straight from the pipe: one byte per event, settling the oldest waiting future."""
+
+    def __init__(self, pending: deque[asyncio.Future[None]]) -> None:
+        self.pending = pending
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gone = False
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        pending = self.pending
+        for code in data:
+            future = pending.popleft()
+            if future.done():
+                continue
+            if code == COMMITTED:
+                future.set_result(None)
+            else:
+                future.set_exception(WriterUnavailable("the audit event was not committed"))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:  # its output ended (after every acknowledgement it wrote): the process is gone
+            self._gone()
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _gone(self) -> None:
+        # Whatever the process had not acknowledged was not committed.
+        self.gone = True
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(WriterUnavailable("the audit writer process exited"))
+
+
 class SqliteWriter:
     """The gateway's side: starts the writer process on first use and awaits the acknowledgement of each event.
 
@@ -55,17 +92,18 @@ class SqliteWriter:
     def __init__(self, path: str, sql: str) -> None:
         self._path = path
         self._sql = sql
-        self._process: asyncio.subprocess.Process | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._protocol: _WriterProtocol | None = None
+        self._stdin: asyncio.WriteTransport | None = None
         self._pending: deque[asyncio.Future[None]] = deque()
-        self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
         self._outgoing: list[bytes] = []
 
     async def write(self, params: tuple[Any, ...]) -> None:
         """Commit one event; ``WriterUnavailable`` when it was not committed."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop or self._reader is None or self._reader.done():
+        if loop is not self._loop or self._protocol is None or self._protocol.gone:
             await self._running(loop)
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append(future)
@@ -77,10 +115,9 @@ class SqliteWriter:
 
     def _flush(self) -> None:
         data, self._outgoing = b"".join(self._outgoing), []
-        process = self._process
-        if process is None or process.stdin is None or process.stdin.is_closing():
-            return  # the process is gone: the reader fails what it had not acknowledged
-        process.stdin.write(data)
+        if self._stdin is None or self._stdin.is_closing():
+            return  # the process is gone: its protocol fails what it had not acknowledged
+        self._stdin.write(data)
 
     async def _running(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:
@@ -88,73 +125,50 @@ class SqliteWriter:
             self._loop, self._starting = loop, asyncio.Lock()
         assert self._starting is not None
         async with self._starting:
-            if self._reader is None or self._reader.done():
-                await self._start()
+            if self._protocol is None or self._protocol.gone:
+                await self._start(loop)
 
-    async def _start(self) -> None:
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = self._pending
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", __file__, self._path,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _WriterProtocol(pending), sys.executable, "-I", "-S", __file__, self._path,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )
         except OSError as error:
             raise WriterUnavailable("the audit writer process could not be started") from error
-        assert process.stdin is not None
-        process.stdin.write(frame(self._sql))
-        self._process = process
-        self._reader = asyncio.get_running_loop().create_task(self._acknowledgements(process))
-
-    async def _acknowledgements(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        try:
-            while data := await process.stdout.read(65536):
-                for code in data:
-                    future = self._pending.popleft()
-                    if future.done():
-                        continue
-                    if code == COMMITTED:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(WriterUnavailable("the audit event was not committed"))
-        finally:
-            # The process is gone (or this task was cancelled): whatever it had not acknowledged was not committed.
-            self._fail_pending()
-            if process.returncode is None:
-                process.kill()
-
-    def _fail_pending(self) -> None:
-        while self._pending:
-            future = self._pending.popleft()
-            if not future.done():
-                future.set_exception(WriterUnavailable("the audit writer process exited"))
+        stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))  # (uvloop's is not a subclass)
+        stdin.write(frame(self._sql))
+        self._transport, self._protocol, self._stdin = transport, protocol, stdin
 
     def _abandon(self) -> None:
         """Forget a process started by another (perhaps closed) event loop."""
-        if self._process is not None and self._process.returncode is None:
-            try:
-                os.kill(self._process.pid, 9)
-            except ProcessLookupError:
-                pass
-        self._process, self._reader = None, None
+        if self._transport is not None:
+            pid = self._transport.get_pid()
+            if self._transport.get_returncode() is None:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        self._transport = self._protocol = self._stdin = None
         self._pending.clear()
         self._outgoing.clear()
 
     async def close(self) -> None:
-        process, reader = self._process, self._reader
-        if process is None or self._loop is not asyncio.get_running_loop():
+        transport, protocol = self._transport, self._protocol
+        if transport is None or protocol is None or self._loop is not asyncio.get_running_loop():
             self._abandon()
             return
-        assert process.stdin is not None
         if self._outgoing:
             self._flush()
-        process.stdin.close()  # the child commits what it has, then sees the end of its input and exits
+        if self._stdin is not None:
+            self._stdin.close()  # the child commits what it has, then sees the end of its input and exits
         try:
-            await asyncio.wait_for(process.wait(), timeout=10)
+            await asyncio.wait_for(asyncio.shield(protocol.exited), timeout=10)
         except TimeoutError:
-            process.kill()
-        if reader is not None:
-            await asyncio.gather(reader, return_exceptions=True)
-        self._process, self._reader = None, None
+            transport.kill()
+        transport.close()
+        self._transport = self._protocol = self._stdin = None
 
 
 # --- the child process --------------------------------------------------------------------------------------------
