@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import marshal
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -142,14 +143,19 @@ class SqliteWriter:
         self._transport, self._protocol, self._stdin = transport, protocol, stdin
 
     def _abandon(self) -> None:
-        """Forget a process started by another (perhaps closed) event loop."""
-        if self._transport is not None:
-            pid = self._transport.get_pid()
-            if self._transport.get_returncode() is None:
+        """Forget a process started by another (perhaps closed) event loop: kill it and close its transport, which
+        may fail halfway when that loop is closed (it is then marked closed, so nothing retries at collection)."""
+        transport = self._transport
+        if transport is not None:
+            if transport.get_returncode() is None:
                 try:
-                    os.kill(pid, 9)
+                    os.kill(transport.get_pid(), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            try:
+                transport.close()
+            except RuntimeError:  # "Event loop is closed"
+                pass
         self._transport = self._protocol = self._stdin = None
         self._pending.clear()
         self._outgoing.clear()
@@ -179,10 +185,10 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
-def _write_all(data: bytes) -> None:
+def _write_all(sink: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(sink, view):]
 
 
 class _LogSync:
@@ -209,12 +215,13 @@ class _LogSync:
             self._synced_inode = inode
 
 
-def serve(path: str) -> None:
+def serve(path: str, source: int = 0, sink: int = 1) -> None:
+    """Commit the events read from ``source`` (frames), acknowledging each on ``sink``, until ``source`` ends."""
     buffer = bytearray()
     sql: str | None = None
     connection: sqlite3.Connection | None = None
     sync = _LogSync(path)
-    while chunk := os.read(0, 1 << 20):
+    while chunk := os.read(source, 1 << 20):
         buffer += chunk
         outcomes = bytearray()
         offset = 0
@@ -244,7 +251,7 @@ def serve(path: str) -> None:
             except OSError:
                 outcomes = bytearray(FAILED for _ in outcomes)  # not known to be durable: not acknowledged
         if outcomes:
-            _write_all(bytes(outcomes))
+            _write_all(sink, bytes(outcomes))
     if connection is not None:
         connection.close()
 
