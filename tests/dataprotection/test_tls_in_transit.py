@@ -223,7 +223,8 @@ def test_nhs_api_clients_have_a_tls_1_2_floor(make_settings: Any, cert: SelfSign
     from xhuma.nhs.transport import build_http_client
 
     client = build_http_client(make_settings(spine_ca_bundle=cert.cert_file), mutual_tls=mutual_tls)
-    context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
-    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    for shard in client._transport.shards:  # type: ignore[attr-defined]
+        context = shard._pool._ssl_context
+        assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     asyncio.run(client.aclose())
