@@ -238,3 +238,34 @@ def test_split_multipart_finds_the_root_part_by_content_id_whatever_its_position
         body, 'multipart/related; boundary=B; start="<root@x>"; type="application/xop+xml"'
     )
     assert (envelope_bytes, attachments, mtom) == (b"<e/>", {"att@x": b"hello"}, True)
+
+
+@pytest.mark.parametrize("path", ["/SOAP/iti55", "/SOAP/iti38", "/SOAP/iti39"])
+async def test_other_methods_than_post_get_405_with_allow_and_a_soap_fault(harness, path):
+    response = await harness.client.get(path)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert fault_of(response)[1] == "env:Sender"
+
+
+async def test_a_defect_escaping_the_gateway_is_still_a_receiver_fault_never_a_bare_500_LESSONS_7(
+    harness, monkeypatch
+):
+    async def broken(*args, **kwargs):
+        raise KeyError("internal detail 9690937286")
+
+    monkeypatch.setattr(harness.gateway, "retrieve", broken)
+    response = await harness.post("/SOAP/iti39", envelope(ACTION_39, iti39_body([("urn:oid:1.2", "1.2", "1.2.3")])))
+    assert response.status_code == 500
+    _, code, _, reason = fault_of(response)
+    assert code == "env:Receiver" and reason == "The gateway could not process the request"
+    assert "9690937286" not in response.text
+
+
+@pytest.mark.parametrize(("path", "action", "body"), ENDPOINTS)
+async def test_relates_to_echoes_a_message_id_with_markup_characters_intact_LESSONS_9(harness, path, action, body):
+    """The answers are written as markup: a MessageID holding ``& < > "`` must come back as the same text."""
+    message_id = 'urn:example:a&b<c>"d"\u00e9'
+    response = await harness.post(path, envelope(action, body(), message_id=message_id))
+    env = parse_response(response)
+    assert envelope_errors(env) == []
+    assert env.findtext("env:Header/wsa:RelatesTo", namespaces=NS) == message_id
