@@ -269,3 +269,13 @@ async def test_relates_to_echoes_a_message_id_with_markup_characters_intact_LESS
     env = parse_response(response)
     assert envelope_errors(env) == []
     assert env.findtext("env:Header/wsa:RelatesTo", namespaces=NS) == message_id
+
+
+async def test_a_defect_before_the_transaction_is_still_a_receiver_fault_LESSONS_7(harness, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("certificate parser defect")
+
+    monkeypatch.setattr("xhuma.ihe.endpoints._identify_client", broken)
+    response = await harness.post("/SOAP/iti38", envelope(ACTION_38, iti38_body()))
+    assert response.status_code == 500
+    assert fault_of(response)[1] == "env:Receiver" and "defect" not in response.text

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
+from xhuma.ihe import faults, soap
 from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse
 from xhuma.ihe.soap import SoapFault
 from xhuma.records import Records
@@ -147,6 +148,12 @@ async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": answer.body})
 
 
+def _fault(error: BaseException) -> SoapResponse:
+    fault = faults.soap_fault(error)
+    return SoapResponse(fault.http_status, soap.fault_envelope(fault, relates_to=None),
+                        soap.soap_content_type(soap.WSA_FAULT_ACTION))
+
+
 class SoapEndpoints:
     """ASGI middleware: serves POST /SOAP/iti55, /SOAP/iti38 and /SOAP/iti39, passes everything else on to ``app``
     (None: nothing else is served here; ``xhuma.app.XhumaApp`` sends only the SOAP paths).
@@ -165,15 +172,20 @@ class SoapEndpoints:
                 raise RuntimeError("SoapEndpoints without an application was sent a request it does not serve")
             await self.app(scope, receive, send)
             return
-        gateway = self._gateway or gateway_of(scope["app"])
         if scope["method"] != "POST":
-            fault = gateway._fault(SoapFault("Sender", "This endpoint accepts SOAP 1.2 requests by HTTP POST"), None)
+            fault = _fault(SoapFault("Sender", "This endpoint accepts SOAP 1.2 requests by HTTP POST"))
             await _send(send, SoapResponse(405, fault.body, fault.content_type), extra=[(b"allow", b"POST")])
             return
         try:
+            gateway = self._gateway or gateway_of(scope["app"])
             answer, close = await self._answer(scope, receive, gateway, transaction)
         except ClientDisconnected:
             return
+        except Exception as error:
+            # A defect before the transaction was reached (the gateway, the client checks): still a Receiver Fault
+            # with neutral text, never a bare 500 or a traceback (LESSONS 7).
+            log.error("ihe_unexpected_error", transaction=transaction, error_type=type(error).__name__)
+            answer, close = _fault(error), False
         await _send(send, answer, extra=[(b"connection", b"close")] if close else None)
 
     async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: str) -> tuple[
