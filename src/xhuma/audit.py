@@ -42,16 +42,12 @@ class Auditor:
         if not hmac_key:
             raise ValueError("the audit pseudonym key must not be empty")
         self._sink = sink
-        # The keyed HMAC prepared once; each pseudonym continues a copy (what pseudonymise computes, without
-        # setting the key up again on every event).
-        self._keyed = hmac.new(hmac_key, digestmod=hashlib.sha256)
+        self._key = hmac_key
         self._metrics = metrics
         self.exporter = exporter
 
     def pseudonym(self, nhs_number: str) -> str:
-        keyed = self._keyed.copy()
-        keyed.update(nhs_number.replace(" ", "").encode())
-        return keyed.hexdigest()
+        return pseudonymise(nhs_number, self._key)
 
     async def record(
         self,

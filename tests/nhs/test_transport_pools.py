@@ -71,3 +71,17 @@ def test_the_nhs_clients_keep_their_connection_limit_across_the_pools(make_setti
     assert len(shards) == POOL_SHARDS
     assert sum(shard._pool._max_connections for shard in shards) == MAX_CONNECTIONS
     asyncio.run(client.aclose())
+
+
+async def test_a_request_holds_its_pool_until_its_body_is_closed() -> None:
+    released = asyncio.Event()
+    released.set()
+    first, second = HeldShard(released), HeldShard(released)
+    client = httpx.AsyncClient(transport=ShardedTransport([first, second]), base_url="http://upstream.test")
+    async with client.stream("GET", "/open") as response:  # answered, body not yet read: its connection is busy
+        assert response.status_code == 200
+        await client.get("/next")
+        assert (first.seen, second.seen) == (1, 1)
+    await client.get("/after")  # the first body is closed: both pools are free again, the first is chosen
+    assert (first.seen, second.seen) == (2, 1)
+    await client.aclose()

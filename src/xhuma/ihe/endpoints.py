@@ -22,8 +22,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
-from xhuma.ihe import faults, soap
-from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse
+from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse, fault_response
 from xhuma.ihe.soap import SoapFault
 from xhuma.records import Records
 from xhuma.security.client_auth import authenticate_client
@@ -148,12 +147,6 @@ async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def _fault(error: BaseException) -> SoapResponse:
-    fault = faults.soap_fault(error)
-    return SoapResponse(fault.http_status, soap.fault_envelope(fault, relates_to=None),
-                        soap.soap_content_type(soap.WSA_FAULT_ACTION))
-
-
 class SoapEndpoints:
     """ASGI middleware: serves POST /SOAP/iti55, /SOAP/iti38 and /SOAP/iti39, passes everything else on to ``app``
     (None: nothing else is served here; ``xhuma.app.XhumaApp`` sends only the SOAP paths).
@@ -173,7 +166,7 @@ class SoapEndpoints:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            fault = _fault(SoapFault("Sender", "This endpoint accepts SOAP 1.2 requests by HTTP POST"))
+            fault = fault_response(SoapFault("Sender", "This endpoint accepts SOAP 1.2 requests by HTTP POST"), None)
             await _send(send, SoapResponse(405, fault.body, fault.content_type), extra=[(b"allow", b"POST")])
             return
         try:
@@ -184,8 +177,7 @@ class SoapEndpoints:
         except Exception as error:
             # A defect before the transaction was reached (the gateway, the client checks): still a Receiver Fault
             # with neutral text, never a bare 500 or a traceback (LESSONS 7).
-            log.error("ihe_unexpected_error", transaction=transaction, error_type=type(error).__name__)
-            answer, close = _fault(error), False
+            answer, close = fault_response(error, None), False
         await _send(send, answer, extra=[(b"connection", b"close")] if close else None)
 
     async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: str) -> tuple[
@@ -205,7 +197,7 @@ class SoapEndpoints:
                 client = _client(request)
             await gateway._audit_fault(transaction, error, None, None, client, started)
             # The rest of an oversized body is not read, so the connection cannot be reused.
-            return gateway._fault(error, None), isinstance(error, RequestTooLarge)
+            return fault_response(error, None), isinstance(error, RequestTooLarge)
         handler: Callable[[bytes, str | None, ClientInfo], Awaitable[SoapResponse]]
         if transaction == ITI39:
             handler = gateway.retrieve
@@ -217,5 +209,5 @@ class SoapEndpoints:
             return await handler(body, _header(scope, b"content-type"), client), False
         except Exception as error:
             # The gateway answers every failure in the transaction's own form; this is the last net, for a defect
-            # (a Receiver fault with neutral text, logged by ``_fault``).
-            return gateway._fault(error, None), False
+            # (a Receiver fault with neutral text, logged by ``fault_response``).
+            return fault_response(error, None), False

@@ -48,6 +48,22 @@ class ClientInfo:
     address: str | None = None
 
 
+def fault_response(error: BaseException, relates_to: str | None) -> SoapResponse:
+    """The SOAP Fault answer for an error outside (or before) a transaction's own error form; a defect is logged
+    by its type only and answered with neutral text."""
+    fault = faults.soap_fault(error)
+    if fault.code == "Receiver" and not isinstance(error, soap.SoapFault | errors.XhumaError):
+        log.error("ihe_unexpected_error", error_type=type(error).__name__)
+    headers = None
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        headers = {"Retry-After": str(retry_after)}
+    return SoapResponse(
+        fault.http_status, soap.fault_envelope(fault, relates_to=relates_to),
+        soap.soap_content_type(soap.WSA_FAULT_ACTION), headers,
+    )
+
+
 class IheGateway:
     def __init__(
         self,
@@ -80,19 +96,6 @@ class IheGateway:
         if caller is UNIDENTIFIED:  # no assertion (optional mode): only the transport's facts
             return request, CallerIdentity(client_cert_subject=client.cert_subject, client_address=client.address)
         return request, replace(caller, client_cert_subject=client.cert_subject, client_address=client.address)
-
-    def _fault(self, error: BaseException, relates_to: str | None) -> SoapResponse:
-        fault = faults.soap_fault(error)
-        if fault.code == "Receiver" and not isinstance(error, soap.SoapFault | errors.XhumaError):
-            log.error("ihe_unexpected_error", error_type=type(error).__name__)
-        headers = None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after:
-            headers = {"Retry-After": str(retry_after)}
-        return SoapResponse(
-            fault.http_status, soap.fault_envelope(fault, relates_to=relates_to),
-            soap.soap_content_type(soap.WSA_FAULT_ACTION), headers,
-        )
 
     async def _audit(self, transaction: str, outcome: str, **fields: Any) -> bool:
         """Commit one audit event; False when the audit trail is unavailable (callers must then not disclose)."""
@@ -137,7 +140,7 @@ class IheGateway:
             caller = self.verifier.check_patient(caller, nhs_number)
         except Exception as error:
             await self._audit_fault(ITI55, error, request, caller, client, started)
-            return self._fault(error, request.addressing.message_id if request else None)
+            return fault_response(error, request.addressing.message_id if request else None)
 
         message_id = request.addressing.message_id
         patient: PdsPatient | None = None
@@ -186,7 +189,7 @@ class IheGateway:
             return await self._query_failed(error, None, request, caller, started)
         except Exception as error:
             await self._audit_fault(ITI38, error, request, caller, client, started)
-            return self._fault(error, request.addressing.message_id if request else None)
+            return fault_response(error, request.addressing.message_id if request else None)
 
         nhs_number: str | None = None
         documents: list[StoredDocument] = []
@@ -224,7 +227,7 @@ class IheGateway:
                 raise xca_query.XdsQueryError("XDSUnknownStoredQuery", "The stored query id is not supported")
         except errors.SecurityError as error:
             await self._audit_fault(ITI38, error, request, caller, client, started)
-            return self._fault(error, request.addressing.message_id)
+            return fault_response(error, request.addressing.message_id)
         except Exception as error:
             return await self._query_failed(error, nhs_number, request, caller, started)
 
@@ -291,7 +294,7 @@ class IheGateway:
             document_requests = xca_retrieve.parse_request(request.body)
         except Exception as error:
             await self._audit_fault(ITI39, error, request, caller, client, started)
-            return self._fault(error, request.addressing.message_id if request else None)
+            return fault_response(error, request.addressing.message_id if request else None)
 
         message_id = request.addressing.message_id
         retrieved: list[xca_retrieve.RetrievedDocument] = []
@@ -303,7 +306,7 @@ class IheGateway:
                 caller = self.verifier.check_patient(caller, document.nhs_number)
             except errors.SecurityError as error:
                 await self._audit_fault(ITI39, error, request, caller, client, started)
-                return self._fault(error, message_id)
+                return fault_response(error, message_id)
             except Exception as error:
                 info = (xca_query.query_error_info(error) if isinstance(error, xca_query.XdsQueryError)
                         else faults.registry_error(error, transaction=ITI39))
@@ -353,4 +356,4 @@ def _elapsed(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-__all__ = ["CacheKeys", "ClientInfo", "IheGateway", "SoapResponse"]
+__all__ = ["CacheKeys", "ClientInfo", "IheGateway", "SoapResponse", "fault_response"]

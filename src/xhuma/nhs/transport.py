@@ -16,7 +16,7 @@ import enum
 import functools
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +250,26 @@ def spine_ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+class _Released(httpx.AsyncByteStream):
+    """A response body that calls ``release`` once, when it is closed."""
+
+    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Requests spread over several connection pools, each request to the one with the fewest in flight.
 
@@ -273,9 +293,16 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         index = min(range(len(self._shards)), key=self._in_flight.__getitem__)
         self._in_flight[index] += 1
         try:
-            return await self._shards[index].handle_async_request(request)
-        finally:
+            response = await self._shards[index].handle_async_request(request)
+        except BaseException:
             self._in_flight[index] -= 1
+            raise
+        # A request holds its connection until its body has been read and closed.
+        response.stream = _Released(response.stream, lambda: self._release(index))
+        return response
+
+    def _release(self, index: int) -> None:
+        self._in_flight[index] -= 1
 
     async def aclose(self) -> None:
         for shard in self._shards:
