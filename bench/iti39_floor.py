@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import http_load, machine_load, server_process
+from harness import LoadResult, http_load, machine_load, server_process
 
 from xhuma.ihe.demo import _envelope, iti39_request, mtom
 
@@ -124,15 +124,26 @@ def serve(port: int, workdir: Path) -> None:  # the stripped responder (run with
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
+def floor_request() -> tuple[bytes, str]:
+    """The MTOM ITI-39 request the floor responder answers (its document id is fixed)."""
     envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayRetrieve", iti39_request(HOME, "1.2.3", UNIQUE_ID))
-    body, content_type = mtom(envelope)
+    return mtom(envelope)
+
+
+def measure_floor(work: Path, *, requests: int, concurrency: int) -> LoadResult:
+    """The floor responder in its own process, driven by the shared load generator."""
+    body, content_type = floor_request()
+    with server_process([sys.executable, __file__, "--serve", str(work)], dict(os.environ), work, probe="/",
+                        name="floor") as base:
+        return asyncio.run(http_load(base, "/SOAP/iti39", body, content_type, requests=requests,
+                                     concurrency=concurrency, expect=b"xop:Include"))
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    body, content_type = floor_request()
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
-        with server_process([sys.executable, __file__, "--serve", str(work)], dict(os.environ), work, probe="/",
-                            name="floor") as base:
-            floor = asyncio.run(http_load(base, "/SOAP/iti39", body, content_type, requests=args.requests,
-                                          concurrency=args.concurrency, expect=b"xop:Include"))
+        floor = measure_floor(work, requests=args.requests, concurrency=args.concurrency)
         (work / "payload.bin").write_bytes(os.urandom(116_000))
         bare_args = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "--payload",
                      str(work / "payload.bin"), "--content-type", "multipart/related"]
