@@ -7,7 +7,13 @@ row through Xhuma's SQLite writer process (on disk before the answer), and write
 It is driven by the same load generator as the bare FastAPI route it is compared with. Its ratio is how close any
 Python implementation doing that work can come to the target of 0.5 on this machine.
 
-    .venv/bin/python bench/iti39_floor.py [--requests 4000] [--concurrency 10]
+The "required" responder (``--required``) is the floor plus what the issues require of every ITI-39, done by Xhuma's
+own functions: the general MIME and SOAP parsing with the mustUnderstand and WS-Addressing rules, the XUA step
+(optional mode, no assertion), the DocumentRequest checks, the encrypted cache and the typed document, the full
+audit event with its pseudonym through Xhuma's audit store, and the answer as Xhuma writes it. It leaves out what
+the issues do not name: request ids, metrics, tracing, client identification, logging and error handling.
+
+    .venv/bin/python bench/iti39_floor.py [--requests 4000] [--concurrency 10] [--required]
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import LoadResult, http_load, machine_load, server_process
+from harness import LoadResult, clean_env, http_load, machine_load, server_process
 
 from xhuma.ihe.demo import _envelope, iti39_request, mtom
 
 HOME = "urn:oid:2.16.840.1.113883.3.9999.1"
+REPOSITORY = "1.2.3"
 UNIQUE_ID = "2.25.1234567890"
 WSA = "{http://www.w3.org/2005/08/addressing}"
 XDSB = "{urn:ihe:iti:xds-b:2007}"
@@ -124,17 +131,100 @@ def serve(port: int, workdir: Path) -> None:  # the stripped responder (run with
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
+def serve_required(port: int, workdir: Path) -> None:  # the floor plus what the issues require (--serve-required)
+    import time
+    from datetime import UTC, datetime
+
+    import uvicorn
+
+    from xhuma.audit import Auditor
+    from xhuma.config import Settings
+    from xhuma.ihe import soap, xca_query, xca_retrieve
+    from xhuma.ihe.saml import UNIDENTIFIED, SamlVerifier
+    from xhuma.ports import CallerIdentity, StoredDocument
+    from xhuma.records import dump_document, load_document
+    from xhuma.store.audit import SqlAuditStore
+    from xhuma.store.cache import MemoryCache
+    from xhuma.store.crypto import CacheKeyring, EncryptedCache
+    from xhuma.store.keys import CacheKeys
+
+    settings = Settings(working_dir=workdir)  # the embedded defaults (XUA optional)
+    verifier = SamlVerifier(settings)
+    cache = EncryptedCache(MemoryCache(), CacheKeyring.generate(), context="xhuma")
+    store = SqlAuditStore(f"sqlite+aiosqlite:///{workdir / 'required-audit.db'}")
+    auditor = Auditor(store, hmac_key=os.urandom(32))
+    home_id = HOME.removeprefix("urn:oid:")
+    content = os.urandom(57_500).hex().encode()  # 115 KB, the size of the demo patient's CCD
+    stored = StoredDocument(
+        unique_id=UNIQUE_ID, entry_uuid="urn:uuid:7c4b0a9e-1f5e-4c1b-9a55-0d2f4e8b6a31", nhs_number="9690937286",
+        content=content, mime_type="text/xml", hash_sha1="0" * 40, size=len(content), creation_time=datetime.now(UTC),
+        service_start=None, service_stop=None, title="Summary of GP record", source_ods="A20047",
+    )
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await store.migrate()
+            await cache.set(CacheKeys.document(UNIQUE_ID), dump_document(stored), 3600)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await store.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        if scope["method"] != "POST":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        started = time.perf_counter()
+        content_type = next(value for name, value in scope["headers"] if name == b"content-type").decode()
+        request = soap.parse_request(b"".join(chunks), content_type)
+        soap.check_addressing(request.addressing, expected_actions=(xca_retrieve.ACTION_REQUEST,),
+                              reply_to_allow_list=())
+        if verifier.identify(request.security) is not UNIDENTIFIED:
+            raise RuntimeError("the benchmark sends no assertion")
+        caller = CallerIdentity(client_address=scope["client"][0])
+        item = xca_retrieve.parse_request(request.body)[0]
+        if not (item.home_community_id and xca_query.same_community(item.home_community_id, home_id)
+                and item.repository_unique_id == REPOSITORY and item.document_unique_id):
+            raise RuntimeError("not this community's document")
+        raw = await cache.get(CacheKeys.document(item.document_unique_id))
+        assert raw is not None
+        document = load_document(raw)
+        await auditor.record("ITI-39", "success", nhs_number=document.nhs_number, caller=caller,
+                             message_id=request.addressing.message_id, document_unique_id=document.unique_id,
+                             duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        response, attachments = xca_retrieve.build_response(
+            [xca_retrieve.RetrievedDocument(item, document)], [], home_community_urn=HOME,
+            repository_unique_id=REPOSITORY, mtom=True,
+        )
+        envelope = soap.envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=request.addressing.message_id)
+        answer, media = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
 def floor_request() -> tuple[bytes, str]:
     """The MTOM ITI-39 request the floor responder answers (its document id is fixed)."""
-    envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayRetrieve", iti39_request(HOME, "1.2.3", UNIQUE_ID))
+    envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayRetrieve", iti39_request(HOME, REPOSITORY, UNIQUE_ID))
     return mtom(envelope)
 
 
-def measure_floor(work: Path, *, requests: int, concurrency: int) -> LoadResult:
-    """The floor responder in its own process, driven by the shared load generator."""
+def measure_floor(work: Path, *, requests: int, concurrency: int, required: bool = False) -> LoadResult:
+    """The floor responder (``required``: the floor plus what the issues require) in its own process, driven by the
+    shared load generator."""
     body, content_type = floor_request()
-    with server_process([sys.executable, __file__, "--serve", str(work)], dict(os.environ), work, probe="/",
-                        name="floor") as base:
+    mode = "--serve-required" if required else "--serve"
+    with server_process([sys.executable, __file__, mode, str(work)], clean_env(XHUMA_LOG_LEVEL="WARNING"), work,
+                        probe="/", name="floor") as base:
         return asyncio.run(http_load(base, "/SOAP/iti39", body, content_type, requests=requests,
                                      concurrency=concurrency, expect=b"xop:Include"))
 
@@ -143,7 +233,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     body, content_type = floor_request()
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
-        floor = measure_floor(work, requests=args.requests, concurrency=args.concurrency)
+        floor = measure_floor(work, requests=args.requests, concurrency=args.concurrency, required=args.required)
         (work / "payload.bin").write_bytes(os.urandom(116_000))
         bare_args = [sys.executable, str(Path(__file__).with_name("bare_server.py")), "--payload",
                      str(work / "payload.bin"), "--content-type", "multipart/related"]
@@ -163,10 +253,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(int(sys.argv[4]), Path(sys.argv[2]))  # [--serve, WORKDIR, --port, PORT] (server_process adds --port)
+    if len(sys.argv) > 1 and sys.argv[1] in ("--serve", "--serve-required"):
+        # [--serve(-required), WORKDIR, --port, PORT] (server_process adds --port)
+        (serve_required if sys.argv[1] == "--serve-required" else serve)(int(sys.argv[4]), Path(sys.argv[2]))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--requests", type=int, default=4000)
         parser.add_argument("--concurrency", type=int, default=10)
+        parser.add_argument("--required", action="store_true",
+                            help="the floor plus what the issues require of every ITI-39 (see above)")
         main(parser.parse_args())
