@@ -25,6 +25,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,50 @@ WSA = "{http://www.w3.org/2005/08/addressing}"
 XDSB = "{urn:ihe:iti:xds-b:2007}"
 
 
+Handler = Callable[[bytes, str, dict[str, Any]], Awaitable[tuple[bytes, str]]]
+
+
+def run_responder(port: int, handle: Handler, *, startup: Callable[[], Awaitable[None]] | None = None,
+                  shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve ``handle(body, content_type, scope) -> (answer, media type)`` for POSTs under uvicorn, as plain ASGI;
+    any other request gets "ok" (the harness's readiness probe)."""
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            if startup is not None:
+                await startup()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            if shutdown is not None:
+                await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        if scope["method"] != "POST":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        content_type = next(value for name, value in scope["headers"] if name == b"content-type").decode()
+        answer, media = await handle(b"".join(chunks), content_type, scope)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
 def serve(port: int, workdir: Path) -> None:  # the stripped responder (run with --serve)
     import hashlib
     import hmac
     import time
 
-    import uvicorn
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from lxml import etree
 
@@ -69,25 +108,8 @@ def serve(port: int, workdir: Path) -> None:  # the stripped responder (run with
     writer = SqliteWriter(database, "INSERT INTO event VALUES (?, ?, ?, ?, ?, ?, ?)")
     key = os.urandom(32)
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        if scope["method"] != "POST":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-            return
+    async def handle(body: bytes, content_type: str, scope: dict[str, Any]) -> tuple[bytes, str]:
         started = time.perf_counter()
-        body = b"".join(chunks)
-        content_type = next(value for name, value in scope["headers"] if name == b"content-type").decode()
         boundary = content_type.split('boundary="', 1)[1].split('"', 1)[0].encode()
         part = body.split(b"--" + boundary)[1]
         root = etree.fromstring(part[part.index(b"\r\n\r\n") + 4 :].rstrip(b"\r\n"), parser)
@@ -124,18 +146,14 @@ def serve(port: int, workdir: Path) -> None:  # the stripped responder (run with
         ).encode()
         answer = b"".join((head, content, f"\r\n--{boundary_out}--\r\n".encode()))
         media = f'multipart/related; boundary="{boundary_out}"; type="application/xop+xml"; start="<{root_id}>"'
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(answer)).encode())]})
-        await send({"type": "http.response.body", "body": answer})
+        return answer, media
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    run_responder(port, handle)
 
 
 def serve_required(port: int, workdir: Path) -> None:  # the floor plus what the issues require (--serve-required)
     import time
     from datetime import UTC, datetime
-
-    import uvicorn
 
     from xhuma.audit import Auditor
     from xhuma.config import Settings
@@ -161,29 +179,13 @@ def serve_required(port: int, workdir: Path) -> None:  # the floor plus what the
         service_start=None, service_stop=None, title="Summary of GP record", source_ods="A20047",
     )
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await receive()
-            await store.migrate()
-            await cache.set(CacheKeys.document(UNIQUE_ID), dump_document(stored), 3600)
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await store.close()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        if scope["method"] != "POST":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-            return
+    async def startup() -> None:
+        await store.migrate()
+        await cache.set(CacheKeys.document(UNIQUE_ID), dump_document(stored), 3600)
+
+    async def handle(body: bytes, content_type: str, scope: dict[str, Any]) -> tuple[bytes, str]:
         started = time.perf_counter()
-        content_type = next(value for name, value in scope["headers"] if name == b"content-type").decode()
-        request = soap.parse_request(b"".join(chunks), content_type)
+        request = soap.parse_request(body, content_type)
         soap.check_addressing(request.addressing, expected_actions=(xca_retrieve.ACTION_REQUEST,),
                               reply_to_allow_list=())
         if verifier.identify(request.security) is not UNIDENTIFIED:
@@ -204,12 +206,9 @@ def serve_required(port: int, workdir: Path) -> None:  # the floor plus what the
             repository_unique_id=REPOSITORY, mtom=True,
         )
         envelope = soap.envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=request.addressing.message_id)
-        answer, media = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", media.encode()), (b"content-length", str(len(answer)).encode())]})
-        await send({"type": "http.response.body", "body": answer})
+        return soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    run_responder(port, handle, startup=startup, shutdown=store.close)
 
 
 def floor_request() -> tuple[bytes, str]:
