@@ -27,7 +27,7 @@ from xhuma.ihe.soap import SoapFault
 from xhuma.records import Records
 from xhuma.security.client_auth import authenticate_client
 from xhuma.security.ratelimit import check_rate_limit
-from xhuma.security.tls import PEER_EXTENSION
+from xhuma.security.tls import PEER_EXTENSION, scope_header
 
 if TYPE_CHECKING:
     from xhuma.app import Runtime
@@ -86,13 +86,6 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _client(request: Request) -> ClientInfo:
@@ -206,7 +199,7 @@ class SoapEndpoints:
         else:
             handler = gateway.patient_discovery
         try:
-            return await handler(body, _header(scope, b"content-type"), client), False
+            return await handler(body, scope_header(scope, b"content-type"), client), False
         except Exception as error:
             # The gateway answers every failure in the transaction's own form; this is the last net, for a defect
             # (a Receiver fault with neutral text, logged by ``fault_response``).

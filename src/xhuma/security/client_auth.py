@@ -33,7 +33,7 @@ from fastapi import Request
 
 from xhuma.config import Settings
 from xhuma.errors import SecurityError
-from xhuma.security.tls import PEER_EXTENSION
+from xhuma.security.tls import PEER_EXTENSION, scope_header
 
 log = structlog.get_logger(__name__)
 
@@ -181,11 +181,7 @@ class ClientAuthenticator:
     def _forwarded_header(self, request: Request) -> str | None:
         """The proxy's certificate header, read from the raw ASGI headers (the SOAP endpoints build no header
         mapping for a request)."""
-        wanted = self._header_bytes
-        for name, value in request.scope["headers"]:
-            if name == wanted:
-                return bytes(value).decode("latin-1")
-        return None
+        return scope_header(request.scope, self._header_bytes)
 
     def _verify_forwarded(self, certificate: x509.Certificate) -> None:
         now = datetime.now(UTC)

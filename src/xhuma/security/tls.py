@@ -22,6 +22,14 @@ from xhuma.config import Settings
 PEER_EXTENSION = "xhuma.peer"
 
 
+def scope_header(scope: Any, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case) in an ASGI scope's raw headers, as latin-1 text."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 def connection_tls_info(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
     """The ASGI TLS extension for one connection, or None on plain HTTP."""
     ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
