@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import json
 import os
 import re
 import socket
@@ -17,12 +19,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from xhuma.ihe.demo import _envelope, iti38_request
+from xhuma.ihe.xcpd import NHS_NUMBER_OID
+from xhuma.nhs.nhs_number import check_digit
+
+HOME = "urn:oid:2.16.840.1.113883.3.9999.1"  # the gateway's default homeCommunityId
 
 
 def free_port() -> int:
@@ -87,10 +95,65 @@ def nhs_simulator(data: Path | None, workdir: Path, *, gpc_latency_ms: int = 0) 
 
 
 @contextlib.contextmanager
-def xhuma_gateway(workdir: Path, **settings: object) -> Iterator[str]:
+def xhuma_gateway(workdir: Path, *, launcher: Sequence[str] = (), serve_args: Sequence[str] = (), name: str = "xhuma",
+                  **settings: object) -> Iterator[str]:
+    """`xhuma serve` in its own process; ``launcher`` is a command prefix that execs it (e.g. into a cgroup)."""
     env = clean_env(XHUMA_LOG_LEVEL="WARNING", XHUMA_WORKING_DIR=workdir, **settings)
-    with server_process([sys.executable, "-m", "xhuma", "serve"], env, workdir, name="xhuma") as base:
+    args = [*launcher, sys.executable, "-m", "xhuma", "serve", *serve_args]
+    with server_process(args, env, workdir, name=name) as base:
         yield base
+
+
+# --- synthetic patients: copies of one real GP Connect record under new NHS numbers, so every query is cold ------
+def nhs_numbers(count: int, start: int = 999_010_000) -> list[str]:
+    """``count`` valid (Modulus 11) NHS numbers from ``start`` on; distinct ranges give distinct patient sets."""
+    numbers: list[str] = []
+    candidate = start
+    while len(numbers) < count:
+        digits = f"{candidate:09d}"
+        check = check_digit(digits)
+        if check is not None:
+            numbers.append(digits + str(check))
+        candidate += 1
+    return numbers
+
+
+def write_patients(directory: Path, source: Path, numbers: list[str]) -> None:
+    """One bundle file per number for `xhuma simulate --data`: the simulator synthesises each PDS record from it."""
+    template = json.loads(source.read_text())
+    for number in numbers:
+        bundle = copy.deepcopy(template)
+        for entry in bundle.get("entry", []):
+            resource = entry.get("resource", {})
+            if resource.get("resourceType") == "Patient":
+                for identifier in resource.get("identifier", []):
+                    if identifier.get("system") == "https://fhir.nhs.uk/Id/nhs-number":
+                        identifier["value"] = number
+        (directory / f"{number}.json").write_text(json.dumps(bundle))
+
+
+def iti38_envelope(number: str) -> bytes:
+    envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayQuery",
+                            iti38_request(f"{number}^^^&{NHS_NUMBER_OID}&ISO", HOME))
+    return envelope
+
+
+async def cold_iti38(base: str, number: str) -> float:
+    """One ITI-38 on a fresh connection; its time, or SystemExit when it did not list a document."""
+    elapsed, status, answer = await post_once(base, "/SOAP/iti38", iti38_envelope(number), "application/soap+xml")
+    if status != 200 or b"ExtrinsicObject" not in answer:
+        raise SystemExit(f"ITI-38 failed: HTTP {status} {answer[-300:]!r}")
+    return elapsed
+
+
+async def batch_against_one(base: str, numbers: list[str], *, warm: int = 1) -> tuple[float, float, list[float]]:
+    """(one cold ITI-38 alone, all of the remaining ones at once, their latencies): the first ``warm`` numbers
+    warm the gateway up (imports, connection pools, schema caches; several at once reach every worker)."""
+    await asyncio.gather(*(cold_iti38(base, number) for number in numbers[:warm]))
+    single = await cold_iti38(base, numbers[warm])
+    started = time.perf_counter()
+    latencies = await asyncio.gather(*(cold_iti38(base, number) for number in numbers[warm + 1:]))
+    return single, time.perf_counter() - started, list(latencies)
 
 
 @dataclass(frozen=True)
@@ -112,7 +175,17 @@ class LoadResult:
         }
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+def http_post(host: str, port: int | str, path: str, body: bytes, content_type: str, *, close: bool = False) -> bytes:
+    """An HTTP/1.1 POST request, keep-alive unless ``close``."""
+    connection = "Connection: close\r\n" if close else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{connection}\r\n"
+    ).encode() + body
+
+
+async def round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """Send one request and read its answer (Content-Length framed): (status, body)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -130,10 +203,7 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
     """POST ``body`` ``requests`` times over ``concurrency`` keep-alive connections; every answer must be a 200
     containing ``expect``."""
     host, port = base.removeprefix("http://").split(":")
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = http_post(host, port, path, body, content_type)
     remaining = requests
     latencies: list[float] = []
 
@@ -144,7 +214,7 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
-                status, answer = await _exchange(reader, writer, request)
+                status, answer = await round_trip(reader, writer, request)
                 latencies.append(time.perf_counter() - started)
                 if status != 200 or expect not in answer:
                     raise SystemExit(f"{path}: HTTP {status}: {answer[:300]!r}")
@@ -163,17 +233,22 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
 async def post_once(base: str, path: str, body: bytes, content_type: str) -> tuple[float, int, bytes]:
     """One POST on a fresh connection: (seconds, status, body)."""
     host, port = base.removeprefix("http://").split(":")
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    request = http_post(host, port, path, body, content_type, close=True)
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        status, answer = await _exchange(reader, writer, request)
+        status, answer = await round_trip(reader, writer, request)
     finally:
         writer.close()
     return time.perf_counter() - started, status, answer
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over its cores (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / ticks, sum(fields[:8]) / ticks
 
 
 def machine_load() -> str:
