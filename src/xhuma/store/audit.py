@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import operator
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -93,6 +94,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+HASH_MARK = "…sha256:"
+HASH_DIGITS = 16
+
+
+def bounded(value: str, limit: int) -> str:
+    """``value`` fitted to a column of ``limit`` characters. A longer value keeps its beginning and ends with
+    ``…sha256:`` and the first hex digits of the whole value's SHA-256, so that the cut value still tells
+    different values apart and can be matched against the original (issue 15: no request fails because of its
+    own identifiers' length)."""
+    if len(value) <= limit:
+        return value
+    tail = f"{HASH_MARK}{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()[:HASH_DIGITS]}"
+    return (value[:max(limit - len(tail), 0)] + tail)[:limit]
+
+
+# Every length-limited text column, by name: the one place caller-controlled values are fitted to the schema.
+COLUMN_LIMITS = {column.name: column.type.length for column in audit_event.columns
+                 if isinstance(column.type, sa.String) and column.type.length}
+
+
 class _EventRows:
     """An event as the positional parameters of one prepared INSERT, in the dialect's own representation.
 
@@ -109,6 +130,8 @@ class _EventRows:
             raise RuntimeError("the audit INSERT does not bind every event field")
         self.sql = str(compiled)
         self._values = operator.attrgetter(*order)
+        # Text columns with a length: caller-controlled values (MessageID, SAML NameID, ...) are cut to fit.
+        self._limits = [(index, COLUMN_LIMITS[name]) for index, name in enumerate(order) if name in COLUMN_LIMITS]
         # Only the columns whose type converts a value (datetimes, booleans, JSON) are touched one by one.
         self._conversions: list[tuple[int, bool, Any]] = []
         for index, name in enumerate(order):
@@ -119,6 +142,10 @@ class _EventRows:
 
     def params(self, event: AuditEvent) -> tuple[Any, ...]:
         values = list(self._values(event))
+        for index, limit in self._limits:
+            value = values[index]
+            if value is not None and len(value) > limit:
+                values[index] = bounded(value, limit)
         for index, mapping, processor in self._conversions:
             value = values[index]
             if value is not None:
@@ -222,8 +249,12 @@ class SqlAuditStore:
             else:
                 statement = statement.where(column[name].in_(list(value)))
         for name in ("patient_pseudonym", *sorted(_EXTRA_FILTERS)):
-            if filters.get(name) is not None:
-                statement = statement.where(column[name] == filters[name])
+            value = filters.get(name)
+            if value is not None:
+                # A value longer than its column was stored cut (``bounded``): search for it the same way.
+                if isinstance(value, str) and name in COLUMN_LIMITS:
+                    value = bounded(value, COLUMN_LIMITS[name])
+                statement = statement.where(column[name] == value)
         return statement
 
     async def query(
