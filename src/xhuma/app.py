@@ -26,6 +26,7 @@ from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import MemoryCache, RedisCache, ResilientCache
 from xhuma.store.crypto import CacheKeyring, EncryptedCache
 from xhuma.store.keys import CacheKeys
+from xhuma.store.lease import Leases, MemoryLeases, RedisLeases
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,7 @@ class Runtime:
     sds: SdsClient
     gpconnect: GpConnectClient
     auditor: Auditor | None = None  # the one front door of the audit trail (xhuma.audit)
+    leases: Leases = field(default_factory=MemoryLeases)  # one ITI-38 pipeline per patient across replicas
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -153,10 +155,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # Every value sealed (memory too: one code path); a value that does not open is a logged miss.
+            backend = build_cache(settings)
             cache = ResilientCache(
-                EncryptedCache(build_cache(settings), keyring, context=settings.redis_namespace),
+                EncryptedCache(backend, keyring, context=settings.redis_namespace),
                 name="redis" if settings.redis_url else "memory",
             )
+            # Replicas coordinate through the same Redis: pipeline leases and rate-limit buckets
+            # (docs/operations.md, Replicas); without Redis both live in this process.
+            from xhuma.security.ratelimit import RateLimiter, SharedRateLimiter
+
+            leases: Leases
+            if isinstance(backend, RedisCache):
+                leases = RedisLeases(backend.client, namespace=backend.namespace)
+                app.state.rate_limiter = SharedRateLimiter(
+                    backend.client, namespace=backend.namespace, per_minute=settings.rate_limit_per_minute
+                )
+            else:
+                leases = MemoryLeases()
+                app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
             stack.push_async_callback(cache.close)
             audit = SqlAuditStore(settings.effective_database_url)
             stack.push_async_callback(audit.close)
@@ -183,7 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             runtime = Runtime(
                 settings=settings, metrics=metrics, cache=cache, audit=audit, keys=keys,
-                pds=nhs.pds, sds=nhs.sds, gpconnect=nhs.gpconnect, auditor=auditor,
+                pds=nhs.pds, sds=nhs.sds, gpconnect=nhs.gpconnect, auditor=auditor, leases=leases,
             )
             runtime.extras["nhs"] = nhs
             app.state.runtime = runtime
@@ -242,4 +258,10 @@ def app_factory() -> FastAPI:
     """Entry point for uvicorn (``factory=True``): settings from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    from xhuma.config import ConfigurationError
+    from xhuma.replicas import replica_problem
+
+    problem = replica_problem(settings)  # `xhuma serve` refuses first; this covers other process managers
+    if problem:
+        raise ConfigurationError(problem)
     return create_app(settings)

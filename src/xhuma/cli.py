@@ -80,6 +80,11 @@ def serve(
 
     settings = settings_or_exit()
     refuse_insecure_or_exit(settings)
+    from xhuma.replicas import replica_problem
+
+    problem = replica_problem(settings, workers)  # state the workers (and other replicas) must share
+    if problem:
+        raise fail(f"configuration error: {problem}", 2)
     from xhuma.observability import configure_logging
     from xhuma.security.tls import uvicorn_options
     from xhuma.store.crypto import CacheKeyring
@@ -91,6 +96,17 @@ def serve(
     except ConfigurationError as error:
         raise fail(f"configuration error: {error}", 2) from None
     configure_logging(settings.log_level, settings.log_format)
+    if settings.effective_database_url.startswith("sqlite"):
+        # The embedded SQLite audit file is migrated once here, before the workers start (each worker's start-up
+        # migration then finds the head revision); PostgreSQL is migrated by `xhuma db upgrade`.
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from xhuma.store.audit import upgrade
+
+        try:
+            upgrade(settings.effective_database_url)
+        except (SQLAlchemyError, OSError) as error:
+            raise fail(f"audit database upgrade failed: {type(error).__name__}: {str(error).splitlines()[0]}") from None
     uvicorn.run(
         "xhuma.app:app_factory",
         factory=True,

@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     ttl_bundle_seconds: int = Field(default=900, gt=0, description="cached GP Connect bundle")
     ttl_pds_seconds: int = Field(default=600, gt=0, description="cached PDS patient")
     ttl_sds_seconds: int = Field(default=3600, gt=0, description="cached SDS route per practice")
+    pipeline_lease_seconds: int = Field(
+        default=15, ge=2, le=300, description="lease on one patient's ITI-38 pipeline across replicas (renewed)"
+    )
+    pipeline_wait_seconds: float = Field(
+        default=60.0, gt=0, description="longest an ITI-38 waits for another replica's pipeline of its patient"
+    )
 
     # --- audit ---------------------------------------------------------------------------------------
     database_url: str | None = Field(

@@ -117,6 +117,12 @@ class CircuitOpen(UpstreamUnavailable):
     code = "CircuitOpen"
 
 
+class RecordBusy(UpstreamUnavailable):
+    """Another replica is still fetching this patient's record; retry later."""
+
+    code = "RecordBusy"
+
+
 class UpstreamUnauthorised(UpstreamError):
     """An NHS service refused our credentials."""
 

@@ -2,8 +2,9 @@
 
 * ``discover_patient`` (ITI-55): PDS lookup, restricted/deceased/superseded rules, demographic cross-check.
 * ``query_documents`` (ITI-38): the patient's cached CCD, else PDS → SDS → GP Connect → convert → store.
-  One pipeline per patient at a time in this process (single flight; LESSONS 6), stored under the document's
-  uniqueId for ``ttl_document_seconds`` (LESSONS 11).
+  One pipeline per patient at a time (single flight; LESSONS 6): in this process, and across replicas under a
+  lease per patient (``xhuma.store.lease``; docs/operations.md). Stored under the document's uniqueId for
+  ``ttl_document_seconds`` (LESSONS 11).
 * ``retrieve_document`` (ITI-39): the stored bytes, exactly those whose hash and size were advertised.
 
 Nothing here knows about SOAP or XML; errors are ``xhuma.errors`` classes.
@@ -12,9 +13,12 @@ Nothing here knows about SOAP or XML; errors are ``xhuma.errors`` classes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import random
 import struct
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,6 +31,7 @@ import structlog
 from xhuma import tracing
 from xhuma.config import Settings
 from xhuma.errors import (
+    CacheError,
     ConversionError,
     DemographicsMismatch,
     DocumentNotFound,
@@ -35,6 +40,7 @@ from xhuma.errors import (
     PatientDeceased,
     PatientRestricted,
     PatientSuperseded,
+    RecordBusy,
     XhumaError,
 )
 from xhuma.nhs.nhs_number import is_valid_nhs_number
@@ -49,11 +55,14 @@ from xhuma.ports import (
     StructuredRecord,
 )
 from xhuma.store.keys import CacheKeys
+from xhuma.store.lease import Leases, MemoryLeases
 
 log = structlog.get_logger(__name__)
 
 UUID_NAMESPACE = uuid.UUID("6f1c5d3e-7b0a-5c39-9a55-2f4d8e0b6a11")
 LARGE_BUNDLE_ENTRIES = 50  # conversions of bundles bigger than this run in a worker thread
+LEASE_POLL_FIRST_SECONDS = 0.025  # a query waiting on another replica's pipeline looks for its result this soon,
+LEASE_POLL_MAX_SECONDS = 0.25  # then backs off to this interval
 
 
 # --- ITI-55 ---------------------------------------------------------------------------------------------------
@@ -239,6 +248,7 @@ class Records:
         cache: Cache,
         keys: CacheKeys,
         converter: Converter,
+        leases: Leases | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
@@ -248,6 +258,7 @@ class Records:
         self._cache = cache
         self._keys = keys
         self._convert = converter
+        self._leases: Leases = leases if leases is not None else MemoryLeases()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._inflight: dict[str, asyncio.Future[QueryResult]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -302,14 +313,15 @@ class Records:
         cached = await self._cached_documents(nhs_number)
         if cached:
             return QueryResult(cached, from_cache=True)
-        # Single flight: identical concurrent queries share one pipeline run (LESSONS 6).
+        # Single flight: identical concurrent queries share one pipeline run (LESSONS 6); in this process first,
+        # so that one query per process takes part in the lease across replicas.
         running = self._inflight.get(nhs_number)
         if running is not None:
             return await asyncio.shield(running)
         future: asyncio.Future[QueryResult] = asyncio.get_running_loop().create_future()
         self._inflight[nhs_number] = future
         try:
-            result = await self._fetch_and_convert(nhs_number, caller)
+            result = await self._single_flight_across_replicas(nhs_number, caller)
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
@@ -319,6 +331,60 @@ class Records:
             return result
         finally:
             del self._inflight[nhs_number]
+
+    async def _single_flight_across_replicas(self, nhs_number: str, caller: CallerIdentity) -> QueryResult:
+        """The holder of the patient's lease runs the pipeline; a query on another replica waits for the stored
+        result, and takes over if the lease is given back (the holder failed) or expires (the holder died)."""
+        name = self._keys.pipeline_lease(nhs_number)
+        ttl_ms = self.settings.pipeline_lease_seconds * 1000
+        deadline = time.monotonic() + self.settings.pipeline_wait_seconds
+        delay = LEASE_POLL_FIRST_SECONDS
+        while True:
+            try:
+                token = await self._leases.acquire(name, ttl_ms)
+            except CacheError as error:
+                # Redis failing: one more pipeline run is better than no answer (docs/operations.md, Replicas).
+                log.warning("pipeline_lease_unavailable", error=str(error))
+                return await self._fetch_and_convert(nhs_number, caller)
+            if token is not None:
+                return await self._run_holding_lease(name, token, ttl_ms, nhs_number, caller)
+            if time.monotonic() >= deadline:
+                raise RecordBusy("another replica is still fetching this record")
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: waiters do not poll in step
+            delay = min(delay * 2, LEASE_POLL_MAX_SECONDS)
+            documents = await self._read_cached_documents(nhs_number)
+            if documents:
+                return QueryResult(documents, from_cache=True)
+
+    async def _run_holding_lease(
+        self, name: str, token: str, ttl_ms: int, nhs_number: str, caller: CallerIdentity
+    ) -> QueryResult:
+        renewal = asyncio.get_running_loop().create_task(self._keep_lease(name, token, ttl_ms))
+        try:
+            # The previous holder may have stored the document between our cache miss and the lease.
+            documents = await self._read_cached_documents(nhs_number)
+            if documents:
+                return QueryResult(documents, from_cache=True)
+            return await self._fetch_and_convert(nhs_number, caller)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            try:
+                await self._leases.release(name, token)
+            except CacheError as error:
+                log.warning("pipeline_lease_release_failed", error=str(error))  # it expires by itself
+
+    async def _keep_lease(self, name: str, token: str, ttl_ms: int) -> None:
+        """Renew the lease at a third of its time to live while the pipeline runs (slow GP Connect, retries)."""
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            try:
+                if not await self._leases.renew(name, token, ttl_ms):
+                    log.warning("pipeline_lease_lost")
+                    return
+            except CacheError as error:
+                log.warning("pipeline_lease_renewal_failed", error=str(error))
 
     @staticmethod
     def _count_lookup(found: bool) -> None:

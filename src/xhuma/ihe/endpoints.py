@@ -51,6 +51,7 @@ def build_gateway(runtime: Runtime) -> IheGateway:
         cache=runtime.cache,
         keys=runtime.keys,
         converter=ccda_converter,
+        leases=runtime.leases,
     )
     return IheGateway(runtime.settings, records, runtime.auditor)
 
@@ -116,14 +117,14 @@ def _checks_configured(app: Any) -> bool:
     return configured
 
 
-def _identify_client(scope: Scope, receive: Receive) -> ClientInfo:
+async def _identify_client(scope: Scope, receive: Receive) -> ClientInfo:
     """The calling system; ``SecurityError`` (not a known system) or ``RateLimited`` (a SOAP Fault with
     Retry-After) when those checks are configured."""
     if not _checks_configured(scope["app"]):
         return _peer(scope)
     request = Request(scope, receive)  # what the client-authentication and rate-limit checks read
     authenticate_client(request)
-    check_rate_limit(request)
+    await check_rate_limit(request)
     return _client(request)
 
 
@@ -180,7 +181,7 @@ class SoapEndpoints:
         started = time.perf_counter()
         client: ClientInfo | None = None
         try:
-            client = _identify_client(scope, receive)
+            client = await _identify_client(scope, receive)
             body = await read_body(scope, receive, gateway.settings.max_request_bytes)
         except (RequestTooLarge, SecurityError, RateLimited) as error:
             log.info("ihe_request_refused", transaction=transaction, error_code=error.code)

@@ -41,7 +41,10 @@ def soap_fault(error: BaseException) -> SoapFault:
         local = getattr(error, "wsse_code", None) or "FailedAuthentication"
         return SoapFault("Sender", error.message, subcode=(WSSE, "wsse", local), error_code=error.code)
     if _is_rate_limited(error):
-        return SoapFault("Receiver", "The gateway is busy; retry later", error_code="RateLimited")
+        # Our limiter: RFC 6585 §4, 429 Too Many Requests with Retry-After; a busy upstream: 503. Never the
+        # binding's 500, which tells the caller the gateway is broken.
+        status = 429 if isinstance(error, errors.RateLimited) else 503
+        return SoapFault("Receiver", "The gateway is busy; retry later", error_code="RateLimited", status=status)
     if isinstance(error, errors.InvalidRequest):
         return SoapFault("Sender", error.message, error_code=error.code)
     # Anything else is our problem: a Receiver fault with neutral text (never the exception's own text).
@@ -114,7 +117,7 @@ def registry_error(error: BaseException, *, transaction: str = "ITI-38") -> Regi
         return RegistryErrorInfo("XDSDocumentUniqueIdError", "The document is not available", reason=code)
     if isinstance(error, errors.AuditUnavailable):
         return RegistryErrorInfo(generic, "The request could not be recorded; nothing was disclosed", reason=code)
-    if _is_rate_limited(error) or isinstance(error, errors.CircuitOpen):
+    if _is_rate_limited(error) or isinstance(error, errors.CircuitOpen | errors.RecordBusy):
         return RegistryErrorInfo(busy, "The GP record service is busy; retry later", reason=code)
     if isinstance(error, errors.UpstreamError):
         return RegistryErrorInfo(generic, "GP record could not be retrieved", reason=code)

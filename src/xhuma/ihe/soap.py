@@ -45,8 +45,10 @@ class SoapFault(Exception):
         *,
         subcode: tuple[str, str, str] | None = None,
         error_code: str | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(reason)
+        self._status = status  # an HTTP status other than the binding's (429 for a rate-limited caller)
         self.code = code  # Sender | Receiver | VersionMismatch | MustUnderstand
         self.reason = reason  # safe text for the caller: never PHI, never an exception dump
         self.subcode = subcode
@@ -55,6 +57,8 @@ class SoapFault(Exception):
     @property
     def http_status(self) -> int:
         # SOAP 1.2 HTTP binding (Part 2 §7.5.1): Sender faults are 400, everything else 500.
+        if self._status is not None:
+            return self._status
         return 400 if self.code == "Sender" else 500
 
 

@@ -135,7 +135,10 @@ class PdsTokenProvider:
         self._auditor = auditor
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._key = CacheKeys.oauth_token("pds")
+        # Every replica of one deployment (same token endpoint and key) shares the token; a token of another endpoint
+        # (another worker's embedded simulator) is never offered to this one.
+        issuer = hashlib.sha256(f"{signer.token_url}\x00{signer.kid}".encode()).hexdigest()[:16]
+        self._key = CacheKeys.oauth_token(f"pds:{issuer}")
         self.fetches = 0  # tokens obtained by this process (observability and tests)
 
     async def token(self) -> str:

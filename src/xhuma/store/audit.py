@@ -9,10 +9,12 @@ probes go through the SQLAlchemy async engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,15 +73,40 @@ _EXTRA_FILTERS = frozenset({"document_unique_id", "message_id", "error_code", "u
                             "client_cert_subject"})
 
 
+# Key of the PostgreSQL advisory lock held while migrating (taken in migrations/env.py): concurrent
+# `xhuma db upgrade` runs (a Helm hook retried, two replicas' jobs) queue up instead of racing to CREATE TABLE.
+MIGRATION_LOCK_KEY = 0x78_68_75_6D_61_64_62  # "xhumadb"
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Apply Alembic migrations (blocking; call from a thread inside an event loop)."""
+    """Apply Alembic migrations (blocking; call from a thread inside an event loop). Safe to run concurrently:
+    PostgreSQL migrates under an advisory lock, a SQLite file under a lock file next to it; whoever comes second
+    finds the schema at the head revision and has nothing to do."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    with _sqlite_migration_lock(database_url):
+        command.upgrade(config, revision)
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(database_url: str) -> Iterator[None]:
+    """An exclusive lock on ``<file>.migrate.lock`` for a SQLite file (workers starting together); no-op otherwise."""
+    url = sa.engine.make_url(database_url)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        yield
+        return
+    lock_path = Path(url.database + ".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed, or by the kernel if we die
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 _SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000")

@@ -75,6 +75,15 @@ class RedisCache:
             **redis_tls_options(url),  # rediss://: verified, TLS 1.2 minimum
         )
 
+    @property
+    def client(self) -> redis_asyncio.Redis:
+        """The pooled client, shared with the replicas' coordination (leases, rate limit) on the same Redis."""
+        return self._client
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
     def _key(self, key: str) -> str:
         return f"{self._namespace}:{key}"
 

@@ -28,6 +28,10 @@ class CacheKeys:
         """Index of the uniqueIds of the patient's cached documents (and the current document's metadata)."""
         return self.patient_prefix(nhs_number) + "documents"
 
+    def pipeline_lease(self, nhs_number: str) -> str:
+        """Lease of the patient's ITI-38 pipeline: one PDS → SDS → GP Connect run across replicas."""
+        return self.patient_prefix(nhs_number) + "lease"
+
     @staticmethod
     def document(unique_id: str) -> str:
         return f"document:{unique_id}"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from xhuma.store.audit import metadata
+from xhuma.store.audit import MIGRATION_LOCK_KEY, metadata
 from xhuma.store.tls import postgres_connect_args
 
 target_metadata = metadata
@@ -17,6 +18,10 @@ target_metadata = metadata
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # One migrator at a time; held until this transaction commits, released if the process dies. The
+            # version table is read after the lock, so a second migrator finds the head and does nothing.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 
