@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="largest SOAP request accepted, in bytes"
     )
+    gzip_level: int = Field(
+        default=6, ge=0, le=9, description="gzip level of answers to callers accepting gzip (0: never compress)"
+    )
+    gzip_min_bytes: int = Field(
+        default=1400, ge=0, description="smallest answer compressed, in bytes (about one TCP segment)"
+    )
     prefetch_on_match: bool = Field(default=False, description="ITI-55 match starts fetching the record")
     demographics_match: str = Field(
         default="strict",
@@ -249,6 +255,12 @@ class Settings(BaseSettings):
         default=0.25, gt=0, description="first retry delay (exponential backoff with jitter)"
     )
     http_backoff_max_seconds: float = Field(default=4.0, gt=0, description="longest retry delay")
+    http_keepalive_expiry_seconds: float = Field(
+        default=4.0, gt=0, description="idle upstream connections closed after this (below servers' 5 s idle timeout)"
+    )
+    http_max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest NHS answer accepted, in bytes once gzip-decoded"
+    )
     spine_client_cert: Path | None = Field(default=None, description="Spine mTLS client certificate (PEM)")
     spine_client_key: Path | None = Field(default=None, description="Spine mTLS client key (PEM)")
     spine_ca_bundle: Path | None = Field(default=None, description="CA bundle for Spine endpoints")

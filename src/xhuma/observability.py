@@ -156,6 +156,11 @@ class Metrics:
         self.breaker_state = Gauge(
             "xhuma_breaker_open", "1 when the circuit breaker of an upstream is open", ["service"], registry=r
         )
+        self.stale_connection_retries = Counter(
+            "xhuma_upstream_stale_connection_retries_total",
+            "Requests sent again on a new connection after a pooled one had been closed by the service",
+            ["service"], registry=r,
+        )
         self.in_flight = Gauge("xhuma_in_flight_requests", "Requests being served", registry=r)
         self.audit_failures = Counter(
             "xhuma_audit_failures_total", "Audit events that could not be written", registry=r

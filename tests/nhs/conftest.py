@@ -34,6 +34,8 @@ FAST = {
     "http_backoff_max_seconds": 0.05,
     "breaker_failure_threshold": 3,
     "breaker_reset_seconds": 0.5,
+    # Far above any sample record (the largest is ~1.2 MB), and the simulator's gzip bomb stays quick to make.
+    "http_max_response_bytes": 8 * 1024 * 1024,
 }
 
 

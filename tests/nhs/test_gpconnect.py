@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import date
 
+import httpx
 import pytest
 
 from xhuma.config import Settings
@@ -118,6 +119,7 @@ FAULT_OUTCOMES: dict[Fault, type[Exception] | str] = {
     Fault.GPC_FLAKY: "ok",
     Fault.DEMOGRAPHICS_MISMATCH: DemographicsMismatch,
     Fault.AREA_NOT_SUPPORTED: "warning",
+    Fault.GPC_GZIP_BOMB: UpstreamInvalidResponse,
 }
 
 
@@ -242,13 +244,13 @@ async def test_dead_upstream_trips_the_breaker_and_then_fails_fast_lesson_19() -
         assert upstream.breaker.state is BreakerState.OPEN
         assert metrics.breaker_state.labels(service="gpconnect")._value.get() == 1
         sent: list[str] = []
-        send = upstream.client.request
+        send = upstream.client.send
 
-        async def counting_send(method: str, url: str, **kwargs: object) -> object:
-            sent.append(url)
-            return await send(method, url, **kwargs)  # type: ignore[arg-type]
+        async def counting_send(request: httpx.Request, **kwargs: object) -> object:
+            sent.append(str(request.url))
+            return await send(request, **kwargs)  # type: ignore[arg-type]
 
-        upstream.client.request = counting_send  # type: ignore[method-assign]
+        upstream.client.send = counting_send  # type: ignore[method-assign]
         with pytest.raises(CircuitOpen):
             await upstream.request("POST", url, headers={})
         assert sent == []  # fails fast: nothing is sent while the breaker is open

@@ -175,13 +175,21 @@ class PdsTokenProvider:
     async def _exchange(self) -> str:
         started = time.perf_counter()
         now = self._clock()
-        # The assertion is judged by the platform's clock: sign with wall time, keep expiry on our clock.
-        assertion, summary = self._signer.assertion(time.time())
-        form = {
-            "grant_type": "client_credentials",
-            "client_assertion_type": CLIENT_ASSERTION_TYPE,
-            "client_assertion": assertion,
-        }
+        summary: dict[str, Any] | None = None
+
+        def form() -> dict[str, str]:
+            # A new assertion for every attempt: the platform refuses a jti it has seen, and the first attempt may
+            # have reached it. Asking for a token twice is harmless (the spare one expires unused), so the request
+            # is replayable, but never byte for byte. The assertion is judged by the platform's clock: sign with
+            # wall time, keep expiry on our clock.
+            nonlocal summary
+            assertion, summary = self._signer.assertion(time.time())
+            return {
+                "grant_type": "client_credentials",
+                "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                "client_assertion": assertion,
+            }
+
         outcome, error_code = "error", None
         try:
             result = await self._upstream.request(
@@ -189,6 +197,7 @@ class PdsTokenProvider:
                 self._signer.token_url,
                 headers={"Accept": "application/json", "X-Request-ID": str(uuid.uuid4())},
                 data=form,
+                replayable=True,
             )
             response = result.response
             if response.status_code in (400, 401, 403):

@@ -22,13 +22,21 @@ def simulate(
         Path | None,
         typer.Option(help="where to write the generated PDS client key when XHUMA_PDS_PRIVATE_KEY_FILE is unset"),
     ] = None,
+    close_idle_after: Annotated[
+        float | None,
+        typer.Option(help="drop, unanswered, a request arriving on a keep-alive connection idle this many seconds "
+                          "(a proxy's idle timeout racing the request)", min=0),
+    ] = None,
+    close_idle_reset: Annotated[
+        bool, typer.Option(help="with --close-idle-after: reset the connection instead of closing it")
+    ] = False,
 ) -> None:
     """Run the NHS simulator standalone and print the settings that point a gateway at it."""
     import uvicorn
 
     from xhuma.nhs.simulator.app import create_simulator_app
     from xhuma.nhs.simulator.records import load
-    from xhuma.nhs.simulator.server import credentials_from_settings, simulator_config
+    from xhuma.nhs.simulator.server import credentials_from_settings, http_protocol, simulator_config
     from xhuma.nhs.wiring import SIMULATOR_SDS_API_KEY
     from xhuma.observability import configure_logging
 
@@ -45,7 +53,8 @@ def simulate(
         key_file.write_bytes(credentials.private_key_pem)
         os.chmod(key_file, 0o600)
     config, _ = simulator_config(
-        settings, data=load(data_dir, default_ods=settings.simulator_default_ods), credentials=credentials
+        settings, data=load(data_dir, default_ods=settings.simulator_default_ods), credentials=credentials,
+        close_idle_after_seconds=close_idle_after, close_idle_reset=close_idle_reset,
     )
     base = f"http://{host}:{port}"
     typer.echo(f"NHS simulator on {base}: {len(config.data.patients)} patients, "
@@ -64,4 +73,6 @@ def simulate(
         settings_lines["XHUMA_SDS_API_KEY"] = SIMULATOR_SDS_API_KEY
     for name, value in settings_lines.items():
         typer.echo(f"  export {name}={value}")
-    uvicorn.run(create_simulator_app(config), host=host, port=port, log_config=None, access_log=False)
+    simulator = create_simulator_app(config)
+    uvicorn.run(simulator, host=host, port=port, log_config=None, access_log=False,
+                http=http_protocol(config, simulator.state.simulator))

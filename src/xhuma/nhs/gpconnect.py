@@ -270,7 +270,11 @@ class GpConnectFhirClient:
             }
             call.jwt_summary = jwt_summary(claims)
             call.details["ods_code"] = route.ods_code
-            result = await self._upstream.request("POST", self.url_for(route), headers=headers, content=body)
+            # $gpc.getstructuredrecord is a read (a FHIR operation that changes nothing, sent by POST because it
+            # takes Parameters): replayable on a new connection, with the same Ssp-TraceID, like a 502-504 retry.
+            result = await self._upstream.request(
+                "POST", self.url_for(route), headers=headers, content=body, replayable=True
+            )
             response = result.response
             call.details.update({"attempts": result.attempts, "status": response.status_code})
             parsed = parse_json(response.content)

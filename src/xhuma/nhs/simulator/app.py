@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs
 import jwt
 from fastapi import FastAPI, Request, Response
 
+from xhuma.compression import GzipMiddleware, GzipPolicy
 from xhuma.nhs.nhs_number import is_valid_nhs_number
 from xhuma.nhs.operation_outcome import operation_outcome, parse_json
 from xhuma.nhs.sds import (
@@ -70,6 +72,10 @@ class SimulatorConfig:
     sds_latency_ms: int = 0
     gpc_latency_ms: int = 0
     hang_seconds: float = 120.0  # how long the timeout faults hold a request
+    gzip_level: int = 6  # answers gzip-compressed for clients that accept it, as the API platform does (0: never)
+    gzip_bomb_bytes: int = 128 * 1024 * 1024  # what the GPC_GZIP_BOMB answer inflates to
+    close_idle_after_seconds: float | None = None  # drop requests on connections idle this long (server.py)
+    close_idle_reset: bool = False  # ... with a TCP reset instead of a close
 
 
 @dataclass
@@ -81,6 +87,7 @@ class SimulatorState:
     fail_next: dict[str, deque[int]] = field(default_factory=dict)  # injected statuses per service
     gpc_requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
     pds_requests: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=20))  # headers, no token
+    gzip_bomb: bytes | None = None  # made on first use
 
     def inject(self, service: str, *statuses: int) -> None:
         """Answer the next requests to ``service`` (pds | sds | gpc | token) with these statuses."""
@@ -110,6 +117,7 @@ def _gpc_error(error: ProviderError) -> Response:
 
 def create_simulator_app(config: SimulatorConfig) -> FastAPI:
     app = FastAPI(title="Xhuma NHS simulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(GzipMiddleware, policy=GzipPolicy(level=config.gzip_level))
     state = SimulatorState()
     app.state.simulator = state
     app.state.config = config
@@ -408,6 +416,11 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
             state.attempts[f"gpc:{trace_id}"] += 1
             if state.attempts[f"gpc:{trace_id}"] <= 2:
                 raise ProviderError(502, "exception", "INTERNAL_SERVER_ERROR", "Simulated bad gateway")
+        if fault is Fault.GPC_GZIP_BOMB:
+            if state.gzip_bomb is None:
+                state.gzip_bomb = await asyncio.to_thread(_gzip_of_zeros, config.gzip_bomb_bytes)
+            return Response(state.gzip_bomb, media_type="application/fhir+json;charset=utf-8",
+                            headers={"Content-Encoding": "gzip", "Cache-Control": "no-store"})
         if fault is Fault.MALFORMED_JSON:
             return Response('{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": ',
                             media_type="application/fhir+json;charset=utf-8", headers={"Cache-Control": "no-store"})
@@ -447,6 +460,19 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    """A small gzip member that inflates to ``size`` zero bytes (about a thousand to one)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(min(size, 1024 * 1024))
+    parts = []
+    left = size
+    while left > 0:
+        parts.append(compressor.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def _not_found() -> ProviderError:

@@ -39,6 +39,7 @@ class Fault(StrEnum):
     GPC_FLAKY = "gpc-flaky"  # 502 for the first two attempts of each Ssp-TraceID, then a record
     DEMOGRAPHICS_MISMATCH = "demographics-mismatch"  # GP Connect Patient's birth date differs from PDS
     AREA_NOT_SUPPORTED = "area-not-supported"  # 200 with an OperationOutcome warning (investigations disabled)
+    GPC_GZIP_BOMB = "gpc-gzip-bomb"  # 200, gzip that inflates to twice what the gateway accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ _DEFINITIONS = [
     _patient("9990000182", Fault.DEMOGRAPHICS_MISMATCH, "Mark", "1963-04-16", "male", "GP Connect Patient != PDS"),
     _patient("9990000190", Fault.AREA_NOT_SUPPORTED, "Wendy", "1964-05-17", "female", "investigations disabled"),
     _patient("9990000204", Fault.AMBIGUOUS_ENDPOINT, "Amber", "1965-06-18", "female", "practice with two endpoints"),
+    _patient("9990000212", Fault.GPC_GZIP_BOMB, "Gus", "1966-07-19", "male", "GP Connect answers a gzip bomb"),
 ]
 
 FAULT_PATIENTS: dict[str, FaultPatient] = {patient.nhs_number: patient for patient in _DEFINITIONS}

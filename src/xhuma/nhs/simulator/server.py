@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from xhuma.config import Settings
 from xhuma.nhs.auth import generate_rsa_key, load_private_key, private_key_pem
@@ -83,6 +86,8 @@ def simulator_config(
         pds_latency_ms=settings.simulator_pds_latency_ms,
         sds_latency_ms=settings.simulator_sds_latency_ms,
         gpc_latency_ms=settings.simulator_gpc_latency_ms,
+        # A bomb is twice what the gateway accepts, so it is refused (the gateway never inflates past its limit).
+        gzip_bomb_bytes=2 * settings.http_max_response_bytes,
     )
     for name, value in overrides.items():
         setattr(config, name, value)
@@ -96,6 +101,52 @@ def credentials_from_settings(settings: Settings) -> ClientCredentials:
             Path(settings.pds_private_key_file).read_bytes(), settings.pds_kid or SIMULATOR_KID, api_key
         )
     return ClientCredentials(private_key_pem(generate_rsa_key(2048)), SIMULATOR_KID, api_key)
+
+
+def idle_closing_protocol(after_seconds: float, *, reset: bool = False,
+                          counts: Counter[str] | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, except that a request arriving on a keep-alive connection that has been idle for
+    ``after_seconds`` or more is dropped unanswered: the connection is closed (``reset``: reset). This is a proxy
+    whose idle timeout fires just as the request arrives, the race that fails a client's pooled connection (a
+    connection closed earlier is seen closed by the client before reuse). ``counts``: ``connections`` opened,
+    ``dropped-idle`` requests."""
+    tally: Counter[str] = counts if counts is not None else Counter()
+
+    class IdleClosingProtocol(HttpToolsProtocol):
+        _idle_since: float | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            tally["connections"] += 1
+            super().connection_made(transport)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._idle_since = self.loop.time()
+
+        def data_received(self, data: bytes) -> None:
+            idle_since, self._idle_since = self._idle_since, None
+            if idle_since is not None and self.loop.time() - idle_since >= after_seconds:
+                tally["dropped-idle"] += 1
+                if reset:
+                    # Linger 0: close() sends a TCP reset instead of a FIN.
+                    self.transport.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.transport.abort()
+                else:
+                    self.transport.close()
+                return
+            super().data_received(data)
+
+    return IdleClosingProtocol
+
+
+def http_protocol(config: SimulatorConfig, state: SimulatorState) -> type[asyncio.Protocol] | str:
+    """The uvicorn ``http`` setting for the simulator: uvicorn's own, or one that drops requests on idle
+    connections (``SimulatorConfig.close_idle_after_seconds``)."""
+    if config.close_idle_after_seconds is None:
+        return "auto"
+    return idle_closing_protocol(config.close_idle_after_seconds, reset=config.close_idle_reset,
+                                 counts=state.requests)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -130,7 +181,7 @@ class RunningSimulator:
         port = sock.getsockname()[1]
         uv_config = uvicorn.Config(
             self.app, host=self._host, port=port, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1, timeout_keep_alive=30,
+            timeout_graceful_shutdown=1, timeout_keep_alive=30, http=http_protocol(self.config, self.state),
         )
         self._server = _EmbeddedServer(uv_config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="xhuma-simulator")
@@ -164,5 +215,7 @@ __all__ = [
     "RunningSimulator",
     "SimulatorUrls",
     "credentials_from_settings",
+    "http_protocol",
+    "idle_closing_protocol",
     "simulator_config",
 ]
