@@ -99,9 +99,19 @@ def test_the_lease_key_holds_no_nhs_number(deployment: Callable[..., Any]) -> No
 async def test_redis_failing_while_leasing_still_answers_with_the_document(make_settings: Callable[..., Any]) -> None:
     from tests.support.exchange import app_client
 
-    settings = make_settings(redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=0.2,
-                             cache_keys="k1:" + "A" * 43 + "=", audit_hmac_key="h" * 40)
-    app = create_app(settings)
+    app = create_app(make_settings())
     async with app_client(app) as client:
+        # The cache works, the lease store does not answer (a Redis at a closed port).
+        dead = redis_asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.2, socket_connect_timeout=0.2)
+        app.state.runtime.leases = RedisLeases(dead, namespace="xhuma-test-unreachable")
         listed = await find_documents(client)
+        await dead.aclose()
     assert len(listed) == 1  # the pipeline ran without the lease: an answer, not "no documents"
+
+
+async def test_a_pipeline_longer_than_the_lease_keeps_it_by_renewal(deployment: Callable[..., Any]) -> None:
+    async with deployment(replicas=2, pipeline_lease_seconds=2, gpc_latency_ms=3000) as replicas:
+        answers = await asyncio.gather(*(find_documents(client) for client in replicas.clients for _ in range(3)))
+        assert len({tuple(listed) for listed in answers}) == 1 and len(answers[0]) == 1
+        assert replicas.pipeline_runs() == 1  # the waiting replica never saw the lease lapse
+        assert replicas.simulator.requests["gpc"] == 1
