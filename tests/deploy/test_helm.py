@@ -6,6 +6,7 @@ objects checked against the application: probe paths are routes, every XHUMA_* n
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,3 +344,12 @@ def test_network_policy_allows_egress_only_to_dns_redis_postgresql_and_nhs(chart
     expected = [(egress[name]["cidrs"], egress[name]["ports"]) for name in ("redis", "postgresql", "nhs")]
     assert [([peer["ipBlock"]["cidr"] for peer in rule["to"]], [port["port"] for port in rule["ports"]])
             for rule in by_cidr] == expected
+
+
+# --- Documentation --------------------------------------------------------------------------------------------------
+def test_deployment_docs_describe_every_value_of_the_chart() -> None:
+    docs = (CHART.parents[2] / "docs" / "deployment.md").read_text()
+    reference = docs.split("### Values reference", 1)[1].split("\n## ", 1)[0]
+    described = set(re.findall(r"`([A-Za-z][A-Za-z0-9]*)[.`]", reference))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) - described == set()
