@@ -183,6 +183,15 @@ class Settings(BaseSettings):
     )
     saml_audience: list[str] = Field(default_factory=list, description="accepted SAML Audience values")
     saml_clock_skew_seconds: int = Field(default=120, ge=0, description="tolerance on NotBefore/NotOnOrAfter")
+    saml_max_lifetime_seconds: int = Field(
+        default=3600, gt=0, description="longest accepted assertion lifetime (NotOnOrAfter - NotBefore/IssueInstant)"
+    )
+    saml_require_resource_id: bool = Field(
+        default=True, description="the assertion's resource-id must name the patient of the request"
+    )
+    saml_replay_memory_items: int = Field(
+        default=100_000, gt=0, description="assertion ids remembered in-process (replay guard without Redis)"
+    )
     allowed_purposes_of_use: list[str] = Field(
         default_factory=lambda: ["TREATMENT"], description="accepted PurposeOfUse codes"
     )

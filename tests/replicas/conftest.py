@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from tests.support.exchange import app_client
 
 from xhuma.app import create_app
@@ -68,11 +69,12 @@ def deployment(
             urls = simulator.urls
             assert urls is not None
             settings = Settings(
-                working_dir=tmp_path, redis_url=redis_url, redis_namespace=redis_namespace, cache_keys=CACHE_KEYS,
-                audit_hmac_key=AUDIT_HMAC_KEY, database_url=audit_database, demographics_match="off",
+                working_dir=tmp_path, redis_url=redis_url, redis_namespace=redis_namespace,
+                cache_keys=SecretStr(CACHE_KEYS), audit_hmac_key=SecretStr(AUDIT_HMAC_KEY),
+                database_url=audit_database, demographics_match="off",
                 pds_base_url=urls.pds_base_url, pds_token_url=urls.pds_token_url, sds_base_url=urls.sds_base_url,
                 gpc_ssp_url=urls.gpc_ssp_url, pds_private_key_file=key_file, pds_kid=credentials.kid,
-                pds_api_key=credentials.api_key, sds_api_key=SIMULATOR_SDS_API_KEY, **overrides,
+                pds_api_key=SecretStr(credentials.api_key), sds_api_key=SecretStr(SIMULATOR_SDS_API_KEY), **overrides,
             )
             apps = [create_app(settings) for _ in range(replicas)]
             clients = [await stack.enter_async_context(app_client(app)) for app in apps]

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
 from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse, fault_response
+from xhuma.ihe.saml import SamlVerifier
 from xhuma.ihe.soap import SoapFault
 from xhuma.records import Records
 from xhuma.security.client_auth import authenticate_client
@@ -53,7 +54,9 @@ def build_gateway(runtime: Runtime) -> IheGateway:
         converter=ccda_converter,
         leases=runtime.leases,
     )
-    return IheGateway(runtime.settings, records, runtime.auditor)
+    # One use per SAML assertion across replicas: the replay guard keeps used assertion ids in the shared cache.
+    verifier = SamlVerifier(runtime.settings, replay_cache=runtime.cache)
+    return IheGateway(runtime.settings, records, runtime.auditor, verifier=verifier)
 
 
 def gateway_of(app: Any) -> IheGateway:

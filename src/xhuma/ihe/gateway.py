@@ -85,17 +85,16 @@ class IheGateway:
         )
 
     # --- shared steps ----------------------------------------------------------------------------------------
-    def _open(self, body: bytes, content_type: str | None, action: str, client: ClientInfo) -> tuple[
-        soap.SoapRequest, CallerIdentity
-    ]:
-        request = soap.parse_request(body, content_type)
+    async def _open(self, request: soap.SoapRequest, action: str, client: ClientInfo) -> CallerIdentity:
+        """Addressing and XUA checks of a parsed request (which the caller already holds, so that a refusal here
+        is audited with its MessageID and answered with RelatesTo)."""
         soap.check_addressing(
             request.addressing, expected_actions=(action,), reply_to_allow_list=self.settings.reply_to_allow_list
         )
-        caller = self.verifier.identify(request.security)
+        caller = await self.verifier.admit(request.security)
         if caller is UNIDENTIFIED:  # no assertion (optional mode): only the transport's facts
-            return request, CallerIdentity(client_cert_subject=client.cert_subject, client_address=client.address)
-        return request, replace(caller, client_cert_subject=client.cert_subject, client_address=client.address)
+            return CallerIdentity(client_cert_subject=client.cert_subject, client_address=client.address)
+        return replace(caller, client_cert_subject=client.cert_subject, client_address=client.address)
 
     async def _audit(self, transaction: str, outcome: str, **fields: Any) -> bool:
         """Commit one audit event; False when the audit trail is unavailable (callers must then not disclose)."""
@@ -134,7 +133,8 @@ class IheGateway:
         request: soap.SoapRequest | None = None
         caller: CallerIdentity | None = None
         try:
-            request, caller = self._open(body, content_type, xcpd.ACTION_REQUEST, client)
+            request = soap.parse_request(body, content_type)
+            caller = await self._open(request, xcpd.ACTION_REQUEST, client)
             query = xcpd.parse_request(request.body)
             nhs_number = query.nhs_numbers[0] if len(query.nhs_numbers) == 1 else None
             caller = self.verifier.check_patient(caller, nhs_number)
@@ -182,7 +182,8 @@ class IheGateway:
         request: soap.SoapRequest | None = None
         caller: CallerIdentity | None = None
         try:
-            request, caller = self._open(body, content_type, xca_query.ACTION_REQUEST, client)
+            request = soap.parse_request(body, content_type)
+            caller = await self._open(request, xca_query.ACTION_REQUEST, client)
             stored_query = xca_query.parse_request(request.body)
         except xca_query.XdsQueryError as error:
             assert request is not None
@@ -290,7 +291,8 @@ class IheGateway:
         request: soap.SoapRequest | None = None
         caller: CallerIdentity | None = None
         try:
-            request, caller = self._open(body, content_type, xca_retrieve.ACTION_REQUEST, client)
+            request = soap.parse_request(body, content_type)
+            caller = await self._open(request, xca_retrieve.ACTION_REQUEST, client)
             document_requests = xca_retrieve.parse_request(request.body)
         except Exception as error:
             await self._audit_fault(ITI39, error, request, caller, client, started)
@@ -299,8 +301,10 @@ class IheGateway:
         message_id = request.addressing.message_id
         retrieved: list[xca_retrieve.RetrievedDocument] = []
         problems: list[RegistryErrorInfo] = []
+        # Every document's patient is checked against the assertion before anything is audited as disclosed: a
+        # refusal at the second document must not leave a success event for the first, which is never sent.
+        looked_up: list[tuple[xca_retrieve.DocumentRequest, StoredDocument | RegistryErrorInfo]] = []
         for item in document_requests:
-            document: StoredDocument | None = None
             try:
                 document = await self._retrieve_one(item)
                 caller = self.verifier.check_patient(caller, document.nhs_number)
@@ -312,12 +316,18 @@ class IheGateway:
                         else faults.registry_error(error, transaction=ITI39))
                 if not isinstance(error, errors.XhumaError):
                     log.error("ihe_unexpected_error", transaction=ITI39, error_type=type(error).__name__)
-                problems.append(info)
+                looked_up.append((item, info))
+            else:
+                looked_up.append((item, document))
+        for item, found in looked_up:
+            if isinstance(found, RegistryErrorInfo):
+                problems.append(found)
                 await self._audit(
-                    ITI39, "error", caller=caller, error_code=info.error_code, reason=info.reason or None,
+                    ITI39, "error", caller=caller, error_code=found.error_code, reason=found.reason or None,
                     message_id=message_id, document_unique_id=item.document_unique_id, duration_ms=_elapsed(started),
                 )
                 continue
+            document = found
             # Disclosure: only once the audit event is committed (no disclosure without audit).
             if await self._audit(
                 ITI39, "success", nhs_number=document.nhs_number, caller=caller, message_id=message_id,

@@ -2,13 +2,17 @@
 
 The attributes are read only from the element the signature covers (signxml's ``signed_xml``), so a wrapped
 unsigned copy cannot smuggle a different user in. Checks: signature against the trusted certificates from
-settings, ``NotBefore``/``NotOnOrAfter`` with clock skew, audience, purpose of use in the allowed list, and
-``resource-id`` naming the queried patient. ``XHUMA_SAML_VERIFY=required`` turns a failure into a WS-Security
-Fault; ``optional`` logs it (reason code only) and continues with ``verified=False``.
+settings, ``NotBefore``/``NotOnOrAfter`` with clock skew (``NotOnOrAfter`` required, the lifetime capped by
+``XHUMA_SAML_MAX_LIFETIME_SECONDS``), audience, purpose of use in the allowed list, ``resource-id`` naming the
+patient of the request (required unless ``XHUMA_SAML_REQUIRE_RESOURCE_ID=false``), and one use per assertion
+(``ReplayGuard``: its ID is remembered until it expires, in the shared cache across replicas).
+``XHUMA_SAML_VERIFY=required`` turns a failure into a WS-Security Fault; ``optional`` logs it (reason code only)
+and continues with ``verified=False``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,10 +24,12 @@ from signxml import SignatureConfiguration, XMLVerifier
 from signxml.exceptions import SignXMLException
 
 from xhuma.config import SamlVerify, Settings
-from xhuma.errors import SecurityError
+from xhuma.errors import CacheError, SecurityError
 from xhuma.ihe.soap import WSSE
 from xhuma.observability import level_enabled
-from xhuma.ports import CallerIdentity
+from xhuma.ports import Cache, CallerIdentity
+from xhuma.store.cache import MemoryCache
+from xhuma.store.keys import CacheKeys
 
 log = structlog.get_logger(__name__)
 _log_info = level_enabled(__name__)
@@ -129,6 +135,10 @@ def resource_nhs_number(resource_id: str | None) -> str | None:
     return None
 
 
+def _same_nhs_number(first: str, second: str) -> bool:
+    return first.replace(" ", "").replace("-", "") == second.replace(" ", "").replace("-", "")
+
+
 def _instant(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -139,14 +149,44 @@ def _instant(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class SamlVerifier:
-    """Verifies XUA assertions with the settings' trusted certificates, audience, skew and purposes of use."""
+class ReplayGuard:
+    """One use per SAML assertion: its key is added (set-if-absent) until the assertion expires.
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None) -> None:
+    The shared cache (Redis) makes the rule hold across replicas; an in-process record is kept as well, so that
+    a replay to this replica is still refused while the shared cache fails or when there is none. During a Redis
+    outage an assertion first used at another replica can be accepted once here (docs/security.md).
+    """
+
+    def __init__(self, shared: Cache | None = None, *, memory_items: int = 100_000) -> None:
+        self._shared = shared
+        self._local = MemoryCache(memory_items)
+
+    async def first_use(self, key: str, ttl_seconds: int) -> bool:
+        """True the first time ``key`` is seen within ``ttl_seconds``, False for a replay."""
+        if not await self._local.add(key, b"1", ttl_seconds):
+            return False
+        if self._shared is None:
+            return True
+        try:
+            return await self._shared.add(key, b"1", ttl_seconds)
+        except CacheError:
+            # The failure is logged and reported to readiness by the cache; this replica's record still holds.
+            return True
+
+
+class SamlVerifier:
+    """Verifies XUA assertions with the settings' trusted certificates, audience, skew, lifetime, purposes of
+    use and patient, and (``admit``) one use per assertion through ``replay_cache``."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None,
+                 replay_cache: Cache | None = None) -> None:
         self._settings = settings
         self._required = settings.saml_verify is SamlVerify.REQUIRED
         self._clock = clock or (lambda: datetime.now(UTC))
         self._skew = timedelta(seconds=settings.saml_clock_skew_seconds)
+        self._max_lifetime = timedelta(seconds=settings.saml_max_lifetime_seconds)
+        self._require_resource_id = settings.saml_require_resource_id
+        self.replays = ReplayGuard(replay_cache, memory_items=settings.saml_replay_memory_items)
         self._trusted: list[str] = [Path(path).read_text(encoding="ascii") for path in settings.saml_trusted_certs]
         self._audiences = set(settings.saml_audience)
         self._purposes = {purpose.upper() for purpose in settings.allowed_purposes_of_use}
@@ -157,40 +197,71 @@ class SamlVerifier:
         return self._required
 
     def identify(self, security: etree._Element | None) -> CallerIdentity:
-        """Verify the assertion and return the caller; in ``optional`` mode a failure gives ``verified=False``."""
+        """Verify the assertion and return the caller; in ``optional`` mode a failure gives ``verified=False``.
+        Requests are admitted with ``admit``, which adds the one-use rule."""
+        return self._identify(security)[0]
+
+    async def admit(self, security: etree._Element | None) -> CallerIdentity:
+        """``identify``, and a verified assertion must not have been used before (SamlReplayed)."""
+        identity, use = self._identify(security)
+        if use is None or await self.replays.first_use(*use):
+            return identity
+        return self._refused(identity, SamlRejected("The SAML assertion has already been used",
+                                                    reason="SamlReplayed"))
+
+    def _identify(self, security: etree._Element | None) -> tuple[CallerIdentity, tuple[str, int] | None]:
+        """The caller, and for a verified assertion its replay key and how long to keep it (seconds)."""
         assertion = find_assertion(security)
         if assertion is None and not self._required:
             # Optional mode without an assertion: the caller is served unidentified (audited saml_verified=false),
             # the expected state of such a deployment.
             if _log_info():
                 log.info("saml_not_verified", reason="SamlMissing", mode="optional")
-            return UNIDENTIFIED
+            return UNIDENTIFIED, None
         try:
             if assertion is None:
                 raise SamlRejected("A SAML assertion is required", reason="SamlMissing", wsse_code="InvalidSecurity")
             signed = self._verify_signature(assertion)
-            self._check_conditions(signed)
+            assertion_id = signed.get("ID")
+            if not assertion_id:
+                raise SamlRejected("The SAML assertion has no ID", reason="SamlNoId", wsse_code="InvalidSecurity")
+            expires = self._check_conditions(signed)
             identity = identity_from_assertion(signed, verified=True)
             self._check_purpose(identity)
-            return identity
         except SamlRejected as rejected:
             if self._required:
                 raise
             # Optional mode: the caller is served unverified (the audit records saml_verified=false).
             log.warning("saml_not_verified", reason=rejected.reason, mode="optional")
             assert assertion is not None  # an absent assertion in optional mode returned above
-            return identity_from_assertion(assertion)
+            return identity_from_assertion(assertion), None
+        # Remembered until no clock within the skew would still accept it.
+        keep = math.ceil((expires + self._skew - self._clock()).total_seconds())
+        issuer = (signed.findtext(f"{{{SAML2}}}Issuer") or "").strip()
+        return identity, (CacheKeys.saml_assertion(issuer, assertion_id), max(keep, 1))
 
-    def check_patient(self, identity: CallerIdentity, nhs_number: str | None) -> CallerIdentity:
-        """``resource-id``, when it names a patient, must be the patient of the request (SPEC §4.3 item 7)."""
-        named = resource_nhs_number(identity.resource_id)
-        if named is None or nhs_number is None or named == nhs_number:
-            return identity
-        rejected = SamlRejected("The assertion is about another patient", reason="SamlResourceMismatch")
+    def _refused(self, identity: CallerIdentity, rejected: SamlRejected) -> CallerIdentity:
         if self._required:
             raise rejected
         log.warning("saml_not_verified", reason=rejected.reason, mode="optional")
         return replace(identity, verified=False)
+
+    def check_patient(self, identity: CallerIdentity, nhs_number: str | None) -> CallerIdentity:
+        """``resource-id`` must name the patient of the request (SPEC §4.3 item 7); with
+        ``XHUMA_SAML_REQUIRE_RESOURCE_ID`` (the default, Epic sends it) an assertion without one is refused too."""
+        if not identity.verified:  # nothing verified to bind to the patient (optional mode)
+            return identity
+        named = resource_nhs_number(identity.resource_id)
+        if named is None:
+            if not self._require_resource_id:
+                return identity
+            rejected = SamlRejected("The SAML assertion does not name the patient (resource-id)",
+                                    reason="SamlNoResourceId")
+        elif nhs_number is None or _same_nhs_number(named, nhs_number):
+            return identity
+        else:
+            rejected = SamlRejected("The assertion is about another patient", reason="SamlResourceMismatch")
+        return self._refused(identity, rejected)
 
     # --- checks ------------------------------------------------------------------------------------------------
     def _verify_signature(self, assertion: etree._Element) -> etree._Element:
@@ -217,18 +288,30 @@ class SamlVerifier:
             return signed
         raise SamlRejected("The SAML signature is not valid or not trusted", reason="SamlBadSignature")
 
-    def _check_conditions(self, assertion: etree._Element) -> None:
+    def _check_conditions(self, assertion: etree._Element) -> datetime:
+        """The checks of ``Conditions``; returns ``NotOnOrAfter``."""
         now = self._clock()
         conditions = assertion.find(f"{{{SAML2}}}Conditions")
         if conditions is None:
             raise SamlRejected("The SAML assertion has no Conditions", reason="SamlNoConditions")
         not_before = _instant(conditions.get("NotBefore"))
         not_on_or_after = _instant(conditions.get("NotOnOrAfter"))
+        # An assertion without an end would be valid (and replayable) for ever.
+        if not_on_or_after is None:
+            raise SamlRejected("The SAML assertion has no NotOnOrAfter", reason="SamlNoExpiry",
+                               wsse_code="InvalidSecurity")
         if not_before is not None and now + self._skew < not_before:
             raise SamlRejected("The SAML assertion is not yet valid", reason="SamlNotYetValid",
                                wsse_code="MessageExpired")
-        if not_on_or_after is not None and now - self._skew >= not_on_or_after:
+        if now - self._skew >= not_on_or_after:
             raise SamlRejected("The SAML assertion has expired", reason="SamlExpired", wsse_code="MessageExpired")
+        valid_from = not_before or _instant(assertion.get("IssueInstant"))
+        if valid_from is None:
+            raise SamlRejected("The SAML assertion has no IssueInstant", reason="SamlBadTime",
+                               wsse_code="InvalidSecurity")
+        if not_on_or_after - valid_from > self._max_lifetime:
+            raise SamlRejected("The SAML assertion is valid for longer than this gateway accepts",
+                               reason="SamlLifetimeTooLong")
         audiences = {
             (audience.text or "").strip()
             for audience in conditions.iterfind(f"{{{SAML2}}}AudienceRestriction/{{{SAML2}}}Audience")
@@ -237,6 +320,7 @@ class SamlVerifier:
         # AudienceRestriction is valid for any relying party, so it could be replayed here (XUA, SAML core 2.5.1.4).
         if self._audiences and not (audiences & self._audiences):
             raise SamlRejected("The SAML assertion is not for this service", reason="SamlAudience")
+        return not_on_or_after
 
     def _check_purpose(self, identity: CallerIdentity) -> None:
         if not identity.purpose_of_use or identity.purpose_of_use.upper() not in self._purposes:
@@ -245,6 +329,7 @@ class SamlVerifier:
 
 __all__ = [
     "WSSE",
+    "ReplayGuard",
     "SamlRejected",
     "SamlVerifier",
     "find_assertion",

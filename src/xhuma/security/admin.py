@@ -6,7 +6,8 @@ Two kinds of bearer token, either or both configured:
   audience (and, when ``XHUMA_ADMIN_OIDC_ROLE`` is set, that value in the ``roles`` claim).
 
 With neither configured the admin API is closed (403), in every profile. Tokens are only ever read from the
-``Authorization`` header, never from a URL.
+``Authorization`` header, never from a URL. Every refusal is an audit event (``ADMIN``, ``denied``, a reason
+code, the route and the caller's address; the subject only of a verified token; never the token).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import structlog
 from fastapi import HTTPException, Request
 
 from xhuma.config import Settings
+from xhuma.errors import AuditUnavailable
+from xhuma.ports import CallerIdentity
 
 log = structlog.get_logger(__name__)
 
@@ -42,10 +45,13 @@ class AdminPrincipal:
 
 
 class AdminAuthError(Exception):
-    def __init__(self, message: str, status: int = 401) -> None:
+    def __init__(self, message: str, status: int = 401, *, reason: str = "AdminTokenInvalid",
+                 subject: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.reason = reason  # for the audit trail: a code, never the token
+        self.subject = subject  # only when the token itself was verified (e.g. a valid token without the role)
 
 
 class JwksCache:
@@ -135,21 +141,41 @@ class AdminAuthenticator:
         if self.role:
             roles = claims.get("roles") or claims.get("realm_access", {}).get("roles") or []
             if self.role not in roles:
-                raise AdminAuthError("the token does not carry the admin role", 403)
+                raise AdminAuthError("the token does not carry the admin role", 403, reason="AdminRoleMissing",
+                                     subject=str(claims["sub"]))
         return AdminPrincipal(subject=str(claims["sub"])[:128], method="oidc")
 
     async def authenticate(self, authorization: str | None) -> AdminPrincipal:
         if not self.configured:
             raise AdminAuthError("admin API is disabled: configure XHUMA_ADMIN_TOKENS or XHUMA_ADMIN_OIDC_JWKS_URL",
-                                 403)
+                                 403, reason="AdminApiDisabled")
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise AdminAuthError("bearer token required")
+            raise AdminAuthError("bearer token required", reason="AdminTokenMissing")
         principal = self._static(token) or await self._oidc(token)
         if principal is None:
             raise AdminAuthError("invalid bearer token")
         return principal
+
+
+async def _audit_refusal(request: Request, error: AdminAuthError) -> None:
+    """One ``ADMIN``/``denied`` event per refused request. The refusal stands whether or not it could be recorded
+    (nothing is disclosed); a failure to record it is logged. Lengths are the audit store's to bound."""
+    runtime = getattr(request.app.state, "runtime", None)
+    auditor = getattr(runtime, "auditor", None)
+    if auditor is None:
+        return
+    route = request.scope.get("route")
+    try:
+        await auditor.record(
+            "ADMIN", "denied", reason=error.reason, error_code=str(error.status),
+            caller=CallerIdentity(user_id=error.subject) if error.subject else None,
+            details={"action": "admin-auth", "route": getattr(route, "path", None), "method": request.method},
+            client_address=request.client.host if request.client else None,
+        )
+    except AuditUnavailable:
+        log.error("admin_auth_refusal_not_audited", reason=error.reason)
 
 
 def get_admin_authenticator(request: Request) -> AdminAuthenticator:
@@ -168,6 +194,7 @@ async def require_admin(request: Request) -> AdminPrincipal:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None and hasattr(metrics, "admin_auth_failures"):
             metrics.admin_auth_failures.inc()
+        await _audit_refusal(request, error)
         headers = {"WWW-Authenticate": 'Bearer realm="xhuma-admin"'} if error.status == 401 else None
         raise HTTPException(error.status, error.message, headers=headers) from None
     request.state.admin = principal

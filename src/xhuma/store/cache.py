@@ -48,6 +48,13 @@ class MemoryCache:
         while len(self._items) > self._max_items:
             self._items.popitem(last=False)
 
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        # One event loop, no await between the look-up and the store: atomic within the process.
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_seconds)
+        return True
+
     async def delete(self, *keys: str) -> int:
         return sum(1 for key in keys if self._items.pop(key, None) is not None)
 
@@ -103,6 +110,15 @@ class RedisCache:
             await self._client.set(self._key(key), value, ex=ttl_seconds)
         except (TimeoutError, RedisError, OSError) as error:
             raise CacheError(f"redis set failed: {type(error).__name__}") from error
+
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        if ttl_seconds <= 0:
+            raise CacheError("TTL must be positive")
+        try:
+            # SET NX EX: one atomic command, so two replicas can never both store the key.
+            return bool(await self._client.set(self._key(key), value, ex=ttl_seconds, nx=True))
+        except (TimeoutError, RedisError, OSError) as error:
+            raise CacheError(f"redis add failed: {type(error).__name__}") from error
 
     async def delete(self, *keys: str) -> int:
         if not keys:
@@ -161,6 +177,15 @@ class ResilientCache:
             await self.inner.set(key, value, ttl_seconds)
         except CacheError as error:
             self._failed("set", error)
+
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        # Whether the key was absent cannot be made up: the failure is recorded (readiness) and raised, so that
+        # the caller decides (e.g. the SAML replay guard falls back to its in-process record).
+        try:
+            return await self.inner.add(key, value, ttl_seconds)
+        except CacheError as error:
+            self._failed("add", error)
+            raise
 
     async def delete(self, *keys: str) -> int:
         # A failed delete must be visible to the operator (purge): it is not swallowed.

@@ -248,6 +248,9 @@ class EncryptedCache:
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         await self.inner.set(key, self.seal(key, value), ttl_seconds)
 
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        return await self.inner.add(key, self.seal(key, value), ttl_seconds)
+
     async def delete(self, *keys: str) -> int:
         return await self.inner.delete(*keys)
 

@@ -8,6 +8,7 @@ remove them too.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 
@@ -40,6 +41,12 @@ class CacheKeys:
     def document_entry(entry_uuid: str) -> str:
         """The uniqueId of the document with this XDS entryUUID (ITI-38 GetDocuments by entryUUID)."""
         return f"entry:{entry_uuid}"
+
+    @staticmethod
+    def saml_assertion(issuer: str, assertion_id: str) -> str:
+        """Marks a used SAML assertion until it expires (replay guard); hashed, since both parts are the caller's."""
+        digest = hashlib.sha256(b"\x00".join((issuer.encode(), assertion_id.encode()))).hexdigest()
+        return f"saml:{digest}"
 
     @staticmethod
     def sds_route(ods_code: str, interaction: str = "gpc-structured") -> str:
