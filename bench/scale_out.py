@@ -46,15 +46,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness import (
     HOME,
     batch_against_one,
     clean_env,
+    cold_iti38,
     http_post,
     iti38_envelope,
     machine_cpu_seconds,
@@ -73,11 +74,17 @@ from xhuma.ihe.xcpd import HL7
 from xhuma.nhs.simulator.records import bundle_patient, packaged_data_dir
 from xhuma.records import DemographicQuery
 
+T = TypeVar("T")
 SOAP = "application/soap+xml; charset=UTF-8"
 ACTION_55 = "urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery"
 ACTION_39 = "urn:ihe:iti:2007:CrossGatewayRetrieve"
 UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"  # XDSDocumentEntry.uniqueId (ITI TF-3 4.2.3.2)
 CFS_PERIOD_US = 100_000
+# A Guaranteed pod's CPU request is reserved on its node (kubelet: cpu.shares from the request, and the pods' slice
+# weighted above system daemons). This machine runs other work outside any group, each process weighing 1024 (v1) or
+# 100 (v2); the benchmark's groups weigh ten times (v1) or a hundred times (v2) more, unless --no-reserve.
+V1_RESERVED_SHARES = 10_240
+V2_MAX_WEIGHT = 10_000
 TARGETS = {2: 1.8, 3: 2.5}  # throughput of n replicas over one (issue 17)
 WORKERS_TARGET = 1.3  # 100 concurrent cold ITI-38 over one, `--workers 2` (issue 17)
 
@@ -129,20 +136,28 @@ class CgroupLayout:
             return cls(2, unified, None)
         raise SystemExit("no cgroup CPU controller is mounted on this machine")
 
-    def create(self, name: str, millicores: int) -> CpuGroup:
+    def create(self, name: str, millicores: int | None, *, reserved: bool) -> CpuGroup:
+        """A group limited to ``millicores`` (None: no limit); ``reserved`` gives it the largest CPU weight, so
+        that processes outside any group (other work on this machine) cannot take its share."""
         group = CpuGroup(self, name)
-        quota = CFS_PERIOD_US * millicores // 1000
+        quota = None if millicores is None else CFS_PERIOD_US * millicores // 1000
         try:
             if self.version == 2:
                 controllers = (self.cpu_root / "cgroup.subtree_control").read_text().split()
                 if "cpu" not in controllers:
                     (self.cpu_root / "cgroup.subtree_control").write_text("+cpu")
                 group.cpu_dir.mkdir()
-                (group.cpu_dir / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+                if quota is not None:
+                    (group.cpu_dir / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+                if reserved:
+                    (group.cpu_dir / "cpu.weight").write_text(str(V2_MAX_WEIGHT))
             else:
                 group.cpu_dir.mkdir()
-                (group.cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-                (group.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
+                if quota is not None:
+                    (group.cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+                    (group.cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
+                if reserved:
+                    (group.cpu_dir / "cpu.shares").write_text(str(V1_RESERVED_SHARES))
                 if group.cpuacct_dir is not None and group.cpuacct_dir != group.cpu_dir:
                     group.cpuacct_dir.mkdir()
         except OSError as error:
@@ -169,6 +184,14 @@ class CpuGroup:
         directories = {self.cpu_dir} | ({self.cpuacct_dir} if self.cpuacct_dir is not None else set())
         return sorted(directory / "cgroup.procs" for directory in directories)
 
+    def join(self, pid: int) -> None:
+        for procs in self.procs_files:
+            procs.write_text(str(pid))
+
+    def leave(self, pid: int) -> None:
+        for procs in self.procs_files:
+            (procs.parent.parent / "cgroup.procs").write_text(str(pid))
+
     def launcher(self) -> list[str]:
         """A command prefix that moves itself into this group, then execs the rest of the command line."""
         return ["sh", "-c", 'for procs in $0; do echo $$ > "$procs"; done; exec "$@"',
@@ -188,9 +211,8 @@ class CpuGroup:
 
     def remove(self) -> None:
         """Remove the group (its processes, if any are left, go back to the root group first)."""
-        for directory in {self.cpu_dir, self.cpuacct_dir} - {None}:
-            assert directory is not None
-            if not directory.exists():
+        for directory in {self.cpu_dir, self.cpuacct_dir}:
+            if directory is None or not directory.exists():
                 continue
             for pid in (directory / "cgroup.procs").read_text().split():
                 with contextlib.suppress(OSError):
@@ -203,6 +225,42 @@ def parse_stat(text: str) -> dict[str, int]:
     """A cgroup ``cpu.stat`` file: one ``name value`` pair per line."""
     pairs = (line.split() for line in text.splitlines())
     return {pair[0]: int(pair[1]) for pair in pairs if len(pair) == 2 and pair[1].lstrip("-").isdigit()}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and its live descendants (a `--workers` server: supervisor and workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    tree, total = {root}, 0.0
+    for pid in sorted(parents):  # children have larger PIDs than their parents unless PIDs wrapped
+        if parents[pid] in tree:
+            tree.add(pid)
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            total += process_cpu_s(pid)
+    return total
+
+
+def child_pid(marker: str) -> int | None:
+    """The PID of this process's child whose command line contains ``marker``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+    return None
 
 
 # --- shared state: keys, PostgreSQL, Redis --------------------------------------------------------------------------
@@ -303,16 +361,24 @@ class Route:
             self.drop(replica)
 
 
-async def cold_exchange(route: Route, first: int, replicas: int, number: str, demographics: DemographicQuery) -> None:
-    """ITI-55, ITI-38 and ITI-39 for one patient, step k on replica (first + k) mod ``replicas``."""
+@dataclass(frozen=True)
+class DocumentRef:
+    home: str
+    repository: str
+    unique_id: str
+
+
+async def discover(route: Route, replica: int, number: str, demographics: DemographicQuery) -> None:
     envelope, _ = _envelope(ACTION_55, iti55_request(number, demographics))
-    status, answer = await route.post(first % replicas, "/SOAP/iti55", envelope, SOAP)
+    status, answer = await route.post(replica, "/SOAP/iti55", envelope, SOAP)
     code = etree.fromstring(answer).find(f".//{{{HL7}}}queryResponseCode") if status == 200 else None
     if code is None or code.get("code") != "OK":
         detail = "" if code is None else f" {code.get('code')}"
         raise ExchangeFailed("ITI-55", failure_reason(status, answer) + detail)
 
-    status, answer = await route.post((first + 1) % replicas, "/SOAP/iti38", iti38_envelope(number), SOAP)
+
+async def find_document(route: Route, replica: int, number: str) -> DocumentRef:
+    status, answer = await route.post(replica, "/SOAP/iti38", iti38_envelope(number), SOAP)
     entry = etree.fromstring(answer).find(f".//{{{RIM}}}ExtrinsicObject") if status == 200 else None
     if entry is None:
         raise ExchangeFailed("ITI-38", failure_reason(status, answer) + " no document")
@@ -322,12 +388,22 @@ async def cold_exchange(route: Route, first: int, replicas: int, number: str, de
                        if slot.get("name") == "repositoryUniqueId"), None)
     if not unique_id or not repository:
         raise ExchangeFailed("ITI-38", "DocumentEntry without uniqueId or repositoryUniqueId")
+    return DocumentRef(entry.get("home") or HOME, repository, unique_id)
 
-    envelope, _ = _envelope(ACTION_39, iti39_request(entry.get("home") or HOME, repository, unique_id))
+
+async def retrieve(route: Route, replica: int, document: DocumentRef) -> None:
+    envelope, _ = _envelope(ACTION_39, iti39_request(document.home, document.repository, document.unique_id))
     body, content_type = mtom(envelope)
-    status, answer = await route.post((first + 2) % replicas, "/SOAP/iti39", body, content_type)
+    status, answer = await route.post(replica, "/SOAP/iti39", body, content_type)
     if status != 200 or b"ResponseStatusType:Success" not in answer or b"ClinicalDocument" not in answer:
         raise ExchangeFailed("ITI-39", failure_reason(status, answer))
+
+
+async def cold_exchange(route: Route, first: int, replicas: int, number: str, demographics: DemographicQuery) -> None:
+    """ITI-55, ITI-38 and ITI-39 for one patient, step k on replica (first + k) mod ``replicas``."""
+    await discover(route, first % replicas, number, demographics)
+    document = await find_document(route, (first + 1) % replicas, number)
+    await retrieve(route, (first + 2) % replicas, document)
 
 
 @dataclass
@@ -337,10 +413,11 @@ class LoadOutcome:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-async def exchanges(bases: Sequence[str], numbers: Sequence[str], concurrency: int,
-                    demographics: DemographicQuery) -> LoadOutcome:
-    """One cold exchange per number, ``concurrency`` at a time, spread over ``bases``."""
-    queue = list(enumerate(numbers))
+async def spread(bases: Sequence[str], items: Sequence[T], concurrency: int,
+                 action: Callable[[Route, int, T], Awaitable[object]]) -> LoadOutcome:
+    """``action(route, index, item)`` for every item, ``concurrency`` at a time, each client with its own
+    connections to ``bases``."""
+    queue = list(enumerate(items))
     queue.reverse()
     latencies: list[float] = []
     errors: Counter[str] = Counter()
@@ -349,14 +426,14 @@ async def exchanges(bases: Sequence[str], numbers: Sequence[str], concurrency: i
         route = Route(bases)
         try:
             while queue:
-                index, number = queue.pop()
+                index, item = queue.pop()
                 started = time.perf_counter()
                 try:
-                    await cold_exchange(route, index, len(bases), number, demographics)
+                    await action(route, index, item)
                 except ExchangeFailed as failure:
                     errors[str(failure)] += 1
                 except (OSError, asyncio.IncompleteReadError, etree.XMLSyntaxError, ValueError) as error:
-                    errors[f"exchange: {type(error).__name__}"] += 1
+                    errors[f"request: {type(error).__name__}"] += 1
                 else:
                     latencies.append(time.perf_counter() - started)
         finally:
@@ -365,6 +442,41 @@ async def exchanges(bases: Sequence[str], numbers: Sequence[str], concurrency: i
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return LoadOutcome(time.perf_counter() - started, latencies, errors)
+
+
+async def exchanges(bases: Sequence[str], numbers: Sequence[str], concurrency: int,
+                    demographics: DemographicQuery) -> LoadOutcome:
+    """One cold exchange per number, ``concurrency`` at a time, spread over ``bases``."""
+    async def exchange(route: Route, index: int, number: str) -> None:
+        await cold_exchange(route, index, len(bases), number, demographics)
+
+    return await spread(bases, numbers, concurrency, exchange)
+
+
+async def steps(base: str, group: CpuGroup, numbers: Sequence[str], concurrency: int,
+                demographics: DemographicQuery) -> dict[str, Any]:
+    """The replica's CPU per cold exchange, step by step: all the ITI-55s, then all the ITI-38s, then all the
+    ITI-39s (each ITI-38 finds its patient's PDS record cached by the ITI-55, as in an exchange)."""
+    documents: dict[str, DocumentRef] = {}
+
+    async def step_55(route: Route, _index: int, number: str) -> None:
+        await discover(route, 0, number, demographics)
+
+    async def step_38(route: Route, _index: int, number: str) -> None:
+        documents[number] = await find_document(route, 0, number)
+
+    async def step_39(route: Route, _index: int, number: str) -> None:
+        await retrieve(route, 0, documents[number])
+
+    result: dict[str, Any] = {}
+    errors: Counter[str] = Counter()
+    for name, action in (("ITI-55", step_55), ("ITI-38", step_38), ("ITI-39", step_39)):
+        before = group.usage_ns()
+        outcome = await spread([base], list(documents) if name == "ITI-39" else numbers, concurrency, action)
+        result[name] = round((group.usage_ns() - before) / 1e6 / max(len(outcome.latencies), 1), 1)
+        errors.update(outcome.errors)
+    result["errors"] = sum(errors.values())
+    return result
 
 
 # --- runs ------------------------------------------------------------------------------------------------------------
@@ -378,6 +490,8 @@ class Run:
     cpu_s: float  # all replicas' CPU time over the run
     throttling: Throttling
     machine_busy: float  # share of the machine's cores busy over the run
+    simulator_cpu_s: float
+    load_generator_cpu_s: float
 
     @property
     def throughput(self) -> float:
@@ -396,34 +510,38 @@ class Run:
             "periods": self.throttling.periods,
             "throttled_periods": self.throttling.throttled,
             "throttled_s": round(self.throttling.throttled_ns / 1e9, 2),
+            "simulator_cpu_ms_per_exchange": round(self.simulator_cpu_s * 1000 / self.exchanges, 1),
+            "load_generator_cpu_ms_per_exchange": round(self.load_generator_cpu_s * 1000 / self.exchanges, 1),
             "machine_busy": f"{self.machine_busy:.0%}",
             "errors": sum(self.errors.values()),
         }
 
 
 def measured_run(bases: Sequence[str], groups: Sequence[CpuGroup], numbers: Sequence[str], concurrency: int,
-                 demographics: DemographicQuery) -> Run:
+                 demographics: DemographicQuery, simulator_pid: int) -> Run:
     cpu_before = [group.usage_ns() for group in groups]
     throttling_before = [group.throttling() for group in groups]
     busy_before, total_before = machine_cpu_seconds()
+    simulator_before, own_before = process_cpu_s(simulator_pid), time.process_time()
     outcome = asyncio.run(exchanges(bases, numbers, concurrency, demographics))
+    simulator_cpu_s, own_cpu_s = process_cpu_s(simulator_pid) - simulator_before, time.process_time() - own_before
     busy_after, total_after = machine_cpu_seconds()
     cpu_s = sum(group.usage_ns() - before for group, before in zip(groups, cpu_before, strict=True)) / 1e9
     throttling = sum((group.throttling() - before for group, before in zip(groups, throttling_before, strict=True)),
                      Throttling())
     return Run(len(bases), len(numbers), outcome.seconds, outcome.latencies, outcome.errors, cpu_s, throttling,
-               (busy_after - busy_before) / max(total_after - total_before, 1e-9))
+               (busy_after - busy_before) / max(total_after - total_before, 1e-9), simulator_cpu_s, own_cpu_s)
 
 
 @contextlib.contextmanager
-def replicas_in_groups(layout: CgroupLayout, count: int, millicores: int, work: Path,
+def replicas_in_groups(layout: CgroupLayout, count: int, millicores: int, reserved: bool, work: Path,
                        settings: dict[str, str]) -> Iterator[tuple[list[str], list[CpuGroup]]]:
     """``count`` `xhuma serve` processes, each in its own CPU group of ``millicores``; groups removed after."""
     with contextlib.ExitStack() as stack:
         bases: list[str] = []
         groups: list[CpuGroup] = []
         for index in range(1, count + 1):
-            group = layout.create(f"xhuma-bench-{os.getpid()}-replica{index}", millicores)
+            group = layout.create(f"xhuma-bench-{os.getpid()}-replica{index}", millicores, reserved=reserved)
             stack.callback(group.remove)  # runs after the replica has stopped (callbacks unwind in reverse)
             groups.append(group)
             directory = work / f"replica{index}"
@@ -431,6 +549,30 @@ def replicas_in_groups(layout: CgroupLayout, count: int, millicores: int, work: 
             bases.append(stack.enter_context(
                 xhuma_gateway(directory, launcher=group.launcher(), name=f"replica{index}", **settings)))
         yield bases, groups
+
+
+@contextlib.contextmanager
+def reserved_support(layout: CgroupLayout, reserve: bool) -> Iterator[None]:
+    """With ``reserve``, the simulator and the load generator (and the `--workers 2` server, started from here) run
+    in one group of reserved weight and no limit, so that other work on the machine cannot starve them either."""
+    if not reserve:
+        yield
+        return
+    simulator = child_pid("simulate")
+    if simulator is None:
+        raise SystemExit("cannot find the simulator's process")
+    group = layout.create(f"xhuma-bench-{os.getpid()}-support", None, reserved=True)
+    try:
+        group.join(simulator)
+        group.join(os.getpid())
+        try:
+            yield
+        finally:
+            group.leave(os.getpid())
+            with contextlib.suppress(OSError):
+                group.leave(simulator)
+    finally:
+        group.remove()
 
 
 def ratio_line(count: int, ratio: float) -> str:
@@ -445,7 +587,10 @@ def scale_out(args: argparse.Namespace, layout: CgroupLayout, work: Path, settin
     counts = sorted(args.replicas)
     warm, numbers = numbers[:args.concurrency], numbers[args.concurrency:]
     runs: dict[int, list[Run]] = {count: [] for count in counts}
-    with replicas_in_groups(layout, max(counts), args.millicores, work, settings) as (bases, groups):
+    simulator_pid = child_pid("simulate")
+    if simulator_pid is None:
+        raise SystemExit("cannot find the simulator's process")
+    with replicas_in_groups(layout, max(counts), args.millicores, args.reserve, work, settings) as (bases, groups):
         print(f"{len(bases)} replicas up at {args.millicores}m each; warming them up", flush=True)
         warm_up = asyncio.run(exchanges(bases, warm, args.concurrency, demographics))
         if warm_up.errors:
@@ -453,17 +598,22 @@ def scale_out(args: argparse.Namespace, layout: CgroupLayout, work: Path, settin
         for round_ in range(args.runs):
             for count in counts:
                 batch, numbers = numbers[:args.exchanges], numbers[args.exchanges:]
-                run = measured_run(bases[:count], groups[:count], batch, args.concurrency, demographics)
+                run = measured_run(bases[:count], groups[:count], batch, args.concurrency, demographics,
+                                   simulator_pid)
                 runs[count].append(run)
                 print(f"round {round_ + 1}: " + json.dumps(run.summary()), flush=True)
                 for error, times in run.errors.items():
                     print(f"    {times} x {error}", flush=True)
+        batch = numbers[:args.exchanges]
+        breakdown = asyncio.run(steps(bases[0], groups[0], batch, args.concurrency, demographics))
+        print(f"gateway CPU per step (ms, one replica, {len(batch)} patients): {json.dumps(breakdown)}", flush=True)
     medians = {count: statistics.median(run.throughput for run in runs[count]) for count in counts}
     result: dict[str, Any] = {
         "median_exchanges_per_s": {count: round(value, 2) for count, value in medians.items()},
         "gateway_cpu_ms_per_exchange": {
             count: round(statistics.median(run.cpu_s * 1000 / run.exchanges for run in runs[count]), 1)
             for count in counts},
+        "gateway_cpu_ms_per_step": breakdown,
         "throttled_periods_per_run": {count: [run.throttling.throttled for run in runs[count]] for count in counts},
         "throttled_s_per_run": {count: [round(run.throttling.throttled_ns / 1e9, 1) for run in runs[count]]
                                 for count in counts},
@@ -472,25 +622,37 @@ def scale_out(args: argparse.Namespace, layout: CgroupLayout, work: Path, settin
     if 1 in medians:
         result["ratios"] = {count: round(medians[count] / medians[1], 2) for count in counts if count != 1}
     errors = sum(sum(run.errors.values()) for count_runs in runs.values() for run in count_runs)
-    return result, errors
+    return result, errors + breakdown["errors"]
 
 
 def workers_batch(args: argparse.Namespace, work: Path, settings: dict[str, str], numbers: list[str]) -> dict[str, Any]:
-    """100 concurrent cold ITI-38 against `xhuma serve --workers 2` vs one alone, median over the runs."""
+    """``args.queries`` concurrent cold ITI-38 against `xhuma serve --workers 2` vs one alone, median over the runs,
+    with the server's CPU per query and the ratio that CPU alone would allow (two workers, so half of it in series)."""
     directory = work / "workers"
     directory.mkdir()
-    warm = 8
-    ratios: list[dict[str, float]] = []
+    warm, numbers = numbers[:8], numbers[8:]
+    runs: list[dict[str, float]] = []
     with xhuma_gateway(directory, serve_args=["--workers", "2"], name="workers", **settings) as base:
+        server = child_pid("--workers")
+        if server is None:
+            raise SystemExit("cannot find the --workers 2 server's process")
+
+        async def warm_up() -> None:  # several at once, so that both workers have served
+            await asyncio.gather(*(cold_iti38(base, number) for number in warm))
+
+        asyncio.run(warm_up())
         for index in range(args.runs):
-            batch = numbers[: warm + 1 + args.queries] if index == 0 else numbers[: 1 + args.queries]
-            numbers = numbers[len(batch):]
-            single, seconds, latencies = asyncio.run(batch_against_one(base, batch, warm=warm if index == 0 else 0))
-            ratios.append({"single_s": round(single, 3), "batch_s": round(seconds, 3),
-                           "ratio": round(seconds / single, 2), "slowest_s": round(max(latencies), 3)})
-            print(f"--workers 2, run {index + 1}: {json.dumps(ratios[-1])}", flush=True)
-    ratio = statistics.median(run["ratio"] for run in ratios)
-    return {"queries": args.queries, "runs": ratios, "median_ratio": ratio,
+            batch, numbers = numbers[:1 + args.queries], numbers[1 + args.queries:]
+            cpu_before = tree_cpu_s(server)
+            single, seconds, latencies = asyncio.run(batch_against_one(base, batch, warm=0))
+            cpu_per_query = (tree_cpu_s(server) - cpu_before) / len(batch)
+            floor = (single + (len(batch) - 2) * cpu_per_query / 2) / single
+            runs.append({"single_s": round(single, 3), "batch_s": round(seconds, 3),
+                         "ratio": round(seconds / single, 2), "slowest_s": round(max(latencies), 3),
+                         "cpu_ms_per_query": round(cpu_per_query * 1000, 1), "cpu_floor_ratio": round(floor, 2)})
+            print(f"--workers 2, run {index + 1}: {json.dumps(runs[-1])}", flush=True)
+    ratio = statistics.median(run["ratio"] for run in runs)
+    return {"queries": args.queries, "runs": runs, "median_ratio": ratio,
             "target": f"< {WORKERS_TARGET}", "met": ratio < WORKERS_TARGET}
 
 
@@ -498,7 +660,7 @@ def main(args: argparse.Namespace) -> int:
     layout = CgroupLayout.detect()
     demographics = ehr_demographics(args.source)
     counts = sorted(args.replicas)
-    exchange_numbers = nhs_numbers(args.concurrency + args.runs * len(counts) * args.exchanges)
+    exchange_numbers = nhs_numbers(args.concurrency + (args.runs * len(counts) + 1) * args.exchanges)
     query_numbers = nhs_numbers(8 + args.runs * (1 + args.queries), start=999_500_000) if args.queries else []
     keys = shared_keys()
     database_url = fresh_database(args.database_admin_url, args.database)
@@ -508,8 +670,8 @@ def main(args: argparse.Namespace) -> int:
           f"GP Connect {args.latency_ms} ms; {args.exchanges} exchanges x {args.runs} runs per replica count, "
           f"concurrency {args.concurrency}", flush=True)
     report: dict[str, Any] = {"record": args.source.name, "gpc_latency_ms": args.latency_ms,
-                              "millicores": args.millicores, "concurrency": args.concurrency,
-                              "exchanges": args.exchanges, "runs": args.runs}
+                              "millicores": args.millicores, "reserved_weight": args.reserve,
+                              "concurrency": args.concurrency, "exchanges": args.exchanges, "runs": args.runs}
     errors = 0
     try:
         with tempfile.TemporaryDirectory() as temp:
@@ -518,7 +680,8 @@ def main(args: argparse.Namespace) -> int:
             data.mkdir()
             write_patients(data, args.source, exchange_numbers)
             write_patients(data, args.query_source, query_numbers)
-            with nhs_simulator(data, work, gpc_latency_ms=args.latency_ms) as simulator:
+            with nhs_simulator(data, work, gpc_latency_ms=args.latency_ms) as simulator, \
+                    reserved_support(layout, args.reserve):
                 settings = {**simulator, **keys, "XHUMA_REDIS_URL": redis_url, "XHUMA_DATABASE_URL": database_url}
                 scale, errors = scale_out(args, layout, work, {**settings, "XHUMA_REDIS_NAMESPACE": "scale"},
                                           exchange_numbers, demographics)
@@ -545,10 +708,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     records = packaged_data_dir() / "gpconnect" / "uclh-xhuma"
     parser.add_argument("--runs", type=int, default=3, help="runs per replica count (the median is reported)")
     parser.add_argument("--exchanges", type=int, default=100, help="cold exchanges per run")
-    parser.add_argument("--concurrency", type=int, default=24, help="exchanges in flight")
+    parser.add_argument("--concurrency", type=int, default=48, help="exchanges in flight")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3], help="replica counts to compare")
     parser.add_argument("--millicores", type=int, default=250, help="CPU limit per replica")
     parser.add_argument("--latency-ms", type=int, default=300, help="GP Connect latency")
+    parser.add_argument("--no-reserve", dest="reserve", action="store_false",
+                        help="give the benchmark's groups the default CPU weight (share the machine with other work)")
     parser.add_argument("--queries", type=int, default=100,
                         help="concurrent cold ITI-38 against --workers 2 (0: skip that part)")
     parser.add_argument("--source", type=Path, default=records / "9690937278.json",
