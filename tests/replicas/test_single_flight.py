@@ -115,3 +115,20 @@ async def test_a_pipeline_longer_than_the_lease_keeps_it_by_renewal(deployment: 
         assert len({tuple(listed) for listed in answers}) == 1 and len(answers[0]) == 1
         assert replicas.pipeline_runs() == 1  # the waiting replica never saw the lease lapse
         assert replicas.simulator.requests["gpc"] == 1
+
+
+async def test_prefetch_on_one_replica_and_a_query_on_another_share_one_pipeline_run(
+    deployment: Callable[..., Any],
+) -> None:
+    from tests.support.soap import ACTION_55, NHS_OID, iti55_body
+
+    async with deployment(replicas=2, gpc_latency_ms=300, prefetch_on_match=True) as replicas:
+        match = await replicas.clients[0].post(
+            "/SOAP/iti55", content=envelope(ACTION_55, iti55_body([[(NHS_OID, NHS_NUMBER)]])),
+            headers={"content-type": SOAP_CT},
+        )
+        assert match.status_code == 200 and b"OK" in match.content  # the match started the prefetch on replica A
+        listed = await find_documents(replicas.clients[1])  # while it runs, replica B is asked
+        assert len(listed) == 1
+        assert replicas.pipeline_runs() == 1
+        assert replicas.simulator.requests["gpc"] == 1
