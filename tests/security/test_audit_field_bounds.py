@@ -13,16 +13,22 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from lxml import etree
 from tests.ihe.support import (
     ACTION_38,
     ACTION_39,
     ACTION_55,
     DEMO_NHS,
+    GET_DOCUMENTS,
     NS,
     SAML2,
     Harness,
@@ -38,11 +44,12 @@ from tests.ihe.support import (
     parse_response,
     security_header,
 )
-from tests.support.exchange import app_client
-from tests.support.pki import SigningKey, new_signing_key
+from tests.support.exchange import app_client, forwarded_cert_headers
+from tests.support.pki import SigningKey, certificate, new_signing_key
 from tests.support.soap import SOAP_CT
 
 from xhuma.app import create_app
+from xhuma.security.client_auth import fingerprint
 from xhuma.store.audit import upgrade
 
 LONG = 10_000
@@ -139,7 +146,8 @@ async def test_a_10000_character_reply_to_gets_its_addressing_fault_and_an_audit
 
 
 # --- ITI-38 and ITI-39 identifiers --------------------------------------------------------------------------
-@pytest.mark.parametrize("field", ["query-id", "patient-id", "home-community-id"])
+@pytest.mark.parametrize("field", ["query-id", "patient-id", "home-community-id", "get-documents-unique-id",
+                                   "get-documents-entry-uuid"])
 async def test_a_10000_character_iti38_identifier_gets_its_registry_error_and_an_audit_row(
         gateway: Harness, field: str) -> None:
     value = long_value(field)
@@ -148,14 +156,22 @@ async def test_a_10000_character_iti38_identifier_gets_its_registry_error_and_an
     elif field == "patient-id":
         body = iti38_body({"$XDSDocumentEntryPatientId": [f"'{value}^^^&2.16.840.1.113883.2.1.4.1&ISO'"],
                            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"]})
-    else:
+    elif field == "home-community-id":
         body = iti38_body(home="urn:oid:" + value)
+    else:
+        slot = "$XDSDocumentEntryUniqueId" if field == "get-documents-unique-id" else "$XDSDocumentEntryEntryUUID"
+        body = iti38_body({slot: [f"('{value}')"]}, query_id=GET_DOCUMENTS,
+                          home=gateway.settings.home_community_urn)
     message_id = f"urn:uuid:{uuid.uuid4()}"
     response = await gateway.post("/SOAP/iti38", envelope(ACTION_38, body, message_id=message_id))
     assert response.status_code == 200
+    row = await only_row(gateway, message_id, "ITI-38")
+    if field.startswith("get-documents"):  # nothing by that id: an empty success, audited as no-match
+        assert answer(response).find("rim:RegistryObjectList/rim:ExtrinsicObject", NS) is None
+        assert row["outcome"] == "no-match"
+        return
     error = answer(response).find("rs:RegistryErrorList/rs:RegistryError", NS)
     assert error is not None and error.get("errorCode", "").startswith("XDS")
-    row = await only_row(gateway, message_id, "ITI-38")
     assert row["outcome"] in ("error", "no-match")
 
 
@@ -271,3 +287,29 @@ async def test_long_request_and_trace_ids_are_answered_and_audited_within_their_
         assert response.headers["x-request-id"] == request_id
         assert row["request_id"] == cut(request_id, 64)
         assert row["trace_id"] == cut(trace_id, 64)
+
+
+# --- the calling system's certificate ------------------------------------------------------------------------------
+async def test_a_client_certificate_with_a_10000_character_subject_is_served_and_audited_cut_with_its_hash(
+        make_settings: Any, database_url: str) -> None:
+    """An allow-listed gateway (by fingerprint) whose certificate, forwarded by a trusted proxy, has a subject of
+    10,000 characters (one long OU): it is served, and its subject is kept cut to the 512-character column."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, long_value("ou")),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "Epic Gateway")])
+    cert = certificate(subject, key, not_before=now - timedelta(hours=1), not_after=now + timedelta(days=1))
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    if database_url.startswith("postgresql"):
+        await asyncio.to_thread(upgrade, database_url)
+    app = create_app(make_settings(database_url=database_url, trusted_proxies=["127.0.0.1"],
+                                   client_cert_allow_list=[f"sha256:{fingerprint(cert)}"]))
+    message_id = f"urn:uuid:{uuid.uuid4()}"
+    async with app_client(app) as client:
+        response = await client.post(
+            "/SOAP/iti55", content=envelope(ACTION_55, iti55_body(), message_id=message_id),
+            headers={"content-type": SOAP_CT, **forwarded_cert_headers(pem)})
+        rows = await app.state.runtime.audit.query(message_id=message_id)
+    assert response.status_code == 200, response.text[:500]
+    assert [row["transaction"] for row in rows] == ["ITI-55"]
+    assert rows[0]["client_cert_subject"] == cut(cert.subject.rfc4514_string(), 512)
