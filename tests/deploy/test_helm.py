@@ -6,6 +6,7 @@ objects checked against the application: probe paths are routes, every XHUMA_* n
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ from pydantic import SecretStr
 
 from xhuma.app import create_app
 from xhuma.config import ENV_PREFIX, Settings, load_settings
+from xhuma.replicas import replica_problem
+from xhuma.security.startup import security_problems
+from xhuma.store.crypto import new_key_text
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "xhuma"
 PRODUCTION_VALUES = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
@@ -178,6 +182,36 @@ def test_the_rendered_configmap_loads_as_settings(chart: helm.Chart, monkeypatch
     assert settings.mtom_responses is False
     assert settings.reply_to_allow_list == ["https://a.example", "https://b.example"]
     assert settings.redis_url == "redis://redis.xhuma.svc:6379/0"
+
+
+def test_the_production_example_passes_the_live_start_up_checks(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ConfigMap plus well-formed stand-ins for the Secrets: nothing is missing for profile live, and every file
+    # the settings name lies in a volume the pod mounts (the files themselves exist only in the cluster).
+    objects = render(chart, PRODUCTION_VALUES)
+    container = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    stand_ins = {
+        "XHUMA_CACHE_KEYS": new_key_text("k1"), "XHUMA_CACHE_HASH_KEY": new_key_text("h").split(":", 1)[1],
+        "XHUMA_AUDIT_HMAC_KEY": "a" * 48, "XHUMA_ADMIN_TOKENS": json.dumps(["t" * 40]),
+        "XHUMA_DATABASE_URL": "postgresql://xhuma:pw@db.example.nhs.uk:5432/xhuma",
+        "XHUMA_REDIS_URL": "rediss://:pw@redis.example.nhs.uk:6380/0",
+        "XHUMA_PDS_API_KEY": "pds-key", "XHUMA_SDS_API_KEY": "sds-key",
+    }
+    for name, value in of_kind(objects, "ConfigMap")[0]["data"].items():
+        monkeypatch.setenv(name, value)
+    for entry in container["env"]:
+        monkeypatch.setenv(entry["name"], stand_ins[entry["name"]])
+    settings = load_settings()
+    assert settings.profile.value == "live"
+    assert replica_problem(settings) is None
+    mounted = [mount["mountPath"] for mount in container["volumeMounts"]]
+    problems = security_problems(settings)
+    assert problems  # the mounted files, absent here
+    for problem in problems:
+        assert "file not found: " in problem, problem
+        path = problem.split("file not found: ", 1)[1]
+        assert any(path.startswith(mount + "/") for mount in mounted), problem
 
 
 # --- Secrets --------------------------------------------------------------------------------------------------------
