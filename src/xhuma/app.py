@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xhuma import __version__, tracing
 from xhuma.audit import Auditor, audit_key
+from xhuma.compression import GzipMiddleware, GzipPolicy
 from xhuma.config import Settings, load_settings
 from xhuma.ihe.endpoints import SOAP_PATHS, SoapEndpoints
 from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
@@ -217,6 +218,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The IHE responding gateway, POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39, is served ahead of FastAPI; the
     # request context (ids, in-flight gauge, server span) wraps it and everything else.
     app.soap = RequestContextMiddleware(SoapEndpoints(None), metrics=metrics)
+    # The SOAP endpoints compress their own answers; the console, /api and /metrics go through this.
+    app.add_middleware(GzipMiddleware, policy=GzipPolicy.from_settings(settings))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     @app.get("/health/live", tags=["health"])

@@ -65,7 +65,7 @@ class GzipPolicy:
     """``level`` 1-9 (0: never compress); bodies smaller than ``min_bytes`` are sent as they are (below about
     one TCP segment there is nothing to gain)."""
 
-    level: int = 6
+    level: int = 1
     min_bytes: int = 1400
 
     @classmethod

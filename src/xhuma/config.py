@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, gt=0, description="largest SOAP request accepted, in bytes"
     )
     gzip_level: int = Field(
-        default=6, ge=0, le=9, description="gzip level of answers to callers accepting gzip (0: never compress)"
+        default=1, ge=0, le=9, description="gzip level of SOAP and console answers (1 fastest, 9 smallest, 0 off)"
     )
     gzip_min_bytes: int = Field(
         default=1400, ge=0, description="smallest answer compressed, in bytes (about one TCP segment)"

@@ -21,6 +21,7 @@ import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from xhuma.compression import GzipPolicy, accepts_gzip, request_accept_encoding
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
 from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse, fault_response
 from xhuma.ihe.saml import SamlVerifier
@@ -131,17 +132,24 @@ async def _identify_client(scope: Scope, receive: Receive) -> ClientInfo:
     return _client(request)
 
 
-async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [
-        (b"content-type", answer.content_type.encode("latin-1")),
-        (b"content-length", str(len(answer.body)).encode("ascii")),
-    ]
+async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, bytes]] | None = None,
+                gzip: GzipPolicy | None = None, accept_encoding: bytes | None = None) -> None:
+    """The one place SOAP answers are sent: gzip-compressed (the whole entity, MTOM parts included) when ``gzip``
+    is on, the caller accepts gzip and the answer is large enough (docs/operations.md)."""
+    body = answer.body
+    headers = [(b"content-type", answer.content_type.encode("latin-1"))]
+    if gzip is not None and gzip.enabled:
+        headers.append((b"vary", b"accept-encoding"))
+        if accepts_gzip(accept_encoding) and (compressed := await gzip.encode(body)) is not None:
+            body = compressed
+            headers.append((b"content-encoding", b"gzip"))
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
     for name, value in (answer.headers or {}).items():
         headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await send({"type": "http.response.body", "body": body})
 
 
 class SoapEndpoints:
@@ -154,6 +162,18 @@ class SoapEndpoints:
     def __init__(self, app: ASGIApp | None, *, gateway: IheGateway | None = None) -> None:
         self.app = app
         self._gateway = gateway
+        self._gzip: GzipPolicy | None = None
+
+    def _gzip_policy(self, scope: Scope) -> GzipPolicy | None:
+        """Response compression from the settings (worked out once); None when they cannot be found."""
+        if self._gzip is None:
+            app = scope.get("app")
+            settings = self._gateway.settings if self._gateway is not None else getattr(
+                getattr(app, "state", None), "settings", None)
+            if settings is None:
+                return None
+            self._gzip = GzipPolicy.from_settings(settings)
+        return self._gzip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         transaction = SOAP_PATHS.get(scope["path"]) if scope["type"] == "http" else None
@@ -175,7 +195,8 @@ class SoapEndpoints:
             # A defect before the transaction was reached (the gateway, the client checks): still a Receiver Fault
             # with neutral text, never a bare 500 or a traceback (LESSONS 7).
             answer, close = fault_response(error, None), False
-        await _send(send, answer, extra=[(b"connection", b"close")] if close else None)
+        await _send(send, answer, extra=[(b"connection", b"close")] if close else None,
+                    gzip=self._gzip_policy(scope), accept_encoding=request_accept_encoding(scope))
 
     async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: str) -> tuple[
         SoapResponse, bool

@@ -72,7 +72,7 @@ class SimulatorConfig:
     sds_latency_ms: int = 0
     gpc_latency_ms: int = 0
     hang_seconds: float = 120.0  # how long the timeout faults hold a request
-    gzip_level: int = 6  # answers gzip-compressed for clients that accept it, as the API platform does (0: never)
+    gzip_level: int = 1  # answers gzip-compressed for clients that accept it, as the API platform does (0: never)
     gzip_bomb_bytes: int = 128 * 1024 * 1024  # what the GPC_GZIP_BOMB answer inflates to
     close_idle_after_seconds: float | None = None  # drop requests on connections idle this long (server.py)
     close_idle_reset: bool = False  # ... with a TCP reset instead of a close
