@@ -7,7 +7,9 @@ through one replica, and the document it found is retrieved through the other.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import redis
 import yaml
@@ -71,6 +74,10 @@ def write_env_file(path: Path, values: dict[str, str]) -> Path:
     return path
 
 
+# The Compose Specification's schema (tests/deploy/data/SOURCES.md): what Docker Compose and podman-compose accept.
+COMPOSE_SPEC = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
@@ -95,6 +102,15 @@ def test_compose_file_has_two_gateways_and_their_shared_services(compose: dict[s
     assert environment_of(a) == environment_of(b)  # the same Redis, database, keys and NHS services
     assert compose["services"]["migrate"]["command"] == ["db", "upgrade"]
     assert compose["services"]["simulator"]["command"][0] == "simulate"
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    validator = jsonschema.Draft7Validator(json.loads(COMPOSE_SPEC.read_text()))
+    assert [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(compose)] == []
+    # ... and the schema is strict enough to catch a misspelt service key.
+    misspelt = copy.deepcopy(compose)
+    misspelt["services"]["xhuma-a"]["depends-on"] = misspelt["services"]["xhuma-a"].pop("depends_on")
+    assert not validator.is_valid(misspelt)
 
 
 def test_podman_compose_reads_the_file_with_the_secrets_given(tmp_path: Path) -> None:
