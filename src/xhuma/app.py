@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,11 @@ from xhuma.ihe.endpoints import SOAP_PATHS, SoapEndpoints
 from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
 from xhuma.ports import Cache, GpConnectClient, PdsClient, SdsClient
 from xhuma.store.audit import SqlAuditStore
-from xhuma.store.cache import MemoryCache, RedisCache, ResilientCache
+from xhuma.store.cache import STALL_CAP_FACTOR, MemoryCache, RedisCache, ResilientCache
 from xhuma.store.crypto import CacheKeyring, EncryptedCache
 from xhuma.store.keys import CacheKeys
 from xhuma.store.lease import Leases, MemoryLeases, RedisLeases
+from xhuma.store.tiers import LocalTier, TieredCache
 
 log = structlog.get_logger(__name__)
 
@@ -128,12 +130,59 @@ class XhumaApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+class ReadinessChecks:
+    """The readiness checks, each run under its own time limit.
+
+    A check that overruns is reported as failed and left to finish in the background rather than cancelled and
+    awaited (cancelling a call into a frozen server can itself wait on that server); until it finishes, the next
+    probe waits on the same call instead of starting another, so a frozen dependency never piles up checks.
+    """
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self.timeout_seconds = timeout_seconds
+        self._running: dict[str, asyncio.Future[bool]] = {}
+
+    async def run(self, name: str, check: Callable[[], Awaitable[bool]]) -> tuple[bool, str | None]:
+        """(ok, reason when not ok and known)."""
+        running = self._running.get(name)
+        if running is None:
+            running = self._running[name] = asyncio.ensure_future(check())
+            running.add_done_callback(lambda done: self._finished(name, done))
+        finished, _ = await asyncio.wait({running}, timeout=self.timeout_seconds)
+        if not finished:
+            return False, f"no answer within {self.timeout_seconds:g} s"
+        if running.cancelled() or running.exception() is not None:
+            return False, "check failed"
+        return bool(running.result()), None
+
+    def _finished(self, name: str, done: asyncio.Future[bool]) -> None:
+        if self._running.get(name) is done:
+            del self._running[name]
+        if not done.cancelled():
+            done.exception()  # retrieved: an overrun check's failure is not an "exception never retrieved"
+
+
 def build_cache(settings: Settings) -> Cache:
     if settings.redis_url:
         return RedisCache(
-            settings.redis_url, namespace=settings.redis_namespace, timeout_seconds=settings.redis_timeout_seconds
+            settings.redis_url, namespace=settings.redis_namespace, timeout_seconds=settings.redis_timeout_seconds,
+            max_connections=settings.redis_max_connections,
+            # with_tiers bounds every cache operation by Redis's silence: the socket only caps a busy process's wait
+            socket_timeout_seconds=settings.redis_timeout_seconds * STALL_CAP_FACTOR,
         )
     return MemoryCache(settings.memory_cache_max_items)
+
+
+def with_tiers(backend: Cache, settings: Settings) -> Cache:
+    """Redis behind a time limit, a bypass and the in-process tier (docs/operations.md, Cache tiers); the
+    in-process cache needs none of them."""
+    if not isinstance(backend, RedisCache):
+        return backend
+    return TieredCache(
+        backend, LocalTier(settings.local_tier_max_bytes), holds=CacheKeys.held_in_process,
+        timeout_seconds=settings.redis_timeout_seconds, bypass_after=settings.cache_bypass_after_failures,
+        bypass_seconds=settings.cache_bypass_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -158,7 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Every value sealed (memory too: one code path); a value that does not open is a logged miss.
             backend = build_cache(settings)
             cache = ResilientCache(
-                EncryptedCache(backend, keyring, context=settings.redis_namespace),
+                EncryptedCache(with_tiers(backend, settings), keyring, context=settings.redis_namespace),
                 name="redis" if settings.redis_url else "memory",
             )
             # Replicas coordinate through the same Redis: pipeline leases and rate-limit buckets
@@ -226,20 +275,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def live() -> dict[str, str]:
         return {"status": "live", "version": __version__}
 
+    checks = ReadinessChecks(settings.health_check_timeout_seconds)
+
     @app.get("/health/ready", tags=["health"])
     async def ready(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         started = time.perf_counter()
-        checks: dict[str, dict[str, Any]] = {}
-        cache_ok = await runtime.cache.ping()
-        checks["cache"] = {"ok": cache_ok, "backend": runtime.cache.name}
+        # Both checks at once, each under its own time limit: the probe answers within 2 s whatever hangs.
+        (cache_ok, cache_reason), (audit_ok, audit_reason) = await asyncio.gather(
+            checks.run("cache", runtime.cache.ping), checks.run("audit", runtime.audit.ping)
+        )
+        results: dict[str, dict[str, Any]] = {"cache": {"ok": cache_ok, "backend": runtime.cache.name}}
         if not cache_ok:
-            checks["cache"]["reason"] = runtime.cache.last_error or "cache unreachable"
-        audit_ok = await runtime.audit.ping()
-        checks["audit"] = {"ok": audit_ok}
+            results["cache"]["reason"] = cache_reason or runtime.cache.last_error or "cache unreachable"
+        results["audit"] = {"ok": audit_ok}
         if not audit_ok:
-            checks["audit"]["reason"] = runtime.audit.last_error or "audit store unreachable"
-        checks["configuration"] = {"ok": True, "profile": settings.profile.value}
+            results["audit"]["reason"] = audit_reason or runtime.audit.last_error or "audit store unreachable"
+        results["configuration"] = {"ok": True, "profile": settings.profile.value}
         # The audit store is essential (no disclosure without audit); the cache is not (bypassed).
         if not audit_ok:
             status, code = "unavailable", 503
@@ -248,7 +300,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             status, code = "ready", 200
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        return JSONResponse({"status": status, "checks": checks, "elapsed_ms": elapsed_ms}, status_code=code)
+        return JSONResponse({"status": status, "checks": results, "elapsed_ms": elapsed_ms}, status_code=code)
 
     @app.get("/metrics", tags=["health"])
     async def metrics_endpoint() -> Response:

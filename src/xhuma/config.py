@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Python log level")
     log_format: str = Field(default="console", pattern="^(console|json)$", description="console | json")
     working_dir: Path = Field(default=Path("."), description="where the default SQLite audit file lives")
+    health_check_timeout_seconds: float = Field(
+        default=0.8, gt=0, le=1.5, description="time limit of each /health/ready check (they run together)"
+    )
 
     # --- identity of this gateway (IHE) --------------------------------------------------------------
     home_community_id: str = Field(
@@ -199,7 +202,23 @@ class Settings(BaseSettings):
     # --- cache ---------------------------------------------------------------------------------------
     redis_url: str | None = Field(default=None, description="redis:// or rediss:// URL; unset: in-process")
     redis_namespace: str = Field(default="xhuma", description="key prefix in Redis")
-    redis_timeout_seconds: float = Field(default=1.0, gt=0, description="Redis socket timeout")
+    redis_timeout_seconds: float = Field(
+        default=1.0, gt=0,
+        description="a Redis operation is given up once Redis answered nothing this long; a request waits about once",
+    )
+    redis_max_connections: int = Field(
+        default=64, gt=0, description="Redis connections per replica; beyond, a request waits for a free one"
+    )
+    cache_bypass_after_failures: int = Field(
+        default=3, ge=1, description="consecutive Redis failures after which Redis is bypassed for a while"
+    )
+    cache_bypass_seconds: float = Field(
+        default=5.0, gt=0, description="how long Redis is bypassed (then probed) after repeated failures"
+    )
+    local_tier_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0,
+        description="bytes of sealed documents created or served here, kept in process for when Redis fails; 0: off",
+    )
     memory_cache_max_items: int = Field(default=2048, gt=0, description="in-process cache size")
     cache_keys: SecretStr | None = Field(
         default=None, description="cache encryption keys: 'kid:base64key,kid2:base64key' (first encrypts)"

@@ -185,6 +185,9 @@ class ConversionError(XhumaError):
 
 
 class CacheError(XhumaError):
-    """The cache failed; callers log and bypass it."""
+    """The cache could not answer (failed, timed out or bypassed).
+
+    Not a miss: callers that can fetch again log and bypass it; a document that could not be read or stored is
+    answered as busy (xhuma.ihe.faults)."""
 
     code = "CacheError"

@@ -398,19 +398,24 @@ class Records:
         return documents
 
     async def _read_cached_documents(self, nhs_number: str) -> list[StoredDocument]:
-        index = await self._cache.get(self._keys.patient_documents(nhs_number))
-        if not index:
-            return []
         try:
-            unique_ids = json.loads(index)
-        except ValueError:
+            index = await self._cache.get(self._keys.patient_documents(nhs_number))
+            if not index:
+                return []
+            try:
+                unique_ids = json.loads(index)
+            except ValueError:
+                return []
+            documents = []
+            for unique_id in unique_ids:
+                raw = await self._cache.get(CacheKeys.document(unique_id))
+                if raw is None:
+                    return []  # expired underneath the index: rebuild
+                documents.append(load_document(raw))
+        except CacheError as error:
+            # Unknown is not "none": the record is fetched again, and _store decides whether it can be advertised.
+            log.warning("documents_unreadable", error=str(error))
             return []
-        documents = []
-        for unique_id in unique_ids:
-            raw = await self._cache.get(CacheKeys.document(unique_id))
-            if raw is None:
-                return []  # expired underneath the index: rebuild
-            documents.append(load_document(raw))
         return documents
 
     async def _fetch_and_convert(self, nhs_number: str, caller: CallerIdentity) -> QueryResult:
@@ -464,6 +469,8 @@ class Records:
         )
 
     async def _store(self, document: StoredDocument) -> None:
+        """Store the document, or raise CacheError: ITI-38 never advertises a document held nowhere (the cache
+        holds it in Redis or in this replica's in-process tier; xhuma.store.tiers)."""
         ttl = self.settings.ttl_document_seconds
         await self._cache.set(CacheKeys.document(document.unique_id), dump_document(document), ttl)
         await self._cache.set(CacheKeys.document_entry(document.entry_uuid), document.unique_id.encode(), ttl)
@@ -472,11 +479,14 @@ class Records:
         )
 
     async def unique_id_for_entry(self, entry_uuid: str) -> str | None:
+        """The uniqueId, None when the cache has no such entry; CacheError (busy) when it could not be read."""
         value = await self._cache.get(CacheKeys.document_entry(entry_uuid))
         return value.decode() if value else None
 
     # ITI-39 -------------------------------------------------------------------------------------------------
     async def retrieve_document(self, unique_id: str) -> StoredDocument:
+        """The stored document; DocumentNotFound only when the cache answered that it has none. A read that
+        failed raises CacheError, answered as busy (xhuma.ihe.faults): our trouble is never "not found"."""
         raw = await self._cache.get(CacheKeys.document(unique_id))
         self._count_lookup(raw is not None)
         if raw is None:

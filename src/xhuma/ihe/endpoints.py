@@ -50,7 +50,7 @@ def build_gateway(runtime: Runtime) -> IheGateway:
         pds=runtime.pds,
         sds=runtime.sds,
         gpconnect=runtime.gpconnect,
-        cache=runtime.cache,
+        cache=runtime.cache.strict,  # a failed read raises CacheError (busy), never reads as "no document"
         keys=runtime.keys,
         converter=ccda_converter,
         leases=runtime.leases,

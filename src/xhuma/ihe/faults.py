@@ -73,6 +73,8 @@ def xcpd_answer(error: BaseException) -> XcpdAnswer:
         return XcpdAnswer(no_match=True, reason=error.code)
     if _is_rate_limited(error):
         return XcpdAnswer(False, "RateLimited", XCPD_RESPONDER_BUSY, "The responder is busy; retry later")
+    if isinstance(error, errors.CacheError):
+        return XcpdAnswer(False, error.code, XCPD_RESPONDER_BUSY, "The responder is busy; retry later")
     if isinstance(error, errors.UpstreamUnavailable):
         return XcpdAnswer(False, error.code, XCPD_INTERNAL_ERROR, "The patient directory is not available")
     if isinstance(error, errors.XhumaError):
@@ -115,6 +117,9 @@ def registry_error(error: BaseException, *, transaction: str = "ITI-38") -> Regi
         )
     if isinstance(error, errors.DocumentNotFound):
         return RegistryErrorInfo("XDSDocumentUniqueIdError", "The document is not available", reason=code)
+    if isinstance(error, errors.CacheError):
+        # The document store could not answer (failed, timed out, bypassed): transient, never "not found".
+        return RegistryErrorInfo(busy, "The document store is busy; retry later", reason=code)
     if isinstance(error, errors.AuditUnavailable):
         return RegistryErrorInfo(generic, "The request could not be recorded; nothing was disclosed", reason=code)
     if _is_rate_limited(error) or isinstance(error, errors.CircuitOpen | errors.RecordBusy):

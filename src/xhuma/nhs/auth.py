@@ -116,7 +116,11 @@ class ClientAssertionSigner:
 
 
 class PdsTokenProvider:
-    """Access token for PDS, shared through the cache until ``expires_in - margin`` (LESSONS 14)."""
+    """Access token for PDS, shared through the cache until ``expires_in - margin`` (LESSONS 14).
+
+    This replica also holds the token in process, so that a Redis outage does not turn every request into a
+    token request: one exchange at a time, and at most one per replica while Redis is down (issue 15).
+    """
 
     def __init__(
         self,
@@ -139,19 +143,32 @@ class PdsTokenProvider:
         # (another worker's embedded simulator) is never offered to this one.
         issuer = hashlib.sha256(f"{signer.token_url}\x00{signer.kid}".encode()).hexdigest()[:16]
         self._key = CacheKeys.oauth_token(f"pds:{issuer}")
+        self._held: tuple[str, float] | None = None  # (token, expires_at): the in-process tier
         self.fetches = 0  # tokens obtained by this process (observability and tests)
 
     async def token(self) -> str:
+        held = self._held_token()
+        if held is not None:
+            return held
         cached = await self._cached()
         if cached is not None:
             return cached
-        async with self._lock:  # one exchange per replica when many requests find the cache empty together
+        async with self._lock:  # one exchange per replica when many requests find no token together
+            held = self._held_token()
+            if held is not None:
+                return held
             cached = await self._cached()
             if cached is not None:
                 return cached
             return await self._exchange()
 
+    def _held_token(self) -> str | None:
+        if self._held is not None and self._held[1] - self._margin > self._clock():
+            return self._held[0]
+        return None
+
     async def invalidate(self) -> None:
+        self._held = None
         try:
             await self._cache.delete(self._key)
         except CacheError as error:
@@ -166,8 +183,10 @@ class PdsTokenProvider:
             return None
         try:
             item = json.loads(raw)
-            if float(item["expires_at"]) - self._margin > self._clock():
-                return str(item["access_token"])
+            expires_at = float(item["expires_at"])
+            if expires_at - self._margin > self._clock():
+                self._held = (str(item["access_token"]), expires_at)
+                return self._held[0]
         except (ValueError, KeyError, TypeError):
             pass
         return None
@@ -215,6 +234,7 @@ class PdsTokenProvider:
                 raise UpstreamInvalidResponse("PDS token response unreadable", service="pds") from None
             self.fetches += 1
             expires_at = now + expires_in
+            self._held = (access_token, expires_at)
             ttl = int(expires_in - self._margin)
             if ttl > 0:
                 value = json.dumps({"access_token": access_token, "expires_at": expires_at}).encode()

@@ -1,7 +1,8 @@
 """Cache adapters: Redis (shared between replicas) and a bounded in-process LRU with TTL.
 
 Both raise ``CacheError`` on failure. ``ResilientCache`` wraps either one so that a failing cache is logged
-and bypassed, never fatal, and remembers the last failure for the readiness probe.
+and bypassed, never fatal, and remembers the last failure for the readiness probe. In front of Redis,
+``xhuma.store.tiers.TieredCache`` adds the time limit, the bypass and the in-process tier.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from collections.abc import Callable
 
 import redis.asyncio as redis_asyncio
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from xhuma.errors import CacheError
 from xhuma.ports import Cache
 from xhuma.store.tls import redis_tls_options
+
+STALL_CAP_FACTOR = 5  # behind TieredCache, no wait on Redis, however busy this process, exceeds this many timeouts
 
 log = structlog.get_logger(__name__)
 
@@ -70,22 +75,49 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Redis adapter: one pooled async client, every key under ``{namespace}:``, socket timeouts."""
+    """Redis adapter: one bounded pool, every key under ``{namespace}:``, socket timeouts, no hidden retries.
 
-    def __init__(self, url: str, *, namespace: str = "xhuma", timeout_seconds: float = 1.0) -> None:
+    The pool blocks: beyond ``max_connections`` a command waits for a free connection instead of failing at once
+    (a burst of ITI-39s must not read as "no such document"). redis-py's own retries (three with backoff by
+    default) and its health-check round trips are off: they multiplied a stalled Redis into many timeouts per
+    command. Each command is bounded by ``timeout_seconds`` (connection wait, connect, read); behind
+    ``xhuma.store.tiers.TieredCache``, which tells a silent Redis from a busy event loop, the socket limits are
+    loosened with ``socket_timeout_seconds`` so that a burst is not mistaken for a stall.
+
+    ``client`` is a second, small pool for the replicas' coordination (leases, rate limit), whose commands are
+    bounded by ``timeout_seconds`` at the socket.
+    """
+
+    def __init__(
+        self, url: str, *, namespace: str = "xhuma", timeout_seconds: float = 1.0, max_connections: int = 64,
+        socket_timeout_seconds: float | None = None,
+    ) -> None:
         self._namespace = namespace
-        self._client = redis_asyncio.Redis.from_url(
-            url,
+        self._url = url
+        self._timeout = timeout_seconds
+        self._max_connections = max_connections
+        self._client = self._new_client(max_connections, socket_timeout_seconds or timeout_seconds)
+        self._coordination: redis_asyncio.Redis | None = None
+
+    def _new_client(self, max_connections: int, timeout_seconds: float) -> redis_asyncio.Redis:
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=max_connections,
+            timeout=timeout_seconds,  # the longest wait for a free connection
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            health_check_interval=30,
-            **redis_tls_options(url),  # rediss://: verified, TLS 1.2 minimum
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),
+            **redis_tls_options(self._url),  # rediss://: verified, TLS 1.2 minimum
         )
+        return redis_asyncio.Redis.from_pool(pool)  # owns the pool: closed with the client
 
     @property
     def client(self) -> redis_asyncio.Redis:
-        """The pooled client, shared with the replicas' coordination (leases, rate limit) on the same Redis."""
-        return self._client
+        """A pooled client for the replicas' coordination (leases, rate limit) on the same Redis."""
+        if self._coordination is None:
+            self._coordination = self._new_client(max(8, self._max_connections // 4), self._timeout)
+        return self._coordination
 
     @property
     def namespace(self) -> str:
@@ -102,6 +134,20 @@ class RedisCache:
         if value is None:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        """The value and the seconds Redis keeps it for (GET and PTTL in one round trip)."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self._key(key))
+                pipe.pttl(self._key(key))
+                value, ttl_ms = await pipe.execute()
+        except (TimeoutError, RedisError, OSError) as error:
+            raise CacheError(f"redis get failed: {type(error).__name__}") from error
+        if value is None:
+            return None, None
+        value = value.encode() if isinstance(value, str) else bytes(value)
+        return value, (ttl_ms / 1000 if isinstance(ttl_ms, int) and ttl_ms > 0 else None)
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
@@ -145,6 +191,8 @@ class RedisCache:
 
     async def close(self) -> None:
         await self._client.aclose()
+        if self._coordination is not None:
+            await self._coordination.aclose()
 
 
 def _escape_glob(text: str) -> str:
@@ -152,18 +200,23 @@ def _escape_glob(text: str) -> str:
 
 
 class ResilientCache:
-    """Wraps a cache so that its failures are logged and bypassed (a miss, a skipped write)."""
+    """Wraps a cache so that its failures are logged and bypassed (a miss, a skipped write).
+
+    ``strict`` is the same cache for a caller to whom a failed read is not a miss (``xhuma.records``: a document
+    whose read failed is "busy", never "not found"): its failures are recorded the same way, then raised.
+    """
 
     def __init__(self, inner: Cache, *, name: str) -> None:
         self.inner = inner
         self.name = name
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.strict: Cache = _StrictCache(self)
 
-    def _failed(self, operation: str, error: CacheError) -> None:
+    def _failed(self, operation: str, error: CacheError, *, event: str = "cache_bypassed") -> None:
         self.last_error = str(error)
         self.last_error_at = time.time()
-        log.warning("cache_bypassed", cache=self.name, operation=operation, error=str(error))
+        log.warning(event, cache=self.name, operation=operation, error=str(error))
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -204,3 +257,39 @@ class ResilientCache:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class _StrictCache:
+    """``ResilientCache.strict``: failures recorded (readiness) and raised as ``CacheError``."""
+
+    def __init__(self, owner: ResilientCache) -> None:
+        self._owner = owner
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await self._owner.inner.get(key)
+        except CacheError as error:
+            self._owner._failed("get", error, event="cache_failed")
+            raise
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        try:
+            await self._owner.inner.set(key, value, ttl_seconds)
+        except CacheError as error:
+            self._owner._failed("set", error, event="cache_failed")
+            raise
+
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        return await self._owner.add(key, value, ttl_seconds)
+
+    async def delete(self, *keys: str) -> int:
+        return await self._owner.delete(*keys)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return await self._owner.keys(prefix)
+
+    async def ping(self) -> bool:
+        return await self._owner.ping()
+
+    async def close(self) -> None:
+        await self._owner.close()

@@ -34,6 +34,12 @@ class CacheKeys:
         return self.patient_prefix(nhs_number) + "lease"
 
     @staticmethod
+    def held_in_process(key: str) -> bool:
+        """What ITI-38 advertises and ITI-39 retrieves (a document, its entryUUID, a patient's index): the keys
+        the in-process tier also holds, so that they stay retrievable while Redis fails (xhuma.store.tiers)."""
+        return key.startswith(("document:", "entry:")) or (key.startswith("patient:") and key.endswith(":documents"))
+
+    @staticmethod
     def document(unique_id: str) -> str:
         return f"document:{unique_id}"
 
