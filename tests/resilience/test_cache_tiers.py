@@ -153,6 +153,21 @@ async def test_a_write_redis_refused_is_handed_back_once_redis_answers(
     assert await other_replica.get(DOCUMENT_KEY) == b"sealed document"
 
 
+async def test_a_write_redis_refused_reaches_the_other_replicas_when_redis_returns_without_a_read_here(
+    redis_server: RedisServer, remote: RedisCache
+) -> None:
+    cache = tiered(remote, bypass_seconds=0.2)
+    redis_server.kill()
+    await cache.set(DOCUMENT_KEY, b"sealed document", 60)
+    redis_server.start()
+    other_replica = tiered(remote)
+    deadline = time.monotonic() + 2.0
+    while (found := await other_replica.get(DOCUMENT_KEY)) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert found == b"sealed document"
+    await cache.close()
+
+
 # --- the bypass and the per-request budget --------------------------------------------------------------------------
 async def test_after_repeated_timeouts_redis_is_bypassed_then_probed_and_used_again(
     redis_server: RedisServer, remote: RedisCache

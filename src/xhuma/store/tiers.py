@@ -15,9 +15,10 @@ already-sealed envelope. It guarantees three things:
   are also held here, bounded in bytes, for their TTL: written by this replica, or read from Redis (with the TTL
   Redis has left). Redis stays the source of truth: a read asks Redis first, and a key Redis no longer has
   (expired, purged) is dropped here too. When Redis fails, reads fall back to this tier, and a write that Redis
-  refused is held here alone ("only here", never evicted before its TTL) and handed back to Redis when it
-  answers again. A write that neither Redis nor this tier can hold raises ``CacheError``, so that the gateway
-  never advertises a document it holds nowhere.
+  refused is held here alone ("only here", never evicted before its TTL) and handed back to Redis (set if absent)
+  when it answers again: at the next read of it here, and by a background task once per bypass period. A write
+  that neither Redis nor this tier can hold raises ``CacheError``, so that the gateway never advertises a document
+  it holds nowhere.
 
 A failure that this tier cannot cover raises ``CacheError``: a read that failed is not a miss.
 """
@@ -25,6 +26,7 @@ A failure that this tier cannot cover raises ``CacheError``: a read that failed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -111,6 +113,11 @@ class LocalTier:
     def remaining(self, held: Held) -> float:
         return held.expires_at - self._clock()
 
+    def only_here(self) -> list[tuple[str, Held]]:
+        """The unexpired values Redis refused, oldest first."""
+        now = self._clock()
+        return [(key, held) for key, held in self._items.items() if held.only_here and held.expires_at > now]
+
     def settle(self, key: str) -> None:
         """Redis holds ``key`` again: this copy may be evicted like any other."""
         held = self._items.get(key)
@@ -168,6 +175,7 @@ class TieredCache:
         self.last_error: str | None = None
         self.served_locally = 0  # reads answered by the in-process tier because Redis could not (tests, metrics)
         self.held_only_here = 0  # writes Redis refused and this tier kept
+        self._hand_back_task: asyncio.Task[None] | None = None
 
     # --- state ------------------------------------------------------------------------------------------------
     @property
@@ -299,16 +307,32 @@ class TieredCache:
         return value
 
     async def _hand_back(self, key: str, held: Held) -> None:
-        """A value only this replica holds goes back to Redis once Redis answers again (best effort)."""
+        """A value only this replica holds goes back to Redis once Redis answers again (best effort). Set only if
+        absent: a value another replica stored meanwhile is newer and stays."""
         assert self.local is not None
         ttl = int(self.local.remaining(held))
         if ttl <= 0:
             return
         try:
-            await self._remote("set", lambda: self.remote.set(key, held.value, ttl))
+            await self._remote("add", lambda: self.remote.add(key, held.value, ttl))
         except CacheError:
             return
         self.local.settle(key)
+
+    def _keep_handing_back(self) -> None:
+        """Hand back what only this replica holds as soon as Redis answers, without waiting for a read of it here,
+        so that the other replicas find it: tried once per bypass period until nothing is held only here."""
+        if self._hand_back_task is None or self._hand_back_task.done():
+            self._hand_back_task = asyncio.get_running_loop().create_task(self._hand_back_all())
+
+    async def _hand_back_all(self) -> None:
+        _request_wait.set(None)  # a task of its own, not charged to the request that started it
+        assert self.local is not None
+        while pending := self.local.only_here():
+            for key, held in pending:
+                await self._hand_back(key, held)
+            if self.local.only_here():
+                await asyncio.sleep(self._bypass_seconds)
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
@@ -320,6 +344,7 @@ class TieredCache:
             if local is not None and local.hold(key, value, ttl_seconds, only_here=True):
                 self.held_only_here += 1
                 log.info("cache_held_in_process", entry=key.split(":", 1)[0])
+                self._keep_handing_back()
                 return
             raise
         if local is not None:
@@ -349,6 +374,10 @@ class TieredCache:
         return healthy
 
     async def close(self) -> None:
+        if self._hand_back_task is not None:
+            self._hand_back_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._hand_back_task
         if self.local is not None:
             self.local.clear()
         await self.remote.close()
