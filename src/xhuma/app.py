@@ -224,7 +224,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 leases = MemoryLeases()
                 app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
             stack.push_async_callback(cache.close)
-            audit = SqlAuditStore(settings.effective_database_url)
+            audit = SqlAuditStore(
+                settings.effective_database_url, write_timeout_seconds=settings.audit_write_timeout_seconds
+            )
             stack.push_async_callback(audit.close)
             if audit.is_sqlite:
                 # Embedded default: the SQLite audit file is created and migrated on start-up.
@@ -240,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack.push_async_callback(exporter.close)
             keys = CacheKeys(keyring.patient_hash)
             auditor = Auditor(audit, hmac_key=pseudonym_key, metrics=metrics, exporter=exporter)
+            stack.push_async_callback(auditor.close)  # queued voids committed before the store closes
             # NHS clients: one pooled HTTP client per upstream, closed at shutdown; in the simulator profile the
             # simulator is served on loopback and the clients point at it (xhuma.nhs.wiring).
             from xhuma.nhs.wiring import nhs_clients

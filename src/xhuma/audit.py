@@ -3,19 +3,29 @@
 The patient appears only as a pseudonym, HMAC-SHA256 of the NHS number under ``XHUMA_AUDIT_HMAC_KEY``.
 ``record`` raises ``AuditUnavailable`` when the event could not be committed: callers that disclose patient
 data (ITI-39) must not release it then (no disclosure without audit).
+
+The other direction holds too: no event claims a disclosure its caller never received. Every event must commit
+before a deadline by which its caller is answered (``xhuma.store.audit``); when the write of a disclosure event
+was sent but not acknowledged in time (``AuditOutcomeUnknown``), the caller is told nothing was disclosed and a
+``not-disclosed`` event voiding it is committed, retried until the store takes it (docs/decisions.md, "The audit
+trail is exact"). Read as a whole, success events net of the events voiding them are exactly the disclosures.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import hmac
+import uuid
+from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from xhuma.errors import AuditUnavailable
+from xhuma.errors import AuditOutcomeUnknown, AuditUnavailable
 from xhuma.observability import Metrics, request_id_var, trace_id_var
 from xhuma.ports import AuditEvent, AuditSink, CallerIdentity
 from xhuma.tracing import current_trace_id
@@ -23,6 +33,23 @@ from xhuma.tracing import current_trace_id
 log = structlog.get_logger(__name__)
 
 IHE_TRANSACTIONS = frozenset({"ITI-55", "ITI-38", "ITI-39"})
+NOT_DISCLOSED = "not-disclosed"  # outcome of an event voiding a disclosure event (``voids``)
+
+
+def claims_disclosure(event: AuditEvent) -> bool:
+    """A successful IHE transaction discloses to its caller; its gateway withholds the answer when the event is
+    not committed (ITI-55 answers AE, ITI-38 and ITI-39 a RegistryError)."""
+    return event.outcome == "success" and event.transaction in IHE_TRANSACTIONS
+
+
+def voiding_event(event: AuditEvent) -> AuditEvent:
+    """The event withdrawing ``event``: same transaction, patient, caller, MessageID and document, so that it is
+    found by the same searches."""
+    return dataclasses.replace(
+        event, outcome=NOT_DISCLOSED, occurred_at=datetime.now(UTC), error_code=AuditUnavailable.code,
+        reason="audit write unacknowledged in time; nothing was disclosed", duration_ms=None,
+        event_id=str(uuid.uuid4()), voids=event.event_id,
+    )
 
 
 class AuditExporter(Protocol):
@@ -36,6 +63,68 @@ def pseudonymise(nhs_number: str, key: bytes) -> str:
     return hmac.new(key, nhs_number.replace(" ", "").encode(), hashlib.sha256).hexdigest()
 
 
+class Voids:
+    """Events voiding disclosures whose write timed out, committed in order by one background task that retries
+    (backing off up to 5 s) until the store takes each. The store is usually unavailable when one is queued.
+
+    Bounded: beyond ``max_pending`` a void is dropped, counted and logged (never with PHI). Pending voids live in
+    this process only; ``close`` tries to commit them before shutdown and logs how many it could not.
+    """
+
+    def __init__(self, sink: AuditSink, *, metrics: Metrics | None = None, max_pending: int = 10_000) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._max_pending = max_pending
+        self._pending: deque[AuditEvent] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.child(self._metrics.audit_voids, result).inc()
+
+    def add(self, event: AuditEvent) -> None:
+        """Queue the void of ``event`` (call from the event loop)."""
+        if len(self._pending) >= self._max_pending:
+            self._count("dropped")
+            log.error("audit_void_dropped", transaction=event.transaction, pending=len(self._pending))
+            return
+        self._pending.append(voiding_event(event))
+        self._count("queued")
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._commit_pending())
+
+    async def _commit_pending(self) -> None:
+        delay = 0.1
+        while self._pending:
+            try:
+                await self._sink.record(self._pending[0])
+            except Exception as error:  # the store is still unavailable: try again later
+                log.warning("audit_void_retry", error=type(error).__name__, pending=len(self._pending))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._pending.popleft()
+            self._count("written")
+            delay = 0.1
+
+    async def flush(self, timeout_seconds: float) -> bool:
+        """Wait up to ``timeout_seconds`` for every queued void to be committed; True when none is left."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout_seconds)
+        return not self._pending
+
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        if not await self.flush(timeout_seconds):
+            log.error("audit_voids_unwritten", pending=len(self._pending))
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
 class Auditor:
     def __init__(self, sink: AuditSink, *, hmac_key: bytes, metrics: Metrics | None = None,
                  exporter: AuditExporter | None = None) -> None:
@@ -45,6 +134,11 @@ class Auditor:
         self._key = hmac_key
         self._metrics = metrics
         self.exporter = exporter
+        self.voids = Voids(sink, metrics=metrics)
+
+    async def close(self) -> None:
+        """Commit the voids still queued (at shutdown, before the store closes)."""
+        await self.voids.close()
 
     def pseudonym(self, nhs_number: str) -> str:
         return pseudonymise(nhs_number, self._key)
@@ -110,16 +204,19 @@ class Auditor:
                 self._metrics.child(self._metrics.request_seconds, transaction).observe(duration_ms / 1000)
         try:
             await self._sink.record(event)
-        except AuditUnavailable:
-            if self._metrics is not None:
-                self._metrics.audit_failures.inc()
-            raise
         except Exception as error:
-            # Any other failure is still a failure to audit: never let it pass as a committed event.
+            # Any failure is a failure to audit: never let it pass as a committed event.
             if self._metrics is not None:
                 self._metrics.audit_failures.inc()
-            log.error("audit_write_failed", transaction=transaction, error=type(error).__name__)
-            raise AuditUnavailable("the audit trail could not be written") from error
+            if not isinstance(error, AuditUnavailable):
+                log.error("audit_write_failed", transaction=transaction, error=type(error).__name__)
+            # Only a store's plain AuditUnavailable says the event did not commit; otherwise it may still, and a
+            # disclosure event is voided (the caller is told nothing was disclosed).
+            if type(error) is not AuditUnavailable and claims_disclosure(event):
+                self.voids.add(event)
+            if isinstance(error, AuditUnavailable):
+                raise
+            raise AuditOutcomeUnknown("the audit trail could not be written") from error
         if self._metrics is not None:
             self._metrics.child(self._metrics.audit_events, transaction).inc()
         if self.exporter is not None:

@@ -242,6 +242,11 @@ class Settings(BaseSettings):
         default=None, description="audit database (postgresql+asyncpg://...); unset: SQLite file"
     )
     audit_hmac_key: SecretStr | None = Field(default=None, description="key for patient pseudonyms in audit")
+    audit_write_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="time limit of an audit write; the event cannot commit later, and the caller is told nothing "
+        "was disclosed",
+    )
     atna_syslog_url: str | None = Field(default=None, description="tls://host:port of an ATNA collector")
 
     # --- access security -----------------------------------------------------------------------------

@@ -178,6 +178,11 @@ class AuditUnavailable(XhumaError):
     code = "AuditUnavailable"
 
 
+class AuditOutcomeUnknown(AuditUnavailable):
+    """The audit write was sent but not acknowledged in time: the event may still commit (until its deadline).
+    Nothing is disclosed, as for any AuditUnavailable; a disclosure event is then voided (xhuma.audit)."""
+
+
 class ConversionError(XhumaError):
     """The record could not be converted to a document."""
 

@@ -168,6 +168,11 @@ class Metrics:
         self.audit_events = Counter(
             "xhuma_audit_events_total", "Audit events committed, by transaction", ["transaction"], registry=r
         )
+        self.audit_voids = Counter(
+            "xhuma_audit_voids_total",
+            "Events voiding a disclosure whose audit write timed out, by result (queued, written, dropped)",
+            ["result"], registry=r,
+        )
         self.atna_messages = Counter(
             "xhuma_atna_messages_total", "ATNA syslog messages by result (sent, dropped, failed)", ["result"],
             registry=r,

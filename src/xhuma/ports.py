@@ -6,6 +6,7 @@ Adapters live in ``xhuma.nhs`` (PDS, SDS, GP Connect) and ``xhuma.store`` (cache
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -166,7 +167,8 @@ class Cache(Protocol):
 @runtime_checkable
 class AuditSink(Protocol):
     async def record(self, event: AuditEvent) -> None:
-        """Commit one event (one database transaction). Raises AuditUnavailable when it cannot."""
+        """Commit one event (one database transaction). Raises AuditUnavailable when it cannot, and its subclass
+        AuditOutcomeUnknown when the event may still commit (the write was sent, no answer came in time)."""
         ...
 
 
@@ -177,7 +179,7 @@ class AuditEvent:
     ``patient_pseudonym`` is HMAC-SHA256 of it under the audit key."""
 
     transaction: str  # ITI-55 | ITI-38 | ITI-39 | PDS | SDS | GPC | ADMIN
-    outcome: str  # success | no-match | denied | error
+    outcome: str  # success | no-match | denied | error | not-disclosed
     occurred_at: datetime
     error_code: str | None = None
     reason: str | None = None  # PHI-free reason (e.g. PatientRestricted)
@@ -203,3 +205,7 @@ class AuditEvent:
     document_unique_id: str | None = None
     duration_ms: float | None = None
     details: Mapping[str, Any] | None = None
+    # Identity of this event, so that a later event can void it; ``voids`` is set on a ``not-disclosed`` event
+    # withdrawing a disclosure whose audit write timed out (docs/decisions.md, "The audit trail is exact").
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    voids: str | None = None

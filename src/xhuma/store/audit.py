@@ -4,6 +4,11 @@ The schema is owned by Alembic migrations in ``xhuma/store/migrations``; ``upgra
 (``xhuma db upgrade``, and automatically at start-up for SQLite). One database transaction per event. Events
 are written on a lean path (one prepared INSERT per event, compiled once by SQLAlchemy); reads, counts and
 probes go through the SQLAlchemy async engine.
+
+Each write is bounded by ``XHUMA_AUDIT_WRITE_TIMEOUT_SECONDS``, and the event carries the same deadline
+(``commit_by``) into the database, which refuses to commit it any later: a database frozen past the deadline
+cannot commit, after its thaw, an event its caller was told had failed (docs/decisions.md, "The audit trail is
+exact"). A write that was sent but not acknowledged in time raises ``AuditOutcomeUnknown``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import fcntl
 import hashlib
 import operator
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +29,9 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from xhuma.errors import AuditUnavailable
+from xhuma.errors import AuditOutcomeUnknown, AuditUnavailable
 from xhuma.ports import AuditEvent
-from xhuma.store.sqlite_writer import SqliteWriter
+from xhuma.store.sqlite_writer import EventRefused, SqliteWriter
 from xhuma.store.tls import postgres_connect_args
 
 log = structlog.get_logger(__name__)
@@ -66,11 +71,17 @@ audit_event = sa.Table(
     sa.Column("document_unique_id", sa.String(128), index=True),
     sa.Column("duration_ms", sa.Float()),
     sa.Column("details", sa.JSON()),
+    sa.Column("event_id", sa.String(36)),
+    sa.Column("commit_by", sa.DateTime(timezone=True)),  # refused at COMMIT after this (migration 0002)
+    sa.Column("voids", sa.String(36)),
+    sa.Index("ix_audit_event_voids", "voids", postgresql_where=sa.text("voids IS NOT NULL"),
+             sqlite_where=sa.text("voids IS NOT NULL")),
 )
 
 EVENT_COLUMNS = tuple(field.name for field in dataclasses.fields(AuditEvent))
 _EXTRA_FILTERS = frozenset({"document_unique_id", "message_id", "error_code", "user_id", "organization_id",
-                            "client_cert_subject"})
+                            "client_cert_subject", "event_id", "voids"})
+COMMIT_BY = "commit_by"  # bound on every INSERT besides the event's own fields
 
 
 # Key of the PostgreSQL advisory lock held while migrating (taken in migrations/env.py): concurrent
@@ -151,12 +162,15 @@ class _EventRows:
     """
 
     def __init__(self, dialect: sa.Dialect) -> None:
-        compiled = audit_event.insert().inline().compile(dialect=dialect, column_keys=list(EVENT_COLUMNS))
+        compiled = audit_event.insert().inline().compile(
+            dialect=dialect, column_keys=[*EVENT_COLUMNS, COMMIT_BY]
+        )
         order = list(compiled.positiontup or ())
-        if sorted(order) != sorted(EVENT_COLUMNS):
+        if sorted(order) != sorted([*EVENT_COLUMNS, COMMIT_BY]):
             raise RuntimeError("the audit INSERT does not bind every event field")
         self.sql = str(compiled)
-        self._values = operator.attrgetter(*order)
+        self._commit_by_index = order.index(COMMIT_BY)
+        self._values = operator.attrgetter(*(name for name in order if name != COMMIT_BY))
         # Text columns with a length: caller-controlled values (MessageID, SAML NameID, ...) are cut to fit.
         self._limits = [(index, COLUMN_LIMITS[name]) for index, name in enumerate(order) if name in COLUMN_LIMITS]
         # Only the columns whose type converts a value (datetimes, booleans, JSON) are touched one by one.
@@ -167,8 +181,9 @@ class _EventRows:
             if processor is not None or mapping:
                 self._conversions.append((index, mapping, processor))
 
-    def params(self, event: AuditEvent) -> tuple[Any, ...]:
+    def params(self, event: AuditEvent, commit_by: datetime | None = None) -> tuple[Any, ...]:
         values = list(self._values(event))
+        values.insert(self._commit_by_index, commit_by)
         for index, limit in self._limits:
             value = values[index]
             if value is not None and len(value) > limit:
@@ -180,6 +195,17 @@ class _EventRows:
                     value = dict(value)
                 values[index] = processor(value) if processor is not None else value
         return tuple(values)
+
+
+def _refused_by_server(error: BaseException) -> bool:
+    """The database answered that the statement failed: its transaction is rolled back, nothing commits."""
+    if isinstance(error, EventRefused):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    return isinstance(error, asyncpg.PostgresError)
 
 
 def _sqlite_path(database_url: str) -> str:
@@ -196,8 +222,9 @@ class SqlAuditStore:
     (``xhuma.store.sqlite_writer``). Queries, counts and probes go through the SQLAlchemy engine.
     """
 
-    def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, database_url: str, *, pool_size: int = 5, write_timeout_seconds: float = 5.0) -> None:
         self.database_url = database_url
+        self.write_timeout_seconds = write_timeout_seconds
         kwargs: dict[str, Any] = {}
         engine_url = database_url
         self._postgres = database_url.startswith("postgresql")
@@ -245,17 +272,39 @@ class SqlAuditStore:
         return self._pg_pool
 
     async def record(self, event: AuditEvent) -> None:
-        params = self._rows.params(event)
+        """Commit ``event`` within the write timeout. ``AuditUnavailable`` when it is not committed;
+        ``AuditOutcomeUnknown`` when it was sent and may still commit, but only until its ``commit_by``, which is
+        when this call gives up. (An event voiding another would be true whenever it committed; its deadline keeps
+        the retries of a void from committing it twice.)"""
+        timeout = self.write_timeout_seconds
+        commit_by = datetime.now(UTC) + timedelta(seconds=timeout)
+        params = self._rows.params(event, commit_by)
+        sent = False
         try:
-            if self._sqlite_writer is not None:
-                await self._sqlite_writer.write(params)
-            else:
-                pool = await self._pool()
-                await pool.execute(self._rows.sql, *params)
-        except Exception as error:  # whatever the driver raised, the event is not committed
+            async with asyncio.timeout(timeout):
+                if self._sqlite_writer is not None:
+                    sent = True
+                    await self._sqlite_writer.write(params, commit_by.timestamp())
+                else:
+                    pool = await self._pool()
+                    connection = await pool.acquire()
+                    try:
+                        sent = True
+                        await connection.execute(self._rows.sql, *params)
+                    except BaseException as error:
+                        if not _refused_by_server(error):
+                            # Left mid-statement (timed out, connection lost): never reuse it, and do not wait
+                            # for the server to acknowledge a cancellation.
+                            connection.terminate()
+                        raise
+                    finally:
+                        await pool.release(connection)
+        except Exception as error:
             self.last_error = type(error).__name__
             self.write_failing = True
             log.error("audit_write_failed", transaction=event.transaction, error=type(error).__name__)
+            if sent and not _refused_by_server(error):
+                raise AuditOutcomeUnknown("the audit write was not acknowledged in time") from error
             raise AuditUnavailable("the audit trail could not be written") from error
         self.last_error = None
         self.write_failing = False

@@ -7,8 +7,13 @@ event over and waking the event loop again took the event loop about as long as 
 Protocol, over the child's standard input and output:
 
 * parent → child: frames of a 4-byte big-endian length and a ``marshal`` payload; the first frame is the INSERT
-  statement, every later one the parameter tuple of one event (str, int, float or None values only);
+  statement, every later one an event: ``(deadline, parameters)``, the deadline in seconds since the epoch (or
+  None) and the parameter tuple (str, int, float or None values only);
 * child → parent: one byte per event, in order: ``0`` committed and on disk, ``1`` not.
+
+Deadline: the child commits an event only if its deadline has not passed once the row is inserted (the check sits
+right before COMMIT), so an event the gateway gave up waiting for (its caller was told it failed) cannot commit
+later because the child or its disk was stalled (docs/decisions.md, "The audit trail is exact").
 
 Durability: every event is its own transaction (an autocommit INSERT), and is acknowledged only once it is on
 disk. The child takes all the events waiting in its pipe, commits them one by one into the write-ahead log, then
@@ -31,6 +36,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import deque
 from typing import Any, cast
 
@@ -40,6 +46,10 @@ COMMITTED, FAILED = 0, 1
 
 class WriterUnavailable(Exception):
     """The writer process could not take the event or did not acknowledge it (it exited)."""
+
+
+class EventRefused(WriterUnavailable):
+    """The writer acknowledged the event as not committed (its deadline passed, or SQLite failed)."""
 
 
 def frame(value: Any) -> bytes:
@@ -64,7 +74,7 @@ class _WriterProtocol(asyncio.SubprocessProtocol):
             if code == COMMITTED:
                 future.set_result(None)
             else:
-                future.set_exception(WriterUnavailable("the audit event was not committed"))
+                future.set_exception(EventRefused("the audit event was not committed"))
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:  # its output ended (after every acknowledgement it wrote): the process is gone
@@ -101,8 +111,9 @@ class SqliteWriter:
         self._starting: asyncio.Lock | None = None
         self._outgoing: list[bytes] = []
 
-    async def write(self, params: tuple[Any, ...]) -> None:
-        """Commit one event; ``WriterUnavailable`` when it was not committed."""
+    async def write(self, params: tuple[Any, ...], deadline: float | None = None) -> None:
+        """Commit one event, only until ``deadline`` (``time.time()`` seconds); ``EventRefused`` when it was not
+        committed, ``WriterUnavailable`` when the process could not take it or exited."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._protocol is None or self._protocol.gone:
             await self._running(loop)
@@ -111,7 +122,7 @@ class SqliteWriter:
         # The frames of one turn of the event loop go to the pipe in one write.
         if not self._outgoing:
             loop.call_soon(self._flush)
-        self._outgoing.append(frame(params))
+        self._outgoing.append(frame((deadline, params)))
         await future
 
     def _flush(self) -> None:
@@ -179,7 +190,7 @@ class SqliteWriter:
 
 # --- the child process --------------------------------------------------------------------------------------------
 def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None)  # autocommit: each INSERT is its own transaction
+    connection = sqlite3.connect(path, isolation_level=None)  # transactions are explicit: one per event
     for pragma in PRAGMAS:
         connection.execute(f"PRAGMA {pragma}")
     return connection
@@ -234,10 +245,17 @@ def serve(path: str, source: int = 0, sink: int = 1) -> None:
             if sql is None:
                 sql = item
                 continue
+            deadline, params = item
             try:
                 if connection is None:
                     connection = _connect(path)
-                connection.execute(sql, item)  # autocommit: this event is its own transaction
+                connection.execute("BEGIN IMMEDIATE")  # this event is its own transaction
+                connection.execute(sql, params)
+                if deadline is not None and time.time() > deadline:
+                    connection.execute("ROLLBACK")  # its caller has been told it failed: it must not commit
+                    outcomes.append(FAILED)
+                    continue
+                connection.execute("COMMIT")
                 outcomes.append(COMMITTED)
             except (sqlite3.Error, OSError, ValueError, TypeError):
                 outcomes.append(FAILED)
