@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import time
 import uuid
@@ -28,8 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 from tests.deploy.conftest import podman
-from tests.support.exchange import discover, find_document, retrieve
-from tests.support.servers import free_port
+from tests.support.exchange import MESSAGE_IDS, discover, find_document, full_exchange, retrieve
 from tests.support.soap import ACTION_38, RIM, SOAP_CT, body_of, envelope, iti38_body, parse_response
 from tests.support.soap import retrieved_document as document_of
 
@@ -62,6 +62,27 @@ async def _pg_value(database_url: str, query: str, *args: object) -> object:
         await connection.close()
 
 
+HANDED_OUT: set[int] = set()
+
+
+def spare_port() -> int:
+    """A free loopback port below the kernel's ephemeral range: the gateways bind theirs seconds after it is picked,
+    and a port from the ephemeral range could meanwhile be handed to anything binding port 0 (the in-process
+    simulator of the embedded gateway among them)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        HANDED_OUT.add(port)
+        return port
+
+
 def wait_for_port(port: int, container: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -92,17 +113,20 @@ class Stack:
     gateways: dict[str, int] = field(default_factory=dict)
 
     def run(self, name: str, *args: str, environment: dict[str, str] | None = None, detach: bool = True,
-            timeout: float = 120) -> str:
-        """A container of the image on the host network with the hardening a deployment uses; returns its name
-        (detached) or what it printed (one-shot)."""
+            volume_of: str | None = None, entrypoint: str | None = None, timeout: float = 120) -> str:
+        """A container of the image on the host network with the hardening a deployment uses, its working
+        directory on a volume of its own (or ``volume_of`` another's); returns its name (detached) or what it
+        printed (one-shot)."""
         container = self.container(name)
-        volume = f"{container}-data"
+        volume = f"{self.container(volume_of or name)}-data"
         options = ["--name", container, "--network", "host", "--read-only", "--tmpfs", "/tmp",
                    "--cap-drop", "all", "--security-opt", "no-new-privileges",
                    "--volume", f"{volume}:/var/lib/xhuma",
                    "--volume", f"{self.key_file}:/run/xhuma/pds-key.pem:ro"]
         for variable, value in (environment if environment is not None else self.environment).items():
             options += ["--env", f"{variable}={value}"]
+        if entrypoint:
+            options += ["--entrypoint", entrypoint]
         self.volumes.append(volume)
         if detach:
             self.containers.append(container)
@@ -111,10 +135,10 @@ class Stack:
         result = podman("run", "--rm", *options, self.image, *args, timeout=timeout)
         return result.stdout + result.stderr
 
-    def start_gateway(self, name: str, *serve_options: str) -> None:
+    def start_gateway(self, name: str, *serve_options: str, environment: dict[str, str] | None = None) -> None:
         """Start ``xhuma serve`` in a container (not waiting for it: see ``wait_until_ready``)."""
-        port = free_port()
-        self.run(name, "serve", "--host", "127.0.0.1", "--port", str(port), *serve_options)
+        port = spare_port()
+        self.run(name, "serve", "--host", "127.0.0.1", "--port", str(port), *serve_options, environment=environment)
         self.gateways[name] = port
 
     def wait_until_ready(self) -> None:
@@ -162,7 +186,7 @@ def stack(xhuma_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "XHUMA_PDS_API_KEY": f"container-test-api-key-{run_id}",
         "XHUMA_LOG_LEVEL": "INFO",
     }
-    simulator_port = free_port()
+    simulator_port = spare_port()
     simulator = f"http://127.0.0.1:{simulator_port}"
     environment = {
         **credentials,
@@ -189,6 +213,7 @@ def stack(xhuma_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack.start_gateway("b")
         stack.start_gateway("stop-graceful")
         stack.start_gateway("stop-bounded", "--timeout-graceful-shutdown", str(STOP_BOUND_SECONDS))
+        stack.start_gateway("embedded", environment={})  # no configuration: simulator, memory cache, SQLite
         wait_for_port(simulator_port, name)
         stack.wait_until_ready()
         yield stack
@@ -295,3 +320,20 @@ async def test_sigterm_stop_is_bounded_by_the_graceful_shutdown_timeout(stack: S
     log = logs(stack.container("stop-bounded"))
     assert "timeout graceful shutdown exceeded" in log and "Application shutdown complete" in log, log[-3000:]
 
+
+
+async def test_embedded_default_serves_on_a_read_only_root_and_its_audit_survives_the_stop(stack: Stack) -> None:
+    """No configuration at all: the in-process simulator, memory cache and the SQLite audit file in the working
+    directory, the only writable path besides /tmp. After SIGTERM the file holds every transaction's event."""
+    async with httpx.AsyncClient(base_url=stack.url("embedded"), timeout=60) as client:
+        exchange = await full_exchange(client)
+    assert validate_bytes(exchange.ccd).valid
+    podman("stop", "--time", "30", stack.container("embedded"), timeout=60)
+    state = json.loads(podman("inspect", "--format", "{{json .State}}", stack.container("embedded")).stdout)
+    assert state["ExitCode"] in (0, 143), state
+    count_events = ("import sqlite3; db = sqlite3.connect('xhuma-audit.db'); "
+                    "print(*db.execute('SELECT \"transaction\", message_id FROM audit_event ORDER BY id'), sep='\\n')")
+    events = stack.run("embedded-audit", "-c", count_events, environment={}, detach=False, volume_of="embedded",
+                       entrypoint="python3")
+    for transaction, message_id in MESSAGE_IDS.items():
+        assert repr((transaction, message_id)) in events, events
