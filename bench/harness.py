@@ -31,6 +31,9 @@ from xhuma.ihe.xcpd import NHS_NUMBER_OID
 from xhuma.nhs.nhs_number import check_digit
 
 HOME = "urn:oid:2.16.840.1.113883.3.9999.1"  # the gateway's default homeCommunityId
+# Longest wait for one answer: a load generator must report a request that never returns, not hang on it. Twice
+# the longest an ITI-38 may legitimately wait for another replica's pipeline (XHUMA_PIPELINE_WAIT_SECONDS).
+ANSWER_TIMEOUT_S = 120.0
 
 
 def free_port() -> int:
@@ -140,19 +143,24 @@ def iti38_envelope(number: str) -> bytes:
 
 async def cold_iti38(base: str, number: str) -> float:
     """One ITI-38 on a fresh connection; its time, or SystemExit when it did not list a document."""
-    elapsed, status, answer = await post_once(base, "/SOAP/iti38", iti38_envelope(number), "application/soap+xml")
+    try:
+        elapsed, status, answer = await post_once(base, "/SOAP/iti38", iti38_envelope(number), "application/soap+xml")
+    except TimeoutError:
+        raise SystemExit(f"ITI-38 failed: no answer within {ANSWER_TIMEOUT_S:.0f} s") from None
     if status != 200 or b"ExtrinsicObject" not in answer:
         raise SystemExit(f"ITI-38 failed: HTTP {status} {answer[-300:]!r}")
     return elapsed
 
 
-async def batch_against_one(base: str, numbers: list[str], *, warm: int = 1) -> tuple[float, float, list[float]]:
+async def batch_against_one(base: str, numbers: list[str], *, warm: int = 1,
+                            singles: int = 1) -> tuple[float, float, list[float]]:
     """(one cold ITI-38 alone, all of the remaining ones at once, their latencies): the first ``warm`` numbers
-    warm the gateway up (imports, connection pools, schema caches; several at once reach every worker)."""
+    warm the gateway up (imports, connection pools, schema caches; several at once reach every worker), the next
+    ``singles`` are sent one after another and the median of their times is the one query's."""
     await asyncio.gather(*(cold_iti38(base, number) for number in numbers[:warm]))
-    single = await cold_iti38(base, numbers[warm])
+    single = statistics.median([await cold_iti38(base, number) for number in numbers[warm:warm + singles]])
     started = time.perf_counter()
-    latencies = await asyncio.gather(*(cold_iti38(base, number) for number in numbers[warm + 1:]))
+    latencies = await asyncio.gather(*(cold_iti38(base, number) for number in numbers[warm + singles:]))
     return single, time.perf_counter() - started, list(latencies)
 
 
@@ -230,16 +238,18 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
     return LoadResult(requests, time.perf_counter() - started, latencies)
 
 
-async def post_once(base: str, path: str, body: bytes, content_type: str) -> tuple[float, int, bytes]:
-    """One POST on a fresh connection: (seconds, status, body)."""
+async def post_once(base: str, path: str, body: bytes, content_type: str,
+                    *, timeout: float = ANSWER_TIMEOUT_S) -> tuple[float, int, bytes]:
+    """One POST on a fresh connection: (seconds, status, body); TimeoutError when no answer came in ``timeout``."""
     host, port = base.removeprefix("http://").split(":")
     request = http_post(host, port, path, body, content_type, close=True)
     started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        status, answer = await round_trip(reader, writer, request)
-    finally:
-        writer.close()
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            status, answer = await round_trip(reader, writer, request)
+        finally:
+            writer.close()
     return time.perf_counter() - started, status, answer
 
 
