@@ -168,6 +168,33 @@ async def test_a_write_redis_refused_reaches_the_other_replicas_when_redis_retur
     await cache.close()
 
 
+async def test_copies_of_keys_a_restarted_redis_lost_are_served_and_handed_back_to_the_other_replicas(
+    redis_server: RedisServer, remote: RedisCache
+) -> None:
+    """A Redis restarted empty lost its keys; that is not a purge: the replica that held them hands them back."""
+    cache = tiered(remote, bypass_seconds=0.2, lost_window_seconds=60)
+    other_replica = tiered(remote, lost_window_seconds=60)
+    await cache.set(DOCUMENT_KEY, b"sealed document", 60)
+    assert await other_replica.get(DOCUMENT_KEY) == b"sealed document"  # it knows this Redis instance
+    redis_server.kill()
+    redis_server.start()  # same port, empty, a new run_id
+    await in_own_task(cache.get("entry:unrelated"))  # the holder meets the restart (a broken connection)
+    deadline = time.monotonic() + 3.0
+    answers = []
+    while time.monotonic() < deadline:
+        try:
+            answers.append(await other_replica.get(DOCUMENT_KEY))
+        except CacheError:
+            answers.append("busy")  # the other replica saw the restart too: unknown is not "none"
+        if answers[-1] == b"sealed document":
+            break
+        await asyncio.sleep(0.05)
+    assert answers[-1] == b"sealed document"
+    assert None not in answers
+    assert await cache.get(DOCUMENT_KEY) == b"sealed document"
+    await cache.close()
+
+
 # --- the bypass and the per-request budget --------------------------------------------------------------------------
 async def test_after_repeated_timeouts_redis_is_bypassed_then_probed_and_used_again(
     redis_server: RedisServer, remote: RedisCache

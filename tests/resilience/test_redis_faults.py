@@ -130,6 +130,33 @@ async def test_redis_down_before_iti38_the_document_is_held_in_process_and_given
         assert_document(await retrieve(client_b, document), expected)
 
 
+async def test_redis_restarted_empty_documents_advertised_before_are_never_unknown_and_return_on_every_replica(
+    replica: Replica, redis_server: RedisServer
+) -> None:
+    """A restart without persistence loses Redis's keys. A, which stored the document, still holds it and hands it
+    back; B, which holds nothing, answers busy (not "unknown document") until it can read it again."""
+    async with replica("a", cache_bypass_seconds=0.5) as (app_a, client_a), replica("b") as (_, client_b):
+        await discover(client_a)
+        document = await find_document(client_a)
+        expected = retrieved_document(await retrieve(client_a, document))
+        never_stored = DocumentRef(document.home, document.repository, "1.2.3.4.5.6.7")
+        assert registry_error_codes(await retrieve(client_b, never_stored)) == ["XDSDocumentUniqueIdError"]
+        redis_server.kill()
+        redis_server.start()  # same port, empty
+        assert (await client_a.get("/health/ready")).json()["checks"]["cache"]["ok"] is True
+        codes = []
+        for _ in range(60):
+            response = await retrieve(client_b, document)
+            codes.append(registry_error_codes(response))
+            if not codes[-1]:
+                assert retrieved_document(response) == expected
+                break
+            await asyncio.sleep(0.05)
+        assert codes[-1] == [] and all(code == ["XDSRepositoryBusy"] for code in codes[:-1]), codes
+        assert tiers_of(app_a).generation == 1
+        assert_document(await retrieve(client_a, document), expected)
+
+
 async def test_pds_token_requests_during_a_redis_outage_are_at_most_one_per_replica(
     replica: Replica, redis_server: RedisServer
 ) -> None:

@@ -135,6 +135,14 @@ class RedisCache:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)
 
+    async def server_run_id(self) -> str:
+        """The Redis instance's run_id, new at every restart (INFO server)."""
+        try:
+            info = await self._client.info("server")
+        except (TimeoutError, RedisError, OSError) as error:
+            raise CacheError(f"redis info failed: {type(error).__name__}") from error
+        return str(info.get("run_id", ""))
+
     async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
         """The value and the seconds Redis keeps it for (GET and PTTL in one round trip)."""
         try:

@@ -15,7 +15,8 @@ already-sealed envelope. It guarantees three things:
   are also held here, bounded in bytes, for their TTL: written by this replica, or read from Redis (with the TTL
   Redis has left). Redis stays the source of truth: a read asks Redis first, and a key Redis no longer has
   (expired, purged) is dropped here too. When Redis fails, reads fall back to this tier, and a write that Redis
-  refused is held here alone ("only here", never evicted before its TTL) and handed back to Redis (set if absent)
+  refused is held here alone ("only here", never evicted before its TTL), as is a copy of a key that a restarted
+  Redis lost (its run_id changed since the copy was seen there), and handed back to Redis (set if absent)
   when it answers again: at the next read of it here, and by a background task once per bypass period. A write
   that neither Redis nor this tier can hold raises ``CacheError``, so that the gateway never advertises a document
   it holds nowhere.
@@ -56,11 +57,19 @@ class RemainingTtl(Protocol):
     async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]: ...
 
 
+@runtime_checkable
+class ServerIdentity(Protocol):
+    """A remote cache that names the server instance it talks to (Redis run_id: new at every restart)."""
+
+    async def server_run_id(self) -> str: ...
+
+
 @dataclass(slots=True)
 class Held:
     value: bytes
     expires_at: float  # on the tier's monotonic clock
     only_here: bool  # Redis refused it: the only copy, not evicted before it expires
+    generation: int = 0  # the Redis instance (TieredCache.generation) last seen holding it
 
 
 class LocalTier:
@@ -89,7 +98,7 @@ class LocalTier:
         self._items.move_to_end(key)
         return held
 
-    def hold(self, key: str, value: bytes, ttl_seconds: float, *, only_here: bool) -> bool:
+    def hold(self, key: str, value: bytes, ttl_seconds: float, *, only_here: bool, generation: int = 0) -> bool:
         """Hold ``value`` for ``ttl_seconds``; False when it cannot fit beside the entries that may not go."""
         self._remove(key)
         size = self._size(key, value)
@@ -106,7 +115,7 @@ class LocalTier:
                     break
         if self.bytes + size > self.max_bytes:
             return False
-        self._items[key] = Held(value, now + ttl_seconds, only_here)
+        self._items[key] = Held(value, now + ttl_seconds, only_here, generation)
         self.bytes += size
         return True
 
@@ -118,11 +127,20 @@ class LocalTier:
         now = self._clock()
         return [(key, held) for key, held in self._items.items() if held.only_here and held.expires_at > now]
 
-    def settle(self, key: str) -> None:
+    def lost_before(self, generation: int) -> int:
+        """Every copy last seen in an earlier Redis instance becomes an only copy (that Redis lost it); how many."""
+        now, lost = self._clock(), 0
+        for held in self._items.values():
+            if held.generation < generation and not held.only_here and held.expires_at > now:
+                held.only_here, lost = True, lost + 1
+        return lost
+
+    def settle(self, key: str, generation: int) -> None:
         """Redis holds ``key`` again: this copy may be evicted like any other."""
         held = self._items.get(key)
         if held is not None:
             held.only_here = False
+            held.generation = generation
 
     def drop(self, *keys: str) -> None:
         for key in keys:
@@ -155,10 +173,17 @@ class TieredCache:
         timeout_seconds: float,
         bypass_after: int = 3,
         bypass_seconds: float = 5.0,
+        lost_window_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.remote = remote
         self._ttl_remote = remote if isinstance(remote, RemainingTtl) else None
+        self._identity = remote if isinstance(remote, ServerIdentity) else None
+        self._run_id: str | None = None  # the Redis instance last identified
+        self._identified = False  # no failure since: the instance cannot have changed unseen
+        self.generation = 0  # counts the Redis instances seen: a restart may have lost every key
+        self._lost_window = lost_window_seconds
+        self._suspect_until = 0.0  # until then, a key Redis lacks may be one its restart lost
         self.local = local if local is not None and local.max_bytes > 0 else None
         self._holds = holds
         self._timeout = timeout_seconds
@@ -217,6 +242,9 @@ class TieredCache:
 
     def _failed(self, operation: str, error: BaseException, probe: bool) -> None:
         self.last_error = f"redis {operation} failed: {type(error).__name__}"
+        self._identified = False  # a restart always breaks the connections first
+        if self.local is not None and len(self.local):
+            self._keep_handing_back()
         self._failures += 1
         if probe or (not self._bypass_until and self._failures >= self._bypass_after):
             log.warning("cache_bypass_opened", cache="redis", seconds=self._bypass_seconds,
@@ -278,6 +306,24 @@ class TieredCache:
             watch.append(loop.call_at(deadline, self._watch, scope, started, limit, watch, deadline, lag))
 
     # --- the Cache port ---------------------------------------------------------------------------------------
+    async def _current_generation(self, *, again: bool = False) -> int:
+        """The generation of the Redis instance, identified again (INFO run_id) after any failure or when ``again``:
+        a Redis that restarted empty lost its keys, which is not the same as a key deleted (purged) or expired."""
+        if (again or not self._identified) and self._identity is not None:
+            identity = self._identity
+            try:
+                run_id = await self._remote("info", identity.server_run_id)
+            except CacheError:
+                return self.generation
+            if self._run_id is not None and run_id != self._run_id:
+                self.generation += 1
+                self._suspect_until = self._clock() + self._lost_window
+                log.warning("cache_redis_restarted", generation=self.generation)
+                if self.local is not None and self.local.lost_before(self.generation):
+                    self._keep_handing_back()  # the other replicas find them again without a read here
+            self._run_id, self._identified = run_id, True
+        return self.generation
+
     async def get(self, key: str) -> bytes | None:
         local = self.local if self._holds(key) else None
         held = local.get(key) if local is not None else None
@@ -286,7 +332,8 @@ class TieredCache:
             if local is not None and held is None and ttl_remote is not None:
                 value, ttl = await self._remote("get", lambda: ttl_remote.get_with_ttl(key))
                 if value is not None and ttl:
-                    local.hold(key, value, ttl, only_here=False)  # served here recently: kept for its TTL
+                    # Served here recently: kept for the TTL Redis had left.
+                    local.hold(key, value, ttl, only_here=False, generation=await self._current_generation())
                 return value
             value = await self._remote("get", lambda: remote.get(key))
         except CacheError:
@@ -294,16 +341,27 @@ class TieredCache:
                 raise
             self.served_locally += 1
             return held.value
+        if value is None and local is not None and self._identity is not None:
+            # Redis lacks a key of what ITI-38 advertises: rare enough to ask whether Redis restarted meanwhile (a
+            # pooled connection reconnects unseen, so a restart need not have failed an operation here).
+            await self._current_generation(again=True)
+        if value is None and local is not None and held is None and self._clock() < self._suspect_until:
+            # Redis restarted (empty) lately: another replica may hold the only copy and hand it back within a
+            # bypass period. Unknown is not "none".
+            raise CacheError("redis get: the key may have been lost in a Redis restart")
         if held is None or local is None:
             return value
         if value is None:
-            if held.only_here:
-                await self._hand_back(key, held)
-                return held.value
-            local.drop(key)  # expired or purged in Redis: not served from here either
-            return None
+            if not held.only_here and held.generation == self.generation:
+                local.drop(key)  # expired or purged in Redis: not served from here either
+                return None
+            # Redis never had it, or lost it in a restart since it was seen there: this copy goes back.
+            held.only_here = True
+            self.served_locally += 1
+            await self._hand_back(key, held)
+            return held.value
         if value != held.value:
-            local.hold(key, value, local.remaining(held), only_here=False)
+            local.hold(key, value, local.remaining(held), only_here=False, generation=held.generation)
         return value
 
     async def _hand_back(self, key: str, held: Held) -> None:
@@ -317,22 +375,26 @@ class TieredCache:
             await self._remote("add", lambda: self.remote.add(key, held.value, ttl))
         except CacheError:
             return
-        self.local.settle(key)
+        self.local.settle(key, self.generation)
 
     def _keep_handing_back(self) -> None:
-        """Hand back what only this replica holds as soon as Redis answers, without waiting for a read of it here,
-        so that the other replicas find it: tried once per bypass period until nothing is held only here."""
-        if self._hand_back_task is None or self._hand_back_task.done():
+        """Recover as soon as Redis answers, without waiting for a read here, so that the other replicas find what
+        only this replica holds: once per bypass period, identify the Redis instance (a restart lost its keys: the
+        copies held here become only copies) and hand back every only copy, until Redis is identified and nothing
+        is held only here."""
+        if self.local is not None and (self._hand_back_task is None or self._hand_back_task.done()):
             self._hand_back_task = asyncio.get_running_loop().create_task(self._hand_back_all())
 
     async def _hand_back_all(self) -> None:
         _request_wait.set(None)  # a task of its own, not charged to the request that started it
         assert self.local is not None
-        while pending := self.local.only_here():
-            for key, held in pending:
+        while True:
+            await self._current_generation()
+            for key, held in self.local.only_here():
                 await self._hand_back(key, held)
-            if self.local.only_here():
-                await asyncio.sleep(self._bypass_seconds)
+            if self._identified and not self.local.only_here():
+                return
+            await asyncio.sleep(self._bypass_seconds)
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
@@ -348,7 +410,7 @@ class TieredCache:
                 return
             raise
         if local is not None:
-            local.hold(key, value, ttl_seconds, only_here=False)
+            local.hold(key, value, ttl_seconds, only_here=False, generation=await self._current_generation())
 
     async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
         # Set-if-absent is only meaningful in the shared store: no in-process stand-in (the caller decides).
@@ -363,7 +425,8 @@ class TieredCache:
         return await self._remote("keys", lambda: self.remote.keys(prefix))
 
     async def ping(self) -> bool:
-        """Redis answers within the timeout (readiness); a success also ends a bypass early."""
+        """Redis answers within the timeout (readiness). A success also ends a bypass early, and identifies the
+        Redis instance: a restart found here starts the hand-back of what only this replica holds."""
         try:
             async with asyncio.timeout(self._timeout):
                 healthy = await self.remote.ping()
@@ -371,6 +434,8 @@ class TieredCache:
             healthy = False
         if healthy:
             self._succeeded()
+            if self.local is not None and len(self.local):
+                await self._current_generation(again=True)
         return healthy
 
     async def close(self) -> None:
@@ -383,4 +448,4 @@ class TieredCache:
         await self.remote.close()
 
 
-__all__ = ["Held", "LocalTier", "TieredCache"]
+__all__ = ["Held", "LocalTier", "RemainingTtl", "ServerIdentity", "TieredCache"]
