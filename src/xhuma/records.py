@@ -359,7 +359,8 @@ class Records:
     async def _run_holding_lease(
         self, name: str, token: str, ttl_ms: int, nhs_number: str, caller: CallerIdentity
     ) -> QueryResult:
-        renewal = asyncio.get_running_loop().create_task(self._keep_lease(name, token, ttl_ms))
+        done = asyncio.Event()
+        renewal = asyncio.get_running_loop().create_task(self._keep_lease(name, token, ttl_ms, done))
         try:
             # The previous holder may have stored the document between our cache miss and the lease.
             documents = await self._read_cached_documents(nhs_number)
@@ -367,6 +368,10 @@ class Records:
                 return QueryResult(documents, from_cache=True)
             return await self._fetch_and_convert(nhs_number, caller)
         finally:
+            # The renewal stops when done, not only when cancelled: redis-py (8.2) lets some cancellations that
+            # land inside a command go unreported, and a renewal that missed its cancellation held the lease, and
+            # this answer, for ever (found by bench/scale_out.py, docs/benchmarks.md).
+            done.set()
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
@@ -375,10 +380,12 @@ class Records:
             except CacheError as error:
                 log.warning("pipeline_lease_release_failed", error=str(error))  # it expires by itself
 
-    async def _keep_lease(self, name: str, token: str, ttl_ms: int) -> None:
+    async def _keep_lease(self, name: str, token: str, ttl_ms: int, done: asyncio.Event) -> None:
         """Renew the lease at a third of its time to live while the pipeline runs (slow GP Connect, retries)."""
-        while True:
+        while not done.is_set():
             await asyncio.sleep(ttl_ms / 3000)
+            if done.is_set():
+                return
             try:
                 if not await self._leases.renew(name, token, ttl_ms):
                     log.warning("pipeline_lease_lost")
