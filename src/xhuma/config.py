@@ -262,6 +262,24 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="proxy addresses allowed to forward client certificates"
     )
+    tls_require_client_cert: bool = Field(
+        default=True,
+        description="direct mTLS with an allow-list: refuse a client without a certificate in the TLS handshake "
+        "(false: decided per endpoint, for HTTPS health probes that cannot present one)",
+    )
+    keepalive_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="idle keep-alive connections are closed after this"
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="a connection is closed when a request's line and headers take longer than this (slowloris)",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="largest request line and headers, in bytes (larger: 431)"
+    )
+    max_connections: int = Field(
+        default=1000, gt=0, description="open connections per process; beyond, requests are answered 503"
+    )
     rate_limit_per_minute: int = Field(default=0, ge=0, description="requests per client per minute (0: off)")
     client_cert_header: str = Field(
         default="x-ssl-client-cert",

@@ -4,6 +4,7 @@ when the proxy is allow-listed."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,56 @@ def test_expired_client_certificate_fails_the_handshake(make_settings: Any, pki:
             httpx.post(f"https://127.0.0.1:{port}/probe", verify=client_context(pki, expired))
 
 
-def test_no_client_certificate_is_refused_by_soap_but_health_probe_still_answers(
+def test_no_client_certificate_fails_the_handshake_when_an_allow_list_is_configured(
         make_settings: Any, pki: Pki, server_cert: Issued) -> None:
+    """Direct mTLS with an allow-list (issue 15, item 8): a client without a certificate is refused by the TLS
+    handshake itself (certificate_required), before any HTTP; an allow-listed one is served on the same server."""
     epic = pki.issue("Epic Gateway")
     settings = mtls_settings(make_settings, pki, server_cert, [epic.subject])
+    with serve(probe_app(settings), **uvicorn_options(settings)) as port:
+        without = raw_exchange(port, client_context(pki, None))
+        with_certificate = raw_exchange(port, client_context(pki, epic))
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"https://127.0.0.1:{port}/health/live", verify=client_context(pki, None))
+    assert without == b""  # the server ended the connection in the handshake: no HTTP at all
+    assert with_certificate.startswith(b"HTTP/1.1 200")
+
+
+def raw_exchange(port: int, context: ssl.SSLContext) -> bytes:
+    """GET /health/live over TLS on a raw socket: the answer's first bytes, or b"" when the server ended the
+    connection (TLS 1.3: the client's side of the handshake completes first; the server's refusal then arrives as
+    an alert or the end of the connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"GET /health/live HTTP/1.1\r\nHost: xhuma.test\r\n\r\n")
+                return tls.recv(1024)
+        except (ssl.SSLError, ConnectionResetError):
+            return b""
+
+
+def test_trusted_proxy_without_a_certificate_completes_the_handshake(make_settings: Any, pki: Pki,
+                                                                     server_cert: Issued) -> None:
+    """Behind trusted proxies the proxy connects (re-encrypting, without a certificate of its own) and forwards
+    the caller's certificate in a header: the handshake must not require one."""
+    epic = pki.issue("Epic Gateway")
+    settings = make_settings(tls_cert_file=server_cert.cert_file, tls_key_file=server_cert.key_file,
+                             tls_client_ca_file=pki.ca.cert_file, client_cert_allow_list=[epic.subject],
+                             trusted_proxies=["127.0.0.1"])
+    with serve(probe_app(settings), **uvicorn_options(settings)) as port:
+        response = httpx.post(f"https://127.0.0.1:{port}/probe", verify=client_context(pki, None),
+                              headers=forwarded(epic))
+    assert response.status_code == 200, response.text
+    assert response.json()["via"] == "proxy"
+
+
+def test_without_handshake_requirement_soap_refuses_a_client_without_certificate_but_health_answers(
+        make_settings: Any, pki: Pki, server_cert: Issued) -> None:
+    """XHUMA_TLS_REQUIRE_CLIENT_CERT=false (HTTPS health probes that cannot present a certificate): decided per
+    endpoint."""
+    epic = pki.issue("Epic Gateway")
+    settings = mtls_settings(make_settings, pki, server_cert, [epic.subject]).model_copy(
+        update={"tls_require_client_cert": False})
     with serve(probe_app(settings), **uvicorn_options(settings)) as port:
         context = client_context(pki, None)
         refused = httpx.post(f"https://127.0.0.1:{port}/probe", verify=context)

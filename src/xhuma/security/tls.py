@@ -6,6 +6,12 @@ not pass the certificate to the application. These protocol subclasses read it f
 (``scope["extensions"]["tls"]["client_cert_chain"]``, PEM strings), together with the transport's own peer
 address (``scope["extensions"]["xhuma.peer"]``), which no header can change.
 
+They also bound what a connection may hold without sending a request (slowloris): uvicorn closes idle keep-alive
+connections (``timeout_keep_alive``) and answers 503 beyond a number of connections (``limit_concurrency``), but
+has no limit on the time or the bytes a client may take to send a request's line and headers. Here a connection
+whose request head is not complete within ``XHUMA_HEADER_TIMEOUT_SECONDS`` of its opening, or of the first byte
+of its next request, is closed, and a head larger than ``XHUMA_MAX_HEADER_BYTES`` is answered 431 and closed.
+
 ``uvicorn_options(settings)`` returns the keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``.
 """
 
@@ -13,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from xhuma.config import Settings
@@ -69,10 +77,99 @@ class ConnectionInfoApp:
         await self.app(scope, receive, send)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestHeadLimits:
+    timeout_seconds: float
+    max_bytes: int
+
+
+_head_limits: RequestHeadLimits | None = None
+
+
+def request_head_limits() -> RequestHeadLimits:
+    """The limits of this process: set by ``uvicorn_options``; a worker process uvicorn started reads the same
+    settings (environment, configuration file) as its parent did."""
+    global _head_limits
+    if _head_limits is None:
+        from xhuma.config import load_settings
+
+        settings = load_settings()
+        _head_limits = RequestHeadLimits(settings.header_timeout_seconds, settings.max_header_bytes)
+    return _head_limits
+
+
+_HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                   b"content-length: 31\r\nconnection: close\r\n\r\nRequest header fields too large")
+
+
+class _RequestHeadGuard:
+    """The request-head limits of one connection. The deadline runs from the connection's opening and from the
+    first byte of each further request; it stops when the head is complete (the body and the application's work
+    are not limited here). Idle keep-alive time between requests is uvicorn's ``timeout_keep_alive``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._limits = request_head_limits()
+        self._timer: asyncio.TimerHandle | None = None
+        self._bytes = 0
+
+    def start(self) -> None:
+        """A request head begins (or may begin: a new connection)."""
+        if self._timer is None:
+            self._bytes = 0
+            self._timer = self._loop.call_later(self._limits.timeout_seconds, self._timed_out)
+
+    def received(self, size: int) -> None:
+        """Bytes received while a head is pending (some may turn out to be past its end)."""
+        if self._timer is not None:
+            self._bytes += size
+
+    def check_size(self) -> None:
+        """After parsing: a head still incomplete after more than the limit is answered 431 and closed."""
+        if self._timer is not None and self._bytes > self._limits.max_bytes:
+            self.stop()
+            if not self._transport.is_closing():
+                self._transport.write(_HEAD_TOO_LARGE)
+                self._transport.close()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def running(self) -> bool:
+        return self._timer is not None
+
+    def _timed_out(self) -> None:
+        # No answer: a client this slow to send a request line and headers is not waiting for one (slowloris).
+        self._timer = None
+        if not self._transport.is_closing():
+            self._transport.close()
+
+
 class XhumaH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.app = ConnectionInfoApp(self.app, peer=self.client, tls=connection_tls_info(transport))
+        self.head_guard = _RequestHeadGuard(self.loop, transport)
+        self.head_guard.start()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        # h11 holds the bytes of an incomplete request head (bounded by h11_max_incomplete_event_size) until a
+        # Request event; the head is pending while the peer is IDLE with bytes buffered.
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self.head_guard.start()
+        elif self.conn.their_state is not h11.IDLE:
+            self.head_guard.stop()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.head_guard.stop()
+        super().connection_lost(exc)
 
 
 try:
@@ -85,6 +182,27 @@ else:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self.app = ConnectionInfoApp(self.app, peer=self.client, tls=connection_tls_info(transport))
+            self.head_guard = _RequestHeadGuard(self.loop, transport)
+            self.head_guard.start()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.head_guard.stop()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            # httptools buffers a header until it is complete, with no limit: count what arrives during the head.
+            self.head_guard.received(len(data))
+            super().data_received(data)
+            self.head_guard.check_size()
+
+        # Parser callbacks (llhttp): the head runs from message begin to headers complete.
+        def on_message_begin(self) -> None:
+            self.head_guard.start()
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self.head_guard.stop()
+            super().on_headers_complete()
 
     XhumaHttpToolsProtocol = _XhumaHttpToolsProtocol
 
@@ -96,17 +214,34 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     X-Forwarded-For says for any peer in its default allow-list. Xhuma decides itself, against
     ``XHUMA_TRUSTED_PROXIES`` (see ``client_auth``).
     """
+    global _head_limits
+    _head_limits = RequestHeadLimits(settings.header_timeout_seconds, settings.max_header_bytes)
     options: dict[str, Any] = {
         "http": "xhuma.security.tls:XhumaHttpToolsProtocol",
         "proxy_headers": False,
+        # Connections: idle keep-alive closed, 503 beyond the cap (uvicorn counts open connections, the one asking
+        # included, and requests in progress, per process), request heads bounded (above; h11's own limit when
+        # it is the parser).
+        "timeout_keep_alive": settings.keepalive_timeout_seconds,
+        "limit_concurrency": settings.max_connections + 1,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
     if settings.tls_cert_file is not None:
         options["ssl_certfile"] = str(settings.tls_cert_file)
         if settings.tls_key_file is not None:
             options["ssl_keyfile"] = str(settings.tls_key_file)
         if settings.tls_client_ca_file is not None:
-            # OPTIONAL: a presented certificate must chain to the bundle (else the handshake fails); whether one is
-            # required is decided per endpoint (SOAP: yes; health probes: no).
+            # A presented certificate must chain to the bundle (else the handshake fails). Callers connecting
+            # directly with an allow-list configured must present one: refused in the handshake (REQUIRED). Behind
+            # trusted proxies the proxy connects and the certificate arrives in a header, and with
+            # XHUMA_TLS_REQUIRE_CLIENT_CERT=false (health probes that cannot present one) it is decided per
+            # endpoint (SOAP: required; health probes: not).
             options["ssl_ca_certs"] = str(settings.tls_client_ca_file)
-            options["ssl_cert_reqs"] = ssl.CERT_OPTIONAL
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED if client_cert_required_in_handshake(settings) else (
+                ssl.CERT_OPTIONAL
+            )
     return options
+
+
+def client_cert_required_in_handshake(settings: Settings) -> bool:
+    return bool(settings.client_cert_allow_list) and not settings.trusted_proxies and settings.tls_require_client_cert

@@ -1,0 +1,133 @@
+"""Issue 15, item 8: connections are bounded. A client slow to send a request's line and headers (slowloris) or
+silent after connecting is closed after XHUMA_HEADER_TIMEOUT_SECONDS, an idle keep-alive connection after
+XHUMA_KEEPALIVE_TIMEOUT_SECONDS, a request head beyond XHUMA_MAX_HEADER_BYTES is answered 431, and beyond
+XHUMA_MAX_CONNECTIONS a request is answered 503 — while the server keeps answering everyone else. Served by uvicorn
+with Xhuma's options and protocol class (as `xhuma serve` runs it), over real sockets."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.support.servers import serve
+
+from xhuma.app import create_app
+from xhuma.config import Settings
+from xhuma.security.tls import uvicorn_options
+
+HEAD = b"GET /health/live HTTP/1.1\r\nHost: xhuma.test\r\n"
+
+
+@contextmanager
+def gateway(tmp_path: Path, **overrides: Any) -> Iterator[int]:
+    settings = Settings(working_dir=tmp_path, **overrides)
+    with serve(create_app(settings), **uvicorn_options(settings)) as port:
+        yield port
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setblocking(False)
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    return data == b"" or closed_by_server(sock)  # a response (431, 503) may come before the end
+
+
+def wait_until_closed(socks: list[socket.socket], *, trickle: set[int], within: float) -> dict[int, float]:
+    """Seconds until the server closed each connection (absent: still open after ``within``); the connections in
+    ``trickle`` send one more header byte every 0.2 s meanwhile, the way slowloris keeps a head open."""
+    started = time.monotonic()
+    closed: dict[int, float] = {}
+    while len(closed) < len(socks) and time.monotonic() - started < within:
+        for index, sock in enumerate(socks):
+            if index in closed:
+                continue
+            if closed_by_server(sock):
+                closed[index] = time.monotonic() - started
+            elif index in trickle:
+                try:
+                    sock.send(b"X")
+                except OSError:
+                    closed[index] = time.monotonic() - started
+        time.sleep(0.2)
+    return closed
+
+
+def test_slow_and_silent_connections_are_closed_after_the_header_timeout_and_others_are_served(
+    tmp_path: Path,
+) -> None:
+    """200 connections: half send a request head one byte at a time and never finish it, half send nothing. All
+    are closed about one header timeout after they opened; an ordinary client is answered meanwhile."""
+    with gateway(tmp_path, header_timeout_seconds=1.0, max_connections=500) as port:
+        socks = [connect(port) for _ in range(200)]
+        try:
+            for sock in socks[:100]:
+                sock.send(HEAD)  # the head never ends: no blank line
+            served_meanwhile = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+            closed = wait_until_closed(socks, trickle=set(range(100)), within=8)
+            served_after = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+        finally:
+            for sock in socks:
+                sock.close()
+    assert served_meanwhile.status_code == 200
+    assert served_after.status_code == 200
+    assert len(closed) == 200, f"{200 - len(closed)} connections still open after 8 s"
+    assert max(closed.values()) < 3.0  # 1 s timeout; what is left is the server's and this loop's scheduling
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(tmp_path: Path) -> None:
+    with gateway(tmp_path, keepalive_timeout_seconds=1.0, header_timeout_seconds=30.0) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(HEAD + b"\r\n")
+        answer = sock.recv(65536)
+        sock.setblocking(False)
+        closed = wait_until_closed([sock], trickle=set(), within=5)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert closed and closed[0] < 2.5
+
+
+def test_a_connection_beyond_the_cap_is_answered_503_and_served_again_once_below_it(tmp_path: Path) -> None:
+    with gateway(tmp_path, max_connections=20, header_timeout_seconds=2.0) as port:
+        holders = [connect(port) for _ in range(20)]  # silent: they hold their places until the header timeout
+        time.sleep(0.2)
+        refused = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+        closed = wait_until_closed(holders, trickle=set(), within=6)
+        served = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+        for sock in holders:
+            sock.close()
+    assert refused.status_code == 503
+    assert len(closed) == 20
+    assert served.status_code == 200
+
+
+def test_a_request_head_beyond_the_limit_is_answered_431_and_closed(tmp_path: Path) -> None:
+    with gateway(tmp_path, max_header_bytes=16 * 1024) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            sock.sendall(HEAD + b"X-Padding: " + b"a" * 100_000)  # one header, 100 KB, never finished
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # closed while still sending: the answer is read below
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        sock.close()
+        ordinary = httpx.get(f"http://127.0.0.1:{port}/health/live", headers={"X-Padding": "a" * 8000}, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert ordinary.status_code == 200
