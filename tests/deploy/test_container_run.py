@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 from tests.deploy.conftest import podman
-from tests.support.exchange import MESSAGE_IDS, discover, find_document, full_exchange, retrieve
+from tests.support.exchange import IDENTIFYING, MESSAGE_IDS, discover, find_document, full_exchange, retrieve
 from tests.support.soap import ACTION_38, RIM, SOAP_CT, body_of, envelope, iti38_body, parse_response
 from tests.support.soap import retrieved_document as document_of
 
@@ -244,6 +244,10 @@ async def test_split_exchange_iti55_and_iti38_on_one_container_iti39_on_the_othe
                                    "transaction) FROM audit_event WHERE document_unique_id = $1 OR "
                                    "transaction = 'ITI-55'", document.unique_id)
     assert {"ITI-38", "ITI-39", "ITI-55"} <= set(str(transactions).split(","))
+    for name in ("a", "b"):  # the containers' logs carry no patient data
+        log = logs(stack.container(name))
+        assert '"transaction"' in log
+        assert not [value for value in IDENTIFYING if value in log], name
 
 
 def test_gateways_are_ready_on_redis_and_postgresql(stack: Stack) -> None:
