@@ -665,11 +665,21 @@ def workers_batch(args: argparse.Namespace, work: Path, settings: dict[str, str]
             "target": f"< {WORKERS_TARGET}", "met": ratio < WORKERS_TARGET}
 
 
+def print_server_warnings(work: Path, lines: int = 12) -> None:
+    """The last warning and error lines of every server's log (Xhuma logs no patient data), to show why a request
+    failed."""
+    for log in sorted(work.rglob("*.log")):
+        found = [line for line in log.read_text(errors="replace").splitlines()
+                 if re.search(r"warning|error|exception", line, re.IGNORECASE)]
+        for line in found[-lines:]:
+            print(f"  {log.name}: {line[:300]}", flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
     layout = CgroupLayout.detect()
     demographics = ehr_demographics(args.source)
     counts = sorted(args.replicas)
-    exchange_numbers = nhs_numbers(args.concurrency + (args.runs * len(counts) + 1) * args.exchanges)
+    exchange_numbers = nhs_numbers(args.concurrency + (args.runs * len(counts) + 1) * args.exchanges) if counts else []
     query_numbers = nhs_numbers(8 + args.runs * (SINGLES + args.queries), start=999_500_000) if args.queries else []
     keys = shared_keys()
     database_url = fresh_database(args.database_admin_url, args.database)
@@ -692,9 +702,10 @@ def main(args: argparse.Namespace) -> int:
             with nhs_simulator(data, work, gpc_latency_ms=args.latency_ms) as simulator, \
                     reserved_support(layout, args.reserve):
                 settings = {**simulator, **keys, "XHUMA_REDIS_URL": redis_url, "XHUMA_DATABASE_URL": database_url}
-                scale, errors = scale_out(args, layout, work, {**settings, "XHUMA_REDIS_NAMESPACE": "scale"},
-                                          exchange_numbers, demographics)
-                report["scale_out"] = scale
+                if counts:
+                    scale, errors = scale_out(args, layout, work, {**settings, "XHUMA_REDIS_NAMESPACE": "scale"},
+                                              exchange_numbers, demographics)
+                    report["scale_out"] = scale
                 if args.queries:
                     try:
                         report["workers_2"] = workers_batch(
@@ -703,11 +714,13 @@ def main(args: argparse.Namespace) -> int:
                         print(f"--workers 2: {failure}", flush=True)
                         report["workers_2"] = {"error": str(failure)}
                         errors += 1
+                if errors:
+                    print_server_warnings(work)
     finally:
         flush_redis(redis_url)
     report["machine"] = machine_load()
     print(json.dumps(report, indent=2))
-    for count, ratio in report["scale_out"].get("ratios", {}).items():
+    for count, ratio in report.get("scale_out", {}).get("ratios", {}).items():
         print(ratio_line(count, ratio))
     if "median_ratio" in report.get("workers_2", {}):
         workers = report["workers_2"]
@@ -723,7 +736,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per replica count (the median is reported)")
     parser.add_argument("--exchanges", type=int, default=100, help="cold exchanges per run")
     parser.add_argument("--concurrency", type=int, default=48, help="exchanges in flight")
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3], help="replica counts to compare")
+    parser.add_argument("--replicas", type=int, nargs="*", default=[1, 2, 3],
+                        help="replica counts to compare (none: skip the scale-out part)")
     parser.add_argument("--millicores", type=int, default=250, help="CPU limit per replica")
     parser.add_argument("--latency-ms", type=int, default=300, help="GP Connect latency")
     parser.add_argument("--no-reserve", dest="reserve", action="store_false",
