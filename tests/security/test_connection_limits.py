@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.support.servers import serve
 
 from xhuma.app import create_app
@@ -24,9 +25,13 @@ HEAD = b"GET /health/live HTTP/1.1\r\nHost: xhuma.test\r\n"
 
 
 @contextmanager
-def gateway(tmp_path: Path, **overrides: Any) -> Iterator[int]:
+def gateway(tmp_path: Path, protocol: str | None = None, **overrides: Any) -> Iterator[int]:
+    """The app served with Xhuma's uvicorn options; ``protocol`` replaces the protocol class (the h11 variant)."""
     settings = Settings(working_dir=tmp_path, **overrides)
-    with serve(create_app(settings), **uvicorn_options(settings)) as port:
+    options = uvicorn_options(settings)
+    if protocol is not None:
+        options["http"] = protocol
+    with serve(create_app(settings), **options) as port:
         yield port
 
 
@@ -66,12 +71,13 @@ def wait_until_closed(socks: list[socket.socket], *, trickle: set[int], within: 
     return closed
 
 
+@pytest.mark.parametrize("protocol", [None, "xhuma.security.tls:XhumaH11Protocol"], ids=["httptools", "h11"])
 def test_slow_and_silent_connections_are_closed_after_the_header_timeout_and_others_are_served(
-    tmp_path: Path,
+    tmp_path: Path, protocol: str | None
 ) -> None:
     """200 connections: half send a request head one byte at a time and never finish it, half send nothing. All
     are closed about one header timeout after they opened; an ordinary client is answered meanwhile."""
-    with gateway(tmp_path, header_timeout_seconds=1.0, max_connections=500) as port:
+    with gateway(tmp_path, protocol, header_timeout_seconds=1.0, max_connections=500) as port:
         socks = [connect(port) for _ in range(200)]
         try:
             for sock in socks[:100]:
@@ -85,7 +91,8 @@ def test_slow_and_silent_connections_are_closed_after_the_header_timeout_and_oth
     assert served_meanwhile.status_code == 200
     assert served_after.status_code == 200
     assert len(closed) == 200, f"{200 - len(closed)} connections still open after 8 s"
-    assert max(closed.values()) < 3.0  # 1 s timeout; what is left is the server's and this loop's scheduling
+    # 1 s timeout; the rest is scheduling on a busy machine (without the limit they stay open for good)
+    assert max(closed.values()) < 4.0
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(tmp_path: Path) -> None:
@@ -94,10 +101,10 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(tm
         sock.sendall(HEAD + b"\r\n")
         answer = sock.recv(65536)
         sock.setblocking(False)
-        closed = wait_until_closed([sock], trickle=set(), within=5)
+        closed = wait_until_closed([sock], trickle=set(), within=8)
         sock.close()
-    assert answer.startswith(b"HTTP/1.1 200")
-    assert closed and closed[0] < 2.5
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert closed and closed[0] < 4.0, closed
 
 
 def test_a_connection_beyond_the_cap_is_answered_503_and_served_again_once_below_it(tmp_path: Path) -> None:
@@ -131,3 +138,18 @@ def test_a_request_head_beyond_the_limit_is_answered_431_and_closed(tmp_path: Pa
         ordinary = httpx.get(f"http://127.0.0.1:{port}/health/live", headers={"X-Padding": "a" * 8000}, timeout=5)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert ordinary.status_code == 200
+
+
+def test_a_slow_second_request_on_a_kept_alive_connection_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    """The deadline starts again at the first byte of each request: a served connection cannot be held open by a
+    next request that never ends (uvicorn stops its keep-alive timer at that byte)."""
+    with gateway(tmp_path, header_timeout_seconds=1.0, keepalive_timeout_seconds=30.0) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(HEAD + b"\r\n")
+        answer = sock.recv(65536)
+        sock.sendall(HEAD)
+        sock.setblocking(False)
+        closed = wait_until_closed([sock], trickle={0}, within=8)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert closed and closed[0] < 4.0, closed
