@@ -228,6 +228,17 @@ async def run_fault(name: str, work: Path, simulator: dict[str, str], args: argp
                     finally:
                         if not thawed:
                             redis.thaw()
+                elif name == "redis-restarted-empty":
+                    await retrieve(client, b, retrieve_request("1.2.3.4.5.6.7"), Tally("warm"))  # B knows Redis
+                    redis.kill()
+                    redis.start()  # same port, empty: the advertised document is gone from Redis
+                    started = time.monotonic()
+                    await asyncio.gather(spread(client, a, request, tally, args.requests // 2, 2.0),
+                                         spread(client, b, request, tally, args.requests // 2, 2.0))
+                    probes = Tally("recovery")
+                    tally.notes["recovery_other_replica_s"] = round(
+                        time.monotonic() - started + await until(client, b, request, probes), 3)
+                    tally.notes["note"] = "B answers busy until A, which stored the document, has handed it back"
                 elif name == "redis-down-before-iti38":
                     await spread(client, a, request, tally, args.requests, 2.0)
                     tally.notes["pds_token_requests_during_outage"] = token_requests(workdir / "a") - tokens_before
@@ -236,6 +247,7 @@ async def run_fault(name: str, work: Path, simulator: dict[str, str], args: argp
                     tally.notes["recovery_other_replica_s"] = await until(client, b, request, probes)
                     # B cannot know that A alone holds it until A has handed it back (within a bypass period).
                     tally.notes["other_replica_answers_while_recovering"] = dict(probes.answers)
+                    tally.answers["unknown-document"] += probes.answers.get("unknown-document", 0)
                 received = tally.answers.get("document", 0)
                 tally.notes["audit_disclosures"] = disclosures([workdir / "a", workdir / "b"]) - received_before
                 tally.notes["callers_received"] = received
@@ -250,7 +262,7 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         with nhs_simulator(None, work) as simulator:
-            for fault in ("burst", "redis-killed", "redis-frozen", "redis-down-before-iti38"):
+            for fault in ("burst", "redis-killed", "redis-frozen", "redis-restarted-empty", "redis-down-before-iti38"):
                 results.append(asyncio.run(run_fault(fault, work, simulator, args)))
     print(json.dumps({"timeout_s": args.timeout, "faults": results, "machine": machine_load()}, indent=2))
     return results

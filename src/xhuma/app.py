@@ -180,6 +180,7 @@ def with_tiers(backend: Cache, settings: Settings) -> Cache:
         return backend
     return TieredCache(
         backend, LocalTier(settings.local_tier_max_bytes), holds=CacheKeys.held_in_process,
+        vouched=CacheKeys.answered_when_absent,
         timeout_seconds=settings.redis_timeout_seconds, bypass_after=settings.cache_bypass_after_failures,
         bypass_seconds=settings.cache_bypass_seconds, lost_window_seconds=settings.ttl_document_seconds,
     )

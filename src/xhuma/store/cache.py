@@ -135,13 +135,13 @@ class RedisCache:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)
 
-    async def server_run_id(self) -> str:
-        """The Redis instance's run_id, new at every restart (INFO server)."""
+    async def server_identity(self) -> tuple[str, float]:
+        """The Redis instance's run_id (new at every restart) and uptime in seconds (INFO server)."""
         try:
             info = await self._client.info("server")
         except (TimeoutError, RedisError, OSError) as error:
             raise CacheError(f"redis info failed: {type(error).__name__}") from error
-        return str(info.get("run_id", ""))
+        return str(info.get("run_id", "")), float(info.get("uptime_in_seconds", 0))
 
     async def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
         """The value and the seconds Redis keeps it for (GET and PTTL in one round trip)."""

@@ -40,6 +40,12 @@ class CacheKeys:
         return key.startswith(("document:", "entry:")) or (key.startswith("patient:") and key.endswith(":documents"))
 
     @staticmethod
+    def answered_when_absent(key: str) -> bool:
+        """A document or its entryUUID: its absence is told to the caller ("unknown document"), so it is said only
+        when the cache can vouch for it (xhuma.store.tiers)."""
+        return key.startswith(("document:", "entry:"))
+
+    @staticmethod
     def document(unique_id: str) -> str:
         return f"document:{unique_id}"
 

@@ -59,9 +59,10 @@ class RemainingTtl(Protocol):
 
 @runtime_checkable
 class ServerIdentity(Protocol):
-    """A remote cache that names the server instance it talks to (Redis run_id: new at every restart)."""
+    """A remote cache that names the server instance it talks to and its age (Redis run_id, new at every restart,
+    and uptime in seconds)."""
 
-    async def server_run_id(self) -> str: ...
+    async def server_identity(self) -> tuple[str, float]: ...
 
 
 @dataclass(slots=True)
@@ -170,6 +171,7 @@ class TieredCache:
         local: LocalTier | None,
         *,
         holds: Callable[[str], bool],
+        vouched: Callable[[str], bool] | None = None,
         timeout_seconds: float,
         bypass_after: int = 3,
         bypass_seconds: float = 5.0,
@@ -186,6 +188,7 @@ class TieredCache:
         self._suspect_until = 0.0  # until then, a key Redis lacks may be one its restart lost
         self.local = local if local is not None and local.max_bytes > 0 else None
         self._holds = holds
+        self._vouched = vouched or holds  # keys whose absence a caller is told ("unknown document")
         self._timeout = timeout_seconds
         self._bypass_after = max(1, bypass_after)
         self._bypass_seconds = bypass_seconds
@@ -306,22 +309,31 @@ class TieredCache:
             watch.append(loop.call_at(deadline, self._watch, scope, started, limit, watch, deadline, lag))
 
     # --- the Cache port ---------------------------------------------------------------------------------------
-    async def _current_generation(self, *, again: bool = False) -> int:
-        """The generation of the Redis instance, identified again (INFO run_id) after any failure or when ``again``:
-        a Redis that restarted empty lost its keys, which is not the same as a key deleted (purged) or expired."""
-        if (again or not self._identified) and self._identity is not None:
-            identity = self._identity
-            try:
-                run_id = await self._remote("info", identity.server_run_id)
-            except CacheError:
-                return self.generation
-            if self._run_id is not None and run_id != self._run_id:
-                self.generation += 1
-                self._suspect_until = self._clock() + self._lost_window
-                log.warning("cache_redis_restarted", generation=self.generation)
-                if self.local is not None and self.local.lost_before(self.generation):
-                    self._keep_handing_back()  # the other replicas find them again without a read here
-            self._run_id, self._identified = run_id, True
+    async def _identify(self, *, again: bool = False) -> None:
+        """Identify the Redis instance (INFO: run_id, uptime) after any failure, or now when ``again``. Raises
+        CacheError when Redis cannot say.
+
+        A Redis that restarted empty lost its keys, which is not the same as a key deleted (purged) or expired: a
+        new run_id turns the copies held here into only copies, handed back. A Redis younger than a document's
+        lifetime (restarted, or new) cannot vouch that an advertised key it lacks was never stored: until it is
+        that old, such a key is answered busy, not unknown.
+        """
+        if self._identity is None or (self._identified and not again):
+            return
+        run_id, uptime = await self._remote("info", self._identity.server_identity)
+        if uptime < self._lost_window:
+            self._suspect_until = max(self._suspect_until, self._clock() + self._lost_window - uptime)
+        if self._run_id is not None and run_id != self._run_id:
+            self.generation += 1
+            log.warning("cache_redis_restarted", generation=self.generation)
+            if self.local is not None and self.local.lost_before(self.generation):
+                self._keep_handing_back()  # the other replicas find them again without a read here
+        self._run_id, self._identified = run_id, True
+
+    async def _generation(self) -> int:
+        """The current generation for a copy being confirmed in Redis (identified first when in doubt)."""
+        with contextlib.suppress(CacheError):
+            await self._identify()
         return self.generation
 
     async def get(self, key: str) -> bytes | None:
@@ -331,38 +343,43 @@ class TieredCache:
         try:
             if local is not None and held is None and ttl_remote is not None:
                 value, ttl = await self._remote("get", lambda: ttl_remote.get_with_ttl(key))
-                if value is not None and ttl:
-                    # Served here recently: kept for the TTL Redis had left.
-                    local.hold(key, value, ttl, only_here=False, generation=await self._current_generation())
-                return value
-            value = await self._remote("get", lambda: remote.get(key))
+                if value is not None:
+                    if ttl:  # served here recently: kept for the TTL Redis had left
+                        local.hold(key, value, ttl, only_here=False, generation=await self._generation())
+                    return value
+            else:
+                value = await self._remote("get", lambda: remote.get(key))
         except CacheError:
             if held is None:
                 raise
             self.served_locally += 1
             return held.value
-        if value is None and local is not None and self._identity is not None:
-            # Redis lacks a key of what ITI-38 advertises: rare enough to ask whether Redis restarted meanwhile (a
-            # pooled connection reconnects unseen, so a restart need not have failed an operation here).
-            await self._current_generation(again=True)
-        if value is None and local is not None and held is None and self._clock() < self._suspect_until:
-            # Redis restarted (empty) lately: another replica may hold the only copy and hand it back within a
-            # bypass period. Unknown is not "none".
-            raise CacheError("redis get: the key may have been lost in a Redis restart")
-        if held is None or local is None:
+        if value is not None:
+            if held is not None and local is not None and value != held.value:
+                local.hold(key, value, local.remaining(held), only_here=False, generation=held.generation)
             return value
-        if value is None:
-            if not held.only_here and held.generation == self.generation:
-                local.drop(key)  # expired or purged in Redis: not served from here either
-                return None
-            # Redis never had it, or lost it in a restart since it was seen there: this copy goes back.
-            held.only_here = True
-            self.served_locally += 1
-            await self._hand_back(key, held)
-            return held.value
-        if value != held.value:
-            local.hold(key, value, local.remaining(held), only_here=False, generation=held.generation)
-        return value
+        if local is None or (held is None and not self._vouched(key)):
+            return None
+        # Redis lacks a key of what ITI-38 advertises: rare enough to ask whether Redis restarted meanwhile (a
+        # pooled connection reconnects unseen, so a restart need not have failed an operation here).
+        try:
+            await self._identify(again=True)
+            identified = True
+        except CacheError:
+            identified = False
+        if held is None:
+            if not identified or self._clock() < self._suspect_until:
+                # Another replica may hold the only copy and hand it back within a bypass period.
+                raise CacheError("redis get: Redis cannot vouch that the key was never stored")
+            return None
+        if identified and not held.only_here and held.generation == self.generation:
+            local.drop(key)  # expired or purged in Redis: not served from here either
+            return None
+        # Redis never had it, or lost it in a restart since it was seen there: this copy goes back.
+        held.only_here = True
+        self.served_locally += 1
+        await self._hand_back(key, held)
+        return held.value
 
     async def _hand_back(self, key: str, held: Held) -> None:
         """A value only this replica holds goes back to Redis once Redis answers again (best effort). Set only if
@@ -389,7 +406,8 @@ class TieredCache:
         _request_wait.set(None)  # a task of its own, not charged to the request that started it
         assert self.local is not None
         while True:
-            await self._current_generation()
+            with contextlib.suppress(CacheError):
+                await self._identify()
             for key, held in self.local.only_here():
                 await self._hand_back(key, held)
             if self._identified and not self.local.only_here():
@@ -410,7 +428,7 @@ class TieredCache:
                 return
             raise
         if local is not None:
-            local.hold(key, value, ttl_seconds, only_here=False, generation=await self._current_generation())
+            local.hold(key, value, ttl_seconds, only_here=False, generation=await self._generation())
 
     async def add(self, key: str, value: bytes, ttl_seconds: int) -> bool:
         # Set-if-absent is only meaningful in the shared store: no in-process stand-in (the caller decides).
@@ -434,8 +452,9 @@ class TieredCache:
             healthy = False
         if healthy:
             self._succeeded()
-            if self.local is not None and len(self.local):
-                await self._current_generation(again=True)
+            if self.local is not None:
+                with contextlib.suppress(CacheError):
+                    await self._identify(again=True)
         return healthy
 
     async def close(self) -> None:
