@@ -20,9 +20,23 @@ import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
-from tests.support.exchange import app_client, discover, find_document
+from tests.support.exchange import BIRTH_HL7, FAMILY, GIVEN, NHS_NUMBER, app_client, discover, find_document
 from tests.support.postgres_server import PostgresServer
-from tests.support.soap import ACTION_39, SOAP_CT, XDSB, envelope, iti39_body, soap_parts
+from tests.support.soap import (
+    ACTION_38,
+    ACTION_39,
+    ACTION_55,
+    HL7,
+    NHS_OID,
+    RIM,
+    SOAP_CT,
+    XDSB,
+    envelope,
+    iti38_body,
+    iti39_body,
+    iti55_body,
+    soap_parts,
+)
 
 from xhuma.app import Runtime, create_app
 from xhuma.audit import NOT_DISCLOSED, Auditor
@@ -221,3 +235,49 @@ async def test_an_event_the_store_refuses_is_not_voided(sqlite_store: SqlAuditSt
         await auditor.record("ITI-39", "success", message_id="urn:uuid:refused")
     assert type(raised.value) is AuditUnavailable
     assert auditor.voids.pending == 0
+
+
+async def test_each_transaction_whose_disclosure_audit_stalls_answers_failure_and_leaves_no_net_success(
+    tmp_path: Path,
+) -> None:
+    """Through the gateway, with the embedded SQLite audit: while the writer process is stopped, an ITI-55 match,
+    an ITI-38 listing and an ITI-39 retrieval each answer that nothing was disclosed (AE, RegistryError), and once
+    it resumes the trail holds no success for them net of voids."""
+    settings = Settings(working_dir=tmp_path, audit_write_timeout_seconds=0.5)
+    app = create_app(settings)
+    async with app_client(app) as client:
+        await discover(client)
+        document = await find_document(client)  # the record is fetched and cached; the writer process runs
+        runtime: Runtime = app.state.runtime
+        requests = {
+            "ITI-55": ("/SOAP/iti55", ACTION_55,
+                       iti55_body([[(NHS_OID, NHS_NUMBER)]], family=FAMILY, given=GIVEN, birth=BIRTH_HL7, gender="M")),
+            "ITI-38": ("/SOAP/iti38", ACTION_38, iti38_body(nhs=NHS_NUMBER)),
+            "ITI-39": ("/SOAP/iti39", ACTION_39,
+                       iti39_body([(document.home, document.repository, document.unique_id)])),
+        }
+        answers: dict[str, httpx.Response] = {}
+        message_ids = {transaction: f"urn:uuid:{uuid.uuid4()}" for transaction in requests}
+        pid = writer_pid(runtime.audit)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for transaction, (path, action, body) in requests.items():
+                data = envelope(action, body, message_id=message_ids[transaction])
+                answers[transaction] = await client.post(path, content=data, headers={"content-type": SOAP_CT})
+            await asyncio.sleep(0.6)  # past the last event's deadline while still stopped
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert runtime.auditor is not None
+        assert await runtime.auditor.voids.flush(10)
+        rows = {transaction: await runtime.audit.query(message_id=message_id)
+                for transaction, message_id in message_ids.items()}
+
+    xcpd, _ = soap_parts(answers["ITI-55"])
+    assert xcpd.find(f".//{{{HL7}}}queryResponseCode").get("code") == "AE"
+    listing, _ = soap_parts(answers["ITI-38"])
+    assert listing.find(f".//{{{RIM}}}ExtrinsicObject") is None
+    assert not told_success(answers["ITI-39"])
+    for transaction, found in rows.items():
+        outcomes = [row["outcome"] for row in found]
+        assert "success" not in outcomes, transaction  # refused at the writer's COMMIT: past its deadline
+        assert outcomes == [NOT_DISCLOSED], transaction  # and voided, since its fate was unknown when answered
