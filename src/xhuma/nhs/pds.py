@@ -113,9 +113,7 @@ class PdsFhirClient:
         for renewal in (False, True):
             if self._tokens is not None:
                 headers["Authorization"] = f"Bearer {await self._tokens.token()}"
-            # The breaker is PDS's base URL's; the patient is counted once among its failures (transport.py).
-            result = await self._upstream.request("GET", url, headers=headers, endpoint=self._base_url,
-                                                  subject=number)
+            result = await self._upstream.request("GET", url, headers=headers)
             attempts += result.attempts
             status = result.response.status_code
             if status == 401 and self._tokens is not None and not renewal:
