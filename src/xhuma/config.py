@@ -154,6 +154,24 @@ class Settings(BaseSettings):
         pattern="^(strict|lenient|off)$",
         description="ITI-55 query demographics vs PDS: strict | lenient | off",
     )
+    pds_demographic_search: bool = Field(
+        default=True, description="ITI-55 without an NHS number searches PDS by demographics (docs/ihe.md)"
+    )
+    pds_search_min_score: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="lowest PDS search score accepted as a match (1.0: exact)"
+    )
+    pds_search_mode: str = Field(
+        default="non-fuzzy", pattern="^(non-fuzzy|fuzzy|exact)$",
+        description="PDS search: non-fuzzy (with history) | fuzzy | exact",
+    )
+    wsse_timestamp_seconds: int = Field(
+        default=0, ge=0, le=3600,
+        description="answers carry wsse:Security/wsu:Timestamp valid this long, in seconds (0: none)",
+    )
+    xcpd_match_code_system: str = Field(
+        default="2.16.840.1.113883.1.11.19914",
+        description="codeSystem of ITI-55 queryMatchObservation/code IHE_PDQ (empty: none)",
+    )
     realm: str = Field(default="US", pattern="^(US|UV)$", description="C-CDA realmCode")
     ccda_product_coding: str = Field(
         default="primary",

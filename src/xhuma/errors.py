@@ -48,6 +48,12 @@ class RateLimited(XhumaError):
         self.retry_after = max(1, int(retry_after))  # whole seconds, for the Retry-After header
 
 
+class UnsupportedProcessingMode(InvalidRequest):
+    """The request asks for a processing mode this gateway does not offer (XCPD deferred response)."""
+
+    code = "UnsupportedProcessingMode"
+
+
 class InvalidNhsNumber(InvalidRequest):
     """The NHS number is not a valid 10-digit Modulus 11 number."""
 
@@ -89,6 +95,18 @@ class DemographicsMismatch(PatientOutcome):
     """The demographics do not agree with PDS."""
 
     code = "DemographicsMismatch"
+
+
+class MoreDemographicsNeeded(PatientOutcome):
+    """A demographic search found no single sure match: several candidates, or one below the score threshold.
+
+    ``requested`` names the XCPD attributes that could single the patient out (ITI TF-2 3.55.4.2.2.6)."""
+
+    code = "MoreDemographicsNeeded"
+
+    def __init__(self, message: str = "", *, requested: tuple[str, ...] = (), detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.requested = requested
 
 
 # --- upstream outcomes -----------------------------------------------------------------------------------

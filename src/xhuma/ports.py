@@ -67,6 +67,36 @@ class PdsPatient:
         return self.requested_nhs_number is not None and self.requested_nhs_number != self.nhs_number
 
 
+@dataclass(frozen=True, slots=True)
+class PdsSearchQuery:
+    """A PDS ``GET /Patient`` demographic search (PDS FHIR API, search-patient). Dates are ``YYYY-MM-DD``; gender is
+    FHIR's male | female | other | unknown. ``mode``: non-fuzzy (with history) | fuzzy | exact."""
+
+    family: str
+    birth_date: str
+    given: str | None = None
+    gender: str | None = None
+    postcode: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    mode: str = "non-fuzzy"
+
+
+@dataclass(frozen=True, slots=True)
+class PdsSearchMatch:
+    patient: PdsPatient
+    score: float  # PDS entry.search.score: 1.0 an exact match, less a partial one
+
+
+@dataclass(frozen=True, slots=True)
+class PdsSearchResult:
+    """The matches, best first; ``too_many`` when PDS answered TOO_MANY_MATCHES (application-restricted access
+    returns a patient only when the match is unique)."""
+
+    matches: tuple[PdsSearchMatch, ...] = ()
+    too_many: bool = False
+
+
 # --- SDS ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SdsRoute:
@@ -120,6 +150,10 @@ class PdsClient(Protocol):
 
         Restricted, deceased and superseded patients are returned (flags on PdsPatient); the use case decides.
         """
+        ...
+
+    async def search_patients(self, query: PdsSearchQuery) -> PdsSearchResult:
+        """PDS demographic search; UpstreamError subclasses when PDS could not answer (never "no match")."""
         ...
 
 

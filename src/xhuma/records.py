@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from xhuma import tracing
+from xhuma import patient_search, tracing
 from xhuma.config import Settings
 from xhuma.errors import (
     CacheError,
@@ -74,6 +74,8 @@ class DemographicQuery:
     given: tuple[str, ...] = ()
     birth_date: str | None = None
     gender: str | None = None
+    postcode: str | None = None  # used by the demographic search only (xhuma.patient_search)
+    telecom: tuple[str, ...] = ()  # tel: / mailto: URLs, idem
 
     @property
     def empty(self) -> bool:
@@ -275,6 +277,27 @@ class Records:
         if reason is not None:
             raise DemographicsMismatch(detail=reason)
         return patient
+
+    async def discover_by_demographics(self, demographics: DemographicQuery) -> PdsPatient:
+        """The PDS patient found by a demographic search for an XCPD query without an NHS number (docs/ihe.md), or
+        a PatientOutcome. The candidate passes the same rules as a patient read by number; a search match must
+        never contradict what was sent, so strictness "off" is taken as "lenient" here."""
+        patient = await patient_search.find_candidate(self._pds, demographics, self.settings)
+        self._check_disclosable(patient)
+        strictness = self.settings.demographics_match if self.settings.demographics_match != "off" else "lenient"
+        reason = demographics_conflict(demographics, patient, strictness)
+        if reason is not None:
+            raise DemographicsMismatch(detail=reason)
+        return patient
+
+    async def practice_name(self, ods_code: str) -> str | None:
+        """The practice's name as ITI-38 gives it (from its last GP Connect record), so that ITI-55 names it the
+        same way; None when no record of the practice has been converted yet or the cache cannot say."""
+        try:
+            value = await self._cache.get(_practice_name_key(ods_code))
+        except CacheError:
+            return None
+        return value.decode() if value else None
 
     @staticmethod
     def _check_disclosable(patient: PdsPatient) -> None:
@@ -484,6 +507,11 @@ class Records:
         await self._cache.set(
             self._keys.patient_documents(document.nhs_number), json.dumps([document.unique_id]).encode(), ttl
         )
+        practice = document.metadata.get("practice_name")
+        if practice:
+            # Not patient data (a practice's public name): kept for ITI-55's providerOrganization/name.
+            with contextlib.suppress(CacheError):
+                await self._cache.set(_practice_name_key(document.source_ods), str(practice).encode(), ttl)
 
     async def unique_id_for_entry(self, entry_uuid: str) -> str | None:
         """The uniqueId, None when the cache has no such entry; CacheError (busy) when it could not be read."""
@@ -499,6 +527,10 @@ class Records:
         if raw is None:
             raise DocumentNotFound()
         return load_document(raw)
+
+
+def _practice_name_key(ods_code: str) -> str:
+    return f"practice-name:{ods_code.upper()}"
 
 
 def _practice_name(record: StructuredRecord) -> str | None:

@@ -64,7 +64,16 @@ from xhuma.config import Settings
 from xhuma.errors import PatientNotFound, UpstreamError
 from xhuma.ihe.endpoints import SoapEndpoints
 from xhuma.ihe.gateway import IheGateway
-from xhuma.ports import Address, Cache, CallerIdentity, PdsPatient, SdsRoute, StructuredRecord
+from xhuma.ports import (
+    Address,
+    Cache,
+    CallerIdentity,
+    PdsPatient,
+    PdsSearchQuery,
+    PdsSearchResult,
+    SdsRoute,
+    StructuredRecord,
+)
 from xhuma.records import ConvertedDocument, Records
 from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import MemoryCache
@@ -166,6 +175,8 @@ class Pds:
         )
         self.error = error
         self.calls = 0
+        self.search_result = PdsSearchResult()  # what a demographic search answers (tests set it)
+        self.searches: list[PdsSearchQuery] = []
 
     async def get_patient(self, nhs_number: str, *, correlation_id: str | None = None) -> PdsPatient:
         self.calls += 1
@@ -174,6 +185,12 @@ class Pds:
         if nhs_number not in self.patients:
             raise PatientNotFound()
         return self.patients[nhs_number]
+
+    async def search_patients(self, query: PdsSearchQuery) -> PdsSearchResult:
+        self.searches.append(query)
+        if self.error is not None:
+            raise self.error
+        return self.search_result
 
 
 class Sds:

@@ -214,15 +214,20 @@ async def test_iti38_upstream_failure_is_Failure_with_safe_codeContext(harness_f
 
 
 @pytest.mark.parametrize("error", [NoEndpoint(), ConsentRefused()])
-async def test_iti38_unavailable_gp_record_is_empty_Success_with_a_warning(harness_factory, error):
+async def test_iti38_no_documents_is_a_plain_Success_with_an_empty_list_and_no_warning_RegistryError(
+    harness_factory, error
+):
+    # Issue 14, item 3: initiators (Metriport's parser) take any RegistryError without documents for a failure.
     harness = await harness_factory(gpconnect=GpConnect(error=error))
     _, _, message = await query(harness, iti38_body())
     assert message.get("status") == SUCCESS
     assert message.find("rim:RegistryObjectList", NS) is not None and not len(
         message.find("rim:RegistryObjectList", NS)
     )
-    assert errors_of(message)[0][2] == "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
+    assert message.find("rs:RegistryErrorList", NS) is None and errors_of(message) == []
     assert schema_errors(message) == []
+    event = (await harness.events(transaction="ITI-38"))[0]
+    assert event["outcome"] == "no-match" and event["reason"] == error.code  # the reason stays in the audit
 
 
 async def test_iti38_restricted_patient_gets_no_documents(harness):

@@ -21,6 +21,9 @@ SEVERITY_WARNING = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
 XCPD_INTERNAL_ERROR = "InternalError"
 XCPD_RESPONDER_BUSY = "ResponderBusy"
 XCPD_ANSWER_NOT_AVAILABLE = "AnswerNotAvailable"
+# HL7 V3 AcknowledgementDetailCode (2.16.840.1.113883.5.1100)
+ACK_INTERNAL_ERROR = "INTERR"
+ACK_UNSUPPORTED_PROCESSING_MODE = "NS250"
 
 
 def _is_rate_limited(error: BaseException) -> bool:
@@ -62,21 +65,34 @@ class XcpdAnswer:
 
     no_match: bool
     reason: str  # for the audit trail only (PHI-free code)
-    xcpd_code: str | None = None
+    xcpd_code: str | None = None  # None: no reasonOf/detectedIssueEvent
     text: str | None = None
+    requested: tuple[str, ...] = ()  # NF: the attributes that would single the patient out (ITI TF-2 3.55.4.2.2.6)
+    ack_detail: str = ACK_INTERNAL_ERROR  # acknowledgementDetail/code (HL7 AcknowledgementDetailCode)
 
 
 def xcpd_answer(error: BaseException) -> XcpdAnswer:
+    if isinstance(error, errors.MoreDemographicsNeeded):
+        # ITI TF-2 3.55.4.2.3 case 4: AA + NF, asking for the demographics that would tell the candidates apart.
+        return XcpdAnswer(no_match=True, reason=error.code, requested=error.requested)
     if isinstance(error, errors.PatientOutcome | errors.InvalidNhsNumber):
         # XCPD: not found, restricted, deceased, superseded and conflicting demographics are all "no match";
         # the restriction must not be disclosed (SPEC §1.3 steps 3-7, ITI TF-2 3.55.4.2.3 case 2).
         return XcpdAnswer(no_match=True, reason=error.code)
+    if isinstance(error, errors.UnsupportedProcessingMode):
+        # HL7 V3 AcknowledgementDetailCode NS250 "unsupported processing mode", as IPF's ITI-55 service answers a
+        # deferred request it does not serve; no XCPD error code, which would suggest a retry could succeed.
+        return XcpdAnswer(False, error.code, None, "The deferred response option is not supported",
+                          ack_detail=ACK_UNSUPPORTED_PROCESSING_MODE)
     if _is_rate_limited(error):
         return XcpdAnswer(False, "RateLimited", XCPD_RESPONDER_BUSY, "The responder is busy; retry later")
     if isinstance(error, errors.CacheError):
         return XcpdAnswer(False, error.code, XCPD_RESPONDER_BUSY, "The responder is busy; retry later")
-    if isinstance(error, errors.UpstreamUnavailable):
-        return XcpdAnswer(False, error.code, XCPD_INTERNAL_ERROR, "The patient directory is not available")
+    if isinstance(error, errors.UpstreamError):
+        # PDS could not answer (a read or a search): our trouble, never "no match"; the initiator may retry.
+        return XcpdAnswer(
+            False, error.code, XCPD_INTERNAL_ERROR, "The patient directory is not available; retry later"
+        )
     if isinstance(error, errors.XhumaError):
         return XcpdAnswer(False, error.code, XCPD_INTERNAL_ERROR, "The query could not be processed")
     return XcpdAnswer(False, "InternalError", XCPD_INTERNAL_ERROR, "The query could not be processed")
@@ -89,6 +105,7 @@ class RegistryErrorInfo:
     code_context: str
     severity: str = SEVERITY_ERROR
     reason: str = ""  # for the audit trail (error taxonomy code)
+    location: str | None = None  # ITI-39: the DocumentUniqueId that failed (else the homeCommunityId)
 
     @property
     def is_warning(self) -> bool:

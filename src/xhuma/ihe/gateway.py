@@ -82,6 +82,7 @@ class IheGateway:
             device_oid=settings.device_oid,
             home_community_id=settings.home_community_id,
             organisation_name=settings.organisation_name,
+            match_code_system=settings.xcpd_match_code_system,
         )
 
     # --- shared steps ----------------------------------------------------------------------------------------
@@ -124,7 +125,8 @@ class IheGateway:
 
     def _reply(self, action: str, body: etree._Element, relates_to: str | None) -> SoapResponse:
         with tracing.stage(None, "serialise"):
-            data = soap.envelope(action, soap.element_markup(body), relates_to=relates_to)
+            data = soap.envelope(action, soap.element_markup(body), relates_to=relates_to,
+                                 timestamp_seconds=self.settings.wsse_timestamp_seconds)
         return SoapResponse(200, data, soap.soap_content_type(action))
 
     # --- ITI-55 ----------------------------------------------------------------------------------------------
@@ -145,14 +147,18 @@ class IheGateway:
         message_id = request.addressing.message_id
         patient: PdsPatient | None = None
         answer: faults.XcpdAnswer | None = None
+        practice_name: str | None = None
         try:
             if query.response_priority == "D":
-                raise errors.InvalidRequest("The deferred response option is not supported")
-            if not query.nhs_numbers:
-                raise errors.PatientNotFound(detail="NoNhsNumber")
+                raise errors.UnsupportedProcessingMode()
             if len(query.nhs_numbers) > 1:
                 raise errors.DemographicsMismatch(detail="SeveralNhsNumbers")
-            patient = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
+            if query.nhs_numbers:
+                patient = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
+            else:  # no NHS number (a partner's own MRN, or none): a PDS demographic search (docs/ihe.md)
+                patient = await self.records.discover_by_demographics(query.demographics)
+            if patient.gp_ods_code:
+                practice_name = await self.records.practice_name(patient.gp_ods_code)
         except Exception as error:
             answer = faults.xcpd_answer(error)
             if not isinstance(error, errors.XhumaError):
@@ -169,11 +175,13 @@ class IheGateway:
             if not await self._audit(
                 ITI55, "success", nhs_number=patient.nhs_number, caller=caller, message_id=message_id,
                 duration_ms=_elapsed(started),
+                details={"discovery": "nhs-number" if query.nhs_numbers else "demographics"},
             ):
                 patient, answer = None, faults.xcpd_answer(errors.AuditUnavailable())
             elif self.settings.prefetch_on_match:
                 self.records.prefetch(patient.nhs_number, caller)
-        response = xcpd.build_response(query, self.responder, patient=patient, error=answer)
+        response = xcpd.build_response(query, self.responder, patient=patient, practice_name=practice_name,
+                                       error=answer)
         return self._reply(xcpd.ACTION_RESPONSE, response, message_id)
 
     # --- ITI-38 ----------------------------------------------------------------------------------------------
@@ -241,8 +249,11 @@ class IheGateway:
             details={"documents": len(documents), "query": stored_query.query_id},
         ) and documents:
             return await self._query_failed(errors.AuditUnavailable(), None, request, caller, started, audit=False)
+        # "No documents" is a plain Success with an empty list: the withheld reason is in the audit only, since
+        # initiators (Metriport's parser, for one) take any RegistryError without documents for a failure.
         response = xca_query.build_response(
-            documents, self.settings, return_type=stored_query.return_type, errors=warnings, codes=self.codes
+            documents, self.settings, return_type=stored_query.return_type,
+            errors=[error for error in warnings if not error.is_warning], codes=self.codes,
         )
         return self._reply(xca_query.ACTION_RESPONSE, response, request.addressing.message_id)
 
@@ -321,7 +332,7 @@ class IheGateway:
                 looked_up.append((item, document))
         for item, found in looked_up:
             if isinstance(found, RegistryErrorInfo):
-                problems.append(found)
+                problems.append(replace(found, location=item.document_unique_id))
                 await self._audit(
                     ITI39, "error", caller=caller, error_code=found.error_code, reason=found.reason or None,
                     message_id=message_id, document_unique_id=item.document_unique_id, duration_ms=_elapsed(started),
@@ -335,7 +346,8 @@ class IheGateway:
             ):
                 retrieved.append(xca_retrieve.RetrievedDocument(item, document))
             else:
-                problems.append(faults.registry_error(errors.AuditUnavailable(), transaction=ITI39))
+                problems.append(replace(faults.registry_error(errors.AuditUnavailable(), transaction=ITI39),
+                                        location=document.unique_id))
 
         mtom = self.settings.mtom_responses
         with tracing.stage(None, "serialise"):
@@ -343,7 +355,8 @@ class IheGateway:
                 retrieved, problems, home_community_urn=self.settings.home_community_urn,
                 repository_unique_id=self.settings.repository_unique_id, mtom=mtom,
             )
-            envelope = soap.envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id)
+            envelope = soap.envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id,
+                                     timestamp_seconds=self.settings.wsse_timestamp_seconds)
             if mtom:
                 package, package_type = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
         if mtom:

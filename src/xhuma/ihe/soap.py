@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from lxml import etree
@@ -383,13 +383,32 @@ _ENVELOPE_START = (
 )
 
 
-def envelope(action: str, body: bytes, *, relates_to: str | None) -> bytes:
+def security_timestamp(seconds: int, now: datetime | None = None) -> str:
+    """A ``wsse:Security`` header holding only a ``wsu:Timestamp`` (WS-Security 1.1 §10), valid ``seconds``: what
+    WCF-based initiators whose policy requires a timestamp look for in an answer. Not mustUnderstand, so that a
+    client without WS-Security still reads the answer."""
+    created = (now or datetime.now(UTC)).astimezone(UTC)
+    expires = created + timedelta(seconds=seconds)
+    return (
+        f'<wsse:Security xmlns:wsse="{WSSE}" xmlns:wsu="{WSU}"><wsu:Timestamp wsu:Id="TS-{ids.random_hex()}">'
+        f"<wsu:Created>{_xs_datetime(created)}</wsu:Created><wsu:Expires>{_xs_datetime(expires)}</wsu:Expires>"
+        "</wsu:Timestamp></wsse:Security>"
+    )
+
+
+def _xs_datetime(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def envelope(action: str, body: bytes, *, relates_to: str | None, timestamp_seconds: int = 0) -> bytes:
     """A SOAP 1.2 envelope around ``body`` (serialised markup, which declares its own namespaces or uses ``env``)
-    with the response's wsa:Action, a fresh MessageID and RelatesTo (LESSONS 9)."""
+    with the response's wsa:Action, a fresh MessageID and RelatesTo (LESSONS 9), and a wsse:Security timestamp
+    when ``timestamp_seconds`` is set (XHUMA_WSSE_TIMESTAMP_SECONDS)."""
     relates = f"<wsa:RelatesTo>{escape_text(relates_to)}</wsa:RelatesTo>" if relates_to else ""
+    security = security_timestamp(timestamp_seconds) if timestamp_seconds > 0 else ""
     head = (
         f'{_ENVELOPE_START}<wsa:Action env:mustUnderstand="true">{escape_text(action)}</wsa:Action>'
-        f"<wsa:MessageID>{new_message_id()}</wsa:MessageID>{relates}</env:Header><env:Body>"
+        f"<wsa:MessageID>{new_message_id()}</wsa:MessageID>{relates}{security}</env:Header><env:Body>"
     )
     return b"".join((head.encode(), body, b"</env:Body></env:Envelope>"))
 

@@ -68,10 +68,12 @@ class RetrievedDocument:
     document: StoredDocument
 
 
-def _error_list_markup(errors: Sequence[RegistryErrorInfo], location: str) -> str:
+def _error_list_markup(errors: Sequence[RegistryErrorInfo], home_community_urn: str) -> str:
+    # ebRS 3.0 RegistryError/@location: the DocumentUniqueId that failed, so that an initiator that asked for several
+    # documents knows which one (the homeCommunityId only for an error about no one document).
     items = "".join(
         f'<rs:RegistryError errorCode="{escape_attr(error.error_code)}" codeContext="{escape_attr(error.code_context)}"'
-        f' location="{escape_attr(location)}" severity="{escape_attr(error.severity)}"/>'
+        f' location="{escape_attr(error.location or home_community_urn)}" severity="{escape_attr(error.severity)}"/>'
         for error in errors
     )
     return f'<rs:RegistryErrorList highestSeverity="{highest_severity(errors)}">{items}</rs:RegistryErrorList>'

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from xhuma.ihe.faults import XcpdAnswer
+from xhuma.ihe.faults import ACK_INTERNAL_ERROR, XcpdAnswer
 from xhuma.ihe.soap import hl7_timestamp, sender_fault
 from xhuma.nhs.nhs_number import normalise
 from xhuma.ports import PdsPatient
@@ -31,8 +31,11 @@ XCPD_ERROR_CODES = "1.3.6.1.4.1.19376.1.2.27.3"
 HEALTH_DATA_LOCATOR_CODES = "1.3.6.1.4.1.19376.1.2.27.2"
 DETECTED_ISSUE_CODES = "2.16.840.1.113883.5.4"
 ACK_DETAIL_CODES = "2.16.840.1.113883.5.1100"
+MORE_ATTRIBUTES_REQUESTED_CODES = "1.3.6.1.4.1.19376.1.2.27.1"
 
-_GENDER_CODES = {"male": "M", "female": "F", "other": "UN", "unknown": "UN"}
+# FHIR administrative gender -> HL7 AdministrativeGender; unknown (or none) is nullFlavor UNK, not UN, which HL7
+# defines as "undifferentiated" and partners' parsers reject for an unknown gender.
+_GENDER_CODES = {"male": "M", "female": "F", "other": "UN"}
 
 
 @dataclass(slots=True)
@@ -47,6 +50,7 @@ class PatientDiscoveryRequest:
     response_priority: str | None
     nhs_numbers: list[str] = field(default_factory=list)
     demographics: DemographicQuery = field(default_factory=DemographicQuery)
+    other_ids: list[tuple[str, str]] = field(default_factory=list)  # (root, extension): the initiator's own ids
 
 
 def _find(element: etree._Element, path: str) -> etree._Element | None:
@@ -61,6 +65,9 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
         raise sender_fault("The ITI-55 message has no queryByParameter")
     parameters = _find(query, "hl7:parameterList")
     nhs_numbers: list[str] = []
+    other_ids: list[tuple[str, str]] = []
+    postcode = None
+    telecom: list[str] = []
     family = None
     given: list[str] = []
     birth_date = None
@@ -72,6 +79,10 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
                 number = normalise(value.get("extension", ""))  # any whitespace or hyphens, as validation does
                 if number not in nhs_numbers:
                     nhs_numbers.append(number)
+            elif (value.get("root") or "").strip() and (value.get("extension") or "").strip():
+                other = ((value.get("root") or "").strip(), (value.get("extension") or "").strip())
+                if other not in other_ids:
+                    other_ids.append(other)
         name = _find(parameters, "hl7:livingSubjectName/hl7:value")
         if name is not None:
             family = next((text for text in (f.text for f in name.iterfind(f"{H}family")) if text and text.strip()),
@@ -83,6 +94,11 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
         gender_value = _find(parameters, "hl7:livingSubjectAdministrativeGender/hl7:value")
         if gender_value is not None and gender_value.get("code"):
             gender = gender_value.get("code", "").strip().upper()
+        postal = _find(parameters, "hl7:patientAddress/hl7:value/hl7:postalCode")
+        if postal is not None and postal.text and postal.text.strip():
+            postcode = postal.text.strip()
+        telecom = [v.get("value", "").strip() for v in parameters.iterfind(f"{H}patientTelecom/{H}value")
+                   if v.get("value", "").strip()]
     priority = _find(query, "hl7:responsePriorityCode")
     processing = _find(body, "hl7:processingCode")
     return PatientDiscoveryRequest(
@@ -96,8 +112,10 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
         response_priority=priority.get("code") if priority is not None else None,
         nhs_numbers=nhs_numbers,
         demographics=DemographicQuery(
-            family=family.strip() if family else None, given=tuple(given), birth_date=birth_date, gender=gender
+            family=family.strip() if family else None, given=tuple(given), birth_date=birth_date, gender=gender,
+            postcode=postcode, telecom=tuple(telecom),
         ),
+        other_ids=other_ids,
     )
 
 
@@ -122,6 +140,7 @@ class ResponderIdentity:
     device_oid: str
     home_community_id: str  # plain OID (no urn:oid:)
     organisation_name: str
+    match_code_system: str = ""  # queryMatchObservation/code/@codeSystem (XHUMA_XCPD_MATCH_CODE_SYSTEM)
 
 
 def build_response(
@@ -161,21 +180,27 @@ def build_response(
     _copy_ii(target, "id", request.message_id)
     if is_error and error is not None:
         detail = _sub(acknowledgement, "acknowledgementDetail", typeCode="E")
-        _sub(detail, "code", code="INTERR", codeSystem=ACK_DETAIL_CODES)
+        _sub(detail, "code", code=error.ack_detail or ACK_INTERNAL_ERROR, codeSystem=ACK_DETAIL_CODES)
         _sub(detail, "text").text = error.text or "Internal error"
 
     control = _sub(message, "controlActProcess", classCode="CACT", moodCode="EVN")
     _sub(control, "code", code="PRPA_TE201306UV02", codeSystem=INTERACTION_ROOT)
     if patient is not None and not is_error:
-        _registration_event(control, patient, responder, practice_name)
-    if is_error and error is not None:
+        _registration_event(control, patient, responder, practice_name, request.other_ids)
+    if is_error and error is not None and error.xcpd_code:
         # ITI TF-2 3.55.4.2.2.7: the XCPD error code in reasonOf/detectedIssueEvent/mitigatedBy.
-        reason = _sub(control, "reasonOf", typeCode="RSON")
-        issue = _sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
-        _sub(issue, "code", code="ActAdministrativeDetectedIssueCode", codeSystem=DETECTED_ISSUE_CODES)
+        issue = _detected_issue(control)
         mitigated = _sub(issue, "mitigatedBy", typeCode="MITGT")
         management = _sub(mitigated, "detectedIssueManagement", classCode="ACT", moodCode="EVN")
-        _sub(management, "code", code=error.xcpd_code or "InternalError", codeSystem=XCPD_ERROR_CODES)
+        _sub(management, "code", code=error.xcpd_code, codeSystem=XCPD_ERROR_CODES)
+    elif error is not None and error.no_match and error.requested:
+        # ITI TF-2 3.55.4.2.2.6: the attributes that would single the patient out, each in
+        # reasonOf/detectedIssueEvent/triggerFor/actOrderRequired/code.
+        issue = _detected_issue(control)
+        for attribute in error.requested:
+            trigger = _sub(issue, "triggerFor", typeCode="TRIG")
+            order = _sub(trigger, "actOrderRequired", classCode="ACT", moodCode="RQO")
+            _sub(order, "code", code=attribute, codeSystem=MORE_ATTRIBUTES_REQUESTED_CODES)
     query_ack = _sub(control, "queryAck")
     _copy_ii(query_ack, "queryId", request.query_id)
     _sub(query_ack, "statusCode", code="aborted" if is_error else "deliveredResponse")
@@ -185,8 +210,16 @@ def build_response(
     return message
 
 
+def _detected_issue(control: etree._Element) -> etree._Element:
+    reason = _sub(control, "reasonOf", typeCode="RSON")
+    issue = _sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
+    _sub(issue, "code", code="ActAdministrativeDetectedIssueCode", codeSystem=DETECTED_ISSUE_CODES)
+    return issue
+
+
 def _registration_event(
-    control: etree._Element, patient: PdsPatient, responder: ResponderIdentity, practice_name: str | None
+    control: etree._Element, patient: PdsPatient, responder: ResponderIdentity, practice_name: str | None,
+    other_ids: list[tuple[str, str]],
 ) -> None:
     subject = _sub(control, "subject", typeCode="SUBJ")
     event = _sub(subject, "registrationEvent", classCode="REG", moodCode="EVN")
@@ -209,7 +242,11 @@ def _registration_event(
             scheme = {"phone": "tel:", "email": "mailto:"}.get(system)
             if scheme:
                 _sub(person, "telecom", value=scheme + value.replace(" ", ""))
-    _sub(person, "administrativeGenderCode", code=_GENDER_CODES.get((patient.gender or "").lower(), "UN"))
+    gender = _GENDER_CODES.get((patient.gender or "").lower())
+    if gender:
+        _sub(person, "administrativeGenderCode", code=gender)
+    else:
+        _sub(person, "administrativeGenderCode", nullFlavor="UNK")
     if patient.birth_date:
         _sub(person, "birthTime", value=patient.birth_date.replace("-", ""))
     if not patient.restricted:
@@ -221,16 +258,26 @@ def _registration_event(
                 _sub(addr, "city").text = address.city
             if address.postcode:
                 _sub(addr, "postalCode").text = address.postcode
+    for root, extension in other_ids:
+        # The initiator's own id for the patient, echoed so that it can correlate; patient/id stays the NHS number,
+        # which it must use in ITI-38 (the IPF ITI-55 schematron: one patient/id, other ids in asOtherIDs).
+        other = _sub(person, "asOtherIDs", classCode="PAT")
+        _sub(other, "id", root=root, extension=extension)
+        scoping = _sub(other, "scopingOrganization", classCode="ORG", determinerCode="INSTANCE")
+        _sub(scoping, "id", root=root)
     if patient.gp_ods_code:
         provider = _sub(patient_element, "providerOrganization", classCode="ORG", determinerCode="INSTANCE")
         _sub(provider, "id", root=ODS_OID, extension=patient.gp_ods_code)
-        # The ODS code stands in for the name when the practice name is unknown.
+        # The practice's name as ITI-38 gives it (its GP Connect record), the ODS code when no record has been seen.
         _sub(provider, "name").text = practice_name or patient.gp_ods_code
         # COCT_MT150003UV03 requires a contactParty; we hold no contact details for the practice.
         _sub(provider, "contactParty", classCode="CON", nullFlavor="UNK")
     subject_of = _sub(patient_element, "subjectOf1")
     observation = _sub(subject_of, "queryMatchObservation", classCode="COND", moodCode="EVN")
-    _sub(observation, "code", code="IHE_PDQ")
+    if responder.match_code_system:
+        _sub(observation, "code", code="IHE_PDQ", codeSystem=responder.match_code_system)
+    else:
+        _sub(observation, "code", code="IHE_PDQ")
     value = _sub(observation, "value", value="100")
     value.set(f"{{{XSI}}}type", "INT")
     custodian = _sub(event, "custodian", typeCode="CST")

@@ -1,4 +1,5 @@
-"""PDS FHIR R4 client: ``GET Patient/{nhs}`` in application-restricted mode (SPEC §5).
+"""PDS FHIR R4 client: ``GET Patient/{nhs}`` and the demographic search ``GET Patient?...`` in
+application-restricted mode (SPEC §5; docs/ihe.md, discovery by demographics).
 
 Each HTTP status maps to its own outcome (LESSONS 16): 404 is "not found", 401/403 "unauthorised", 5xx and
 timeouts "unavailable" — never "restricted". Restricted (R/V), deceased and superseded patients are returned with
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import structlog
@@ -32,7 +33,7 @@ from xhuma.nhs.operation_outcome import first_spine_code, parse_json
 from xhuma.nhs.outbound import outbound_call
 from xhuma.nhs.transport import Upstream
 from xhuma.observability import Metrics
-from xhuma.ports import Address, Cache, PdsPatient
+from xhuma.ports import Address, Cache, PdsPatient, PdsSearchMatch, PdsSearchQuery, PdsSearchResult
 from xhuma.store.keys import CacheKeys
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,7 @@ log = structlog.get_logger(__name__)
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
 FHIR_JSON = "application/fhir+json"
+TOO_MANY_MATCHES = "TOO_MANY_MATCHES"  # PDS search: 200 with this OperationOutcome when the match is not unique
 
 
 def pds_outcome(patient: PdsPatient) -> str:
@@ -100,7 +102,53 @@ class PdsFhirClient:
         await self._to_cache(patient)
         return patient
 
+    async def search_patients(
+        self, query: PdsSearchQuery, *, correlation_id: str | None = None
+    ) -> PdsSearchResult:
+        """PDS search (PDS FHIR API, search-patient): application-restricted access gets one patient, and only a
+        unique match; several matches come back as TOO_MANY_MATCHES. Not cached: a search is about demographics,
+        which are never a cache key. Audited without the demographics (their count of matches and scores only)."""
+        async with outbound_call(self._auditor, self._metrics, transaction="PDS", stage="pds") as call:
+            request_id = str(uuid.uuid4())
+            call.details.update({"operation": "search", "request_id": request_id, "mode": query.mode})
+            status, body, attempts = await self._get(
+                f"{self._base_url}/Patient", request_id, correlation_id, params=search_parameters(query)
+            )
+            call.details["attempts"] = attempts
+            result = self._interpret_search(status, body)
+            call.details.update({"matches": len(result.matches), "too_many": result.too_many,
+                                 "scores": [match.score for match in result.matches]})
+            call.outcome = "success"
+            call.reason = "too-many-matches" if result.too_many else f"matches:{len(result.matches)}"
+        return result
+
+    def _interpret_search(self, status: int, body: Any) -> PdsSearchResult:
+        code = first_spine_code(body)
+        if status == 200:
+            if isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome":
+                if code == TOO_MANY_MATCHES:
+                    return PdsSearchResult(too_many=True)
+                raise UpstreamInvalidResponse("PDS search answered an unexpected outcome", service="pds",
+                                              status=status, spine_code=code)
+            if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
+                raise UpstreamInvalidResponse("PDS search answer is not a Bundle", service="pds", status=status)
+            return PdsSearchResult(tuple(_search_matches(body)))
+        if status in (401, 403):
+            raise UpstreamUnauthorised("PDS refused our credentials", service="pds", status=status, spine_code=code)
+        if status in (408, 429) or status >= 500:
+            raise UpstreamUnavailable("PDS unavailable", service="pds", status=status, spine_code=code)
+        if 400 <= status < 500:
+            # INVALID_SEARCH_DATA, MISSING_VALUE...: our request was wrong, which is our trouble, never "no match".
+            raise UpstreamRejectedRequest("PDS rejected the search", service="pds", status=status, spine_code=code)
+        raise UpstreamInvalidResponse("unexpected PDS status", service="pds", status=status)
+
     async def _read(self, number: str, request_id: str, correlation_id: str | None) -> tuple[int, Any, int]:
+        return await self._get(f"{self._base_url}/Patient/{number}", request_id, correlation_id, subject=number)
+
+    async def _get(
+        self, url: str, request_id: str, correlation_id: str | None, *, params: Any = None,
+        subject: str | None = None,
+    ) -> tuple[int, Any, int]:
         headers = {
             "Accept": FHIR_JSON,
             "X-Request-ID": request_id,  # the same id on every retry (SPEC §5.3)
@@ -108,12 +156,13 @@ class PdsFhirClient:
         }
         if correlation_id:
             headers["X-Correlation-ID"] = correlation_id.replace(".", "-")  # PDS: avoid '.' in the correlation id
-        url = f"{self._base_url}/Patient/{number}"
         attempts = 0
         for renewal in (False, True):
             if self._tokens is not None:
                 headers["Authorization"] = f"Bearer {await self._tokens.token()}"
-            result = await self._upstream.request("GET", url, headers=headers)
+            # The breaker is PDS's base URL's; the patient is counted once among its failures (transport.py).
+            result = await self._upstream.request("GET", url, headers=headers, params=params,
+                                                  endpoint=self._base_url, subject=subject)
             attempts += result.attempts
             status = result.response.status_code
             if status == 401 and self._tokens is not None and not renewal:
@@ -167,6 +216,48 @@ class PdsFhirClient:
             )
         except CacheError as error:
             log.warning("pds_cache_failed", error=str(error))
+
+
+# --- search (PDS FHIR API, search-patient) ---------------------------------------------------------------------
+def search_parameters(query: PdsSearchQuery) -> list[tuple[str, str]]:
+    """The query string of a PDS search. Application-restricted access may ask for one result only (more is 403
+    INVALID_VALUE); a non-fuzzy search includes history, as PDS advises for a unique match."""
+    params: list[tuple[str, str]] = [("family", query.family), ("birthdate", f"eq{query.birth_date}")]
+    if query.given:
+        params.append(("given", query.given))
+    if query.gender:
+        params.append(("gender", query.gender))
+    if query.postcode:
+        params.append(("address-postalcode", query.postcode))
+    if query.phone:
+        params.append(("phone", query.phone))
+    if query.email:
+        params.append(("email", query.email))
+    if query.mode == "fuzzy":
+        params.append(("_fuzzy-match", "true"))  # a fuzzy search always searches history
+    elif query.mode == "exact":
+        params.append(("_exact-match", "true"))
+    else:
+        params.append(("_history", "true"))
+    params.append(("_max-results", "1"))
+    return params
+
+
+def _search_matches(bundle: Mapping[str, Any]) -> list[PdsSearchMatch]:
+    matches: list[PdsSearchMatch] = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(resource, Mapping) or resource.get("resourceType") != "Patient":
+            continue
+        try:
+            score = float((entry.get("search") or {}).get("score", 0.0))
+        except (TypeError, ValueError):
+            score = 0.0  # an unreadable score is no evidence of a match
+        patient = parse_patient(resource, "")
+        # A search asked for no number: the record found is current (PDS returns the superseding record).
+        matches.append(PdsSearchMatch(replace(patient, requested_nhs_number=patient.nhs_number), score))
+    matches.sort(key=lambda match: match.score, reverse=True)
+    return matches
 
 
 # --- Patient resource -> PdsPatient (SPEC §5.4) -----------------------------------------------------------------
@@ -246,4 +337,6 @@ def patient_from_json(raw: bytes) -> PdsPatient:
     return PdsPatient(**data)
 
 
-__all__ = ["PdsFhirClient", "parse_patient", "patient_from_json", "patient_to_json", "pds_outcome"]
+__all__ = [
+    "PdsFhirClient", "parse_patient", "patient_from_json", "patient_to_json", "pds_outcome", "search_parameters",
+]

@@ -4,6 +4,7 @@ Paths (under one base URL)::
 
     POST /pds/oauth2/token                                   NHS API platform token endpoint (client assertion)
     GET  /pds/personal-demographics/FHIR/R4/Patient/{id}     PDS FHIR R4
+    GET  /pds/personal-demographics/FHIR/R4/Patient?...      PDS search (simulator/pds_search.py)
     GET  /sds/spine-directory/FHIR/R4/Device|Endpoint        SDS FHIR
     POST /ssp/{provider root}/Patient/$gpc.getstructuredrecord   Spine Secure Proxy -> GP Connect provider
     GET  /simulator/patients                                 what is loaded (test patients only), skipped files
@@ -39,6 +40,7 @@ from xhuma.nhs.sds import (
     ODS_ORGANIZATION_CODE,
     PARTY_KEY_SYSTEM,
 )
+from xhuma.nhs.simulator import pds_search
 from xhuma.nhs.simulator.patients import Fault
 from xhuma.nhs.simulator.provider import (
     ProviderError,
@@ -192,6 +194,33 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         )
 
     # --- PDS FHIR R4 (SPEC §5.3-5.7) ------------------------------------------------------------------------------
+    @app.get(PDS_PATH + "/Patient")
+    async def pds_patient_search(request: Request) -> Response:
+        state.requests["pds-search"] += 1
+        await latency(config.pds_latency_ms)
+        echo = {"X-Request-ID": request.headers.get("x-request-id") or ""}
+        if (status := state._injected("pds")) is not None:
+            return _pds_error(status, "SERVICE_UNAVAILABLE", "Service unavailable", headers=echo)
+        bearer = request.headers.get("authorization", "")[7:]
+        if not bearer or state.tokens.get(bearer, 0) <= time.time():
+            return _pds_error(401, "ACCESS_DENIED", "Access Denied - Unauthorised", "Invalid Access Token",
+                              headers=echo)
+        values: dict[str, list[str]] = {}
+        for name, value in request.query_params.multi_items():
+            values.setdefault(name, []).append(value)
+        try:
+            search = pds_search.parse_search(values)
+        except pds_search.SearchRejected as rejected:
+            return _pds_error(rejected.status, rejected.code, rejected.display, rejected.diagnostics, headers=echo)
+        records = [patient.pds for patient in data.patients.values() if patient.pds is not None]
+        matches = pds_search.run_search(search, records)
+        if len(matches) > search.max_results:
+            outcome = operation_outcome("multiple-matches", "TOO_MANY_MATCHES", "Too Many Matches",
+                                        system=PDS_ERROR_SYSTEM, severity="information")
+            return _json(outcome, headers=echo)
+        base = str(request.url).split("?", 1)[0].rsplit("/Patient", 1)[0]
+        return _json(pds_search.searchset(matches, base, datetime.now(UTC).isoformat()), headers=echo)
+
     @app.get(PDS_PATH + "/Patient/{nhs_number}")
     async def pds_patient(nhs_number: str, request: Request) -> Response:
         state.requests["pds"] += 1

@@ -84,6 +84,44 @@ FAULT_PATIENTS: dict[str, FaultPatient] = {patient.nhs_number: patient for patie
 FAULT_NUMBERS: dict[Fault, str] = {patient.fault: patient.nhs_number for patient in _DEFINITIONS}
 
 
+@dataclass(frozen=True, slots=True)
+class SearchPatient:
+    """A synthetic patient for the PDS demographic search (docs/ihe.md): invented names, test-range NHS numbers,
+    postcodes of real districts and Ofcom drama-range telephone numbers (01632 960xxx)."""
+
+    nhs_number: str
+    family: str
+    given: str
+    birth_date: str
+    gender: str
+    postcode: str
+    phone: str
+    previous_postcode: str | None = None  # a home address that ended (matched by a search with history only)
+
+
+class SearchCase(StrEnum):
+    UNIQUE = "unique"  # one patient: a search with family name, given name, birth date and postcode finds it
+    PAIR = "pair"  # two patients sharing family name and birth date: told apart by given name, gender or postcode
+    TOO_MANY = "too-many"  # three sharing every demographic but the telephone number: TOO_MANY_MATCHES without it
+    MOVED = "moved"  # found by a previous postcode: a partial match, scored below 1
+
+
+SEARCH_PATIENTS: dict[SearchCase, tuple[SearchPatient, ...]] = {
+    SearchCase.UNIQUE: (SearchPatient("9990000220", "XHUMA-SEARCH", "Sally", "1975-03-14", "female", "LS2 9JT",
+                                      "01632960001"),),
+    SearchCase.PAIR: (
+        SearchPatient("9990000239", "XHUMA-PAIR", "Alex", "1988-08-08", "male", "LS6 1AA", "01632960002"),
+        SearchPatient("9990000247", "XHUMA-PAIR", "Sam", "1988-08-08", "female", "LS6 2BB", "01632960003"),
+    ),
+    SearchCase.TOO_MANY: tuple(
+        SearchPatient(number, "XHUMA-TRIPLET", "Jo", "2001-01-01", "female", "LS7 3CC", f"0163296001{index}")
+        for index, number in enumerate(("9990000255", "9990000263", "9990000271"), start=1)
+    ),
+    SearchCase.MOVED: (SearchPatient("9990000298", "XHUMA-MOVED", "Morgan", "1969-09-09", "male", "LS8 4DD",
+                                     "01632960004", previous_postcode="LS1 1ZZ"),),
+}
+
+
 def fault_patient(fault: Fault) -> str:
     """The NHS number of the built-in patient for ``fault``."""
     return FAULT_NUMBERS[fault]
@@ -95,7 +133,10 @@ __all__ = [
     "FAULT_NUMBERS",
     "FAULT_PATIENTS",
     "NO_ENDPOINT_PRACTICE",
+    "SEARCH_PATIENTS",
     "Fault",
     "FaultPatient",
+    "SearchCase",
+    "SearchPatient",
     "fault_patient",
 ]

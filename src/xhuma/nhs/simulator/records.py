@@ -26,8 +26,10 @@ from xhuma.nhs.simulator.patients import (
     DEMO_PATIENT,
     FAULT_PATIENTS,
     NO_ENDPOINT_PRACTICE,
+    SEARCH_PATIENTS,
     Fault,
     FaultPatient,
+    SearchPatient,
 )
 
 log = structlog.get_logger(__name__)
@@ -211,6 +213,26 @@ def fault_pds(fault_patient: FaultPatient, ods: str) -> dict[str, Any]:
     return resource
 
 
+def search_pds(patient: SearchPatient, ods: str) -> dict[str, Any]:
+    """The PDS record of a synthetic search patient (its previous home address ended, as PDS keeps history)."""
+    addresses: list[dict[str, Any]] = [
+        {"use": "home", "line": ["2 Simulator Road"], "city": "Leeds", "postalCode": patient.postcode}
+    ]
+    if patient.previous_postcode:
+        addresses.append({"use": "home", "line": ["9 Former Lane"], "city": "Leeds",
+                          "postalCode": patient.previous_postcode, "period": {"end": "2020-06-30"}})
+    stu3_patient = {
+        "name": [{"family": patient.family, "given": [patient.given], "use": "official"}],
+        "gender": patient.gender,
+        "birthDate": patient.birth_date,
+        "address": addresses,
+        "telecom": [{"system": "phone", "value": patient.phone, "use": "home"}],
+    }
+    resource = synthesise_pds(stu3_patient, patient.nhs_number, ods)
+    resource["address"] = addresses  # with their periods, which synthesise_pds does not carry
+    return resource
+
+
 def _load_json(path: Path) -> Any:
     with path.open("rb") as handle:
         return json.load(handle)
@@ -306,6 +328,13 @@ def load(data_dir: Path | None, *, default_ods: str = "B82617") -> SimulatorData
             replacement = data.patients.get(DEMO_PATIENT)
             pds = replacement.pds if replacement is not None else pds
         data.patients[number] = SimulatedPatient(number, pds, None, ods, fault=definition.fault)
+
+    # Synthetic patients for the PDS demographic search (patients.SEARCH_PATIENTS), at the default practice.
+    for group in SEARCH_PATIENTS.values():
+        for search_patient in group:
+            data.patients[search_patient.nhs_number] = SimulatedPatient(
+                search_patient.nhs_number, search_pds(search_patient, data.default_ods), None, data.default_ods
+            )
 
     practices = {patient.practice_ods for patient in data.patients.values() if patient.practice_ods}
     practices.add(data.default_ods)
