@@ -238,6 +238,8 @@ async def run_fault(name: str, work: Path, simulator: dict[str, str], args: argp
                     probes = Tally("recovery")
                     tally.notes["recovery_other_replica_s"] = round(
                         time.monotonic() - started + await until(client, b, request, probes), 3)
+                    tally.notes["other_replica_answers_while_recovering"] = dict(probes.answers)
+                    tally.answers["unknown-document"] += probes.answers.get("unknown-document", 0)
                     tally.notes["note"] = "B answers busy until A, which stored the document, has handed it back"
                 elif name == "redis-down-before-iti38":
                     await spread(client, a, request, tally, args.requests, 2.0)
@@ -248,7 +250,8 @@ async def run_fault(name: str, work: Path, simulator: dict[str, str], args: argp
                     # B cannot know that A alone holds it until A has handed it back (within a bypass period).
                     tally.notes["other_replica_answers_while_recovering"] = dict(probes.answers)
                     tally.answers["unknown-document"] += probes.answers.get("unknown-document", 0)
-                received = tally.answers.get("document", 0)
+                recovery = tally.notes.get("other_replica_answers_while_recovering", {})
+                received = tally.answers.get("document", 0) + int(recovery.get("document", 0))
                 tally.notes["audit_disclosures"] = disclosures([workdir / "a", workdir / "b"]) - received_before
                 tally.notes["callers_received"] = received
     finally:
