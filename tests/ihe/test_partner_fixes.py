@@ -56,7 +56,9 @@ async def test_iti55_deferred_request_is_AE_with_NS250_unsupported_processing_mo
     assert message.find("hl7:acknowledgement/hl7:typeCode", NS).get("code") == "AE"
     detail = message.find("hl7:acknowledgement/hl7:acknowledgementDetail", NS)
     code = detail.find("hl7:code", NS)
-    assert (detail.get("typeCode"), code.get("code"), code.get("codeSystem")) == ("E", "NS250", "2.16.840.1.113883.5.1100")
+    assert (detail.get("typeCode"), code.get("code"), code.get("codeSystem")) == (
+        "E", "NS250", "2.16.840.1.113883.5.1100"
+    )
     query_ack = message.find("hl7:controlActProcess/hl7:queryAck", NS)
     assert query_ack.find("hl7:queryResponseCode", NS).get("code") == "AE"
     assert query_ack.find("hl7:statusCode", NS).get("code") == "aborted"
