@@ -1,22 +1,22 @@
 """Conversion speed and memory per fixture bundle (prints figures; not a timed test).
 
-For each bundle: the floor (json.loads of the input + lxml serialisation of the output tree, measured in this
-run), the conversion time (json.loads + convert, i.e. everything a request pays, freeing included), their ratio,
-and the peak memory above the process baseline (tracemalloc) during one conversion. Floor and conversion runs
-are interleaved after a warm-up and summarised by their median (min in brackets; mean of the conversions, which
-includes any garbage-collector pauses); the machine load is printed before and after (this is a shared machine).
+For each bundle: the floor (orjson parse of the input + lxml serialisation of the output tree, measured in this
+run), the conversion time (orjson parse, as the product parses GP Connect JSON, + convert: everything a request
+pays, freeing included), their ratio, and the peak memory above the process baseline (tracemalloc) during one
+conversion. Floor and conversion runs are interleaved after a warm-up and summarised by their median (min in
+brackets; mean of the conversions, which includes any garbage-collector pauses); the machine load is printed before
+and after (this is a shared machine).
 
     .venv/bin/python bench/convert_bench.py [BUNDLE.json ...] [--repeat N]   (default 30)
 
-Targets (issue 3): on 9692136744.json (1.15 MB) at most 4x the floor, at least 10x faster than the earlier
-implementation's ~0.22 s (so <= 22 ms), and < 60 MB peak memory above the baseline.
+Targets (issues 3 and 13): on 9692136744.json (1.15 MB) at most 4x the floor, at least 10x faster than the
+earlier implementation's ~0.22 s (so <= 22 ms), and < 60 MB peak memory above the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -25,6 +25,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 from lxml import etree
 
 from xhuma.ccda import ConversionContext, convert
@@ -72,19 +73,19 @@ def main() -> int:
           f"{'peak MB':>8}")
     for path in paths:
         raw = path.read_bytes()
-        conversion = convert(json.loads(raw), CONTEXT)  # warm-up (imports, caches)
+        conversion = convert(orjson.loads(raw), CONTEXT)  # warm-up (imports, caches)
         tree = etree.fromstring(conversion.xml)
 
         def floor(raw: bytes = raw, tree: etree._Element = tree) -> None:
-            json.loads(raw)
+            orjson.loads(raw)
             etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
 
         def full(raw: bytes = raw) -> None:
-            convert(json.loads(raw), CONTEXT)
+            convert(orjson.loads(raw), CONTEXT)
 
         def cold(raw: bytes = raw) -> None:
             clear_caches()
-            convert(json.loads(raw), CONTEXT)
+            convert(orjson.loads(raw), CONTEXT)
 
         measured = timings({"floor": floor, "convert": full, "cold": cold}, args.repeat)
         floor_s = statistics.median(measured["floor"])

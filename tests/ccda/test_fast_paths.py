@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from xhuma.ccda.datatypes import (
-    SLOT,
-    Element,
-    cd,
-    cd_leaf,
-    el,
-    element,
-    extension,
-    extensions,
-    fragment,
-    frame,
-    inner_markup,
-    leaf,
-    markup_of,
-    pq,
-    pq_leaf,
-    sub_extension,
-    sub_extension_values,
-)
+from lxml import etree
+
+from xhuma.ccda.fhir import extension, extensions, sub_extension, sub_extension_values
+from xhuma.ccda.hl7 import cd, pq
+from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, inner_markup, leaf, markup_of
 
 TRICKY = ["a < b & c > d", 'quote " and \' apostrophe', "£5 – naïve ✓", "tab\there", "line\rfeed", "plain"]
 
@@ -91,16 +77,22 @@ CONCEPTS: list[object] = [
 ]
 
 
-def test_cd_leaf_is_the_markup_of_cd() -> None:
+def _as_lxml_writes_it(markup: str) -> str:
+    """The markup parsed and re-serialised by lxml (a difference is an escaping or well-formedness fault)."""
+    return etree.tostring(etree.fromstring(markup), encoding="unicode")
+
+
+def test_cd_markup_is_well_formed_and_escaped_as_lxml_escapes_it() -> None:
     for concept in CONCEPTS:
         for reference in (None, "#row-1-code"):
             for xsi_type in (None, "CD"):
                 for null_flavor in ("UNK", "NI"):
-                    node, leaf_parent = element("x"), element("x")
-                    cd(node, "code", concept, reference=reference, xsi_type=xsi_type, null_flavor=null_flavor)
-                    cd_leaf(leaf_parent, "code", concept, reference=reference, xsi_type=xsi_type,
-                            null_flavor=null_flavor)
-                    assert markup_of(leaf_parent) == markup_of(node)
+                    parent = element("x")
+                    written = cd(parent, "code", concept, reference=reference, xsi_type=xsi_type,
+                                 null_flavor=null_flavor)
+                    assert markup_of(parent) == f"<x>{written}</x>"
+                    wrapped = f'<x xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">{written}</x>'
+                    assert _as_lxml_writes_it(wrapped) == wrapped
 
 
 QUANTITIES: list[object] = [
@@ -113,10 +105,13 @@ QUANTITIES: list[object] = [
 ]
 
 
-def test_pq_leaf_is_the_markup_of_pq() -> None:
+def test_pq_markup_is_well_formed_and_escaped_as_lxml_escapes_it() -> None:
     for quantity in QUANTITIES:
         for xsi_type in (None, "PQ"):
-            node, leaf_parent = element("x"), element("x")
-            pq(node, "value", quantity, xsi_type=xsi_type)
-            pq_leaf(leaf_parent, "value", quantity, xsi_type=xsi_type)
-            assert markup_of(leaf_parent) == markup_of(node)
+            for inclusive in (None, "true"):
+                parent = element("x")
+                written = pq(parent, "value", quantity, xsi_type=xsi_type, inclusive=inclusive)
+                wrapped = f'<x xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">{written}</x>'
+                assert _as_lxml_writes_it(wrapped) == wrapped
+                if inclusive:
+                    assert etree.fromstring(wrapped)[0].get("inclusive") == "true"

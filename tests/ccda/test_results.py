@@ -16,7 +16,7 @@ from tests.ccda.crafted import (
     warnings,
 )
 
-from xhuma.ccda.sections.results import is_ucum
+from xhuma.ccda.observation import is_ucum
 
 RESULTS = "30954-2"
 

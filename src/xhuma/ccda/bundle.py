@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import JSON_OBJECT, as_list, codings
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings
 
 Resource = Mapping[str, Any]
 _UNSEEN: Any = object()

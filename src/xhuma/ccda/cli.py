@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from xhuma.ccda.context import ConversionContext, context_from_settings
@@ -43,7 +44,7 @@ def _context(now: str | None) -> ConversionContext:
 def _convert_one(source: Path, context: ConversionContext, validate: bool) -> tuple[Outcome, bytes | None]:
     outcome = Outcome(source)
     try:
-        bundle = json.loads(source.read_bytes())
+        bundle = orjson.loads(source.read_bytes())
     except (OSError, ValueError) as error:
         outcome.error = f"{source}: unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
         return outcome, None
@@ -110,11 +111,26 @@ def convert_command(
         raise fail(f"{source}: output failed validation ({len(outcome.findings or [])} findings)", 2)
 
 
+def _summary_table(source: Path, outcomes: list[Outcome], validate: bool) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{len(outcomes)} bundles")
+    for column in ("bundle", "result", "entries", "warnings", *(["valid"] if validate else [])):
+        table.add_column(column)
+    for outcome in outcomes:
+        cells = [str(outcome.source.relative_to(source)), outcome.error or "converted", str(outcome.entries),
+                 str(outcome.warnings)]
+        if validate:
+            cells.append("-" if outcome.valid is None else ("yes" if outcome.valid else
+                                                             f"NO ({len(outcome.findings or [])})"))
+        table.add_row(*cells)
+    return table
+
+
 def _convert_directory(source: Path, output: Path | None, report: Path | None, validate: bool,
                        context: ConversionContext) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     if output is None:
         raise fail("a directory INPUT needs -o OUTPUT_DIRECTORY")
@@ -135,17 +151,7 @@ def _convert_directory(source: Path, output: Path | None, report: Path | None, v
                 outcome.target = target
             outcomes.append(outcome)
             progress.advance(task)
-    table = Table(title=f"{len(outcomes)} bundles")
-    for column in ("bundle", "result", "entries", "warnings", *(["valid"] if validate else [])):
-        table.add_column(column)
-    for outcome in outcomes:
-        cells = [str(outcome.source.relative_to(source)), outcome.error or "converted", str(outcome.entries),
-                 str(outcome.warnings)]
-        if validate:
-            cells.append("-" if outcome.valid is None else ("yes" if outcome.valid else
-                                                             f"NO ({len(outcome.findings or [])})"))
-        table.add_row(*cells)
-    Console().print(table)
+    Console().print(_summary_table(source, outcomes, validate))
     if report is not None:
         with _writing(report):
             report.write_text(json.dumps({str(o.source.relative_to(source)): o.report or {"error": o.error}

@@ -18,11 +18,14 @@ from typing import Any
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import KNOWN_TYPES, BundleIndex, is_structured_record
 from xhuma.ccda.context import Conversion, ConversionContext
-from xhuma.ccda.datatypes import JSON_OBJECT, as_list, el, fhir_datetime, hl7_ts, serialize, string
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, fhir_datetime, string
 from xhuma.ccda.header import build_header
+from xhuma.ccda.hl7 import hl7_ts
+from xhuma.ccda.memo import clear_all
 from xhuma.ccda.report import ReportBuilder
 from xhuma.ccda.section import DISABLED_AREA_SECTIONS, ConversionState
 from xhuma.ccda.sections import SECTION_ORDER
+from xhuma.ccda.xmlwriter import el, serialize
 from xhuma.errors import ConversionError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -112,23 +115,9 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
 
 def clear_caches() -> None:
     """Empty the converter's memo caches (measurement: a first conversion in a fresh process pays for them)."""
-    from xhuma.ccda import datatypes, header, participation, section
-    from xhuma.ccda.sections import medications, results
-
-    datatypes._RENDERED.clear()
-    datatypes._TEMPLATE_XML.clear()
-    datatypes._fhir_ts.cache_clear()
-    datatypes._readable_date.cache_clear()
-    results._is_ucum.cache_clear()
-    results._comment_frame.cache_clear()
-    results._result_observation_frame.cache_clear()
-    medications._free_text_sig_frame.cache_clear()
-    medications._instruction_frame.cache_clear()
-    medications._supply_order_frame.cache_clear()
-    medications._product_frame.cache_clear()
-    participation._author_head.cache_clear()
-    section._template_name.cache_clear()
-    header._local_stamp.cache_clear()
+    for key in SECTION_ORDER:  # every module whose caches register themselves is imported
+        _section_module(key)
+    clear_all()
 
 
 def _section_module(key: str) -> ModuleType | None:

@@ -8,28 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from xhuma import __version__
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    el,
-    element,
-    fhir_datetime,
-    fhir_ts,
-    fixed_code,
-    hl7_ts,
-    identifier_ii,
-    ii,
-    leaf,
-    null,
-    string,
-    template_id,
-)
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, fhir_datetime, string
+from xhuma.ccda.hl7 import fhir_ts, fixed_code, hl7_ts, identifier_ii, ii, template_id
+from xhuma.ccda.memo import memo
 from xhuma.ccda.participation import (
     address,
     human_name,
@@ -39,6 +24,7 @@ from xhuma.ccda.participation import (
     telecoms,
 )
 from xhuma.ccda.section import ConversionState
+from xhuma.ccda.xmlwriter import Element, el, element, leaf, null
 
 Resource = Mapping[str, Any]
 
@@ -70,11 +56,24 @@ def nhs_number(patient: Resource | None) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)  # a record repeats its dates (a report and its results, an issue and its request)
+@memo(maxsize=4096)  # a record repeats its dates (a report and its results, an issue and its request)
 def _local_stamp(value: str) -> str | None:
     """The HL7 form of a FHIR date without its zone, for ordering (see ``clinical_range``)."""
     stamp = fhir_ts(value)
     return None if stamp is None else stamp[:14].split("+")[0].split("-")[0]
+
+
+def _clinical_dates(resource: Mapping[str, Any]) -> list[str]:
+    """The clinical dates of a resource of a clinical type (none for other resources)."""
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or rtype not in _CLINICAL_TYPES:
+        return []
+    values = [resource.get(k) for k in _CLINICAL_DATE_KEYS]
+    for key in _CLINICAL_PERIOD_KEYS:
+        period = resource.get(key)
+        if period is not None and isinstance(period, JSON_OBJECT):  # mostly absent: no Mapping ABC check
+            values += [period.get("start"), period.get("end")]
+    return [value for value in values if value is not None and isinstance(value, str)]
 
 
 def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
@@ -88,17 +87,7 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
     latest: tuple[str, str] | None = None
     candidates = [r for _, r in state.index.resources] + [r for _, r in state.index.contained]
     for resource in candidates:
-        rtype = resource.get("resourceType")
-        if not isinstance(rtype, str) or rtype not in _CLINICAL_TYPES:
-            continue
-        values = [resource.get(k) for k in _CLINICAL_DATE_KEYS]
-        for key in _CLINICAL_PERIOD_KEYS:
-            period = resource.get(key)
-            if period is not None and isinstance(period, JSON_OBJECT):  # mostly absent: no Mapping ABC check
-                values += [period.get("start"), period.get("end")]
-        for value in values:
-            if value is None or not isinstance(value, str):
-                continue
+        for value in _clinical_dates(resource):
             local = _local_stamp(value)
             if local is None:
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xhuma.ccda.datatypes import Element, el, fragment, markup, one_attr, start_tag, unique_attrs
+from xhuma.ccda.xmlwriter import Element, el, fragment, markup, one_attr, start_tag, unique_attrs
 
 CellValue = str | Sequence[str] | None
 
@@ -117,3 +117,13 @@ def paragraph(text: Element, value: str, style: str | None = None) -> Element:
     if style:
         element.set("styleCode", style)
     return element
+
+
+def lines_of(text: str | None) -> list[str]:
+    """Free text split into narrative lines (CDA narrative needs ``<br/>``, not newline characters)."""
+    if not text:
+        return []
+    if "\n" not in text and "\r" not in text:  # most comments: one line
+        line = text.strip()
+        return [line] if line else []
+    return list(filter(None, map(str.strip, text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))))

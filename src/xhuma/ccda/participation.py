@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    el,
-    element,
-    fragment,
-    identifier_ii,
-    leaf,
-    markup_of,
-    null,
-    string,
-    template_id,
-    ts_markup,
-)
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, string
+from xhuma.ccda.hl7 import identifier_ii, template_id, ts_markup
+from xhuma.ccda.memo import memo
+from xhuma.ccda.xmlwriter import Element, el, element, fragment, leaf, markup_of, null
 
 Resource = Mapping[str, Any]
 
@@ -210,7 +198,7 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
     return fragment(parent, f"{_author_head()}{ts_markup('time', time)}{assigned}</author>")
 
 
-@cache
+@memo()
 def _author_head() -> str:
     """``<author>`` and its templateIds."""
     return "<author>" + template_id(element("author"), T.AUTHOR_PARTICIPATION)

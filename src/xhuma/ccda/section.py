@@ -10,31 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.context import ConversionContext
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    concept_text,
-    derived_uuid,
-    el,
-    element,
-    extension,
-    fixed_code,
-    identifier_ii,
-    leaf,
-    readable_date,
-    string,
-    template_id,
-    uid_ii,
-)
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, extension, readable_date, string
+from xhuma.ccda.hl7 import derived_uuid, fixed_code, identifier_ii, template_id, uid_ii
+from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import NarrativeTable, Row, paragraph
 from xhuma.ccda.report import ReportBuilder
+from xhuma.ccda.xmlwriter import Element, el, element, leaf
 
 Resource = Mapping[str, Any]
 
@@ -339,7 +325,7 @@ class SectionWriter:
         return component
 
 
-@cache  # the registry's TemplateId constants, one name each
+@memo()  # the registry's TemplateId constants, one name each
 def _template_name(template: T.TemplateId) -> str:
     return f"{template.root}:{template.extension}" if template.extension else template.root
 

@@ -12,28 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    cd_leaf,
-    codings,
-    concept_text,
-    el,
-    extension,
-    fixed_code,
-    ivl_ts,
-    leaf,
-    readable_date,
-    snomed,
-    snomed_code,
-    string,
-    sub_extension,
-    text_reference,
-)
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, extension, readable_date, string, sub_extension
+from xhuma.ccda.hl7 import cd, fixed_code, ivl_ts, snomed, snomed_code, text_reference
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import Element, el, leaf
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["allergies"]
@@ -174,7 +158,7 @@ class AllergyConcernAct:
         if self.no_known:
             leaf(entity, "code", {"nullFlavor": "NA"})  # SPEC §8.3 rule 4: no agent for "no known allergy"
         else:
-            cd_leaf(entity, "code", allergy.get("code"), reference=agent_ref)
+            cd(entity, "code", allergy.get("code"), reference=agent_ref)
         criticality = CRITICALITY.get(str(allergy.get("criticality")))
         if criticality is not None and not self.no_known:
             crit = el(el(observation, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}),
@@ -223,7 +207,7 @@ class AllergyConcernAct:
             if description:
                 leaf(value, "originalText", text=description)
         else:
-            cd_leaf(reaction, "value", manifestation, xsi_type="CD")
+            cd(reaction, "value", manifestation, xsi_type="CD")
         if severity in SEVERITY:
             sev = el(el(reaction, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}),
                      "observation", {"classCode": "OBS", "moodCode": "EVN"})
@@ -240,14 +224,7 @@ class AllergyConcernAct:
             agent = f"{agent} (transfer-degraded record: the original coding was lost in a GP2GP transfer)"
         agent_ref = row.cell(agent, content="agent")
         row.cell("No known allergy (positive assertion)" if self.no_known else self._allergy_type()[1])
-        reactions = []
-        for manifestation, severity, description in self._manifestations():
-            text = concept_text(manifestation, description or "Unspecified reaction")
-            reactions.append(f"{text} ({severity})" if severity else text)
-        if not reactions:
-            reactions = [d for r in as_list(allergy.get("reaction")) if isinstance(r, JSON_OBJECT)
-                         if (d := string(r.get("description")))]
-        row.cell(reactions)
+        row.cell(self._reaction_lines())
         criticality = CRITICALITY.get(str(allergy.get("criticality")))
         row.cell(criticality[1].capitalize() if criticality else "")
         row.cell("Ended" if self.ended else "Active")
@@ -259,10 +236,24 @@ class AllergyConcernAct:
             row.cell([readable_date(self.end_date) or "Date not recorded", self.end_reason or ""])
         else:
             row.cell("")
+        row.cell(self._note_lines())
+        return agent_ref
+
+    def _reaction_lines(self) -> list[str]:
+        reactions = []
+        for manifestation, severity, description in self._manifestations():
+            text = concept_text(manifestation, description or "Unspecified reaction")
+            reactions.append(f"{text} ({severity})" if severity else text)
+        if not reactions:
+            reactions = [d for r in as_list(self.allergy.get("reaction")) if isinstance(r, JSON_OBJECT)
+                         if (d := string(r.get("description")))]
+        return reactions
+
+    def _note_lines(self) -> list[str]:
+        allergy = self.allergy
         notes = [n.get("text") for n in as_list(allergy.get("note")) if isinstance(n, JSON_OBJECT)]
         last = allergy.get("lastOccurrence")
         extra = [f"Last occurrence: {readable_date(last)}"] if isinstance(last, str) else []
         if self.section.is_confidential(allergy):
             extra.append("Not for disclosure to the patient (NOPAT)")
-        row.cell([str(n) for n in notes if isinstance(n, str)] + extra)
-        return agent_ref
+        return [str(n) for n in notes if isinstance(n, str)] + extra

@@ -17,21 +17,8 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    cd_leaf,
-    codings,
-    concept_text,
-    el,
-    fhir_ts,
-    leaf,
-    readable_date,
-    string,
-    text_reference,
-    ts,
-)
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, readable_date, string
+from xhuma.ccda.hl7 import cd, fhir_ts, text_reference, ts
 from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.participation import (
     address,
@@ -43,6 +30,7 @@ from xhuma.ccda.participation import (
     telecoms,
 )
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import Element, el, leaf
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["encounters"]
@@ -112,17 +100,7 @@ def consultations(state: ConversionState, primary_lists: list[Resource]) -> list
     found: list[Consultation] = []
     seen: set[int] = set()
     for primary in primary_lists:
-        members, _ = index.list_members(primary)
-        for member in members:
-            if member.get("resourceType") == "Encounter" and id(member) not in seen:
-                seen.add(id(member))
-                found.append(Consultation(member, by_encounter.get(id(member))))
-            elif member.get("resourceType") == "List" and _is(member, index, T.LIST_CONSULTATION):
-                encounter = index.resolve(member.get("encounter"))
-                key = id(encounter) if encounter is not None else id(member)
-                if key not in seen:
-                    seen.add(key)
-                    found.append(Consultation(encounter, member))
+        _primary_consultations(index, primary, by_encounter, found, seen)
     # Consultation Lists whose Encounter the primary list did not name (secondary queries) still count.
     for lst in index.lists(T.LIST_CONSULTATION):
         encounter = index.resolve(lst.get("encounter"))
@@ -144,6 +122,22 @@ def consultations(state: ConversionState, primary_lists: list[Resource]) -> list
     return found
 
 
+def _primary_consultations(index: BundleIndex, primary: Resource, by_encounter: dict[int, Resource],
+                           found: list[Consultation], seen: set[int]) -> None:
+    """The consultations the consultations List names: Encounters, or consultation Lists."""
+    members, _ = index.list_members(primary)
+    for member in members:
+        if member.get("resourceType") == "Encounter" and id(member) not in seen:
+            seen.add(id(member))
+            found.append(Consultation(member, by_encounter.get(id(member))))
+        elif member.get("resourceType") == "List" and _is(member, index, T.LIST_CONSULTATION):
+            encounter = index.resolve(member.get("encounter"))
+            key = id(encounter) if encounter is not None else id(member)
+            if key not in seen:
+                seen.add(key)
+                found.append(Consultation(encounter, member))
+
+
 def _items(index: BundleIndex, lst: Resource) -> list[Resource | str]:
     members: list[Resource | str] = []
     for entry in as_list(lst.get("entry")):
@@ -163,22 +157,7 @@ def _topics(index: BundleIndex, consultation_list: Resource) -> list[Topic]:
     loose: list[Resource | str] = []
     for item in _items(index, consultation_list):
         if isinstance(item, JSON_OBJECT) and item.get("resourceType") == "List" and _is(item, index, T.LIST_TOPIC):
-            problem = None
-            for ext in as_list(item.get("extension")):
-                if isinstance(ext, JSON_OBJECT) and str(ext.get("url", "")).endswith("RelatedProblemHeader-1"):
-                    for part in as_list(ext.get("extension")):
-                        if isinstance(part, JSON_OBJECT) and part.get("url") == "target":
-                            problem = index.resolve(part.get("valueReference"))
-            topic = Topic(string(item.get("title")) or "Topic", problem)
-            flat: list[Resource | str] = []
-            for sub in _items(index, item):
-                if isinstance(sub, JSON_OBJECT) and sub.get("resourceType") == "List":
-                    topic.headings.append((string(sub.get("title")) or "", _items(index, sub)))
-                else:
-                    flat.append(sub)
-            if flat:
-                topic.headings.insert(0, ("", flat))
-            topics.append(topic)
+            topics.append(_topic(index, item))
         elif isinstance(item, JSON_OBJECT) and item.get("resourceType") == "List":
             topics.append(Topic("", None, [(string(item.get("title")) or "", _items(index, item))]))
         else:
@@ -186,6 +165,26 @@ def _topics(index: BundleIndex, consultation_list: Resource) -> list[Topic]:
     if loose:
         topics.insert(0, Topic("", None, [("", loose)]))
     return topics
+
+
+def _topic(index: BundleIndex, topic_list: Resource) -> Topic:
+    """A topic List: its related problem, and its entries by heading (entries outside any heading first)."""
+    problem = None
+    for ext in as_list(topic_list.get("extension")):
+        if isinstance(ext, JSON_OBJECT) and str(ext.get("url", "")).endswith("RelatedProblemHeader-1"):
+            for part in as_list(ext.get("extension")):
+                if isinstance(part, JSON_OBJECT) and part.get("url") == "target":
+                    problem = index.resolve(part.get("valueReference"))
+    topic = Topic(string(topic_list.get("title")) or "Topic", problem)
+    flat: list[Resource | str] = []
+    for sub in _items(index, topic_list):
+        if isinstance(sub, JSON_OBJECT) and sub.get("resourceType") == "List":
+            topic.headings.append((string(sub.get("title")) or "", _items(index, sub)))
+        else:
+            flat.append(sub)
+    if flat:
+        topic.headings.insert(0, ("", flat))
+    return topic
 
 
 def structure_lists(consultation: Consultation, index: BundleIndex) -> list[Resource]:
@@ -275,7 +274,7 @@ class EncounterActivity:
         self.section.template(act, T.ENCOUNTER_ACTIVITY)
         self.section.add_ids(act, encounter)
         types = [t for t in as_list(encounter.get("type")) if isinstance(t, JSON_OBJECT)]
-        cd_leaf(act, "code", types[0] if types else None, reference=type_ref)
+        cd(act, "code", types[0] if types else None, reference=type_ref)
         text_reference(act, row.reference)
         if isinstance(end, str) and end:
             interval = el(act, "effectiveTime")

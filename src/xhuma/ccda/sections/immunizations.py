@@ -9,29 +9,22 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import ProductCoding
-from xhuma.ccda.datatypes import (
+from xhuma.ccda.fhir import (
     JSON_OBJECT,
-    Element,
     as_list,
-    cd_leaf,
     codings,
     concept_text,
-    el,
     extension,
     first,
-    format_number,
-    identifier_ii,
-    leaf,
     mapping,
-    null,
     readable_date,
     string,
-    text_reference,
-    ts,
 )
+from xhuma.ccda.hl7 import cd, format_number, identifier_ii, text_reference, ts
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation, human_name, person_name, practitioner_of
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import Element, el, leaf, null
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["immunizations"]
@@ -98,7 +91,7 @@ class ImmunizationActivity:
         self.section.add_ids(activity, immunization)
         procedure = extension(immunization, "VaccinationProcedure-1")
         if procedure is not None and isinstance(procedure.get("valueCodeableConcept"), JSON_OBJECT):
-            cd_leaf(activity, "code", procedure["valueCodeableConcept"])
+            cd(activity, "code", procedure["valueCodeableConcept"])
         text_reference(activity, self.row.reference)
         leaf(activity, "statusCode", {"code": "completed"})
         ts(activity, "effectiveTime", immunization.get("date"))
@@ -107,9 +100,9 @@ class ImmunizationActivity:
         if isinstance(sequence, int) and not isinstance(sequence, bool) and sequence >= 0:
             leaf(activity, "repeatNumber", {"value": str(sequence)})
         if isinstance(immunization.get("route"), JSON_OBJECT):
-            cd_leaf(activity, "routeCode", immunization["route"])
+            cd(activity, "routeCode", immunization["route"])
         if isinstance(immunization.get("site"), JSON_OBJECT):
-            cd_leaf(activity, "approachSiteCode", immunization["site"])
+            cd(activity, "approachSiteCode", immunization["site"])
         self._dose(activity)
         self._product(activity, vaccine_ref)
         self._performers(activity)
@@ -144,7 +137,7 @@ class ImmunizationActivity:
         else:
             # CVX is the US value set; SNOMED/dm+d primary or as translation per context (SPEC §10.1).
             primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
-            cd_leaf(material, "code", vaccine, reference=vaccine_ref, primary_systems=primary)
+            cd(material, "code", vaccine, reference=vaccine_ref, primary_systems=primary)
         lot = string(self.immunization.get("lotNumber"))
         if lot:
             leaf(material, "lotNumberText", text=lot)
@@ -184,20 +177,35 @@ class ImmunizationActivity:
                          {"classCode": "OBS", "moodCode": "EVN"})
         self.section.template(observation, T.IMMUNIZATION_REFUSAL_REASON)
         self.section.add_ids(observation, self.immunization, "refusal-reason")
-        cd_leaf(observation, "code", reason, primary_systems=())
+        cd(observation, "code", reason, primary_systems=())
         leaf(observation, "statusCode", {"code": "completed"})
 
     def _narrative(self) -> str | None:
         immunization = self.immunization
         row = self.row
+        vaccine_ref = row.cell(self._vaccine_label(), content="vaccine")
+        row.cell("Not given" if self.not_given else "Given")
+        row.cell(readable_date(immunization.get("date")))
+        row.cell(self._dose_lines())
+        row.cell([concept_text(immunization.get("route")), concept_text(immunization.get("site"))])
+        expiry = readable_date(immunization.get("expirationDate"))
+        row.cell([string(immunization.get("lotNumber")) or "", f"Expires {expiry}" if expiry else ""])
+        reasons = self.reasons_not_given if self.not_given else self.reasons
+        row.cell([concept_text(r) for r in reasons if isinstance(r, JSON_OBJECT)])
+        row.cell(self._note_lines())
+        return vaccine_ref
+
+    def _vaccine_label(self) -> str:
+        immunization = self.immunization
         vaccine = concept_text(immunization.get("vaccineCode"))
         procedure = extension(immunization, "VaccinationProcedure-1")
         procedure_text = concept_text(mapping(procedure).get("valueCodeableConcept"))
         if not vaccine or vaccine.lower() == "unknown" or _is_null_flavor(immunization.get("vaccineCode")):
             vaccine = procedure_text or vaccine or "Vaccine not recorded"
-        vaccine_ref = row.cell(vaccine, content="vaccine")
-        row.cell("Not given" if self.not_given else "Given")
-        row.cell(readable_date(immunization.get("date")))
+        return vaccine
+
+    def _dose_lines(self) -> list[str]:
+        immunization = self.immunization
         protocol = mapping(first(immunization.get("vaccinationProtocol")))
         dose_lines = []
         if protocol.get("doseSequence") is not None:
@@ -206,12 +214,10 @@ class ImmunizationActivity:
         dose = mapping(immunization.get("doseQuantity"))
         if format_number(dose.get("value")):
             dose_lines.append(f"{format_number(dose.get('value'))} {dose.get('unit') or dose.get('code') or ''}")
-        row.cell(dose_lines)
-        row.cell([concept_text(immunization.get("route")), concept_text(immunization.get("site"))])
-        expiry = readable_date(immunization.get("expirationDate"))
-        row.cell([string(immunization.get("lotNumber")) or "", f"Expires {expiry}" if expiry else ""])
-        reasons = self.reasons_not_given if self.not_given else self.reasons
-        row.cell([concept_text(r) for r in reasons if isinstance(r, JSON_OBJECT)])
+        return dose_lines
+
+    def _note_lines(self) -> list[str]:
+        immunization = self.immunization
         notes = [str(n["text"]) for n in as_list(immunization.get("note"))
                  if isinstance(n, JSON_OBJECT) and isinstance(n.get("text"), str)]
         if immunization.get("primarySource") is False:
@@ -224,5 +230,4 @@ class ImmunizationActivity:
         notes += [f"By {p}" for p in performers if p]
         if self.section.is_confidential(immunization):
             notes.append("Not for disclosure to the patient (NOPAT)")
-        row.cell(notes)
-        return vaccine_ref
+        return notes

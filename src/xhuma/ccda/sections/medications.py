@@ -10,46 +10,50 @@ would duplicate repeats). Route comes from ``dosage.route`` only, never ``dosage
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import ProductCoding
-from xhuma.ccda.datatypes import (
+from xhuma.ccda.fhir import (
     JSON_OBJECT,
-    SLOT,
-    Element,
     as_list,
-    cd_leaf,
-    cd_markup,
     concept_text,
-    el,
-    element,
     extension,
     extensions,
     first,
-    fixed_code,
-    format_number,
-    fragment,
-    frame,
-    inner_markup,
-    ivl_ts,
     json_object,
-    leaf,
-    leaf_markup,
     mapping,
     readable_date,
-    reference_markup,
-    set_xsi_type,
     string,
     sub_extension,
     sub_extension_values,
+)
+from xhuma.ccda.hl7 import (
+    cd,
+    cd_markup,
+    fixed_code,
+    format_number,
+    ivl_ts,
+    reference_markup,
     template_id,
     text_reference,
 )
+from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import (
+    SLOT,
+    Element,
+    el,
+    element,
+    fragment,
+    frame,
+    inner_markup,
+    leaf,
+    leaf_markup,
+    set_xsi_type,
+)
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["medications"]
@@ -116,7 +120,7 @@ def _orphan_requests(section: SectionWriter) -> None:
                                   "medication statement or prescription refers to; nothing clinical to show")
 
 
-@cache
+@memo()
 def _free_text_sig_frame() -> tuple[str, str]:
     relationship = element("entryRelationship", {"typeCode": "COMP"})
     sig = el(relationship, "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
@@ -127,7 +131,7 @@ def _free_text_sig_frame() -> tuple[str, str]:
     return frame(relationship)
 
 
-@cache
+@memo()
 def _instruction_frame() -> tuple[str, str]:
     relationship = element("entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
     act = el(relationship, "act", {"classCode": "ACT", "moodCode": "INT"})
@@ -138,7 +142,7 @@ def _instruction_frame() -> tuple[str, str]:
     return frame(relationship)
 
 
-@cache
+@memo()
 def _product_frame() -> tuple[str, str]:
     consumable = element("consumable")
     product = el(consumable, "manufacturedProduct", {"classCode": "MANU"})
@@ -147,7 +151,7 @@ def _product_frame() -> tuple[str, str]:
     return frame(consumable)
 
 
-@cache
+@memo()
 def _supply_order_frame() -> tuple[str, str]:
     relationship = element("entryRelationship", {"typeCode": "REFR"})
     supply = el(relationship, "supply", {"classCode": "SPLY", "moodCode": "INT"})
@@ -230,10 +234,10 @@ class MedicationActivity:
         self._frequency(activity)
         route = json_object(self.dosage.get("route"))
         if route is not None:
-            cd_leaf(activity, "routeCode", route)
+            cd(activity, "routeCode", route)
         site = json_object(self.dosage.get("site"))
         if site is not None:
-            cd_leaf(activity, "approachSiteCode", site)
+            cd(activity, "approachSiteCode", site)
         self._dose(activity)
         concept = self.medication.get("code") if self.medication else None
         primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
@@ -339,7 +343,7 @@ class MedicationActivity:
         fixed_code(criterion, "code", T.ASSERTION, xsi_type="CD")
         reason = self.dosage.get("asNeededCodeableConcept")
         if isinstance(reason, JSON_OBJECT):
-            cd_leaf(criterion, "value", reason, xsi_type="CD")
+            cd(criterion, "value", reason, xsi_type="CD")
         else:
             value = el(criterion, "value", {"nullFlavor": "NI"})
             set_xsi_type(value, "CD")
@@ -348,10 +352,22 @@ class MedicationActivity:
     # --- narrative ---------------------------------------------------------------------------------------------
     def _narrative(self) -> tuple[str | None, str | None]:
         row = self.row
-        statement = self.statement
         plan = self.plan or {}
         name = concept_text(self.medication.get("code") if self.medication else None, "Medication not recorded")
         medication_ref = row.cell(name, content="drug")
+        sig_ref = self._dosage_cell()
+        row.cell(self._type_lines())
+        row.cell(self._status_lines())
+        row.cell(readable_date(self.start))
+        row.cell(readable_date(self.end))
+        last_issue = self.last_issue
+        row.cell(readable_date((last_issue or {}).get("valueDateTime")))
+        row.cell(self._supply_text(plan))
+        row.cell(self._note_lines(plan))
+        return medication_ref, sig_ref
+
+    def _dosage_cell(self) -> str | None:
+        """The dosage cell; its reference when there is dosage text (the free-text sig points at it)."""
         dosage = self.dosage
         sig_text = string(dosage.get("text"))
         lines = [sig_text] if sig_text else []
@@ -363,11 +379,12 @@ class MedicationActivity:
             extra.append(f"Route: {concept_text(dosage['route'])}")
         if string(dosage.get("patientInstruction")):
             extra.append(f"Patient instruction: {dosage['patientInstruction'].strip()}")
-        sig_ref = None
         if lines:
-            sig_ref = row.cell(lines + [e for e in extra if e], content="sig")
-        else:
-            row.cell([e for e in extra if e])
+            return self.row.cell(lines + [e for e in extra if e], content="sig")
+        self.row.cell([e for e in extra if e])
+        return None
+
+    def _type_lines(self) -> list[str]:
         prescription_type = self.prescription_type
         type_code = None
         if prescription_type is not None:
@@ -376,19 +393,19 @@ class MedicationActivity:
                               if isinstance(c, JSON_OBJECT)), None)
         agency = self.agency
         agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
-        row.cell([PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text])
+        return [PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text]
+
+    def _status_lines(self) -> list[str]:
         status_lines = [STATUS_TEXT.get(self.status, self.status)]
         reason = self.status_reason
         if reason is not None:
             why = concept_text((sub_extension(reason, "statusReason") or {}).get("valueCodeableConcept"))
             when = readable_date((sub_extension(reason, "statusChangeDate") or {}).get("valueDateTime"))
             status_lines.append(" ".join(p for p in (why, when) if p))
-        row.cell(status_lines)
-        row.cell(readable_date(self.start))
-        row.cell(readable_date(self.end))
-        last_issue = self.last_issue
-        row.cell(readable_date((last_issue or {}).get("valueDateTime")))
-        row.cell(self._supply_text(plan))
+        return status_lines
+
+    def _note_lines(self, plan: Mapping[str, Any]) -> list[str]:
+        statement = self.statement
         notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
                  and isinstance(n.get("text"), str)]
         recorder = author_label(self.index, plan.get("recorder")) if plan else ""
@@ -396,8 +413,7 @@ class MedicationActivity:
             notes.append(f"Authorised by {recorder}")
         if self.section.is_confidential(statement):
             notes.append("Not for disclosure to the patient (NOPAT)")
-        row.cell(notes)
-        return medication_ref, sig_ref
+        return notes
 
     def _supply_text(self, plan: Mapping[str, Any]) -> list[str]:
         """Quantity (value and/or quantity text — never "None 28", LESSONS 23), duration, repeats, issues."""

@@ -16,25 +16,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    as_list,
-    concept_text,
-    el,
-    fixed_code,
-    leaf,
-    null,
-    readable_date,
-    string,
-    text_reference,
-    ts,
-)
-from xhuma.ccda.narrative import NarrativeTable
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, readable_date, string
+from xhuma.ccda.hl7 import fixed_code, text_reference, ts
+from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.observation import sct_codes, value_text
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.sections.encounters import Consultation, consultations, performer_reference, structure_lists
-from xhuma.ccda.sections.results import COMMENT_NOTE, lines_of, value_text
-from xhuma.ccda.sections.vital_signs import sct_codes
+from xhuma.ccda.sections.encounters import Consultation, Topic, consultations, performer_reference, structure_lists
+from xhuma.ccda.sections.results import COMMENT_NOTE
+from xhuma.ccda.xmlwriter import el, leaf, null
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["notes"]
@@ -51,23 +41,34 @@ ITEM_LABEL = {
 
 def item_lines(state: ConversionState, item: Resource | str) -> list[str]:
     """How one consultation record entry reads in the note."""
-    index = state.index
     if isinstance(item, str):
         return [f"(Item not supplied by the GP system: {item})"]
     rtype = str(item.get("resourceType"))
     if rtype == "Observation":
-        comment = lines_of(string(item.get("comment")))
-        if COMMENT_NOTE in sct_codes(item.get("code")) and not any(k.startswith("value") for k in item):
-            return comment or ["(empty comment)"]
-        head = concept_text(item.get("code"), "Observation")
-        value = value_text(item)
-        for component in as_list(item.get("component")):
-            if isinstance(component, JSON_OBJECT):
-                value = ", ".join(v for v in (value, f"{concept_text(component.get('code'))} "
-                                              f"{value_text(component)}".strip()) if v)
-        first = f"{head}: {value}" if value else head
-        return [first + (f" — {comment[0]}" if comment else ""), *comment[1:]]
+        return _observation_lines(item)
     label = ITEM_LABEL.get(rtype, rtype)
+    concept = _item_concept(state, item, rtype)
+    text = concept_text(concept, "") or string(item.get("description")) or ""
+    extra = [f"  {line}" for line in lines_of(string(item.get("description")))] if concept is not None else []
+    return [f"{label}: {text}".rstrip(": "), *extra]
+
+
+def _observation_lines(item: Resource) -> list[str]:
+    comment = lines_of(string(item.get("comment")))
+    if COMMENT_NOTE in sct_codes(item.get("code")) and not any(k.startswith("value") for k in item):
+        return comment or ["(empty comment)"]
+    head = concept_text(item.get("code"), "Observation")
+    value = value_text(item)
+    for component in as_list(item.get("component")):
+        if isinstance(component, JSON_OBJECT):
+            value = ", ".join(v for v in (value, f"{concept_text(component.get('code'))} "
+                                          f"{value_text(component)}".strip()) if v)
+    first = f"{head}: {value}" if value else head
+    return [first + (f" — {comment[0]}" if comment else ""), *comment[1:]]
+
+
+def _item_concept(state: ConversionState, item: Resource, rtype: str) -> object:
+    """The concept that names a non-observation entry (its medication's code for a medication)."""
     concept: object = None
     for key in ("code", "vaccineCode", "medicationCodeableConcept", "type", "serviceRequested", "reasonCode"):
         candidate = item.get(key)
@@ -77,12 +78,10 @@ def item_lines(state: ConversionState, item: Resource | str) -> list[str]:
             concept = candidate
             break
     if rtype in ("MedicationRequest", "MedicationStatement"):
-        medication = index.resolve(item.get("medicationReference"))
+        medication = state.index.resolve(item.get("medicationReference"))
         if medication is not None:
             concept = medication.get("code")
-    text = concept_text(concept, "") or string(item.get("description")) or ""
-    extra = [f"  {line}" for line in lines_of(string(item.get("description")))] if concept is not None else []
-    return [f"{label}: {text}".rstrip(": "), *extra]
+    return concept
 
 
 def build(state: ConversionState) -> None:
@@ -114,24 +113,7 @@ class NoteActivity:
         lines: list[str] = []
         shown: list[Resource] = []
         for topic in consultation.topics:
-            if topic.title or topic.problem is not None:
-                problem = concept_text(topic.problem.get("code"), "") if topic.problem is not None else ""
-                heading = topic.title or problem
-                if problem and problem != topic.title:
-                    heading += f" (problem: {problem})"
-                lines.append(f"[{heading}]")
-            for title, items in topic.headings:
-                prefix = f"{title}: " if title else ""
-                for item in items:
-                    item_text = item_lines(state, item)
-                    if item_text:
-                        lines.append(prefix + item_text[0])
-                        lines += item_text[1:]
-                    if not isinstance(item, str):
-                        shown.append(item)
-                    else:
-                        self.section.warn("unresolved-reference", "a consultation entry is not in the bundle",
-                                          consultation.consultation_list)
+            self._topic_lines(topic, lines, shown)
         if encounter is not None and self.section.is_confidential(encounter):
             lines.append("Not for disclosure to the patient (NOPAT)")
         row.cell(lines)
@@ -159,3 +141,25 @@ class NoteActivity:
             self.section.supporting(lst, "consultation topic/heading list, rendered in the consultation note")
         for item in shown:
             self.section.narrative_only(item, "recorded in a consultation; shown in the consultation note")
+
+    def _topic_lines(self, topic: Topic, lines: list[str], shown: list[Resource]) -> None:
+        """One topic of the consultation: its heading line, then its entries (added to ``shown``)."""
+        state = self.section.state
+        if topic.title or topic.problem is not None:
+            problem = concept_text(topic.problem.get("code"), "") if topic.problem is not None else ""
+            heading = topic.title or problem
+            if problem and problem != topic.title:
+                heading += f" (problem: {problem})"
+            lines.append(f"[{heading}]")
+        for title, items in topic.headings:
+            prefix = f"{title}: " if title else ""
+            for item in items:
+                item_text = item_lines(state, item)
+                if item_text:
+                    lines.append(prefix + item_text[0])
+                    lines += item_text[1:]
+                if not isinstance(item, str):
+                    shown.append(item)
+                else:
+                    self.section.warn("unresolved-reference", "a consultation entry is not in the bundle",
+                                      self.consultation.consultation_list)

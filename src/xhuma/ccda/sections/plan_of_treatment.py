@@ -18,25 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    cd_leaf,
-    codings,
-    concept_text,
-    el,
-    fhir_ts,
-    ii,
-    leaf,
-    notes_text,
-    readable_date,
-    snomed,
-    string,
-    text_reference,
-    ts,
-)
-from xhuma.ccda.narrative import NarrativeTable
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
+from xhuma.ccda.hl7 import cd, fhir_ts, ii, snomed, text_reference, ts
+from xhuma.ccda.narrative import NarrativeTable, lines_of
 from xhuma.ccda.participation import (
     author_label,
     author_participation,
@@ -46,7 +30,7 @@ from xhuma.ccda.participation import (
     represented_organisation,
 )
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.sections.results import lines_of
+from xhuma.ccda.xmlwriter import Element, el, leaf
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["plan_of_treatment"]
@@ -104,7 +88,7 @@ def _indication(section: SectionWriter, parent: Element, resource: Resource, con
                              "codeSystemName": PROBLEM_TYPE.system_name, "displayName": str(PROBLEM_TYPE.display)})
     leaf(observation, "statusCode", {"code": "completed"})
     ts(observation, "effectiveTime", when)
-    cd_leaf(observation, "value", concept, xsi_type="CD")
+    cd(observation, "value", concept, xsi_type="CD")
 
 
 def _agent(request: Resource) -> object:
@@ -157,7 +141,7 @@ class Referral:
         self.section.template(encounter, T.PLANNED_ENCOUNTER)
         self.section.add_ids(encounter, referral)
         if concept is not None:
-            cd_leaf(encounter, "code", concept, reference=code_ref)
+            cd(encounter, "code", concept, reference=code_ref)
         else:
             code = snomed(encounter, "code", *PATIENT_REFERRAL)
             leaf(el(code, "originalText"), "reference", {"value": str(code_ref)})
@@ -223,7 +207,7 @@ class DiaryEntry:
         act = el(self.section.entry(), "act", {"classCode": "ACT", "moodCode": "INT"})
         self.section.template(act, T.PLANNED_ACT)
         self.section.add_ids(act, request)
-        cd_leaf(act, "code", request.get("code"), reference=code_ref)
+        cd(act, "code", request.get("code"), reference=code_ref)
         text_reference(act, row.reference)
         leaf(act, "statusCode", {"code": "active"})
         period = request.get("occurrencePeriod")

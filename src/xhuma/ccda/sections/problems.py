@@ -11,25 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    as_list,
-    cd_leaf,
-    concept_text,
-    el,
-    extension,
-    fixed_code,
-    ivl_ts,
-    leaf,
-    mapping,
-    readable_date,
-    string,
-    sub_extension,
-    text_reference,
-)
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, extension, mapping, readable_date, string, sub_extension
+from xhuma.ccda.hl7 import cd, fixed_code, ivl_ts, text_reference
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import el, leaf
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["problems"]
@@ -111,7 +98,7 @@ class ProblemConcernAct:
         leaf(observation, "statusCode", {"code": "completed"})
         ivl_ts(observation, "effectiveTime", condition.get("onsetDateTime"), self.abatement,
                high_required=self.inactive)
-        cd_leaf(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")
+        cd(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")
         author_participation(observation, self.section.index, condition.get("asserter"),
                              condition.get("assertedDate"))
         self.section.mapped(condition, T.PROBLEM_CONCERN_ACT)

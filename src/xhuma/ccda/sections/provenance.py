@@ -7,7 +7,8 @@ summarise the warnings every other section surfaced; the assembler places it fir
 from __future__ import annotations
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import hl7_ts, readable_date, string
+from xhuma.ccda.fhir import readable_date, string
+from xhuma.ccda.hl7 import hl7_ts
 from xhuma.ccda.participation import ods_code
 from xhuma.ccda.section import ConversionState
 

@@ -8,63 +8,47 @@ them is also readable in the narrative, together with the specimen and the origi
 ``note``). A report without any test result has no C-CDA slot (Result Organizer SHALL have ≥1 Result Observation)
 and is shown as a narrative row.
 
-The value helpers of this module (``write_value``, ``value_text``, ``range_text``) are shared by the other
-observation-based sections (vital signs, social history, uncategorised data).
+The value helpers (``write_value``, ``value_text``, ``range_text``) and the UCUM rule live in ``observation.py``,
+shared by every observation-based section.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache, lru_cache
-from typing import Any, Final
+from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    SLOT,
-    Element,
-    as_list,
-    cd_leaf,
-    codings,
-    concept_text,
-    el,
-    element,
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
+from xhuma.ccda.hl7 import (
+    cd,
     fixed_code,
-    format_number,
-    fragment,
-    frame,
-    inner_markup,
-    is_code,
-    json_object,
-    leaf,
-    notes_text,
-    pq,
-    pq_leaf,
-    readable_date,
     reference_markup,
     snomed_code,
-    string,
     template_id,
     text_reference,
     ts,
     uid_ii,
 )
-from xhuma.ccda.narrative import Row
+from xhuma.ccda.memo import memo
+from xhuma.ccda.narrative import Row, lines_of
+from xhuma.ccda.observation import (
+    INTERPRETATION_OID,
+    has_value,
+    interpretation_text,
+    interpretations,
+    range_text,
+    value_text,
+    write_reference_ranges,
+    write_value,
+)
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, inner_markup, leaf
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["results"]
 
 COMMENT_NOTE = "37331000000100"  # SNOMED Comment note: free text / filing comments (SPEC §7.4)
-INTERPRETATION_OID = "2.16.840.1.113883.5.83"
-INTERPRETATION_SYSTEMS = frozenset({
-    "http://hl7.org/fhir/v2/0078",
-    "http://terminology.hl7.org/CodeSystem/v2-0078",
-    "http://hl7.org/fhir/v3/ObservationInterpretation",
-    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-})
 # FHIR DiagnosticReport/Observation status → Result Status value set 2.16.840.1.113883.11.20.9.39 (SPEC §8.4.5).
 RESULT_STATUS = {
     "final": "completed", "amended": "completed", "corrected": "completed", "appended": "completed",
@@ -96,14 +80,6 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def lines_of(text: str | None) -> list[str]:
-    """Free text split into narrative lines (CDA narrative needs ``<br/>``, not newline characters)."""
-    if not text:
-        return []
-    if "\n" not in text and "\r" not in text:  # most comments: one line
-        line = text.strip()
-        return [line] if line else []
-    return list(filter(None, map(str.strip, text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))))
 
 
 class UniqueIds:
@@ -124,219 +100,6 @@ class UniqueIds:
         self.section.add_ids(parent, resource, role)
 
 
-# --- UCUM -------------------------------------------------------------------------------------------------------
-# Laboratory systems usually send the unit text without ``system``; a unit that is a well-formed UCUM expression
-# over common atoms is sent as the PQ unit, anything else keeps SPEC §8.3 rule 6 (nullFlavor OTH + originalText).
-_UCUM_ATOMS = frozenset({
-    "m", "g", "s", "L", "l", "mol", "eq", "U", "[iU]", "[IU]", "Cel", "K", "%", "h", "min", "d", "wk", "mo", "a",
-    "Pa", "mm[Hg]", "cm[H2O]", "kat", "[degF]", "osm", "[ppm]", "[ppb]", "[drp]", "10*", "10^", "[arb'U]", "[HPF]",
-    "[LPF]", "Hz", "J", "cal", "W", "V", "A", "Ohm", "S", "t", "bar", "[pH]", "[in_i]", "[lb_av]", "[oz_av]",
-})
-_UCUM_PREFIXES = ("da", "Y", "Z", "E", "P", "T", "G", "M", "k", "h", "d", "c", "m", "u", "n", "p", "f", "a", "z", "y")
-_UCUM_COMPONENT = re.compile(r"^(?P<unit>[^{}\d+-]+|10\*|10\^)?(?P<exp>[+-]?\d+)?(?P<ann>\{[^{}]*\})?$")
-
-
-def _ucum_simple(unit: str) -> bool:
-    if unit in _UCUM_ATOMS:
-        return True
-    return any(unit.startswith(p) and unit[len(p):] in _UCUM_ATOMS and unit[len(p):] not in ("10*", "10^")
-               for p in _UCUM_PREFIXES)
-
-
-def is_ucum(unit: object) -> bool:
-    """Whether ``unit`` is a well-formed UCUM expression (``.``/``/`` products of optionally prefixed common
-    atoms with exponents, numeric factors and ``{annotations}``)."""
-    return isinstance(unit, str) and _is_ucum(unit)
-
-
-@lru_cache(maxsize=1024)  # a record repeats a few dozen units
-def _is_ucum(unit: str) -> bool:
-    if not unit or any(c.isspace() for c in unit) or "(" in unit:
-        return False
-    for component in re.split(r"[./](?![^{]*\})", unit[1:] if unit.startswith("/") else unit):
-        if component.isdigit():
-            continue
-        match = _UCUM_COMPONENT.match(component)
-        if match is None or not (match.group("unit") or match.group("ann")):
-            return False
-        if match.group("unit") and not _ucum_simple(match.group("unit")):
-            return False
-    return True
-
-
-def ucum_quantity(quantity: object) -> object:
-    """A Quantity whose unit text is valid UCUM gains ``system``/``code`` so ``pq`` writes it as the unit."""
-    if not isinstance(quantity, JSON_OBJECT) or quantity.get("system") == "http://unitsofmeasure.org":
-        return quantity
-    unit = quantity.get("code") if is_ucum(quantity.get("code")) else quantity.get("unit")
-    if is_ucum(unit):
-        return {**quantity, "system": "http://unitsofmeasure.org", "code": unit}
-    return quantity
-
-
-# --- values shared by every observation-based section -------------------------------------------------------------
-def quantity_text(quantity: object) -> str:
-    if not isinstance(quantity, JSON_OBJECT):
-        return ""
-    number = format_number(quantity.get("value"))
-    if number is None:
-        return ""
-    unit = string(quantity.get("unit")) or string(quantity.get("code")) or ""
-    comparator = string(quantity.get("comparator")) or ""
-    approx = any(isinstance(e, JSON_OBJECT) and str(e.get("url", "")).endswith("ValueApproximation-1")
-                 and e.get("valueBoolean") is True for e in as_list(quantity.get("extension")))
-    return f"{'approx. ' if approx else ''}{comparator}{number}{' ' + unit if unit else ''}"
-
-
-def value_text(observation: Resource) -> str:
-    """The value of an Observation as the clinician should read it."""
-    if "valueQuantity" in observation:
-        return quantity_text(observation.get("valueQuantity"))
-    if "valueCodeableConcept" in observation:
-        return concept_text(observation.get("valueCodeableConcept"))
-    if not has_value(observation):  # most group headers and free-text results: none of the types below
-        return _absent_text(observation)
-    for key in ("valueString", "valueTime", "valueDateTime"):
-        if isinstance(observation.get(key), str):
-            return " ".join(lines_of(observation[key])) if key == "valueString" else readable_date(observation[key])
-    if isinstance(observation.get("valueBoolean"), bool):
-        return "Yes" if observation["valueBoolean"] else "No"
-    if isinstance(observation.get("valueInteger"), int):
-        return str(observation["valueInteger"])
-    # json_object: these are absent from most observations (None is answered without the Mapping ABC check).
-    value_range = json_object(observation.get("valueRange"))
-    if value_range is not None:
-        return f"{quantity_text(value_range.get('low'))} – {quantity_text(value_range.get('high'))}"
-    period = json_object(observation.get("valuePeriod"))
-    if period is not None:
-        return f"{readable_date(period.get('start'))} – {readable_date(period.get('end'))}"
-    ratio = json_object(observation.get("valueRatio"))
-    if ratio is not None:
-        return f"{quantity_text(ratio.get('numerator'))} / {quantity_text(ratio.get('denominator'))}"
-    return _absent_text(observation)
-
-
-def _absent_text(observation: Resource) -> str:
-    absent = json_object(observation.get("dataAbsentReason"))
-    if absent is not None:
-        return f"No value ({concept_text(absent, 'reason not given')})"
-    return ""
-
-
-def has_value(observation: Resource) -> bool:
-    """Whether the observation has any ``value[x]`` key (a plain loop: the cheapest test for a dozen keys)."""
-    for key in observation:
-        if key.startswith("value"):
-            return True
-    return False
-
-
-_COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
-_XSI_IVL_PQ: Final = {"xsi:type": "IVL_PQ"}
-_XSI_ST: Final = {"xsi:type": "ST"}
-_NO_VALUE: Final = {"nullFlavor": "NI", "xsi:type": "PQ"}
-
-
-def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element | str:
-    """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
-    IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative. Returns
-    the element, or its markup when it was written at once (a leaf: nothing may be added to it)."""
-    if not has_value(observation):  # the common case for group headers and free-text results
-        return leaf(parent, "value", _NO_VALUE)
-    quantity = observation.get("valueQuantity")
-    if isinstance(quantity, JSON_OBJECT):
-        comparator = _COMPARATOR.get(str(quantity.get("comparator")))
-        if comparator is not None and format_number(quantity.get("value")) is not None:
-            value = el(parent, "value", _XSI_IVL_PQ)
-            bound = pq(value, comparator[0], ucum_quantity({k: v for k, v in quantity.items() if k != "comparator"}))
-            bound.set("inclusive", comparator[1])
-            return value
-        return pq_leaf(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
-    concept = observation.get("valueCodeableConcept")
-    if isinstance(concept, JSON_OBJECT):
-        return cd_leaf(parent, "value", concept, reference=reference, xsi_type="CD")
-    # xsi:type is given with the other attributes (written last, where set_xsi_type would add it).
-    if isinstance(observation.get("valueBoolean"), bool):
-        return leaf(parent, "value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
-    if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
-        return leaf(parent, "value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
-    value_range = observation.get("valueRange")
-    if isinstance(value_range, JSON_OBJECT):
-        value = el(parent, "value", _XSI_IVL_PQ)
-        for side in ("low", "high"):
-            if isinstance(value_range.get(side), JSON_OBJECT):
-                pq_leaf(value, side, ucum_quantity(value_range[side]))
-        return value
-    text = value_text(observation)
-    if text:
-        return leaf(parent, "value", _XSI_ST, text=text)
-    return leaf(parent, "value", _NO_VALUE)
-
-
-def interpretations(observation: Resource) -> list[tuple[str, str]]:
-    """(HL7 ObservationInterpretation code, display) of FHIR interpretation codings."""
-    found = []
-    for coding in codings(observation.get("interpretation")):
-        if coding.get("system") in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
-            found.append((str(coding["code"]), string(coding.get("display")) or str(coding["code"])))
-    return found
-
-
-def interpretation_text(observation: Resource) -> str:
-    return concept_text(observation.get("interpretation"), "")
-
-
-def range_text(observation: Resource) -> list[str]:
-    if not observation.get("referenceRange"):
-        return []
-    out = []
-    unit = ""
-    if isinstance(observation.get("valueQuantity"), JSON_OBJECT):
-        unit = string(observation["valueQuantity"].get("unit")) or ""
-    for reference_range in as_list(observation.get("referenceRange")):
-        if not isinstance(reference_range, JSON_OBJECT):
-            continue
-        text = string(reference_range.get("text"))
-        low = quantity_text(reference_range.get("low")).removesuffix(f" {unit}") if unit else quantity_text(
-            reference_range.get("low"))
-        high = quantity_text(reference_range.get("high"))
-        if not high.endswith(unit) and unit and high:
-            high = f"{high} {unit}"
-        if low or high:
-            out.append(f"{low or '…'} – {high or '…'}".strip())
-        if text:
-            out.append(text)
-    return out
-
-
-def write_reference_ranges(parent: Element, observation: Resource) -> None:
-    """referenceRange/observationRange: IVL_PQ for low/high (unit of the result when the range has none), the
-    text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175)."""
-    result_quantity = observation.get("valueQuantity")
-    unit_keys = ("unit", "system", "code")
-    for reference_range in as_list(observation.get("referenceRange")):
-        if not isinstance(reference_range, JSON_OBJECT):
-            continue
-        low, high = reference_range.get("low"), reference_range.get("high")
-        text = string(reference_range.get("text"))
-        if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
-            continue
-        observation_range = el(el(parent, "referenceRange"), "observationRange")
-        bounds = [(name, q) for name, q in (("low", low), ("high", high))
-                  if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
-        if text or not bounds:
-            leaf(observation_range, "text", text=text or "")
-        if bounds:
-            value = el(observation_range, "value", _XSI_IVL_PQ)
-            for name, quantity in bounds:
-                merged = dict(quantity)
-                if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
-                    merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
-                pq_leaf(value, name, ucum_quantity(merged))
-        else:
-            el(observation_range, "value", _XSI_ST, text=text or "")
-
-
 def comment_activity(section: SectionWriter, parent: Element, reference: str, *, component: bool = False) -> None:
     """Comment Activity (4.64): ``entryRelationship SUBJ inversionInd`` under an observation, or a ``component``
     of an organizer (an organizer has no entryRelationship). text/reference → the narrative row (SHALL).
@@ -347,7 +110,7 @@ def comment_activity(section: SectionWriter, parent: Element, reference: str, *,
     fragment(parent, head + reference_markup(reference) + tail)
 
 
-@cache
+@memo()
 def _comment_frame(component: bool) -> tuple[str, str]:
     if component:
         holder = element("component")
@@ -397,17 +160,7 @@ class ReportEntries:
         comments: list[Resource] = []
         in_group: set[int] = set()
         headers: set[int] = set()
-        results: list[Resource] = []
-        unresolved: list[object] = []
-        for reference in as_list(self.report.get("result")):
-            resolved = self.index.resolve(reference)
-            if resolved is None:
-                unresolved.append(reference)
-            else:
-                results.append(resolved)
-        for reference in unresolved:
-            ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
-            self.section.warn("unresolved-reference", f"report result {ref} is not in the bundle", self.report)
+        results = self._resolved_results()
         for observation in results:
             if observation.get("resourceType") != "Observation":
                 self.section.warn("unexpected-result", f"{observation.get('resourceType')} in a report result",
@@ -415,9 +168,7 @@ class ReportEntries:
                 continue
             if not observation.get("related"):  # most results: not a group header
                 continue
-            members = [m for m in (self.index.resolve(rel.get("target")) for rel in as_list(observation.get(
-                "related")) if isinstance(rel, JSON_OBJECT) and rel.get("type", "has-member") == "has-member")
-                if m is not None and m.get("resourceType") == "Observation"]
+            members = self._members(observation)
             if members:
                 groups.append((observation, members))
                 headers.add(id(observation))
@@ -432,6 +183,26 @@ class ReportEntries:
             else:
                 standalone.append(observation)
         return groups, standalone, comments
+
+    def _resolved_results(self) -> list[Resource]:
+        results: list[Resource] = []
+        unresolved: list[object] = []
+        for reference in as_list(self.report.get("result")):
+            resolved = self.index.resolve(reference)
+            if resolved is None:
+                unresolved.append(reference)
+            else:
+                results.append(resolved)
+        for reference in unresolved:
+            ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
+            self.section.warn("unresolved-reference", f"report result {ref} is not in the bundle", self.report)
+        return results
+
+    def _members(self, header: Resource) -> list[Resource]:
+        """The Observations a group header lists as ``has-member``."""
+        return [m for m in (self.index.resolve(rel.get("target")) for rel in as_list(header.get("related"))
+                            if isinstance(rel, JSON_OBJECT) and rel.get("type", "has-member") == "has-member")
+                if m is not None and m.get("resourceType") == "Observation"]
 
     def build(self) -> None:
         report = self.report
@@ -496,6 +267,12 @@ class ReportEntries:
         row.cell("")
         row.cell(_status_label(report))
         row.cell(["Issued " + readable_date(report.get("issued"))] if report.get("issued") else [])
+        row.cell(self._report_details(comments))
+        return row
+
+    def _report_details(self, comments: Sequence[Resource]) -> list[str]:
+        """The comments cell of a report's row: performer, specimens, requests, filing comments, conclusion."""
+        report = self.report
         details: list[str] = []
         labs = [author_label(self.index, p.get("actor")) for p in as_list(report.get("performer"))
                 if isinstance(p, JSON_OBJECT)]
@@ -516,8 +293,7 @@ class ReportEntries:
         details += self._conclusion_lines()
         if self.section.is_confidential(report):
             details.append("Not for disclosure to the patient (NOPAT)")
-        row.cell(details)
-        return row
+        return details
 
     def _result_row(self, observation: Resource, moment: str | None) -> tuple[Row, str | None]:
         row = self.table.row()
@@ -558,7 +334,7 @@ class ReportEntries:
         organizer = el(self.section.entry(), "organizer", {"classCode": class_code, "moodCode": "EVN"})
         self.section.template(organizer, T.RESULT_ORGANIZER)
         self.ids.write(organizer, source, "" if group is not None else "result-cluster")
-        cd_leaf(organizer, "code", code, reference=code_ref)
+        cd(organizer, "code", code, reference=code_ref)
         leaf(organizer, "statusCode", {"code": result_status(source, lambda: any(map(has_value, members)))})
         moment = self.collected or (self._time(group) if group is not None else None)
         if moment is None and members:
@@ -571,7 +347,7 @@ class ReportEntries:
         for item in ([specimen] if specimen is not None else self.specimens)[:1]:
             if item.get("resourceType") == "Specimen" and codings(item.get("type")):
                 entity = el(el(el(organizer, "specimen"), "specimenRole"), "specimenPlayingEntity")
-                cd_leaf(entity, "code", item.get("type"))
+                cd(entity, "code", item.get("type"))
         for member in members:
             self._result_observation(organizer, member)
         if group is not None and row is not None and string(group.get("comment")):
@@ -587,7 +363,7 @@ class ReportEntries:
         # element and written into it at once (a record has hundreds of results).
         entry = element("observation")
         self.ids.write(entry, observation)
-        cd_leaf(entry, "code", observation.get("code"), reference=code_ref)
+        cd(entry, "code", observation.get("code"), reference=code_ref)
         text_reference(entry, row.reference)
         leaf(entry, "statusCode", {"code": result_status(observation, lambda: has_value(observation))})
         ts(entry, "effectiveTime", moment)
@@ -603,7 +379,7 @@ class ReportEntries:
         self.section.mapped(observation, T.RESULT_OBSERVATION)
 
 
-@cache
+@memo()
 def _result_observation_frame() -> tuple[str, str]:
     component = element("component")
     entry = el(component, "observation", {"classCode": "OBS", "moodCode": "EVN"})

@@ -21,29 +21,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    cd,
-    cd_leaf,
-    concept_text,
-    el,
-    fhir_ts,
-    fixed_code,
-    format_number,
-    leaf,
-    pq_leaf,
-    readable_date,
-    string,
-    text_reference,
-    ts,
-)
-from xhuma.ccda.narrative import NarrativeTable
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, readable_date, string
+from xhuma.ccda.hl7 import cd, fhir_ts, fixed_code, fixed_code_attrs, format_number, pq, text_reference, ts
+from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.observation import effective, sct_codes, uncategorised_observations, value_text, write_value
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.sections.results import lines_of, value_text, write_value
-from xhuma.ccda.sections.vital_signs import effective, sct_codes, uncategorised_observations
+from xhuma.ccda.xmlwriter import Element, el, leaf, leaf_markup
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["social_history"]
@@ -160,7 +144,7 @@ class SocialHistoryEntry:
             text_reference(entry, row.reference)
             leaf(entry, "statusCode", {"code": "completed"})
             ts(entry, "effectiveTime", effective(observation))  # a point in time: no low/high (CONF:1098-32894)
-            cd_leaf(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
+            cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         elif self.kind == "tobacco-use":
             template = T.TOBACCO_USE
             self.section.template(entry, template)
@@ -170,24 +154,26 @@ class SocialHistoryEntry:
             leaf(entry, "statusCode", {"code": "completed"})
             interval = el(entry, "effectiveTime")
             ts(interval, "low", effective(observation))
-            cd_leaf(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
+            cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         else:
             template = T.SOCIAL_HISTORY_OBSERVATION
             self.section.template(entry, template)
             self.section.add_ids(entry, observation)
             has_value = any(key.startswith("value") for key in observation)
+            loinc = self.category.loinc
             if has_value:
-                code = cd(entry, "code", observation.get("code"), reference=finding_ref)
+                translation = leaf_markup("translation", fixed_code_attrs(loinc))
+                cd(entry, "code", observation.get("code"), reference=finding_ref, extra=translation)
             else:
                 code = fixed_code(entry, "code", self.category.finding_code)
-            fixed_code(code, "translation", self.category.loinc)
+                fixed_code(code, "translation", loinc)
             text_reference(entry, row.reference)
             leaf(entry, "statusCode", {"code": "completed"})
             ts(entry, "effectiveTime", effective(observation))
             if has_value:
                 self._value(entry)
             else:
-                cd_leaf(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
+                cd(entry, "value", observation.get("code"), reference=finding_ref, xsi_type="CD")
         author_participation(entry, self.section.index, first_performer(observation),
                              observation.get("issued") or effective(observation))
         self.section.mapped(observation, template)
@@ -199,7 +185,7 @@ class SocialHistoryEntry:
             annotated = ALCOHOL_UNITS.get(unit.lower())
             if annotated and quantity.get("system") != "http://unitsofmeasure.org":
                 quantity = {**quantity, "system": "http://unitsofmeasure.org", "code": annotated}
-            pq_leaf(entry, "value", quantity, xsi_type="PQ")
+            pq(entry, "value", quantity, xsi_type="PQ")
             return
         write_value(entry, self.observation)
 

@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import JSON_OBJECT, as_list, concept_text, fhir_ts, readable_date, string
-from xhuma.ccda.narrative import NarrativeTable
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, readable_date, string
+from xhuma.ccda.hl7 import fhir_ts
+from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.observation import effective, range_text, value_text
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.sections.results import lines_of, range_text, value_text
-from xhuma.ccda.sections.vital_signs import effective
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["uncategorised"]

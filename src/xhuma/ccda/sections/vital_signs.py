@@ -15,30 +15,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.datatypes import (
-    JSON_OBJECT,
-    Element,
-    as_list,
-    coding_display,
-    codings,
-    concept_text,
-    el,
-    fhir_ts,
-    fixed_code,
-    format_number,
-    is_code,
-    leaf,
-    readable_date,
-    set_xsi_type,
-    string,
-    text_reference,
-    ts,
-    xml_text,
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, coding_display, codings, concept_text, readable_date, string
+from xhuma.ccda.hl7 import fhir_ts, fixed_code, format_number, is_code, text_reference, ts
+from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.observation import (
+    INTERPRETATION_OID,
+    effective,
+    interpretation_text,
+    interpretations,
+    sct_codes,
+    uncategorised_observations,
 )
-from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.sections.results import INTERPRETATION_OID, interpretation_text, interpretations, lines_of
+from xhuma.ccda.xmlwriter import Element, el, leaf, set_xsi_type, xml_text
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["vital_signs"]
@@ -98,12 +88,6 @@ VITAL_SIGNS_PANEL = T.FixedCode("74728-7", T.LOINC_OID, "LOINC",
 HEADERS = ("Date", "Vital sign", "Value", "Interpretation / comments", "Recorded by")
 
 
-def sct_codes(concept: object) -> list[str]:
-    """SNOMED codes of a concept, whitespace-trimmed (some suppliers send ``" 86290005"``)."""
-    return [str(c.get("code")).strip() for c in codings(concept)
-            if c.get("system") == T.SNOMED_URI and isinstance(c.get("code"), str)]
-
-
 def vital_kind(concept: object) -> VitalKind | None:
     return next((VITAL_CODES[c] for c in sct_codes(concept) if c in VITAL_CODES), None)
 
@@ -116,34 +100,6 @@ def is_bp_panel(observation: Resource) -> bool:
 def is_vital_sign(observation: Resource) -> bool:
     """Whether the observation is converted by this section (a curated code or a BP panel with components)."""
     return vital_kind(observation.get("code")) is not None or is_bp_panel(observation)
-
-
-def uncategorised_observations(state: ConversionState) -> list[Resource]:
-    """Observations of uncategorised data: members of the uncategorised List(s) and of the consultation topic
-    and heading Lists (consultation content is uncategorised data too), de-duplicated, in bundle order of Lists.
-    Unresolvable members are reported by uncategorised.py / notes.py, not here."""
-    index = state.index
-    seen: set[int] = set()
-    found: list[Resource] = []
-    lists = [*index.lists(T.LIST_UNCATEGORISED), *index.lists(T.LIST_TOPIC), *index.lists(T.LIST_HEADING)]
-    for lst in lists:
-        members, _ = index.list_members(lst)
-        for member in members:
-            if member.get("resourceType") == "Observation" and id(member) not in seen:
-                seen.add(id(member))
-                found.append(member)
-    return found
-
-
-def effective(observation: Resource) -> str | None:
-    value = observation.get("effectiveDateTime")
-    if isinstance(value, str):
-        return value
-    period = observation.get("effectivePeriod")
-    if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
-        return str(period["start"])
-    issued = observation.get("issued")
-    return issued if isinstance(issued, str) else None
 
 
 def ucum_unit(kind: VitalKind, quantity: Mapping[str, Any]) -> str | None:

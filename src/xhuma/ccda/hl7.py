@@ -1,0 +1,376 @@
+"""HL7 V3 data types (II, CD, TS, IVL_TS, PQ) written as CDA elements from FHIR STU3 values.
+
+Every attribute constrained by the CDA schema (``cs`` codes, ``uid`` roots, ``ts`` values, ``real`` numbers) is checked
+against the schema's lexical pattern before it is written, so malformed source data degrades to a nullFlavor instead
+of producing a schema-invalid document (SPEC §8.3 nullFlavor rule 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.fhir import FHIR_DATE, JSON_OBJECT, coding_display, codings, concept_text
+from xhuma.ccda.memo import memo, memo_dict
+from xhuma.ccda.xmlwriter import (
+    Element,
+    attrs_markup,
+    el,
+    fragment,
+    leaf_markup,
+    one_attr,
+    start_tag,
+    unique_attrs,
+    xml_text,
+)
+
+_CS = re.compile(r"^[^\s]+$")
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_REAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def is_code(value: object) -> bool:
+    """A CDA ``cs`` token: non-empty, no whitespace."""
+    return isinstance(value, str) and bool(_CS.match(value))
+
+
+def is_uid(value: object) -> bool:
+    return isinstance(value, str) and bool(_OID.match(value) or _UUID.match(value))
+
+
+def is_uuid(value: object) -> bool:
+    return isinstance(value, str) and bool(_UUID.match(value))
+
+
+# --- TS ----------------------------------------------------------------------------------------------------------
+def fhir_ts(value: object) -> str | None:
+    """FHIR date/dateTime/instant → HL7 TS, keeping precision (SPEC §8.3 dates): 2011-05 → 201105."""
+    return _fhir_ts(value) if isinstance(value, str) else None
+
+
+@memo(maxsize=4096)  # the same dates recur across a record (a report and its results, issue and request)
+def _fhir_ts(value: str) -> str | None:
+    match = FHIR_DATE.match(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    out = year + (month or "") + (day or "")
+    if hour is None:
+        return out
+    out += hour + minute
+    if second is not None:
+        out += second
+        # The CDA ts pattern allows a fraction only after full seconds.
+        if fraction and len(fraction) > 1:
+            out += fraction
+    if zone:
+        out += "+0000" if zone == "Z" else zone.replace(":", "")
+    return out
+
+
+def hl7_ts(moment: datetime) -> str:
+    """Aware datetime → TS to the second with zone offset (US Realm Date and Time, CONF:81-10128)."""
+    offset = moment.strftime("%z") or "+0000"
+    return moment.strftime("%Y%m%d%H%M%S") + offset
+
+
+def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> str:
+    """A TS element from a FHIR date; missing or malformed → nullFlavor (SPEC §8.3 dates). Written as a
+    serialised fragment, like the other leaf elements no builder changes afterwards (``ii``, ``text_reference``)."""
+    return fragment(parent, ts_markup(name, value, null_flavor))
+
+
+def ts_markup(name: str, value: object, null_flavor: str = "UNK") -> str:
+    """The markup ``ts`` writes, without writing it."""
+    converted = fhir_ts(value)
+    if converted is None:
+        return f"<{name}{attrs_markup({'nullFlavor': null_flavor})}/>"
+    return f'<{name} value="{converted}"/>'  # digits, '.', '+', '-' only
+
+
+def ivl_ts(
+    parent: Element,
+    name: str,
+    low: object,
+    high: object = None,
+    *,
+    high_required: bool = False,
+    low_null: str = "UNK",
+    high_null: str = "UNK",
+    xsi_type: str | None = None,
+) -> Element:
+    """IVL_TS with ``low`` (nullFlavor when unknown) and ``high`` when given or required."""
+    interval = el(parent, name, {"xsi:type": xsi_type} if xsi_type else None)
+    ts(interval, "low", low, low_null)
+    if high is not None or high_required:
+        ts(interval, "high", high, high_null)
+    return interval
+
+
+# --- II ----------------------------------------------------------------------------------------------------------
+def ii(parent: Element, root: str, extension: object = None, name: str = "id") -> str:
+    attrib = {"root": root}
+    if extension is not None and str(extension).strip():
+        attrib["extension"] = xml_text(str(extension).strip())
+    return fragment(parent, f"<{name}{unique_attrs(attrib)}/>")
+
+
+def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> str | None:
+    """FHIR Identifier → II: known systems to their OID, UUID values as root, else uuid5 (SPEC §8.3)."""
+    system = identifier.get("system")
+    value = identifier.get("value")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    oid = T.IDENTIFIER_SYSTEMS.get(system) if isinstance(system, str) else None
+    if oid is not None:
+        return ii(parent, oid, value, name)
+    if len(value) == 36 and is_uuid(value):  # (stripped: no "uuid\n" for the pattern's ``$``) most are not
+        return uid_ii(parent, value.lower(), name)
+    return uid_ii(parent, derived_uuid(f"{system}|{value}"), name)
+
+
+def uid_ii(parent: Element, uuid: str, name: str = "id") -> str:
+    """``ii(parent, uuid)`` for a UUID made by ``derived_uuid`` or matched by ``is_uuid``: hex digits and dashes,
+    nothing to check or escape (a document has hundreds of these ids)."""
+    return fragment(parent, f'<{name} root="{uuid}"/>')
+
+
+_NAMESPACE_BYTES: Final = T.XHUMA_ID_NAMESPACE.bytes
+
+
+def derived_uuid(name: str) -> str:
+    """``str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, name))`` without the ``UUID`` object (thousands per document)."""
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    # Version nibble 5; variant bits 10 in the top of byte 8 (RFC 4122).
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+# --- CD ----------------------------------------------------------------------------------------------------------
+def snomed_code(concept: object) -> str | None:
+    for coding in codings(concept):
+        if coding.get("system") == T.SNOMED_URI and is_code(coding.get("code")):
+            return str(coding["code"])
+    return None
+
+
+def _code_attrs(coding: Mapping[str, Any]) -> dict[str, str] | None:
+    system = coding.get("system")
+    code = coding.get("code")
+    if not is_code(code) or not isinstance(system, str):
+        return None
+    known = T.CODE_SYSTEMS.get(system)
+    attrib = {"code": str(code)}
+    if known is not None:
+        attrib["codeSystem"] = known.oid
+        attrib["codeSystemName"] = known.name
+    elif is_uid(system.removeprefix("urn:oid:")):
+        attrib["codeSystem"] = system.removeprefix("urn:oid:")
+    else:
+        return None
+    display = coding_display(coding)
+    if display:
+        attrib["displayName"] = xml_text(display)
+    return attrib
+
+
+def cd(
+    parent: Element,
+    name: str,
+    concept: object,
+    *,
+    reference: str | None = None,
+    xsi_type: str | None = None,
+    null_flavor: str = "UNK",
+    primary_systems: Iterable[str] = T.PRIMARY_SYSTEMS,
+    extra: str = "",
+) -> str:
+    """FHIR CodeableConcept → CD (SPEC §8.3 codes), written at once as markup.
+
+    Primary code from the first SNOMED/LOINC coding; every other coding becomes a ``translation``; codings of
+    systems without an OID keep their text in the translation's originalText. No usable primary coding →
+    ``nullFlavor="OTH"`` (text known) or ``null_flavor`` (nothing known). ``reference`` points originalText at
+    the narrative. ``extra`` is markup written after the translations (a fixed translation).
+    """
+    return fragment(parent, cd_markup(name, concept, reference=reference, xsi_type=xsi_type,
+                                      null_flavor=null_flavor, primary_systems=primary_systems, extra=extra))
+
+
+def cd_markup(
+    name: str,
+    concept: object,
+    *,
+    reference: str | None = None,
+    xsi_type: str | None = None,
+    null_flavor: str = "UNK",
+    primary_systems: Iterable[str] = T.PRIMARY_SYSTEMS,
+    extra: str = "",
+) -> str:
+    """The markup ``cd`` writes, without writing it (for a ``frame`` slot)."""
+    attrib, inner = _cd_parts(concept, reference, xsi_type, null_flavor, primary_systems)
+    inner += extra
+    head = f"<{name}{attrs_markup(attrib)}"
+    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
+
+
+def _cd_parts(concept: object, reference: str | None, xsi_type: str | None, null_flavor: str,
+              primary_systems: Iterable[str]) -> tuple[dict[str, str], str]:
+    """The attributes of a CD element and its children's markup (``cd``)."""
+    primary: dict[str, str] | None = None
+    primary_index = -1
+    allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
+    all_codings = codings(concept)
+    for index, coding in enumerate(all_codings):
+        if coding.get("system") in allowed:
+            primary = _code_attrs(coding)
+            if primary is not None:
+                primary_index = index
+                break
+    # The text is needed only for a nulled code or an originalText without a narrative reference: most coded
+    # values have both a primary code and a reference, and skip it.
+    text = concept_text(concept) if primary is None or not reference else ""
+    if primary is None:
+        primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
+    attrib = {**primary, "xsi:type": xsi_type} if xsi_type else primary
+    parts: list[str] = []
+    if reference:
+        parts.append(f"<originalText><reference{one_attr('value', reference)}/></originalText>")
+    elif text and "nullFlavor" in primary:
+        parts.append(leaf_markup("originalText", text=text))
+    for index, coding in enumerate(all_codings):
+        if index != primary_index:
+            parts.append(_translation_markup(coding))
+    return attrib, "".join(parts)
+
+
+def _translation_markup(coding: Mapping[str, Any]) -> str:
+    """A coding other than the primary one as a ``translation`` ("" when it says nothing)."""
+    translation = _code_attrs(coding)
+    if translation is not None:
+        return leaf_markup("translation", translation)
+    if coding.get("code") is not None or coding.get("display") is not None:
+        # Unknown system: keep what the GP system said rather than drop it (issue 3: originalText).
+        described = " ".join(str(coding.get(k)) for k in ("system", "code", "display") if coding.get(k))
+        original = leaf_markup("originalText", text=described)
+        return f"<translation{attrs_markup(_OTH)}>{original}</translation>"
+    return ""
+
+
+_OTH: Final = {"nullFlavor": "OTH"}
+
+
+def fixed_code(parent: Element, name: str, code: T.FixedCode, *, xsi_type: str | None = None) -> Element:
+    return el(parent, name, fixed_code_attrs(code, xsi_type))
+
+
+def fixed_code_attrs(code: T.FixedCode, xsi_type: str | None = None) -> dict[str, str]:
+    """The attributes of a registry code (for ``leaf_markup`` where nothing is added inside)."""
+    attrib = {"code": code.code, "codeSystem": code.system, "codeSystemName": code.system_name}
+    if code.display:
+        attrib["displayName"] = code.display
+    if xsi_type:
+        attrib["xsi:type"] = xsi_type  # as set_xsi_type would add it, last
+    return attrib
+
+
+def snomed(parent: Element, name: str, code: str, display: str, *, xsi_type: str | None = None) -> Element:
+    return fixed_code(parent, name, T.FixedCode(code, T.SNOMED_OID, "SNOMED CT", display), xsi_type=xsi_type)
+
+
+def template_id(parent: Element, template: T.TemplateId) -> str:
+    """templateId; versioned templates with an R1.1 ancestor also get the bare root (CONF:1198-32934).
+
+    Written as one serialised fragment (a tenth of a document's elements are templateIds)."""
+    xml = _TEMPLATE_XML.get(template)
+    if xml is None:
+        attribs = [{"root": template.root, "extension": template.extension}] if template.extension else []
+        if not template.extension or template.r11:
+            attribs.insert(0, {"root": template.root})
+        xml = "".join(start_tag("templateId", attrib)[:-1] + "/>" for attrib in attribs)
+        if len(_TEMPLATE_XML) >= 1024:
+            _TEMPLATE_XML.clear()
+        _TEMPLATE_XML[template] = xml
+    return fragment(parent, xml)
+
+
+_TEMPLATE_XML: dict[T.TemplateId, str] = memo_dict({})  # a cache of serialised templateIds (the registry's constants)
+
+
+def text_reference(parent: Element, reference: str, name: str = "text") -> str:
+    """``<text><reference value="#row"/></text>``: ties an entry to its narrative row (LESSONS 27)."""
+    return fragment(parent, reference_markup(reference, name))
+
+
+def reference_markup(reference: str, name: str = "text") -> str:
+    """The markup ``text_reference`` writes, without writing it (for a ``frame`` slot)."""
+    return f"<{name}><reference{one_attr('value', reference)}/></{name}>"
+
+
+# --- PQ ----------------------------------------------------------------------------------------------------------
+UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
+
+
+def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = None,
+       inclusive: str | None = None) -> str:
+    """FHIR Quantity → PQ, written at once as markup. Non-UCUM units keep the value as a translation with
+    originalText (SPEC §8.3 rule 6). ``inclusive``: the bound of an IVL_PQ."""
+    attrib, inner = _pq_parts(quantity, xsi_type)
+    if inclusive is not None:
+        attrib["inclusive"] = inclusive
+    head = f"<{name}{attrs_markup(attrib)}"
+    return fragment(parent, f"{head}>{inner}</{name}>" if inner else f"{head}/>")
+
+
+def _pq_parts(quantity: object, xsi_type: str | None) -> tuple[dict[str, str], str]:
+    """The attributes of a PQ element and its children's markup (``pq``)."""
+    attrib: dict[str, str] = {}
+    value = quantity.get("value") if isinstance(quantity, JSON_OBJECT) else None
+    number = format_number(value)
+    unit = None
+    unit_text = None
+    if isinstance(quantity, JSON_OBJECT):
+        code = quantity.get("code")
+        if quantity.get("system") == UCUM_SYSTEM and is_code(code):
+            unit = str(code)
+        unit_text = quantity.get("unit") or quantity.get("code")
+        if unit is None and isinstance(unit_text, str) and unit_text.strip() in ("1", "%"):
+            unit = unit_text.strip()
+    if number is not None and (unit is not None or not unit_text):
+        attrib["value"] = number
+        if unit is not None:
+            attrib["unit"] = unit
+    elif number is not None:
+        attrib["nullFlavor"] = "OTH"
+    else:
+        attrib["nullFlavor"] = "UNK"
+    if xsi_type:
+        attrib["xsi:type"] = xsi_type  # last, as set_xsi_type would add it
+    if number is not None and "nullFlavor" in attrib:
+        translation = attrs_markup({"value": number, "nullFlavor": "OTH"})
+        return attrib, f"<translation{translation}>{leaf_markup('originalText', text=unit_text)}</translation>"
+    return attrib, ""
+
+
+def format_number(value: object) -> str | None:
+    """A number as the CDA ``real`` lexical form, or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        text = repr(value)
+        return text if "e" not in text else f"{value:f}"
+    if isinstance(value, str) and _REAL.match(value.strip()):
+        return value.strip()
+    return None

@@ -1,0 +1,289 @@
+"""Observations as every observation-based section writes them (results, vital signs, social history, other
+entries): the value (PQ/IVL_PQ/CD/ST/BL/INT), its text, interpretation and reference ranges, the effective time, and
+the UCUM rule (SPEC §8.3 rule 6): which unit text is sent as a PQ unit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from xhuma.ccda import templates as T
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, json_object, readable_date, string
+from xhuma.ccda.hl7 import cd, format_number, is_code, pq
+from xhuma.ccda.memo import memo
+from xhuma.ccda.narrative import lines_of
+from xhuma.ccda.xmlwriter import Element, el, leaf
+
+if TYPE_CHECKING:
+    from xhuma.ccda.section import ConversionState
+
+Resource = Mapping[str, Any]
+
+INTERPRETATION_OID = "2.16.840.1.113883.5.83"
+
+
+INTERPRETATION_SYSTEMS = frozenset({
+    "http://hl7.org/fhir/v2/0078",
+    "http://terminology.hl7.org/CodeSystem/v2-0078",
+    "http://hl7.org/fhir/v3/ObservationInterpretation",
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+})
+
+
+# --- UCUM -------------------------------------------------------------------------------------------------------
+# Laboratory systems usually send the unit text without ``system``; a unit that is a well-formed UCUM expression
+# over common atoms is sent as the PQ unit, anything else keeps SPEC §8.3 rule 6 (nullFlavor OTH + originalText).
+_UCUM_ATOMS = frozenset({
+    "m", "g", "s", "L", "l", "mol", "eq", "U", "[iU]", "[IU]", "Cel", "K", "%", "h", "min", "d", "wk", "mo", "a",
+    "Pa", "mm[Hg]", "cm[H2O]", "kat", "[degF]", "osm", "[ppm]", "[ppb]", "[drp]", "10*", "10^", "[arb'U]", "[HPF]",
+    "[LPF]", "Hz", "J", "cal", "W", "V", "A", "Ohm", "S", "t", "bar", "[pH]", "[in_i]", "[lb_av]", "[oz_av]",
+})
+
+
+_UCUM_PREFIXES = ("da", "Y", "Z", "E", "P", "T", "G", "M", "k", "h", "d", "c", "m", "u", "n", "p", "f", "a", "z", "y")
+
+
+_UCUM_COMPONENT = re.compile(r"^(?P<unit>[^{}\d+-]+|10\*|10\^)?(?P<exp>[+-]?\d+)?(?P<ann>\{[^{}]*\})?$")
+
+
+def _ucum_simple(unit: str) -> bool:
+    if unit in _UCUM_ATOMS:
+        return True
+    return any(unit.startswith(p) and unit[len(p):] in _UCUM_ATOMS and unit[len(p):] not in ("10*", "10^")
+               for p in _UCUM_PREFIXES)
+
+
+def is_ucum(unit: object) -> bool:
+    """Whether ``unit`` is a well-formed UCUM expression (``.``/``/`` products of optionally prefixed common
+    atoms with exponents, numeric factors and ``{annotations}``)."""
+    return isinstance(unit, str) and _is_ucum(unit)
+
+
+@memo(maxsize=1024)  # a record repeats a few dozen units
+def _is_ucum(unit: str) -> bool:
+    if not unit or any(c.isspace() for c in unit) or "(" in unit:
+        return False
+    for component in re.split(r"[./](?![^{]*\})", unit[1:] if unit.startswith("/") else unit):
+        if component.isdigit():
+            continue
+        match = _UCUM_COMPONENT.match(component)
+        if match is None or not (match.group("unit") or match.group("ann")):
+            return False
+        if match.group("unit") and not _ucum_simple(match.group("unit")):
+            return False
+    return True
+
+
+def ucum_quantity(quantity: object) -> object:
+    """A Quantity whose unit text is valid UCUM gains ``system``/``code`` so ``pq`` writes it as the unit."""
+    if not isinstance(quantity, JSON_OBJECT) or quantity.get("system") == "http://unitsofmeasure.org":
+        return quantity
+    unit = quantity.get("code") if is_ucum(quantity.get("code")) else quantity.get("unit")
+    if is_ucum(unit):
+        return {**quantity, "system": "http://unitsofmeasure.org", "code": unit}
+    return quantity
+
+
+# --- values shared by every observation-based section -------------------------------------------------------------
+def quantity_text(quantity: object) -> str:
+    if not isinstance(quantity, JSON_OBJECT):
+        return ""
+    number = format_number(quantity.get("value"))
+    if number is None:
+        return ""
+    unit = string(quantity.get("unit")) or string(quantity.get("code")) or ""
+    comparator = string(quantity.get("comparator")) or ""
+    approx = any(isinstance(e, JSON_OBJECT) and str(e.get("url", "")).endswith("ValueApproximation-1")
+                 and e.get("valueBoolean") is True for e in as_list(quantity.get("extension")))
+    return f"{'approx. ' if approx else ''}{comparator}{number}{' ' + unit if unit else ''}"
+
+
+def value_text(observation: Resource) -> str:
+    """The value of an Observation as the clinician should read it."""
+    if "valueQuantity" in observation:
+        return quantity_text(observation.get("valueQuantity"))
+    if "valueCodeableConcept" in observation:
+        return concept_text(observation.get("valueCodeableConcept"))
+    if not has_value(observation):  # most group headers and free-text results: none of the types below
+        return _absent_text(observation)
+    for key in ("valueString", "valueTime", "valueDateTime"):
+        if isinstance(observation.get(key), str):
+            return " ".join(lines_of(observation[key])) if key == "valueString" else readable_date(observation[key])
+    if isinstance(observation.get("valueBoolean"), bool):
+        return "Yes" if observation["valueBoolean"] else "No"
+    if isinstance(observation.get("valueInteger"), int):
+        return str(observation["valueInteger"])
+    # json_object: these are absent from most observations (None is answered without the Mapping ABC check).
+    value_range = json_object(observation.get("valueRange"))
+    if value_range is not None:
+        return f"{quantity_text(value_range.get('low'))} – {quantity_text(value_range.get('high'))}"
+    period = json_object(observation.get("valuePeriod"))
+    if period is not None:
+        return f"{readable_date(period.get('start'))} – {readable_date(period.get('end'))}"
+    ratio = json_object(observation.get("valueRatio"))
+    if ratio is not None:
+        return f"{quantity_text(ratio.get('numerator'))} / {quantity_text(ratio.get('denominator'))}"
+    return _absent_text(observation)
+
+
+def _absent_text(observation: Resource) -> str:
+    absent = json_object(observation.get("dataAbsentReason"))
+    if absent is not None:
+        return f"No value ({concept_text(absent, 'reason not given')})"
+    return ""
+
+
+def has_value(observation: Resource) -> bool:
+    """Whether the observation has any ``value[x]`` key (a plain loop: the cheapest test for a dozen keys)."""
+    for key in observation:
+        if key.startswith("value"):
+            return True
+    return False
+
+
+_COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
+
+
+_XSI_IVL_PQ: Final = {"xsi:type": "IVL_PQ"}
+
+
+_XSI_ST: Final = {"xsi:type": "ST"}
+
+
+_NO_VALUE: Final = {"nullFlavor": "NI", "xsi:type": "PQ"}
+
+
+def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element | str:
+    """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
+    IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative. Returns
+    the element, or its markup when it was written at once (a leaf: nothing may be added to it)."""
+    if not has_value(observation):  # the common case for group headers and free-text results
+        return leaf(parent, "value", _NO_VALUE)
+    quantity = observation.get("valueQuantity")
+    if isinstance(quantity, JSON_OBJECT):
+        comparator = _COMPARATOR.get(str(quantity.get("comparator")))
+        if comparator is not None and format_number(quantity.get("value")) is not None:
+            value = el(parent, "value", _XSI_IVL_PQ)
+            pq(value, comparator[0], ucum_quantity({k: v for k, v in quantity.items() if k != "comparator"}),
+               inclusive=comparator[1])
+            return value
+        return pq(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
+    concept = observation.get("valueCodeableConcept")
+    if isinstance(concept, JSON_OBJECT):
+        return cd(parent, "value", concept, reference=reference, xsi_type="CD")
+    # xsi:type is given with the other attributes (written last, where set_xsi_type would add it).
+    if isinstance(observation.get("valueBoolean"), bool):
+        return leaf(parent, "value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
+    if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
+        return leaf(parent, "value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
+    value_range = observation.get("valueRange")
+    if isinstance(value_range, JSON_OBJECT):
+        value = el(parent, "value", _XSI_IVL_PQ)
+        for side in ("low", "high"):
+            if isinstance(value_range.get(side), JSON_OBJECT):
+                pq(value, side, ucum_quantity(value_range[side]))
+        return value
+    text = value_text(observation)
+    if text:
+        return leaf(parent, "value", _XSI_ST, text=text)
+    return leaf(parent, "value", _NO_VALUE)
+
+
+def interpretations(observation: Resource) -> list[tuple[str, str]]:
+    """(HL7 ObservationInterpretation code, display) of FHIR interpretation codings."""
+    found = []
+    for coding in codings(observation.get("interpretation")):
+        if coding.get("system") in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
+            found.append((str(coding["code"]), string(coding.get("display")) or str(coding["code"])))
+    return found
+
+
+def interpretation_text(observation: Resource) -> str:
+    return concept_text(observation.get("interpretation"), "")
+
+
+def range_text(observation: Resource) -> list[str]:
+    if not observation.get("referenceRange"):
+        return []
+    out = []
+    unit = ""
+    if isinstance(observation.get("valueQuantity"), JSON_OBJECT):
+        unit = string(observation["valueQuantity"].get("unit")) or ""
+    for reference_range in as_list(observation.get("referenceRange")):
+        if not isinstance(reference_range, JSON_OBJECT):
+            continue
+        text = string(reference_range.get("text"))
+        low = quantity_text(reference_range.get("low")).removesuffix(f" {unit}") if unit else quantity_text(
+            reference_range.get("low"))
+        high = quantity_text(reference_range.get("high"))
+        if not high.endswith(unit) and unit and high:
+            high = f"{high} {unit}"
+        if low or high:
+            out.append(f"{low or '…'} – {high or '…'}".strip())
+        if text:
+            out.append(text)
+    return out
+
+
+def write_reference_ranges(parent: Element, observation: Resource) -> None:
+    """referenceRange/observationRange: IVL_PQ for low/high (unit of the result when the range has none), the
+    text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175)."""
+    result_quantity = observation.get("valueQuantity")
+    unit_keys = ("unit", "system", "code")
+    for reference_range in as_list(observation.get("referenceRange")):
+        if not isinstance(reference_range, JSON_OBJECT):
+            continue
+        low, high = reference_range.get("low"), reference_range.get("high")
+        text = string(reference_range.get("text"))
+        if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
+            continue
+        observation_range = el(el(parent, "referenceRange"), "observationRange")
+        bounds = [(name, q) for name, q in (("low", low), ("high", high))
+                  if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
+        if text or not bounds:
+            leaf(observation_range, "text", text=text or "")
+        if bounds:
+            value = el(observation_range, "value", _XSI_IVL_PQ)
+            for name, quantity in bounds:
+                merged = dict(quantity)
+                if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
+                    merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
+                pq(value, name, ucum_quantity(merged))
+        else:
+            el(observation_range, "value", _XSI_ST, text=text or "")
+
+
+def sct_codes(concept: object) -> list[str]:
+    """SNOMED codes of a concept, whitespace-trimmed (some suppliers send ``" 86290005"``)."""
+    return [str(c.get("code")).strip() for c in codings(concept)
+            if c.get("system") == T.SNOMED_URI and isinstance(c.get("code"), str)]
+
+
+def uncategorised_observations(state: ConversionState) -> list[Resource]:
+    """Observations of uncategorised data: members of the uncategorised List(s) and of the consultation topic
+    and heading Lists (consultation content is uncategorised data too), de-duplicated, in bundle order of Lists.
+    Unresolvable members are reported by uncategorised.py / notes.py, not here."""
+    index = state.index
+    seen: set[int] = set()
+    found: list[Resource] = []
+    lists = [*index.lists(T.LIST_UNCATEGORISED), *index.lists(T.LIST_TOPIC), *index.lists(T.LIST_HEADING)]
+    for lst in lists:
+        members, _ = index.list_members(lst)
+        for member in members:
+            if member.get("resourceType") == "Observation" and id(member) not in seen:
+                seen.add(id(member))
+                found.append(member)
+    return found
+
+
+def effective(observation: Resource) -> str | None:
+    value = observation.get("effectiveDateTime")
+    if isinstance(value, str):
+        return value
+    period = observation.get("effectivePeriod")
+    if isinstance(period, JSON_OBJECT) and isinstance(period.get("start"), str):
+        return str(period["start"])
+    issued = observation.get("issued")
+    return issued if isinstance(issued, str) else None
