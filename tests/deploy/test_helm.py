@@ -151,6 +151,16 @@ def test_probes_use_https_when_the_gateway_terminates_tls(chart: helm.Chart) -> 
     assert tls["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
+def test_direct_mtls_lets_the_kubelets_https_probes_complete_the_handshake(chart: helm.Chart) -> None:
+    # Kubelet probes present no client certificate: a handshake requiring one would keep every pod unready.
+    config = of_kind(render(chart, PASSTHROUGH), "ConfigMap")[0]["data"]
+    assert config["XHUMA_TLS_REQUIRE_CLIENT_CERT"] == "false"
+    assert "XHUMA_TLS_REQUIRE_CLIENT_CERT" not in of_kind(render(chart, MINIMAL_REPLICATED), "ConfigMap")[0]["data"]
+    chosen = copy.deepcopy(PASSTHROUGH)
+    chosen.setdefault("config", {})["tls_require_client_cert"] = True
+    assert of_kind(render(chart, chosen), "ConfigMap")[0]["data"]["XHUMA_TLS_REQUIRE_CLIENT_CERT"] == "true"
+
+
 def xhuma_names(objects: list[dict[str, Any]]) -> set[str]:
     names = set()
     for config_map in of_kind(objects, "ConfigMap"):
