@@ -391,9 +391,10 @@ class Records:
                 return QueryResult(documents, from_cache=True)
             return await self._fetch_and_convert(nhs_number, caller)
         finally:
-            # The renewal stops when done, not only when cancelled: redis-py (8.2) lets some cancellations that
-            # land inside a command go unreported, and a renewal that missed its cancellation held the lease, and
-            # this answer, for ever (found by bench/scale_out.py, docs/benchmarks.md).
+            # The renewal stops when done, not only when cancelled: on Python 3.11 a cancellation that lands as a
+            # Redis command completes is lost (asyncio.wait_for in redis-py returns the result instead, CPython
+            # gh-86296), and a renewal that missed its cancellation held the lease, and this answer, for ever
+            # (docs/benchmarks.md, Scale-out).
             done.set()
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
