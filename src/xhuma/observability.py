@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from xhuma import ids
 
@@ -128,6 +131,57 @@ def new_request_id() -> str:
 
 
 # --- metrics --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """One upstream endpoint's circuit breaker as the console and the metrics show it."""
+
+    service: str
+    endpoint: str  # ODS/ASID (GP Connect) or base URL (PDS, SDS): never patient data
+    state: str  # closed | open | half-open
+    failures: int  # consecutive failed calls counted
+    refused: int  # calls refused since it opened
+    open_for_seconds: float | None
+
+
+class BreakerSource(Protocol):
+    """The breakers of one service (``xhuma.nhs.transport.BreakerRegistry``)."""
+
+    service: str
+
+    def counts(self) -> dict[str, int]: ...
+
+    def snapshot(self, *, include_closed: bool = False) -> list[BreakerSnapshot]: ...
+
+
+class _BreakerCollector:
+    """Breaker state read at scrape time (half-open is a matter of the clock, not of an event).
+
+    Label cardinality stays bounded: ``xhuma_breakers`` has one series per service and state, and
+    ``xhuma_breaker_open`` one per endpoint whose breaker is open or half-open (at most
+    ``XHUMA_BREAKER_MAX_ENDPOINTS``, in practice the endpoints failing now); closed endpoints are only counted."""
+
+    def __init__(self, sources: weakref.WeakSet[Any]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        counts = GaugeMetricFamily("xhuma_breakers", "Upstream endpoints by circuit breaker state (closed: endpoints "
+                                   "held)", labels=["service", "state"])
+        opened = GaugeMetricFamily("xhuma_breaker_open", "1 while the circuit breaker of an upstream endpoint is open "
+                                   "or half-open", labels=["service", "endpoint"])
+        totals: dict[tuple[str, str], int] = {}
+        endpoints: set[tuple[str, str]] = set()
+        for source in list(self._sources):
+            for state, count in source.counts().items():
+                totals[(source.service, state)] = totals.get((source.service, state), 0) + count
+            endpoints.update((item.service, item.endpoint) for item in source.snapshot())
+        for (service, state), count in sorted(totals.items()):
+            counts.add_metric([service, state], count)
+        for service, endpoint in sorted(endpoints):
+            opened.add_metric([service, endpoint], 1)
+        yield counts
+        yield opened
+
+
 class Metrics:
     """All Prometheus metrics of one app instance, on its own registry (so tests can build many apps)."""
 
@@ -153,9 +207,16 @@ class Metrics:
         self.upstream_errors = Counter(
             "xhuma_upstream_errors_total", "Upstream errors by service and code", ["service", "code"], registry=r
         )
-        self.breaker_state = Gauge(
-            "xhuma_breaker_open", "1 when the circuit breaker of an upstream is open", ["service"], registry=r
+        self.breaker_opened = Counter(
+            "xhuma_breaker_opened_total", "Circuit breakers of upstream endpoints opened, by service", ["service"],
+            registry=r,
         )
+        self.breaker_refused = Counter(
+            "xhuma_breaker_refused_total", "Calls refused by an open circuit breaker, by service", ["service"],
+            registry=r,
+        )
+        self._breaker_sources: weakref.WeakSet[Any] = weakref.WeakSet()
+        r.register(_BreakerCollector(self._breaker_sources))
         self.stale_connection_retries = Counter(
             "xhuma_upstream_stale_connection_retries_total",
             "Requests sent again on a new connection after a pooled one had been closed by the service",
@@ -187,6 +248,24 @@ class Metrics:
             "xhuma_rate_limited_total", "Requests refused by the per-client rate limit", registry=r
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def watch_breakers(self, source: BreakerSource) -> None:
+        """Publish a service's breakers (held weakly: they go with their upstream)."""
+        self._breaker_sources.add(source)
+
+    def breaker_counts(self) -> dict[str, dict[str, int]]:
+        """Endpoints per breaker state, per service."""
+        counts: dict[str, dict[str, int]] = {}
+        for source in list(self._breaker_sources):
+            into = counts.setdefault(source.service, {})
+            for state, count in source.counts().items():
+                into[state] = into.get(state, 0) + count
+        return counts
+
+    def breaker_snapshots(self) -> list[BreakerSnapshot]:
+        """The open and half-open breakers of every service."""
+        return sorted((item for source in list(self._breaker_sources) for item in source.snapshot()),
+                      key=lambda item: (item.service, item.endpoint))
 
     def child(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, kept: prometheus_client validates the values and takes a lock on every

@@ -30,7 +30,7 @@ from xhuma.nhs.nhs_number import is_valid_nhs_number
 from xhuma.nhs.pds import pds_outcome
 from xhuma.nhs.simulator.patients import DEMO_PATIENT, FAULT_PATIENTS, Fault, fault_patient
 from xhuma.nhs.simulator.provider import parse_parameters
-from xhuma.nhs.transport import BreakerState, build_upstream
+from xhuma.nhs.transport import BreakerState, build_upstream, url_origin
 from xhuma.observability import Metrics
 from xhuma.ports import CallerIdentity, PdsPatient, StructuredRecord
 
@@ -241,8 +241,10 @@ async def test_dead_upstream_trips_the_breaker_and_then_fails_fast_lesson_19() -
         for _ in range(settings.breaker_failure_threshold):
             with pytest.raises(UpstreamUnavailable):
                 await upstream.request("POST", url, headers={})
-        assert upstream.breaker.state is BreakerState.OPEN
-        assert metrics.breaker_state.labels(service="gpconnect")._value.get() == 1
+        breaker = upstream.breakers.breaker(url_origin(url))  # no endpoint named: the URL's origin
+        assert breaker.state is BreakerState.OPEN
+        assert metrics.registry.get_sample_value(
+            "xhuma_breaker_open", {"service": "gpconnect", "endpoint": f"http://127.0.0.1:{port}"}) == 1
         sent: list[str] = []
         send = upstream.client.send
 
@@ -255,18 +257,18 @@ async def test_dead_upstream_trips_the_breaker_and_then_fails_fast_lesson_19() -
             await upstream.request("POST", url, headers={})
         assert sent == []  # fails fast: nothing is sent while the breaker is open
         await asyncio.sleep(settings.breaker_reset_seconds)
-        assert upstream.breaker.state is BreakerState.HALF_OPEN
+        assert breaker.state is BreakerState.HALF_OPEN
         with pytest.raises(UpstreamUnavailable):  # the one trial call fails: open again
             await upstream.request("POST", url, headers={})
-        assert upstream.breaker.state is BreakerState.OPEN
+        assert breaker.state is BreakerState.OPEN
     finally:
         await upstream.client.aclose()
 
 
 async def test_breaker_closes_after_a_successful_trial(nhs: Nhs) -> None:
-    breaker = nhs.upstreams["pds"].breaker
-    for _ in range(breaker.failure_threshold):
-        breaker.record_failure()
+    breaker = nhs.upstreams["pds"].breakers.breaker(nhs.pds._base_url)
+    for number in range(breaker.failure_threshold):
+        breaker.admit(str(number)).failure()
     with pytest.raises(CircuitOpen):
         await nhs.pds.get_patient(DEMO_PATIENT)
     await asyncio.sleep(breaker.reset_seconds)

@@ -79,7 +79,8 @@ async def test_a_read_on_a_connection_the_service_closed_is_sent_once_more_on_a_
     assert counts["dropped-idle"] == 1
     assert counts["connections"] == 2  # the pooled one, then exactly one new one
     assert metrics.stale_connection_retries.labels(service="sds")._value.get() == 1
-    assert upstream.breaker.state is BreakerState.CLOSED and upstream.breaker._failures == 0
+    breaker = upstream.breakers.breaker(url(idle_simulator, ""))
+    assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
 
 
 async def test_a_request_not_declared_replayable_is_not_sent_again(
@@ -121,7 +122,8 @@ async def test_gp_connect_and_the_pds_token_survive_connections_closed_while_idl
     assert retries.labels(service="pds")._value.get() >= 1  # the token POST on the idle connection
     assert retries.labels(service="gpconnect")._value.get() == 1
     assert nhs.tokens.fetches == 2
-    assert all(upstream.breaker._failures == 0 for upstream in nhs.upstreams.values())
+    assert all(item.failures == 0 for upstream in nhs.upstreams.values()
+               for item in upstream.breakers.snapshot(include_closed=True))
 
 
 async def test_the_second_try_never_takes_another_pooled_connection(

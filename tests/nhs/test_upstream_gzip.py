@@ -13,6 +13,7 @@ from tests.nhs.test_stale_connections import CALLER
 
 from xhuma.config import Settings
 from xhuma.errors import UpstreamInvalidResponse
+from xhuma.nhs.gpconnect import breaker_endpoint
 from xhuma.nhs.simulator.patients import DEMO_PATIENT, Fault, fault_patient
 from xhuma.nhs.simulator.server import RunningSimulator
 from xhuma.nhs.transport import build_upstream
@@ -75,7 +76,8 @@ async def test_a_gzip_bomb_is_refused_as_an_invalid_answer_without_inflating_pas
     assert caught.value.detail == f"body larger than {limit} bytes once decoded"
     events = [event for event in nhs.sink.events if event.transaction == "GPC"][-2:]
     assert [event.error_code for event in events] == ["UpstreamInvalidResponse"] * 2
-    assert nhs.upstreams["gpconnect"].breaker._failures == 2  # a service sending bombs is failing
+    # A service sending bombs is failing, but one patient's request counts once against its practice's breaker.
+    assert nhs.upstreams["gpconnect"].breakers.breaker(breaker_endpoint(route)).failures == 1
 
 
 async def test_a_plain_answer_larger_than_the_limit_is_refused(

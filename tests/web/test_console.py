@@ -41,7 +41,9 @@ def test_console_data_status_and_counters(make_settings: Any) -> None:
         app.state.metrics.requests.labels("ITI-39", "error").inc()
         app.state.metrics.cache_lookups.labels("document", "hit").inc(3)
         app.state.metrics.cache_lookups.labels("document", "miss").inc()
-        app.state.metrics.breaker_state.labels(service="gpconnect").set(1)
+        practice = app.state.runtime.extras["nhs"].upstreams["gpconnect"].breakers.breaker("A86005/918999198738")
+        for number in range(practice.failure_threshold):  # failures for distinct patients open it
+            practice.admit(str(number)).failure()
         status = client.get("/api/status", headers=headers).json()
         summary = client.get("/api/metrics/summary", headers=headers).json()
     assert status["profile"] == "simulator" and status["ready"] is True
@@ -49,5 +51,8 @@ def test_console_data_status_and_counters(make_settings: Any) -> None:
     assert status["checks"]["cache"]["ok"] is True
     assert status["breakers"]["gpconnect"] == "open"
     assert {state for name, state in status["breakers"].items() if name != "gpconnect"} <= {"closed"}
+    assert status["breaker_counts"]["gpconnect"]["open"] == 1
+    assert [(item["endpoint"], item["state"], item["failures"]) for item in status["breaker_endpoints"]] == [
+        ("A86005/918999198738", "open", 5)]
     assert summary["requests"] == {"ITI-55": {"success": 3.0}, "ITI-39": {"error": 1.0}}
     assert summary["cache"]["hit_ratio"] == 0.75

@@ -202,6 +202,12 @@ def cross_check(bundle: Mapping[str, Any], pds_patient: PdsPatient) -> None:
             raise DemographicsMismatch(detail="name")
 
 
+def breaker_endpoint(route: SdsRoute) -> str:
+    """The circuit breaker's key for a practice's provider system: ODS code and ASID (what SDS names it by); a
+    failing practice never refuses another (docs/nhs.md). Neither is patient data."""
+    return f"{route.ods_code}/{route.asid}"
+
+
 class GpConnectFhirClient:
     """The ``GpConnectClient`` port over the Spine Secure Proxy."""
 
@@ -273,7 +279,8 @@ class GpConnectFhirClient:
             # $gpc.getstructuredrecord is a read (a FHIR operation that changes nothing, sent by POST because it
             # takes Parameters): replayable on a new connection, with the same Ssp-TraceID, like a 502-504 retry.
             result = await self._upstream.request(
-                "POST", self.url_for(route), headers=headers, content=body, replayable=True
+                "POST", self.url_for(route), headers=headers, content=body, replayable=True,
+                endpoint=breaker_endpoint(route), subject=number,
             )
             response = result.response
             call.details.update({"attempts": result.attempts, "status": response.status_code})
@@ -301,6 +308,7 @@ __all__ = [
     "FORBIDDEN_WITH_CONSULTATIONS",
     "FORBIDDEN_WITH_PROBLEMS",
     "GpConnectFhirClient",
+    "breaker_endpoint",
     "build_parameters",
     "bundle_warnings",
     "cross_check",

@@ -106,7 +106,7 @@ class SdsFhirClient:
     async def _lookup(self, ods: str, call: OutboundCall) -> SdsRoute:
         organization = f"{ODS_ORGANIZATION_CODE}|{ods}"
         interaction = f"{INTERACTION_ID_SYSTEM}|{GPC_STRUCTURED_INTERACTION}"
-        devices = await self._search("Device", [("organization", organization), ("identifier", interaction)])
+        devices = await self._search("Device", [("organization", organization), ("identifier", interaction)], ods)
         candidates: dict[str | None, str] = {}  # party key -> ASID
         for device in devices:
             asid = _identifier(device, ASID_SYSTEM)
@@ -121,7 +121,7 @@ class SdsFhirClient:
             party_key = next(iter(candidates))
             if party_key:
                 params.append(("identifier", f"{PARTY_KEY_SYSTEM}|{party_key}"))
-        endpoints = await self._search("Endpoint", params)
+        endpoints = await self._search("Endpoint", params, ods)
         # SPEC §6.4: prefer the Device/Endpoint pair with the same party key; fail if still ambiguous.
         pairs: dict[tuple[str, str | None, str], None] = {}
         for endpoint in endpoints:
@@ -142,11 +142,13 @@ class SdsFhirClient:
         asid, party_key, address = next(iter(pairs))
         return SdsRoute(ods_code=ods, asid=asid, party_key=party_key, endpoint_url=address)
 
-    async def _search(self, resource: str, params: list[tuple[str, str]]) -> list[Mapping[str, Any]]:
+    async def _search(self, resource: str, params: list[tuple[str, str]], ods: str) -> list[Mapping[str, Any]]:
         headers = {"Accept": "application/fhir+json", "X-Correlation-Id": str(uuid.uuid4())}
         if self._api_key:
             headers["apikey"] = self._api_key
-        result = await self._upstream.request("GET", f"{self._base_url}/{resource}", headers=headers, params=params)
+        # The breaker is SDS's base URL's; the practice asked about is counted once among its failures.
+        result = await self._upstream.request("GET", f"{self._base_url}/{resource}", headers=headers, params=params,
+                                              endpoint=self._base_url, subject=ods)
         response = result.response
         body = parse_json(response.content)
         if response.status_code in (401, 403):

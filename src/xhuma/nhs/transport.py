@@ -7,7 +7,8 @@
 - Retries with exponential backoff and jitter only for transient failures: connect errors, 429 and 502-504. The
   caller fixes the request headers (X-Request-ID, Ssp-TraceID) before the first attempt, so every retry of one
   request carries the same id (PDS: "reuse the same value when retrying", SPEC §5.3).
-- A circuit breaker per upstream so that a dead service fails fast (LESSONS 19).
+- A circuit breaker per upstream endpoint so that a dead service fails fast (LESSONS 19) and a failing GP practice
+  never refuses another (``BreakerRegistry``: per practice for GP Connect, per base URL for PDS and SDS).
 - A pooled keep-alive connection that the service closed while our request was on its way (its idle timeout
   raced the request: "Server disconnected without sending a response", a reset, a failed write) is not a failing
   service: a replayable request (a read) is sent once more on a new connection, counted in
@@ -24,6 +25,7 @@ import functools
 import ssl
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,15 +37,17 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from xhuma.config import Settings
 from xhuma.errors import CircuitOpen, UpstreamInvalidResponse, UpstreamUnavailable
-from xhuma.observability import Metrics
+from xhuma.observability import BreakerSnapshot, Metrics
 
 log = structlog.get_logger(__name__)
 
 # 429 Too Many Requests (PDS rate limit, SPEC §5.2) and gateway failures are worth another try; a 500 or a 503
 # from GP Connect is the provider's answer, but 503 is also what an overloaded proxy says, so it is retried too.
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
-# Statuses that say the service itself is failing (they count against the breaker); 4xx are answers.
+# Statuses that say the service itself is failing (they count against the breaker); 4xx are answers, and 429 says
+# the service is alive but wants us slower (neutral: a caller's burst must not open the breaker for everyone).
 FAILURE_STATUSES = frozenset({500, 502, 503, 504})
+RATE_LIMITED = 429
 # Safe methods (RFC 9110 §9.2.1) may be sent again; a POST only when its caller says so (a FHIR read operation).
 REPLAYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # How a request sent on a pooled connection fails when the service had closed that connection: a FIN before any
@@ -67,13 +71,49 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half-open"
 
 
+class _Outcome(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NEUTRAL = "neutral"  # says nothing about the endpoint's health (cancelled, rate limited, our own error)
+
+
+class BreakerTicket:
+    """One call admitted by a breaker. Settled once: ``success``, ``failure`` or ``release`` (neutral); a ticket
+    left unsettled (the caller was cancelled) is released by ``Upstream.request`` so a probe never stays taken."""
+
+    __slots__ = ("_breaker", "generation", "probe", "settled", "subject")
+
+    def __init__(self, breaker: CircuitBreaker, generation: int, probe: bool, subject: int | None) -> None:
+        self._breaker = breaker
+        self.generation = generation
+        self.probe = probe
+        self.subject = subject
+        self.settled = False
+
+    def success(self) -> None:
+        self._breaker._settle(self, _Outcome.SUCCESS)
+
+    def failure(self) -> None:
+        self._breaker._settle(self, _Outcome.FAILURE)
+
+    def release(self) -> None:
+        self._breaker._settle(self, _Outcome.NEUTRAL)
+
+
 class CircuitBreaker:
-    """Consecutive-failure breaker: opens after ``failure_threshold`` failed calls, stays open for
-    ``reset_seconds``, then lets one trial call through (half-open) which closes or re-opens it."""
+    """The breaker of one upstream endpoint (a GP practice's provider system, the PDS or SDS base URL).
+
+    Opens after ``failure_threshold`` failed calls in a row (no answer, a timeout, a 5xx), counting each request
+    subject (the patient, the practice asked about) once: one caller repeating a request that fails cannot open
+    it. Refuses calls for ``reset_seconds``, then admits one probe at a time (half-open): the probe's success
+    closes it, its failure opens it again, a probe that ends without a verdict (cancelled) lets the next call
+    probe. A call's outcome counts only in the breaker generation that admitted it, so a call sent before the
+    breaker opened cannot hold it open, nor one sent before it closed re-open it (docs/nhs.md)."""
 
     def __init__(
         self,
         service: str,
+        endpoint: str = "",
         *,
         failure_threshold: int,
         reset_seconds: float,
@@ -81,14 +121,18 @@ class CircuitBreaker:
         metrics: Metrics | None = None,
     ) -> None:
         self.service = service
+        self.endpoint = endpoint
         self.failure_threshold = failure_threshold
         self.reset_seconds = reset_seconds
         self._clock = clock
         self._metrics = metrics
-        self._failures = 0
+        self.failures = 0  # consecutive failed calls counted (distinct subjects)
+        self.refused = 0  # calls refused while open, since the breaker last closed
+        self.last_used = clock()
+        self._subjects: set[int] = set()
         self._opened_at: float | None = None
-        self._trial_in_flight = False
-        self._publish()
+        self._generation = 0
+        self._probe: BreakerTicket | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -98,32 +142,160 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
-    def before_call(self) -> None:
-        """Raise CircuitOpen while the breaker is open (no request is sent)."""
+    @property
+    def open_for_seconds(self) -> float | None:
+        return None if self._opened_at is None else self._clock() - self._opened_at
+
+    @property
+    def probing(self) -> bool:
+        return self._probe is not None
+
+    def admit(self, subject: str | None = None) -> BreakerTicket:
+        """A ticket for one call, or CircuitOpen while the breaker is open or its one probe is out."""
+        self.last_used = self._clock()
         state = self.state
-        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._trial_in_flight):
-            raise CircuitOpen(service=self.service, detail=f"{self.service} breaker open")
-        if state is BreakerState.HALF_OPEN:
-            self._trial_in_flight = True
+        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self._probe is not None):
+            self.refused += 1
+            if self._metrics is not None:
+                self._metrics.breaker_refused.labels(service=self.service).inc()
+            raise CircuitOpen(service=self.service, detail=f"{self.service} breaker open for {self.endpoint}")
+        # Only a hash of the subject is kept (an NHS number stays out of long-lived state).
+        ticket = BreakerTicket(self, self._generation, state is BreakerState.HALF_OPEN,
+                               None if subject is None else hash(subject))
+        if ticket.probe:
+            self._probe = ticket
+        return ticket
 
-    def record_success(self) -> None:
-        self._failures = 0
+    def forget_if_idle(self, idle_seconds: float) -> None:
+        """A closed breaker unused for ``idle_seconds`` forgets its failures (they say nothing about now)."""
+        if self._opened_at is None and self.failures and self._clock() - self.last_used >= idle_seconds:
+            self._close()
+
+    def _settle(self, ticket: BreakerTicket, outcome: _Outcome) -> None:
+        if ticket.settled:
+            return
+        ticket.settled = True
+        if self._probe is ticket:
+            self._probe = None
+        if ticket.generation != self._generation or outcome is _Outcome.NEUTRAL:
+            return  # admitted before the breaker last changed state, or no verdict
+        if outcome is _Outcome.SUCCESS:
+            if self._opened_at is not None:
+                log.info("breaker_closed", service=self.service, endpoint=self.endpoint)
+                self._generation += 1
+            self._close()
+            return
+        if ticket.probe:
+            self.failures += 1
+            self._open()
+            return
+        if ticket.subject is not None:
+            if ticket.subject in self._subjects:
+                return  # the same request failing again: one vote per subject
+            self._subjects.add(ticket.subject)
+        self.failures += 1
+        if self.failures >= self.failure_threshold:
+            log.warning("breaker_opened", service=self.service, endpoint=self.endpoint, failures=self.failures)
+            if self._metrics is not None:
+                self._metrics.breaker_opened.labels(service=self.service).inc()
+            self._open()
+
+    def _open(self) -> None:
+        self._opened_at = self._clock()
+        self._generation += 1
+        self._subjects.clear()
+
+    def _close(self) -> None:
+        self.failures = 0
+        self.refused = 0
+        self._subjects.clear()
         self._opened_at = None
-        self._trial_in_flight = False
-        self._publish()
 
-    def record_failure(self) -> None:
-        self._trial_in_flight = False
-        self._failures += 1
-        if self._opened_at is not None or self._failures >= self.failure_threshold:
-            if self._opened_at is None:
-                log.warning("breaker_opened", service=self.service, failures=self._failures)
-            self._opened_at = self._clock()
-        self._publish()
+    def snapshot(self) -> BreakerSnapshot:
+        opened = self.open_for_seconds
+        return BreakerSnapshot(self.service, self.endpoint, self.state.value, self.failures, self.refused,
+                               None if opened is None else round(opened, 3))
 
-    def _publish(self) -> None:
-        if self._metrics is not None:
-            self._metrics.breaker_state.labels(service=self.service).set(0 if self._opened_at is None else 1)
+
+class BreakerRegistry:
+    """The breakers of one service, one per upstream endpoint, so that a failing GP practice never refuses another.
+
+    Keys are endpoint names that carry no patient data (``ODS/ASID`` for GP Connect, the base URL for PDS and
+    SDS). At most ``max_endpoints`` are held, least recently used first out: closed breakers unused for
+    ``idle_seconds``, then any closed one, then (only when that many endpoints are failing at once) the oldest."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        failure_threshold: int,
+        reset_seconds: float,
+        max_endpoints: int = 10_000,
+        idle_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.service = service
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+        self.max_endpoints = max_endpoints
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._metrics = metrics
+        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
+        if metrics is not None:
+            metrics.watch_breakers(self)
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def get(self, endpoint: str) -> CircuitBreaker | None:
+        return self._breakers.get(endpoint)
+
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        """The endpoint's breaker, made on first use."""
+        found = self._breakers.get(endpoint)
+        if found is not None:
+            self._breakers.move_to_end(endpoint)
+            found.forget_if_idle(self.idle_seconds)
+            return found
+        found = self._breakers[endpoint] = CircuitBreaker(
+            self.service, endpoint, failure_threshold=self.failure_threshold, reset_seconds=self.reset_seconds,
+            clock=self._clock, metrics=self._metrics,
+        )
+        self._prune()
+        return found
+
+    def admit(self, endpoint: str, subject: str | None = None) -> BreakerTicket:
+        return self.breaker(endpoint).admit(subject)
+
+    def _prune(self) -> None:
+        now = self._clock()
+        # Expired: the least recently used breakers, closed and idle (a fresh one would behave the same).
+        while len(self._breakers) > 1:
+            oldest = next(iter(self._breakers.values()))
+            if oldest.state is not BreakerState.CLOSED or now - oldest.last_used < self.idle_seconds:
+                break
+            self._breakers.popitem(last=False)
+        if len(self._breakers) <= self.max_endpoints:
+            return
+        closed = next((key for key, item in self._breakers.items()
+                       if item.state is BreakerState.CLOSED and not item.probing), None)
+        if closed is None:
+            log.warning("breaker_registry_full", service=self.service, endpoints=len(self._breakers))
+        self._breakers.pop(closed) if closed is not None else self._breakers.popitem(last=False)
+
+    def counts(self) -> dict[str, int]:
+        """Endpoints per state (closed: the endpoints held)."""
+        counts = dict.fromkeys((state.value for state in BreakerState), 0)
+        for item in self._breakers.values():
+            counts[item.state.value] += 1
+        return counts
+
+    def snapshot(self, *, include_closed: bool = False) -> list[BreakerSnapshot]:
+        """The breakers that are open or half-open (all of them with ``include_closed``)."""
+        return [item.snapshot() for item in self._breakers.values()
+                if include_closed or item.state is not BreakerState.CLOSED]
 
 
 class _Transient(Exception):
@@ -170,7 +342,7 @@ class _ConnectionUse:
 
 
 class Upstream:
-    """One NHS service: its pooled client, retry policy and breaker."""
+    """One NHS service: its pooled client, retry policy and its endpoints' breakers."""
 
     def __init__(
         self,
@@ -178,14 +350,14 @@ class Upstream:
         client: httpx.AsyncClient,
         *,
         retry: RetryPolicy,
-        breaker: CircuitBreaker,
+        breakers: BreakerRegistry,
         metrics: Metrics | None = None,
         max_response_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.service = service
         self.client = client
         self.retry = retry
-        self.breaker = breaker
+        self.breakers = breakers
         self.max_response_bytes = max_response_bytes
         self._metrics = metrics
 
@@ -199,6 +371,8 @@ class Upstream:
         data: Mapping[str, str] | FormFactory | None = None,
         params: Any = None,
         replayable: bool | None = None,
+        endpoint: str | None = None,
+        subject: str | None = None,
     ) -> UpstreamResponse:
         """Send one logical request (retried with the same headers). Raises CircuitOpen or UpstreamUnavailable
         when no HTTP answer could be obtained, UpstreamInvalidResponse when the answer is too large or its
@@ -206,8 +380,27 @@ class Upstream:
 
         ``replayable``: the request may be sent again after a pooled connection turned out to be closed (default:
         GET, HEAD, OPTIONS). ``data`` may be a function giving the form, called for every attempt (a form that
-        must differ each time, such as a signed client assertion with a fresh ``jti``)."""
-        self.breaker.before_call()
+        must differ each time, such as a signed client assertion with a fresh ``jti``).
+
+        ``endpoint``: whose breaker admits the call (default: the URL's origin; never a path, which may hold an NHS
+        number); ``subject``: what the request is about (a patient, a practice), counted once among failures."""
+        ticket = self.breakers.admit(endpoint or url_origin(url), subject)
+        try:
+            return await self._request(ticket, method, url, headers, content, data, params, replayable)
+        finally:
+            ticket.release()  # no verdict reached (cancelled, an unexpected error): the probe is free again
+
+    async def _request(
+        self,
+        ticket: BreakerTicket,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        data: Mapping[str, str] | FormFactory | None,
+        params: Any,
+        replayable: bool | None,
+    ) -> UpstreamResponse:
         if replayable is None:
             replayable = method.upper() in REPLAYABLE_METHODS
         attempts = 0
@@ -225,30 +418,36 @@ class Upstream:
                     attempts += 1
                     response = await self._attempt(method, url, headers, content, data, params, replayable)
         except _Transient as error:
-            self.breaker.record_failure()
             if error.response is not None:
                 # Retries exhausted on 429/502-504: hand the last answer back so the caller maps its
-                # OperationOutcome, but the breaker already counted it.
+                # OperationOutcome; a 502-504 counts against the breaker.
+                if error.response.status_code == RATE_LIMITED:
+                    ticket.release()
+                else:
+                    ticket.failure()
                 return UpstreamResponse(error.response, attempts)
+            ticket.failure()
             raise UpstreamUnavailable(
                 f"{self.service} unreachable", service=self.service, detail=f"{error.reason} after {attempts} attempts"
             ) from None
         except _Fatal as error:
-            self.breaker.record_failure()
+            ticket.failure()
             raise UpstreamUnavailable(
                 f"{self.service} did not answer in time", service=self.service, detail=error.reason
             ) from None
         except _Unreadable as error:
             # A service sending what it must not (a body beyond any record's size, an encoding we did not ask
             # for) is failing: it counts against the breaker, and the caller learns it as an invalid answer.
-            self.breaker.record_failure()
+            ticket.failure()
             raise UpstreamInvalidResponse(
                 f"{self.service} answer unreadable", service=self.service, status=error.status, detail=error.reason
             ) from None
         if response.status_code in FAILURE_STATUSES:
-            self.breaker.record_failure()
+            ticket.failure()
+        elif response.status_code == RATE_LIMITED:
+            ticket.release()
         else:
-            self.breaker.record_success()
+            ticket.success()  # any other answer, 4xx included: the endpoint is serving
         return UpstreamResponse(response, attempts)
 
     async def _attempt(
@@ -502,6 +701,13 @@ def build_http_client(settings: Settings, *, mutual_tls: bool) -> httpx.AsyncCli
     )
 
 
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: the default breaker key (no path, no credentials)."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
 def build_upstream(
     service: str, settings: Settings, *, mutual_tls: bool, metrics: Metrics | None = None,
     client: httpx.AsyncClient | None = None,
@@ -510,10 +716,12 @@ def build_upstream(
         service,
         client or build_http_client(settings, mutual_tls=mutual_tls),
         retry=RetryPolicy.from_settings(settings),
-        breaker=CircuitBreaker(
+        breakers=BreakerRegistry(
             service,
             failure_threshold=settings.breaker_failure_threshold,
             reset_seconds=settings.breaker_reset_seconds,
+            max_endpoints=settings.breaker_max_endpoints,
+            idle_seconds=settings.breaker_idle_seconds,
             metrics=metrics,
         ),
         metrics=metrics,
@@ -528,7 +736,9 @@ __all__ = [
     "REPLAYABLE_METHODS",
     "STALE_CONNECTION_ERRORS",
     "TRANSIENT_STATUSES",
+    "BreakerRegistry",
     "BreakerState",
+    "BreakerTicket",
     "CircuitBreaker",
     "RetryPolicy",
     "Upstream",
@@ -536,4 +746,5 @@ __all__ = [
     "build_http_client",
     "build_upstream",
     "spine_ssl_context",
+    "url_origin",
 ]

@@ -174,6 +174,22 @@ def metrics_summary(metrics: Any) -> dict[str, Any]:
     }
 
 
+def breaker_status(metrics: Any) -> dict[str, Any]:
+    """Per service the worst state of its endpoints' breakers and how many are in each state, and every endpoint
+    whose breaker is open or half-open with its counts (failures, calls refused, seconds since it opened)."""
+    counts = metrics.breaker_counts()
+    services = {
+        service: next((state for state in ("open", "half-open") if per_state.get(state)), "closed")
+        for service, per_state in counts.items()
+    }
+    endpoints = [
+        {"service": item.service, "endpoint": item.endpoint, "state": item.state, "failures": item.failures,
+         "refused": item.refused, "open_for_seconds": item.open_for_seconds}
+        for item in metrics.breaker_snapshots()
+    ]
+    return {"services": services, "counts": counts, "endpoints": endpoints}
+
+
 @router.get("/metrics/summary")
 async def metrics_summary_endpoint(request: Request) -> dict[str, Any]:
     return metrics_summary(request.app.state.metrics)
@@ -185,8 +201,7 @@ async def status(request: Request) -> dict[str, Any]:
     settings = runtime.settings
     cache_ok = await runtime.cache.ping()
     audit_ok = await runtime.audit.ping()
-    breakers = {labels.get("service"): ("open" if value else "closed")
-                for labels, value in _samples(runtime.metrics.registry, "xhuma_breaker_open")}
+    breakers = breaker_status(runtime.metrics)
     exporter = runtime.auditor.exporter if runtime.auditor is not None else None
     return {
         "version": __version__,
@@ -199,7 +214,9 @@ async def status(request: Request) -> dict[str, Any]:
             "audit": {"ok": audit_ok, "backend": "sqlite" if runtime.audit.is_sqlite else "postgresql",
                       **({} if audit_ok else {"reason": runtime.audit.last_error or "audit store unreachable"})},
         },
-        "breakers": breakers,
+        "breakers": breakers["services"],
+        "breaker_counts": breakers["counts"],
+        "breaker_endpoints": breakers["endpoints"],
         "atna": {"enabled": exporter is not None, "pending": getattr(exporter, "pending", 0)},
         "security": {
             "client_auth": bool(settings.client_cert_allow_list or settings.tls_client_ca_file),

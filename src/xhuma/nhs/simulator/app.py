@@ -8,6 +8,8 @@ Paths (under one base URL)::
     GET  /sds/spine-directory/FHIR/R4/Device|Endpoint        SDS FHIR
     POST /ssp/{provider root}/Patient/$gpc.getstructuredrecord   Spine Secure Proxy -> GP Connect provider
     GET  /simulator/patients                                 what is loaded (test patients only), skipped files
+    PUT  /simulator/practices/{ods}/failure?status=503|&hang=true   the practice's provider fails every request
+    DELETE /simulator/practices/{ods}/failure                ... until this (SimulatorState.fail_practice)
 
 Each service checks what the real one checks, answers with the real error shapes, and sleeps its configured
 latency first. Per-request state (tokens, jti, attempts per request id, counters) lives in ``SimulatorState``.
@@ -90,6 +92,15 @@ class SimulatorState:
     gpc_requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
     pds_requests: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=20))  # headers, no token
     gzip_bomb: bytes | None = None  # made on first use
+    failing_practices: dict[str, int | None] = field(default_factory=dict)  # ODS -> status (None: hang)
+
+    def fail_practice(self, ods: str, status: int | None = 503) -> None:
+        """The practice's provider system fails every structured record request with ``status`` (``None``: holds
+        it as the timeout faults do) until ``restore_practice``: a GP practice that is down, for its breaker."""
+        self.failing_practices[ods.upper()] = status
+
+    def restore_practice(self, ods: str) -> None:
+        self.failing_practices.pop(ods.upper(), None)
 
     def inject(self, service: str, *statuses: int) -> None:
         """Answer the next requests to ``service`` (pds | sds | gpc | token) with these statuses."""
@@ -404,6 +415,12 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         practice = data.practice_for_endpoint(root)
         if practice is None:
             raise bad_request("Target URL is not a GP Connect endpoint registered in SDS")
+        if practice.ods in state.failing_practices:
+            status = state.failing_practices[practice.ods]
+            if status is None:
+                await asyncio.sleep(config.hang_seconds)
+                status = 504
+            raise ProviderError(status, "exception", "INTERNAL_SERVER_ERROR", "Simulated practice failure")
         if headers["Ssp-To"] != practice.asid:
             raise ProviderError(403, "forbidden", "ACCESS DENIED", "Receiver ASID is not the endpoint's ASID")
         content_type = headers.get("content-type", "")
@@ -483,6 +500,16 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
                           for p in data.practices.values()],
             "skipped": [{"file": name, "reason": reason} for name, reason in data.skipped],
         }, media_type="application/json")
+
+    @app.put("/simulator/practices/{ods}/failure")
+    async def fail_practice(ods: str, status: int = 503, hang: bool = False) -> dict[str, Any]:
+        state.fail_practice(ods, None if hang else status)
+        return {"failing": sorted(state.failing_practices)}
+
+    @app.delete("/simulator/practices/{ods}/failure")
+    async def restore_practice(ods: str) -> dict[str, Any]:
+        state.restore_practice(ods)
+        return {"failing": sorted(state.failing_practices)}
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -68,8 +68,14 @@
     ]);
     $("status-card").className = "card " + (s.ready ? "ok" : "bad");
     fill($("checks"), Object.entries(s.checks).map(([name, c]) => [name, [c.ok ? "ok" : "failing", c.ok ? "ok" : "bad"], c.reason || c.backend || ""]));
-    const breakers = Object.entries(s.breakers);
-    fill($("breakers"), breakers.length ? breakers.map(([svc, st]) => [svc, [st, st === "open" ? "bad" : "ok"]]) : [["(no upstream calls yet)", ""]]);
+    // One row per service (worst state, endpoints per state), then one per endpoint whose breaker is not closed.
+    const breakers = Object.entries(s.breakers).map(([svc, st]) => {
+      const c = s.breaker_counts[svc] || {};
+      return [svc, [st, st === "closed" ? "ok" : "bad"], `${c.open || 0} open, ${c["half-open"] || 0} half-open, ${c.closed || 0} closed`];
+    });
+    const endpoints = s.breaker_endpoints.map((b) => ["  " + b.service + " " + b.endpoint, [b.state, "bad"],
+      `${b.failures} failures, ${b.refused} refused, open ${Math.round(b.open_for_seconds || 0)} s`]);
+    fill($("breakers"), breakers.length ? breakers.concat(endpoints) : [["(no upstream calls yet)", "", ""]]);
   }
 
   async function loadCounters() {
