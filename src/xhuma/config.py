@@ -320,6 +320,12 @@ class Settings(BaseSettings):
     http_retries: int = Field(default=2, ge=0, le=10, description="retries on transient upstream failures")
     breaker_failure_threshold: int = Field(default=5, gt=0, description="failures that open the breaker")
     breaker_reset_seconds: float = Field(default=30.0, gt=0, description="how long the breaker stays open")
+    breaker_max_endpoints: int = Field(
+        default=10000, gt=0, description="upstream endpoints (GP practices, base URLs) with a breaker held, per service"
+    )
+    breaker_idle_seconds: float = Field(
+        default=300.0, gt=0, description="a closed breaker unused this long forgets its failures and may be dropped"
+    )
     http_backoff_initial_seconds: float = Field(
         default=0.25, gt=0, description="first retry delay (exponential backoff with jitter)"
     )
