@@ -10,7 +10,22 @@ import pytest
 import structlog
 from lxml import etree
 from tests.ihe.schemas import schema_errors
-from tests.ihe.support import ACTION_55, DEMO_NHS, HL7, NHS_OID, NS, Pds, UpstreamDown, iti55_body, patient
+from tests.ihe.support import (
+    ACTION_55,
+    DEMO_NHS,
+    HL7,
+    NHS_OID,
+    NS,
+    Pds,
+    UpstreamDown,
+    assertion,
+    cx,
+    epic_statement,
+    iti55_body,
+    new_signing_key,
+    patient,
+    security_header,
+)
 
 from xhuma.ports import PdsSearchMatch, PdsSearchResult
 
@@ -178,3 +193,26 @@ async def test_iti55_demographics_never_reach_a_log_line_or_the_audit_row_in_cle
     rows = repr(await harness.events(transaction="ITI-55"))
     for value in ("Smith", "Jane", "19520531", "1952-05-31", "LS1 1AA", DEMO_NHS, EPIC_MRN[1]):
         assert value not in repr(logs + more_logs) and value not in rows
+
+
+@pytest.mark.parametrize(("named", "expected"), [(DEMO_NHS, ("AA", "OK")), ("9434765919", ("AA", "NF"))],
+                         ids=["assertion-names-the-found-patient", "assertion-names-another-patient"])
+async def test_iti55_search_match_must_be_the_patient_a_verified_assertion_names(
+    harness_factory, make_settings, tmp_path, data_dir, named, expected
+):
+    signer = new_signing_key()
+    trusted = tmp_path / "saml.pem"
+    trusted.write_bytes(signer.cert_pem)
+    audience = "https://xhuma.example.nhs.uk"
+    harness = await harness_factory(
+        make_settings(saml_verify="required", saml_trusted_certs=[trusted], saml_audience=[audience]),
+        pds=searching(one()),
+    )
+    saml = assertion(epic_statement(data_dir, resource_id=cx(named)), signer=signer, audience=audience)
+    message = (await harness.answered("/SOAP/iti55", ACTION_55, without_nhs_number(),
+                                      security=security_header(saml)))[2]
+    assert answer_codes(message) == expected
+    if expected[1] == "NF":
+        assert DEMO_NHS.encode() not in etree.tostring(message)
+        event = (await harness.events(transaction="ITI-55"))[0]
+        assert event["reason"] == "DemographicsMismatch:ResourceIdNamesAnotherPatient"

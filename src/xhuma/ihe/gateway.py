@@ -20,7 +20,8 @@ from xhuma.audit import Auditor
 from xhuma.config import Settings
 from xhuma.ihe import faults, soap, xca_query, xca_retrieve, xcpd
 from xhuma.ihe.faults import RegistryErrorInfo
-from xhuma.ihe.saml import UNIDENTIFIED, SamlVerifier
+from xhuma.ihe.saml import UNIDENTIFIED, SamlVerifier, resource_nhs_number
+from xhuma.nhs.nhs_number import normalise
 from xhuma.observability import level_enabled
 from xhuma.ports import CallerIdentity, PdsPatient, StoredDocument
 from xhuma.records import Records, is_valid_nhs_number
@@ -154,11 +155,18 @@ class IheGateway:
             if len(query.nhs_numbers) > 1:
                 raise errors.DemographicsMismatch(detail="SeveralNhsNumbers")
             if query.nhs_numbers:
-                patient = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
+                found = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
+            elif query.nhs_number_sent:  # an empty NHS number: invalid, never replaced by a search's answer
+                raise errors.InvalidNhsNumber()
             else:  # no NHS number (a partner's own MRN, or none): a PDS demographic search (docs/ihe.md)
-                patient = await self.records.discover_by_demographics(query.demographics)
-            if patient.gp_ods_code:
-                practice_name = await self.records.practice_name(patient.gp_ods_code)
+                found = await self.records.discover_by_demographics(query.demographics)
+                named = resource_nhs_number(caller.resource_id) if caller.verified else None
+                if named is not None and normalise(named) != found.nhs_number:
+                    # The assertion is about another patient than the one the demographics found: disclose nothing.
+                    raise errors.DemographicsMismatch(detail="ResourceIdNamesAnotherPatient")
+            if found.gp_ods_code:
+                practice_name = await self.records.practice_name(found.gp_ods_code)
+            patient = found  # only now: an error above must never leave a patient to disclose
         except Exception as error:
             answer = faults.xcpd_answer(error)
             if not isinstance(error, errors.XhumaError):

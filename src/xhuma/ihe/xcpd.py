@@ -51,6 +51,7 @@ class PatientDiscoveryRequest:
     nhs_numbers: list[str] = field(default_factory=list)
     demographics: DemographicQuery = field(default_factory=DemographicQuery)
     other_ids: list[tuple[str, str]] = field(default_factory=list)  # (root, extension): the initiator's own ids
+    nhs_number_sent: bool = False  # an id under the NHS number OID, even an empty one (then not searched for)
 
 
 def _find(element: etree._Element, path: str) -> etree._Element | None:
@@ -65,6 +66,7 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
         raise sender_fault("The ITI-55 message has no queryByParameter")
     parameters = _find(query, "hl7:parameterList")
     nhs_numbers: list[str] = []
+    nhs_number_sent = False
     other_ids: list[tuple[str, str]] = []
     postcode = None
     telecom: list[str] = []
@@ -75,6 +77,7 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
     if parameters is not None:
         # Every livingSubjectId/value: one or many elements, one or many values each (LESSONS 1).
         for value in parameters.iterfind(f"{H}livingSubjectId/{H}value"):
+            nhs_number_sent = nhs_number_sent or (value.get("root") or "").strip() == NHS_NUMBER_OID
             if (value.get("root") or "").strip() == NHS_NUMBER_OID and (value.get("extension") or "").strip():
                 number = normalise(value.get("extension", ""))  # any whitespace or hyphens, as validation does
                 if number not in nhs_numbers:
@@ -116,6 +119,7 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
             postcode=postcode, telecom=tuple(telecom),
         ),
         other_ids=other_ids,
+        nhs_number_sent=nhs_number_sent,
     )
 
 
