@@ -8,6 +8,7 @@ never logs PHI in the first place.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import weakref
@@ -18,10 +19,10 @@ from functools import partial
 from typing import Any, Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from xhuma import ids
+from xhuma import __version__, ids
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
@@ -188,6 +189,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_* (CPU, memory, open files) and python_info on this registry, and what is running: the
+        # revision comes from the image build (XHUMA_BUILD_REVISION, set by the Containerfile), else "unknown".
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Gauge("xhuma_build_info", "Version and source revision of the running Xhuma (always 1)",
+              ["version", "revision"], registry=r).labels(
+            version=__version__, revision=os.environ.get("XHUMA_BUILD_REVISION", "unknown")).set(1)
         self.requests = Counter(
             "xhuma_requests_total", "Transactions by kind and outcome", ["transaction", "outcome"], registry=r
         )

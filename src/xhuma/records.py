@@ -470,7 +470,7 @@ class Records:
             log.error("conversion_failed", error_type=type(error).__name__)
             raise ConversionError() from error
         document = self._stored_document(nhs_number, patient, record, converted)
-        await self._store(document)
+        await self._store(document, report=converted.report)
         spine = {"trace_id": record.trace_id, "to": record.asid}
         return QueryResult([document], from_cache=False, spine=spine)
 
@@ -499,11 +499,14 @@ class Records:
             },
         )
 
-    async def _store(self, document: StoredDocument) -> None:
+    async def _store(self, document: StoredDocument, *, report: Mapping[str, Any] | None = None) -> None:
         """Store the document, or raise CacheError: ITI-38 never advertises a document held nowhere (the cache
-        holds it in Redis or in this replica's in-process tier; xhuma.store.tiers)."""
+        holds it in Redis or in this replica's in-process tier; xhuma.store.tiers). Its conversion report is
+        stored next to it for the same time (the console's "what did the EHR receive, and what was left out")."""
         ttl = self.settings.ttl_document_seconds
         await self._cache.set(CacheKeys.document(document.unique_id), dump_document(document), ttl)
+        if report is not None:
+            await self._cache.set(CacheKeys.document_report(document.unique_id), json.dumps(report).encode(), ttl)
         await self._cache.set(CacheKeys.document_entry(document.entry_uuid), document.unique_id.encode(), ttl)
         await self._cache.set(
             self._keys.patient_documents(document.nhs_number), json.dumps([document.unique_id]).encode(), ttl
@@ -528,6 +531,12 @@ class Records:
         if raw is None:
             raise DocumentNotFound()
         return load_document(raw)
+
+    async def document_report(self, unique_id: str) -> dict[str, Any] | None:
+        """The document's conversion report; None when the cache answered that it has none (CacheError when it
+        could not be read: our trouble, not "not found")."""
+        raw = await self._cache.get(CacheKeys.document_report(unique_id))
+        return json.loads(raw) if raw is not None else None
 
 
 def _practice_name_key(ods_code: str) -> str:

@@ -36,7 +36,8 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from xhuma.config import Settings
-from xhuma.errors import CircuitOpen, UpstreamInvalidResponse, UpstreamUnavailable
+from xhuma.errors import CircuitOpen, UpstreamInvalidResponse, UpstreamUnavailable, XhumaError
+from xhuma.nhs.upstream_health import UpstreamHealth
 from xhuma.observability import BreakerSnapshot, Metrics
 
 log = structlog.get_logger(__name__)
@@ -360,6 +361,7 @@ class Upstream:
         self.breakers = breakers
         self.max_response_bytes = max_response_bytes
         self._metrics = metrics
+        self.health = UpstreamHealth(service)  # recent latency and errors per endpoint (/health/upstreams)
 
     async def request(
         self,
@@ -384,11 +386,20 @@ class Upstream:
 
         ``endpoint``: whose breaker admits the call (default: the URL's origin; never a path, which may hold an NHS
         number); ``subject``: what the request is about (a patient, a practice), counted once among failures."""
-        ticket = self.breakers.admit(endpoint or url_origin(url), subject)
+        endpoint = endpoint or url_origin(url)
+        ticket = self.breakers.admit(endpoint, subject)
+        started = time.perf_counter()
         try:
-            return await self._request(ticket, method, url, headers, content, data, params, replayable)
+            answer = await self._request(ticket, method, url, headers, content, data, params, replayable)
+        except XhumaError as error:
+            self.health.observe(endpoint, time.perf_counter() - started, error.code)
+            raise
         finally:
             ticket.release()  # no verdict reached (cancelled, an unexpected error): the probe is free again
+        status = answer.response.status_code
+        failed = status in FAILURE_STATUSES or status == RATE_LIMITED
+        self.health.observe(endpoint, time.perf_counter() - started, f"HTTP {status}" if failed else None)
+        return answer
 
     async def _request(
         self,

@@ -79,8 +79,9 @@ audit_event = sa.Table(
 )
 
 EVENT_COLUMNS = tuple(field.name for field in dataclasses.fields(AuditEvent))
+# request_id and trace_id: one exchange (xhuma.web.exchanges), searched within a time window (no index of their own)
 _EXTRA_FILTERS = frozenset({"document_unique_id", "message_id", "error_code", "user_id", "organization_id",
-                            "client_cert_subject", "event_id", "voids"})
+                            "client_cert_subject", "event_id", "voids", "request_id", "trace_id"})
 COMMIT_BY = "commit_by"  # bound on every INSERT besides the event's own fields
 
 

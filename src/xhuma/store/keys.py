@@ -37,17 +37,23 @@ class CacheKeys:
     def held_in_process(key: str) -> bool:
         """What ITI-38 advertises and ITI-39 retrieves (a document, its entryUUID, a patient's index): the keys
         the in-process tier also holds, so that they stay retrievable while Redis fails (xhuma.store.tiers)."""
-        return key.startswith(("document:", "entry:")) or (key.startswith("patient:") and key.endswith(":documents"))
+        return key.startswith(("document:", "entry:", "report:")) or (
+            key.startswith("patient:") and key.endswith(":documents"))
 
     @staticmethod
     def answered_when_absent(key: str) -> bool:
         """A document or its entryUUID: its absence is told to the caller ("unknown document"), so it is said only
-        when the cache can vouch for it (xhuma.store.tiers)."""
-        return key.startswith(("document:", "entry:"))
+        when the cache can vouch for it (xhuma.store.tiers). A document's conversion report goes with it."""
+        return key.startswith(("document:", "entry:", "report:"))
 
     @staticmethod
     def document(unique_id: str) -> str:
         return f"document:{unique_id}"
+
+    @staticmethod
+    def document_report(unique_id: str) -> str:
+        """The conversion report of the document (``xhuma convert --report`` JSON), kept as long as the document."""
+        return f"report:{unique_id}"
 
     @staticmethod
     def document_entry(entry_uuid: str) -> str:

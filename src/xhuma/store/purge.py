@@ -3,8 +3,9 @@ incident.
 
 A patient's data is everything under ``CacheKeys.patient_prefix`` (PDS result, GP Connect bundle, documents
 index, anything added later under that prefix) plus the documents named ``document:{uniqueId}`` and the
-``entry:{entryUUID}`` pointers to them. The documents are found two ways, so that a stale or unreadable index
-cannot leave one behind (the index lists the current document only):
+``entry:{entryUUID}`` pointers to them and their ``report:{uniqueId}`` conversion reports. The documents are
+found two ways, so that a stale or unreadable index cannot leave one behind (the index lists the current document
+only):
 
 1. the uniqueIds listed in the patient's ``documents`` index;
 2. a sweep of every ``document:*`` entry whose decrypted value mentions the NHS number (the CCD and its
@@ -114,6 +115,7 @@ async def purge_patient(cache: Cache, keys: CacheKeys, nhs_number: str, *, sweep
             if target is not None and target.decode(errors="replace") in unique_ids:
                 pointer_keys.append(key)
     document_pointers = await _delete(cache, pointer_keys)
+    await _delete(cache, sorted(CacheKeys.document_report(unique_id) for unique_id in unique_ids))
     documents = await _delete(cache, sorted(document_keys))
     patient_entries = await _delete(cache, await cache.keys(prefix))
     return PurgeResult(patient_entries=patient_entries, documents=documents, document_pointers=document_pointers,

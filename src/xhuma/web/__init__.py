@@ -19,7 +19,13 @@ async def validation_error(_request: Request, error: Exception) -> JSONResponse:
 def mount(app: FastAPI) -> None:
     from xhuma.web.api import router as api_router
     from xhuma.web.console import router as console_router
+    from xhuma.web.documents import router as documents_router
+    from xhuma.web.exchanges import router as exchanges_router
+    from xhuma.web.upstreams import router as upstreams_router
 
     app.include_router(api_router)
+    app.include_router(documents_router)
+    app.include_router(exchanges_router)
+    app.include_router(upstreams_router)
     app.include_router(console_router)
     app.add_exception_handler(RequestValidationError, validation_error)

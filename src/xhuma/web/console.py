@@ -25,7 +25,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8",
+          "document.css": "text/css; charset=utf-8"}  # document.css: the rendered CCD (xhuma.web.documents)
 
 
 def _asset(name: str) -> str:
