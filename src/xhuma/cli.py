@@ -1,7 +1,7 @@
 """Command line: ``xhuma serve | config show | db upgrade | convert | validate | demo | simulate | cache``.
 
 Sub-commands of the other capabilities are registered from their own modules at the bottom of this file.
-A configuration problem prints one line and exits with status 2; never a traceback.
+Every failure is one line on stderr and an exit status of the table below (README, Command line); never a traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +14,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperOption
 
+from xhuma import __version__
 from xhuma.config import CONFIG_FILE_ENV, ConfigurationError, Settings, load_settings, masked_settings
+
+# Exit statuses of every command (README, Command line): scripts and orchestrators tell these apart.
+EXIT_OK = 0
+EXIT_FAILED = 1  # an invalid document, a failed conversion, demo or operation
+EXIT_USAGE = 2  # a wrong argument or option (click's own usage errors use 2 as well)
+EXIT_CONFIGURATION = 3  # the settings cannot work: nothing was attempted
+
+
+def _value_type(option: TyperOption, ctx: object) -> str | None:
+    """The type column of an option in the help: none for a flag, which takes no value. Typer 0.29 prints the
+    annotation (``<bool>``) for flags too, as if ``--validate`` took a value; this is the one place that fixes it
+    for every boolean option of every command, ``--help`` included."""
+    if option.is_flag and not option.count:
+        return None
+    return _typer_value_type(option, ctx)  # type: ignore[arg-type]
+
+
+_typer_value_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _value_type  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     name="xhuma",
-    help="IHE XCPD/XCA responding gateway over NHS PDS, SDS and GP Connect.",
+    help="IHE XCPD/XCA responding gateway over NHS PDS, SDS and GP Connect.\n\n"
+    "Exit status: 0 ok, 1 invalid or failed, 2 usage error, 3 configuration error.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -40,19 +62,25 @@ def settings_or_exit(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except ConfigurationError as error:
-        raise fail(f"configuration error: {error}", 2) from None
+        raise fail(f"configuration error: {error}", EXIT_CONFIGURATION) from None
 
 
 def refuse_insecure_or_exit(settings: Settings) -> None:
     """Strict profiles need client authentication, SAML verification, the audit key and admin auth: one line
-    per missing item, exit 2 (xhuma.security.startup)."""
+    per missing item, exit 3 (xhuma.security.startup)."""
     from xhuma.security.startup import security_problems
 
     problems = security_problems(settings)
     for problem in problems:
         typer.echo(f"xhuma: configuration error: {problem}", err=True)
     if problems:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_CONFIGURATION)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"xhuma {__version__}")
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -60,6 +88,9 @@ def root(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file of settings (keys as in XHUMA_*, lower case)")
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     if config is not None:
         os.environ[CONFIG_FILE_ENV] = str(config)
@@ -92,7 +123,7 @@ def serve(
 
     problem = replica_problem(settings, workers)  # state the workers (and other replicas) must share
     if problem:
-        raise fail(f"configuration error: {problem}", 2)
+        raise fail(f"configuration error: {problem}", EXIT_CONFIGURATION)
     from xhuma.observability import configure_logging
     from xhuma.security.tls import uvicorn_options
     from xhuma.store.crypto import CacheKeyring
@@ -102,7 +133,7 @@ def serve(
         CacheKeyring.from_settings(settings)
         check_serve_tls(settings)
     except ConfigurationError as error:
-        raise fail(f"configuration error: {error}", 2) from None
+        raise fail(f"configuration error: {error}", EXIT_CONFIGURATION) from None
     configure_logging(settings.log_level, settings.log_format)
     if settings.effective_database_url.startswith("sqlite"):
         # The embedded SQLite audit file is migrated once here, before the workers start (each worker's start-up

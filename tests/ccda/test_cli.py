@@ -20,6 +20,7 @@ def test_convert_writes_document_to_stdout_and_report(tmp_path: Path) -> None:
                                  "--now", "2025-01-01T12:00:00+00:00"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("<?xml")
+    assert result.stderr.strip().splitlines() == [f"xhuma: converted {ALLERGIES}: 4 entries, 4 warnings, valid"]
     assert json.loads(report.read_text())["counts"]["sections"]["allergies"]["entries"] == 4
 
 
@@ -55,12 +56,44 @@ def test_directory_batch_writes_every_document(tmp_path: Path) -> None:
     assert len(list(out.glob("*.xml"))) == len(list(source.glob("*.json")))
 
 
-def test_validate_command_flags_an_invalid_document(tmp_path: Path) -> None:
+def test_convert_to_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "ccd.xml"
+    result = runner.invoke(app, ["convert", str(ALLERGIES), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"xhuma: converted {ALLERGIES} to {target}: 4 entries, 4 warnings"]
+    assert target.read_bytes().startswith(b"<?xml")
+
+
+def test_validate_command_flags_an_invalid_document_with_exit_1(tmp_path: Path) -> None:
     good = tmp_path / "good.xml"
     assert runner.invoke(app, ["convert", str(ALLERGIES), "-o", str(good)]).exit_code == 0
     bad = tmp_path / "bad.xml"
     bad.write_bytes(good.read_bytes().replace(b'<realmCode code="US"/>', b""))
     result = runner.invoke(app, ["validate", str(good), str(bad)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "good.xml: valid" in result.stdout and "bad.xml: INVALID" in result.stdout
     assert "a-1198-16791" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "2 documents: 1 valid, 1 invalid, 0 unreadable"
+
+
+def test_validate_a_directory_checks_every_xml_file_in_it_and_sums_up(tmp_path: Path) -> None:
+    batch = tmp_path / "batch"
+    assert runner.invoke(app, ["convert", str(DATA / "gpconnect-spec"), "-o", str(batch)]).exit_code == 0
+    count = len(list(batch.rglob("*.xml")))
+    (batch / "nested").mkdir()
+    (batch / "nested" / "broken.xml").write_text("<ClinicalDocument")
+    (batch / "notes.txt").write_text("not a document")
+    result = runner.invoke(app, ["validate", str(batch)])
+    assert result.exit_code == 1
+    assert "broken.xml: unreadable" in result.stderr and "notes.txt" not in result.output
+    assert result.stdout.strip().splitlines()[-1] == f"{count + 1} documents: {count} valid, 0 invalid, 1 unreadable"
+    (batch / "nested" / "broken.xml").unlink()
+    result = runner.invoke(app, ["validate", str(batch)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == f"{count} documents: {count} valid, 0 invalid, 0 unreadable"
+
+
+def test_validate_an_empty_directory_is_a_failure_not_a_pass(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1 and "no documents" in result.stderr

@@ -136,12 +136,12 @@ def test_invalid_nhs_number_is_refused_without_repeating_it(redis_url: str, redi
         ({"XHUMA_CACHE_KEYS": "k1:c2hvcnQ="}, "XHUMA_CACHE_KEYS: Value error, entry 1 (k1): key must be 32 bytes"),
     ],
 )
-def test_purge_without_a_usable_configuration_exits_2_with_one_line(
+def test_purge_without_a_usable_configuration_exits_3_with_one_line(
     redis_url: str, redis_namespace: str, env: dict[str, str], message: str
 ) -> None:
     result = runner.invoke(app, ["cache", "purge", "--patient", NHS_NUMBER],
                            env={**cli_env(redis_url, redis_namespace), **env})
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
 

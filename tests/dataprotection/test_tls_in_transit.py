@@ -109,13 +109,13 @@ def test_serve_tls_options_come_from_settings(make_settings: Any, cert: SelfSign
     assert options["ssl_context_factory"] is minimum_tls_server_context
 
 
-def test_serve_with_an_unloadable_certificate_exits_2_with_one_line(tmp_path: Path, cert: SelfSigned) -> None:
+def test_serve_with_an_unloadable_certificate_exits_3_with_one_line(tmp_path: Path, cert: SelfSigned) -> None:
     other = self_signed(tmp_path, common_name="other")  # a key that does not match the certificate
     env = {name: value for name, value in os.environ.items() if not name.startswith("XHUMA_")}
     env.update(XHUMA_TLS_CERT_FILE=str(cert.cert_file), XHUMA_TLS_KEY_FILE=str(other.key_file))
     result = subprocess.run([sys.executable, "-m", "xhuma", "serve", "--port", str(free_port())], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "XHUMA_TLS_CERT_FILE: certificate and key cannot be loaded" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -1,4 +1,4 @@
-"""The command line: one-line configuration errors with exit 2, masked config, and a serve that starts from
+"""The command line: one-line configuration errors with exit 3, masked config, and a serve that starts from
 nothing at all."""
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ("XHUMA_DATABASE_URL", "mysql://db/audit"),
     ],
 )
-def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str) -> None:
+def test_bad_setting_is_one_line_and_exit_3(tmp_path: Path, name: str, value: str) -> None:
     result = run("config", "show", cwd=tmp_path, **{name: value})
-    assert result.returncode == 2
+    assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert name in lines[0]
@@ -71,9 +71,9 @@ def test_toml_config_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     assert shown["ttl_document_seconds"] == 1800
 
 
-def test_missing_config_file_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_missing_config_file_is_one_line_exit_3(tmp_path: Path) -> None:
     result = run("--config", str(tmp_path / "absent.toml"), "config", "show", cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "absent.toml" in result.stderr and "Traceback" not in result.stderr
 
 

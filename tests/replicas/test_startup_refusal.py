@@ -1,5 +1,5 @@
 """A configuration that cannot work across processes is refused at start-up with one line naming what is missing,
-exit status 2 (issue 17): never found out later as an EHR told that an advertised document does not exist."""
+exit status 3 (issue 17): never found out later as an EHR told that an advertised document does not exist."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_serve_with_two_workers_refuses_state_that_is_not_shared_in_one_line(
     tmp_path: Path, settings: dict[str, str], missing: list[str], present: list[str]
 ) -> None:
     result = serve(tmp_path, "--workers", "2", **settings)
-    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.returncode == 3, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, lines
     assert lines[0].startswith("xhuma: configuration error: --workers 2 ")
@@ -52,7 +52,7 @@ def test_serve_with_two_workers_refuses_state_that_is_not_shared_in_one_line(
 
 def test_serve_on_a_shared_cache_without_shared_keys_is_refused_even_with_one_worker(tmp_path: Path) -> None:
     result = serve(tmp_path, XHUMA_REDIS_URL=REDIS)
-    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.returncode == 3, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert "XHUMA_CACHE_KEYS" in lines[0] and "XHUMA_AUDIT_HMAC_KEY" in lines[0]

@@ -68,12 +68,12 @@ def test_simulator_profile_starts_without_them(make_settings: Any) -> None:
     assert security_problems(make_settings()) == []
 
 
-def test_cli_serve_in_live_profile_prints_one_line_per_missing_item_and_exits_2(tmp_path: Path) -> None:
+def test_cli_serve_in_live_profile_prints_one_line_per_missing_item_and_exits_3(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XHUMA_")}
     env.update(XHUMA_PROFILE="live", XHUMA_CACHE_KEYS=CACHE_KEY, XHUMA_WORKING_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-m", "xhuma", "serve", "--port", "1"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr
     for key in ("XHUMA_CLIENT_CERT_ALLOW_LIST", "XHUMA_TLS_CLIENT_CA_FILE", "XHUMA_SAML_TRUSTED_CERTS",

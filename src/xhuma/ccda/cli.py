@@ -16,7 +16,7 @@ import typer
 
 from xhuma.ccda.context import ConversionContext, context_from_settings
 from xhuma.ccda.document import NotAStructuredRecord, convert
-from xhuma.cli import app, fail, settings_or_exit
+from xhuma.cli import EXIT_FAILED, EXIT_OK, app, fail, settings_or_exit
 
 
 @dataclass(slots=True)
@@ -86,7 +86,7 @@ def convert_command(
     now: Annotated[str | None, typer.Option("--now", help="document time (ISO 8601); default: from the bundle")]
     = None,
 ) -> None:
-    """Convert GP Connect structured records to C-CDA R2.1 CCDs. Exit 1: bad input; 2: output failed validation."""
+    """Convert GP Connect structured records to C-CDA R2.1 CCDs. Exit 1: bad input or output failed validation."""
     context = _context(now)
     if source.is_dir():
         raise typer.Exit(_convert_directory(source, output, report, validate, context))
@@ -108,7 +108,12 @@ def convert_command(
     if outcome.valid is False:
         for finding in outcome.findings or []:
             typer.echo(finding, err=True)
-        raise fail(f"{source}: output failed validation ({len(outcome.findings or [])} findings)", 2)
+        raise fail(f"{source}: output failed validation ({len(outcome.findings or [])} findings)", EXIT_FAILED)
+    # One line on stderr, so that the CCD alone is on stdout when no -o is given.
+    where = f" to {output}" if output is not None else ""
+    checked = ", valid" if outcome.valid else ""
+    typer.echo(f"xhuma: converted {source}{where}: {outcome.entries} entries, {outcome.warnings} warnings{checked}",
+               err=True)
 
 
 def _summary_table(source: Path, outcomes: list[Outcome], validate: bool) -> Any:
@@ -156,36 +161,47 @@ def _convert_directory(source: Path, output: Path | None, report: Path | None, v
         with _writing(report):
             report.write_text(json.dumps({str(o.source.relative_to(source)): o.report or {"error": o.error}
                                           for o in outcomes}, indent=2), encoding="utf-8")
-    if any(o.error for o in outcomes):
-        return 1
-    if any(o.valid is False for o in outcomes):
-        return 2
-    return 0
+    if any(o.error or o.valid is False for o in outcomes):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _documents(paths: list[Path]) -> Iterator[Path]:
+    """The files named, and under each directory named its ``*.xml`` files in order."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*.xml") if p.is_file())
+        else:
+            yield path
 
 
 @app.command("validate")
 def validate_command(
-    documents: Annotated[list[Path], typer.Argument(help="C-CDA documents to check")],
+    documents: Annotated[list[Path], typer.Argument(help="C-CDA documents, or directories of them (*.xml)")],
 ) -> None:
-    """Validate documents against the CDA schema (SDTC) and the C-CDA R2.1 schematron (phase errors)."""
+    """Validate documents against the CDA schema (SDTC) and the C-CDA R2.1 schematron (phase errors).
+    Exit 1 when any is invalid or unreadable."""
     from lxml import etree
 
     from xhuma.ccda.validate import validate_bytes
 
-    worst = 0
-    for document in documents:
+    valid = invalid = unreadable = 0
+    for document in _documents(documents):
         try:
             result = validate_bytes(document.read_bytes())
         except (OSError, etree.XMLSyntaxError) as error:
             typer.echo(f"xhuma: {document}: unreadable ({type(error).__name__}: {str(error).splitlines()[0]})",
                        err=True)
-            worst = max(worst, 1)
+            unreadable += 1
             continue
         status = "valid" if result.valid else "INVALID"
         typer.echo(f"{document}: {status} ({len(result.schema_errors)} schema errors, "
                    f"{len(result.schematron_errors)} schematron errors)")
         for finding in result.findings:
             typer.echo(f"  {finding}")
-        if not result.valid:
-            worst = max(worst, 2)
-    raise typer.Exit(worst)
+        valid, invalid = (valid + 1, invalid) if result.valid else (valid, invalid + 1)
+    total = valid + invalid + unreadable
+    if total == 0:
+        raise fail("no documents: the directories given hold no *.xml file")
+    typer.echo(f"{total} documents: {valid} valid, {invalid} invalid, {unreadable} unreadable")
+    raise typer.Exit(EXIT_FAILED if invalid or unreadable else EXIT_OK)

@@ -23,7 +23,7 @@ import httpx
 import typer
 from lxml import etree
 
-from xhuma.cli import app, fail, settings_or_exit
+from xhuma.cli import EXIT_CONFIGURATION, EXIT_USAGE, app, fail, settings_or_exit
 from xhuma.ihe.soap import SOAP12, WSA, XOP, content_type_params, split_multipart
 from xhuma.ihe.xca_query import FIND_DOCUMENTS, QUERY, RIM, RS
 from xhuma.ihe.xca_retrieve import XDSB
@@ -139,15 +139,55 @@ def mtom(envelope: bytes) -> tuple[bytes, str]:
 
 # --- reading answers ------------------------------------------------------------------------------------------------
 def soap_parts(response: httpx.Response) -> tuple[etree._Element, dict[str, bytes]]:
-    """The response envelope and its MTOM attachments by Content-ID."""
+    """The response envelope and its MTOM attachments by Content-ID; an answer that is not SOAP (a wrong URL
+    path, a proxy's error page) is a DemoFailed line naming the status and the address, never a traceback."""
     mime_type, params = content_type_params(response.headers.get("content-type", ""))
-    if mime_type == "multipart/related":
-        parts = split_multipart(response.content, params["boundary"])
-        start = params.get("start", "").strip("<>")
-        root = next((part for part in parts if part.content_id == start), parts[0])
-        attachments = {part.content_id: part.content for part in parts if part is not root and part.content_id}
-        return etree.fromstring(root.content), attachments
-    return etree.fromstring(response.content), {}
+    try:
+        if mime_type == "multipart/related":
+            parts = split_multipart(response.content, params["boundary"])
+            start = params.get("start", "").strip("<>")
+            root = next((part for part in parts if part.content_id == start), parts[0])
+            attachments = {part.content_id: part.content for part in parts if part is not root and part.content_id}
+            return etree.fromstring(root.content), attachments
+        return etree.fromstring(response.content), {}
+    except (etree.XMLSyntaxError, KeyError, IndexError, ValueError):
+        hint = " (is --url the gateway's base address?)" if response.status_code == 404 else ""
+        raise DemoFailed(f"{response.request.method} {response.request.url} answered HTTP {response.status_code}"
+                         f" {mime_type or 'without a content type'}, not SOAP{hint}") from None
+
+
+def xcpd_reason(message: etree._Element) -> str:
+    """An ITI-55 answer's reason in words: the XCPD error code (reasonOf/detectedIssueEvent, ITI TF-2
+    3.55.4.2.2.7), the acknowledgementDetail code and text, or the attributes an NF asks for."""
+    h = f"{{{HL7}}}"
+    parts = []
+    issue = message.find(f"{h}controlActProcess/{h}reasonOf/{h}detectedIssueEvent")
+    if issue is not None:
+        code = issue.find(f"{h}mitigatedBy/{h}detectedIssueManagement/{h}code")
+        if code is not None:
+            parts.append(f"XCPD {code.get('code') or '?'}")
+        requested = [c.get("code") for c in issue.iterfind(f"{h}triggerFor/{h}actOrderRequired/{h}code")]
+        if requested:
+            parts.append(f"more demographics requested: {', '.join(filter(None, requested))}")
+    for detail in message.iterfind(f"{h}acknowledgement/{h}acknowledgementDetail"):
+        code = detail.find(f"{h}code")
+        text = (detail.findtext(f"{h}text") or "").strip()
+        parts.append(" ".join(filter(None, [f"acknowledgementDetail {code.get('code')}" if code is not None else None,
+                                            f'"{text}"' if text else None])))
+    return "; ".join(p for p in parts if p)
+
+
+def registry_errors(message: etree._Element) -> str:
+    """An XDS answer's RegistryErrors in words: code, codeContext and location of each (ITI TF-3 4.2.4)."""
+    described = []
+    for error in message.iter(f"{{{RS}}}RegistryError"):
+        severity = (error.get("severity") or "").rsplit(":", 1)[-1]
+        where = f" at {error.get('location')}" if error.get("location") else ""
+        context = error.get("codeContext") or ""
+        described.append(f"{error.get('errorCode') or '?'}{where}"
+                         + (f" ({severity})" if severity and severity != "Error" else "")
+                         + (f": {context}" if context else ""))
+    return "; ".join(described)
 
 
 def _body(envelope: etree._Element) -> etree._Element:
@@ -156,8 +196,9 @@ def _body(envelope: etree._Element) -> etree._Element:
         raise DemoFailed("the answer has no SOAP Body")
     payload = body[0]
     if etree.QName(payload).localname == "Fault":
-        reason = payload.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text") or "SOAP Fault"
-        raise DemoFailed(f"SOAP Fault: {reason}")
+        reason = payload.findtext(f"{{{SOAP12}}}Reason/{{{SOAP12}}}Text") or "no reason given"
+        codes = [c.text for c in payload.iter(f"{{{SOAP12}}}Value") if c.text]
+        raise DemoFailed(f"SOAP Fault {' / '.join(codes)}: {reason}" if codes else f"SOAP Fault: {reason}")
     return payload
 
 
@@ -210,7 +251,10 @@ async def run_demo(
         response_code = code.get("code") if code is not None else "?"
         step(f"1. ITI-55 patient discovery: HTTP {response.status_code}, {ack_code}/{response_code}")
         if response_code != "OK":
-            raise DemoFailed(f"no match for this patient ({ack_code}/{response_code})")
+            reason = xcpd_reason(message)
+            if response_code == "NF":
+                raise DemoFailed(f"ITI-55: no match for this patient ({ack_code}/NF{f'; {reason}' if reason else ''})")
+            raise DemoFailed(f"ITI-55 failed ({ack_code}/{response_code}): {reason or 'no reason given'}")
         patient_id = message.find(f".//{h}subject1/{h}patient/{h}id")
         custodian = message.find(f".//{h}custodian/{h}assignedEntity/{h}id")
         if patient_id is None or custodian is None:
@@ -225,12 +269,16 @@ async def run_demo(
                                    headers={"content-type": "application/soap+xml; charset=UTF-8"})
         message = _body(soap_parts(response)[0])
         entries = message.findall(f"{{{RIM}}}RegistryObjectList/{{{RIM}}}ExtrinsicObject")
-        errors = [e.get("errorCode") for e in message.iter(f"{{{RS}}}RegistryError")]
+        errors = registry_errors(message)
         status = (message.get("status") or "").rsplit(":", 1)[-1]
         step(f"2. ITI-38 find documents: HTTP {response.status_code}, {status}, {len(entries)} document(s)"
-             + (f", errors {', '.join(filter(None, errors))}" if errors else ""))
+             + (f", errors {errors}" if errors else ""))
         if not entries:
-            raise DemoFailed("no document was offered")
+            # A plain Success without documents is how the gateway answers a record that is not shared (no
+            # consent, no GP Connect endpoint; docs/ihe.md): the reason is in its audit trail, not the answer.
+            raise DemoFailed(f"ITI-38 offered no document: {errors}" if errors else
+                             "ITI-38 offered no document and gave no error (Success with an empty list: the GP record"
+                             " is not shared, e.g. no consent or no GP Connect endpoint; the audit trail has why)")
         entry = entries[0]
         slots = {slot.get("name"): slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
                  for slot in entry.iterfind(f"{{{RIM}}}Slot")}
@@ -249,8 +297,7 @@ async def run_demo(
         message = _body(envelope_element)
         document = message.find(f"{{{XDSB}}}DocumentResponse/{{{XDSB}}}Document")
         if document is None:
-            errors = [e.get("errorCode") for e in message.iter(f"{{{RS}}}RegistryError")]
-            raise DemoFailed(f"ITI-39 returned no document ({', '.join(filter(None, errors))})")
+            raise DemoFailed(f"ITI-39 returned no document: {registry_errors(message) or 'no RegistryError given'}")
         include = document.find(f"{{{XOP}}}Include")
         if include is not None:
             ccd = attachments[include.get("href", "")[4:]]
@@ -306,7 +353,8 @@ async def embedded_xhuma(overrides: dict[str, object] | None = None) -> AsyncIte
     settings = settings_or_exit(**(overrides or {}))
     configure_logging(settings.log_level, settings.log_format)  # as `xhuma serve` does
     if not settings.uses_simulator:
-        raise fail("without --url the demo starts Xhuma on the embedded simulator; set XHUMA_PROFILE=simulator", 2)
+        raise fail("without --url the demo starts Xhuma on the embedded simulator; set XHUMA_PROFILE=simulator",
+                   EXIT_CONFIGURATION)
     application = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -347,6 +395,14 @@ def demo_demographics(nhs_number: str) -> DemographicQuery:
     )
 
 
+def _has_request(error: httpx.HTTPError) -> bool:
+    try:
+        error.request  # noqa: B018 - httpx raises RuntimeError when the error has no request
+    except RuntimeError:
+        return False
+    return True
+
+
 @app.command()
 def demo(
     nhs_number: Annotated[str, typer.Option("--nhs-number", help="patient to look up")] = DEFAULT_PATIENT,
@@ -384,6 +440,10 @@ def demo(
         asyncio.run(play())
     except DemoFailed as error:
         raise fail(f"demo stopped: {error}") from None
+    except httpx.InvalidURL as error:
+        raise fail(f"--url {url}: {error}", EXIT_USAGE) from None
     except httpx.HTTPError as error:
-        raise fail(f"demo could not reach Xhuma: {type(error).__name__}") from None
+        where = f" at {error.request.url}" if _has_request(error) else ""
+        cause = str(error).splitlines()[0] if str(error) else "no answer"
+        raise fail(f"demo could not reach Xhuma{where}: {type(error).__name__}: {cause}") from None
     typer.echo("done: the EHR found the patient, listed the GP record and retrieved the CCD")

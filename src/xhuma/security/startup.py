@@ -1,7 +1,7 @@
 """Start-up refusal: the strict profiles (int, dep, live) need every access-security control configured.
 
 ``security_problems(settings)`` lists one line per missing or broken item; ``check_startup`` raises
-``InsecureConfiguration`` (a ``ConfigurationError``) carrying them. The CLI prints each line and exits 2.
+``InsecureConfiguration`` (a ``ConfigurationError``) carrying them. The CLI prints each line and exits 3.
 """
 
 from __future__ import annotations

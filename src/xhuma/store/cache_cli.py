@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from xhuma.audit import Auditor, audit_key
-from xhuma.cli import app, fail, settings_or_exit
+from xhuma.cli import EXIT_CONFIGURATION, app, fail, settings_or_exit
 from xhuma.config import ConfigurationError, Settings
 from xhuma.errors import AuditUnavailable, CacheError
 from xhuma.nhs.nhs_number import is_valid_nhs_number, normalise
@@ -32,7 +32,7 @@ def _open_cache(settings: Settings, keyring: CacheKeyring) -> EncryptedCache:
     if not settings.redis_url:
         raise fail(
             "XHUMA_REDIS_URL is unset: the cache is in-process, inside the running server, and empties when it"
-            " restarts", 2)
+            " restarts", EXIT_CONFIGURATION)
     # Not wrapped in ResilientCache: a purge that cannot reach Redis must fail loudly, not report zero.
     inner = RedisCache(
         settings.redis_url, namespace=settings.redis_namespace, timeout_seconds=max(settings.redis_timeout_seconds, 5)
@@ -67,11 +67,11 @@ def purge(
     if nhs_number is not None and settings.cache_keys is None:
         # The server's ephemeral key is unknown here: neither its patient hash nor its values can be computed.
         raise fail("XHUMA_CACHE_KEYS is unset (ephemeral key in the server): purge by patient is impossible; use --all",
-                   2)
+                   EXIT_CONFIGURATION)
     try:
         keyring = CacheKeyring.from_settings(settings)
     except ConfigurationError as error:
-        raise fail(f"configuration error: {error}", 2) from None
+        raise fail(f"configuration error: {error}", EXIT_CONFIGURATION) from None
     cache = _open_cache(settings, keyring)
     if purge_everything and not yes:
         typer.confirm(f"Delete every cached entry under namespace '{settings.redis_namespace}'?", abort=True)
