@@ -16,7 +16,7 @@ from xhuma.nhs.gpconnect import breaker_endpoint
 from xhuma.nhs.pds import PdsFhirClient
 from xhuma.nhs.simulator.patients import DEMO_PATIENT, Fault, fault_patient
 from xhuma.nhs.simulator.records import SimulatorData
-from xhuma.nhs.transport import BreakerState
+from xhuma.nhs.transport import BreakerRegistry, BreakerState
 from xhuma.ports import PdsPatient, SdsRoute, StructuredRecord
 from xhuma.web.api import breaker_status
 
@@ -204,3 +204,25 @@ async def test_a_call_sent_before_the_breaker_opened_cannot_keep_it_open(
         await slow  # its read timeout, after the breaker's reset period
     # Its failure belongs to the closed breaker it was admitted by: the breaker is half-open, not opened again.
     assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_the_registry_is_bounded_and_drops_idle_closed_breakers_first() -> None:
+    now = [0.0]
+    registry = BreakerRegistry("gpconnect", failure_threshold=2, reset_seconds=30, max_endpoints=3, idle_seconds=60,
+                               clock=lambda: now[0])
+    failing = registry.breaker("A00001/1")
+    for patient in ("p1", "p2"):
+        failing.admit(patient).failure()
+    registry.breaker("A00002/2").admit("p3").failure()  # closed, one failure
+    registry.breaker("A00003/3")
+    registry.breaker("A00004/4")  # over the bound: the least recently used closed breaker goes, never the open one
+    assert sorted(item.endpoint for item in registry.snapshot(include_closed=True)) == [
+        "A00001/1", "A00003/3", "A00004/4"]
+    assert failing.state is BreakerState.OPEN
+    now[0] += 61  # A00003 and A00004 idle and closed: expired when the registry next grows
+    registry.breaker("A00005/5")
+    assert sorted(item.endpoint for item in registry.snapshot(include_closed=True)) == ["A00001/1", "A00005/5"]
+    assert registry.counts() == {"closed": 1, "open": 0, "half-open": 1}
+    registry.breaker("A00005/5").admit("p4").failure()
+    now[0] += 61
+    assert registry.breaker("A00005/5").failures == 0  # an old failure says nothing about now

@@ -272,12 +272,16 @@ class BreakerRegistry:
 
     def _prune(self) -> None:
         now = self._clock()
-        # Expired: the least recently used breakers, closed and idle (a fresh one would behave the same).
-        while len(self._breakers) > 1:
-            oldest = next(iter(self._breakers.values()))
-            if oldest.state is not BreakerState.CLOSED or now - oldest.last_used < self.idle_seconds:
+        # Expired: closed breakers idle for idle_seconds (a fresh one would behave the same). The registry is in order
+        # of last use, so the scan stops at the first one used since.
+        expired = []
+        for key, item in self._breakers.items():
+            if now - item.last_used < self.idle_seconds:
                 break
-            self._breakers.popitem(last=False)
+            if item.state is BreakerState.CLOSED and not item.probing:
+                expired.append(key)
+        for key in expired:
+            del self._breakers[key]
         if len(self._breakers) <= self.max_endpoints:
             return
         closed = next((key for key, item in self._breakers.items()
