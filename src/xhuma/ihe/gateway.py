@@ -150,23 +150,8 @@ class IheGateway:
         answer: faults.XcpdAnswer | None = None
         practice_name: str | None = None
         try:
-            if query.response_priority == "D":
-                raise errors.UnsupportedProcessingMode()
-            if len(query.nhs_numbers) > 1:
-                raise errors.DemographicsMismatch(detail="SeveralNhsNumbers")
-            if query.nhs_numbers:
-                found = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
-            elif query.nhs_number_sent:  # an empty NHS number: invalid, never replaced by a search's answer
-                raise errors.InvalidNhsNumber()
-            else:  # no NHS number (a partner's own MRN, or none): a PDS demographic search (docs/ihe.md)
-                found = await self.records.discover_by_demographics(query.demographics)
-                named = resource_nhs_number(caller.resource_id) if caller.verified else None
-                if named is not None and normalise(named) != found.nhs_number:
-                    # The assertion is about another patient than the one the demographics found: disclose nothing.
-                    raise errors.DemographicsMismatch(detail="ResourceIdNamesAnotherPatient")
-            if found.gp_ods_code:
-                practice_name = await self.records.practice_name(found.gp_ods_code)
-            patient = found  # only now: an error above must never leave a patient to disclose
+            # Assigned only once every check has passed: an error must never leave a patient to disclose.
+            patient, practice_name = await self._discover(query, caller)
         except Exception as error:
             answer = faults.xcpd_answer(error)
             if not isinstance(error, errors.XhumaError):
@@ -191,6 +176,27 @@ class IheGateway:
         response = xcpd.build_response(query, self.responder, patient=patient, practice_name=practice_name,
                                        error=answer)
         return self._reply(xcpd.ACTION_RESPONSE, response, message_id)
+
+    async def _discover(
+        self, query: xcpd.PatientDiscoveryRequest, caller: CallerIdentity
+    ) -> tuple[PdsPatient, str | None]:
+        """The patient an ITI-55 query names and its practice's name, or the error that answers it."""
+        if query.response_priority == "D":
+            raise errors.UnsupportedProcessingMode()
+        if len(query.nhs_numbers) > 1:
+            raise errors.DemographicsMismatch(detail="SeveralNhsNumbers")
+        if query.nhs_numbers:
+            patient = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
+        elif query.nhs_number_sent:  # an empty NHS number: invalid, never replaced by a search's answer
+            raise errors.InvalidNhsNumber()
+        else:  # no NHS number (a partner's own MRN, or none): a PDS demographic search (docs/ihe.md)
+            patient = await self.records.discover_by_demographics(query.demographics)
+            named = resource_nhs_number(caller.resource_id) if caller.verified else None
+            if named is not None and normalise(named) != patient.nhs_number:
+                # The assertion is about another patient than the one the demographics found: disclose nothing.
+                raise errors.DemographicsMismatch(detail="ResourceIdNamesAnotherPatient")
+        practice = await self.records.practice_name(patient.gp_ods_code) if patient.gp_ods_code else None
+        return patient, practice
 
     # --- ITI-38 ----------------------------------------------------------------------------------------------
     async def query(self, body: bytes, content_type: str | None, client: ClientInfo) -> SoapResponse:

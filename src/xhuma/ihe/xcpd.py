@@ -58,6 +58,52 @@ def _find(element: etree._Element, path: str) -> etree._Element | None:
     return element.find(path.replace("hl7:", H))
 
 
+@dataclass(slots=True)
+class _Identifiers:
+    nhs_numbers: list[str] = field(default_factory=list)
+    others: list[tuple[str, str]] = field(default_factory=list)
+    nhs_number_sent: bool = False
+
+
+def _identifiers(parameters: etree._Element) -> _Identifiers:
+    """Every livingSubjectId/value: one or many elements, one or many values each (LESSONS 1)."""
+    found = _Identifiers()
+    for value in parameters.iterfind(f"{H}livingSubjectId/{H}value"):
+        root, extension = (value.get("root") or "").strip(), (value.get("extension") or "").strip()
+        if root == NHS_NUMBER_OID:
+            found.nhs_number_sent = True
+            number = normalise(extension)  # any whitespace or hyphens, as validation does
+            if extension and number not in found.nhs_numbers:
+                found.nhs_numbers.append(number)
+        elif root and extension and (root, extension) not in found.others:
+            found.others.append((root, extension))
+    return found
+
+
+def _text(element: etree._Element | None) -> str | None:
+    return (element.text or "").strip() or None if element is not None else None
+
+
+def _attribute(element: etree._Element | None, name: str) -> str | None:
+    return (element.get(name) or "").strip() or None if element is not None else None
+
+
+def _demographics(parameters: etree._Element) -> DemographicQuery:
+    name = _find(parameters, "hl7:livingSubjectName/hl7:value")
+    families = [text for text in (_text(f) for f in name.iterfind(f"{H}family")) if text] if name is not None else []
+    given = tuple(text for text in (_text(g) for g in name.iterfind(f"{H}given")) if text) if name is not None else ()
+    family = families[0] if families else None
+    birth_date = _attribute(_find(parameters, "hl7:livingSubjectBirthTime/hl7:value"), "value")
+    gender = _attribute(_find(parameters, "hl7:livingSubjectAdministrativeGender/hl7:value"), "code")
+    telecom = tuple(value for value in (_attribute(v, "value") for v in parameters.iterfind(
+        f"{H}patientTelecom/{H}value")) if value)
+    return DemographicQuery(
+        family=family, given=given, birth_date=birth_date[:8] if birth_date else None,
+        gender=gender.upper() if gender else None,
+        postcode=_text(_find(parameters, "hl7:patientAddress/hl7:value/hl7:postalCode")), telecom=telecom,
+    )
+
+
 def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
     if body.tag != f"{H}PRPA_IN201305UV02":
         raise sender_fault("The ITI-55 body must be a PRPA_IN201305UV02 message")
@@ -65,43 +111,7 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
     if query is None:
         raise sender_fault("The ITI-55 message has no queryByParameter")
     parameters = _find(query, "hl7:parameterList")
-    nhs_numbers: list[str] = []
-    nhs_number_sent = False
-    other_ids: list[tuple[str, str]] = []
-    postcode = None
-    telecom: list[str] = []
-    family = None
-    given: list[str] = []
-    birth_date = None
-    gender = None
-    if parameters is not None:
-        # Every livingSubjectId/value: one or many elements, one or many values each (LESSONS 1).
-        for value in parameters.iterfind(f"{H}livingSubjectId/{H}value"):
-            nhs_number_sent = nhs_number_sent or (value.get("root") or "").strip() == NHS_NUMBER_OID
-            if (value.get("root") or "").strip() == NHS_NUMBER_OID and (value.get("extension") or "").strip():
-                number = normalise(value.get("extension", ""))  # any whitespace or hyphens, as validation does
-                if number not in nhs_numbers:
-                    nhs_numbers.append(number)
-            elif (value.get("root") or "").strip() and (value.get("extension") or "").strip():
-                other = ((value.get("root") or "").strip(), (value.get("extension") or "").strip())
-                if other not in other_ids:
-                    other_ids.append(other)
-        name = _find(parameters, "hl7:livingSubjectName/hl7:value")
-        if name is not None:
-            family = next((text for text in (f.text for f in name.iterfind(f"{H}family")) if text and text.strip()),
-                          None)
-            given = [g.text.strip() for g in name.iterfind(f"{H}given") if g.text and g.text.strip()]
-        birth = _find(parameters, "hl7:livingSubjectBirthTime/hl7:value")
-        if birth is not None and birth.get("value"):
-            birth_date = birth.get("value", "").strip()[:8]
-        gender_value = _find(parameters, "hl7:livingSubjectAdministrativeGender/hl7:value")
-        if gender_value is not None and gender_value.get("code"):
-            gender = gender_value.get("code", "").strip().upper()
-        postal = _find(parameters, "hl7:patientAddress/hl7:value/hl7:postalCode")
-        if postal is not None and postal.text and postal.text.strip():
-            postcode = postal.text.strip()
-        telecom = [v.get("value", "").strip() for v in parameters.iterfind(f"{H}patientTelecom/{H}value")
-                   if v.get("value", "").strip()]
+    identifiers = _identifiers(parameters) if parameters is not None else _Identifiers()
     priority = _find(query, "hl7:responsePriorityCode")
     processing = _find(body, "hl7:processingCode")
     return PatientDiscoveryRequest(
@@ -113,13 +123,10 @@ def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
         query_by_parameter=query,
         query_id=_find(query, "hl7:queryId"),
         response_priority=priority.get("code") if priority is not None else None,
-        nhs_numbers=nhs_numbers,
-        demographics=DemographicQuery(
-            family=family.strip() if family else None, given=tuple(given), birth_date=birth_date, gender=gender,
-            postcode=postcode, telecom=tuple(telecom),
-        ),
-        other_ids=other_ids,
-        nhs_number_sent=nhs_number_sent,
+        nhs_numbers=identifiers.nhs_numbers,
+        demographics=_demographics(parameters) if parameters is not None else DemographicQuery(),
+        other_ids=identifiers.others,
+        nhs_number_sent=identifiers.nhs_number_sent,
     )
 
 
@@ -191,20 +198,8 @@ def build_response(
     _sub(control, "code", code="PRPA_TE201306UV02", codeSystem=INTERACTION_ROOT)
     if patient is not None and not is_error:
         _registration_event(control, patient, responder, practice_name, request.other_ids)
-    if is_error and error is not None and error.xcpd_code:
-        # ITI TF-2 3.55.4.2.2.7: the XCPD error code in reasonOf/detectedIssueEvent/mitigatedBy.
-        issue = _detected_issue(control)
-        mitigated = _sub(issue, "mitigatedBy", typeCode="MITGT")
-        management = _sub(mitigated, "detectedIssueManagement", classCode="ACT", moodCode="EVN")
-        _sub(management, "code", code=error.xcpd_code, codeSystem=XCPD_ERROR_CODES)
-    elif error is not None and error.no_match and error.requested:
-        # ITI TF-2 3.55.4.2.2.6: the attributes that would single the patient out, each in
-        # reasonOf/detectedIssueEvent/triggerFor/actOrderRequired/code.
-        issue = _detected_issue(control)
-        for attribute in error.requested:
-            trigger = _sub(issue, "triggerFor", typeCode="TRIG")
-            order = _sub(trigger, "actOrderRequired", classCode="ACT", moodCode="RQO")
-            _sub(order, "code", code=attribute, codeSystem=MORE_ATTRIBUTES_REQUESTED_CODES)
+    if error is not None:
+        _reason_of(control, error)
     query_ack = _sub(control, "queryAck")
     _copy_ii(query_ack, "queryId", request.query_id)
     _sub(query_ack, "statusCode", code="aborted" if is_error else "deliveredResponse")
@@ -212,6 +207,23 @@ def build_response(
     _sub(query_ack, "queryResponseCode", code=response_code)
     control.append(copy.deepcopy(request.query_by_parameter))  # the echoed queryByParameter
     return message
+
+
+def _reason_of(control: etree._Element, error: XcpdAnswer) -> None:
+    if not error.no_match and error.xcpd_code:
+        # ITI TF-2 3.55.4.2.2.7: the XCPD error code in reasonOf/detectedIssueEvent/mitigatedBy.
+        issue = _detected_issue(control)
+        mitigated = _sub(issue, "mitigatedBy", typeCode="MITGT")
+        management = _sub(mitigated, "detectedIssueManagement", classCode="ACT", moodCode="EVN")
+        _sub(management, "code", code=error.xcpd_code, codeSystem=XCPD_ERROR_CODES)
+    elif error.no_match and error.requested:
+        # ITI TF-2 3.55.4.2.2.6: the attributes that would single the patient out, each in
+        # reasonOf/detectedIssueEvent/triggerFor/actOrderRequired/code.
+        issue = _detected_issue(control)
+        for attribute in error.requested:
+            trigger = _sub(issue, "triggerFor", typeCode="TRIG")
+            order = _sub(trigger, "actOrderRequired", classCode="ACT", moodCode="RQO")
+            _sub(order, "code", code=attribute, codeSystem=MORE_ATTRIBUTES_REQUESTED_CODES)
 
 
 def _detected_issue(control: etree._Element) -> etree._Element:

@@ -158,19 +158,30 @@ def _postcode_factor(wanted: str, addresses: Iterable[Mapping[str, Any]]) -> flo
     return 1.0 if key in codes else 0.0
 
 
-def score(search: Search, resource: Mapping[str, Any]) -> float:
-    """How well the PDS record matches the search (0.0: not a match)."""
-    if resource.get("birthDate") != search.birth_date:
-        return 0.0
+def _name_factors(search: Search, resource: Mapping[str, Any]) -> list[float]:
     names, old_names = _current_and_previous(resource.get("name") or [])
     factors = [_best(_text_factor(search.family, [str(n.get("family") or "") for n in names], search.fuzzy),
                      _text_factor(search.family, [str(n.get("family") or "") for n in old_names], search.fuzzy),
                      search.history)]
+    current = [str(g) for n in names for g in n.get("given") or []]
+    previous = [str(g) for n in old_names for g in n.get("given") or []]
     for given in search.given:
-        current = [str(g) for n in names for g in n.get("given") or []]
-        previous = [str(g) for n in old_names for g in n.get("given") or []]
         factors.append(_best(_text_factor(given, current, search.fuzzy), _text_factor(given, previous, search.fuzzy),
                              search.history))
+    return factors
+
+
+def _telecom_factor(wanted: str, telecom: Iterable[Mapping[str, Any]], system: str) -> float:
+    if system == "phone":
+        digits = re.sub(r"\D", "", wanted)
+        return 1.0 if any(item.get("system") == "phone" and re.sub(r"\D", "", str(item.get("value"))) == digits
+                          for item in telecom) else 0.0
+    return 1.0 if any(item.get("system") == "email" and str(item.get("value")).lower() == wanted.lower()
+                      for item in telecom) else 0.0
+
+
+def _contact_factors(search: Search, resource: Mapping[str, Any]) -> list[float]:
+    factors = []
     if search.gender:
         factors.append(1.0 if resource.get("gender") == search.gender else 0.0)
     if search.postcode:
@@ -179,14 +190,18 @@ def score(search: Search, resource: Mapping[str, Any]) -> float:
                              _postcode_factor(search.postcode, old_addresses), search.history))
     telecom = [item for item in resource.get("telecom") or [] if not (item.get("period") or {}).get("end")]
     if search.phone:
-        wanted = re.sub(r"\D", "", search.phone)
-        factors.append(1.0 if any(item.get("system") == "phone" and re.sub(r"\D", "", str(item.get("value")))
-                                  == wanted for item in telecom) else 0.0)
+        factors.append(_telecom_factor(search.phone, telecom, "phone"))
     if search.email:
-        factors.append(1.0 if any(item.get("system") == "email" and str(item.get("value")).lower()
-                                  == search.email.lower() for item in telecom) else 0.0)
+        factors.append(_telecom_factor(search.email, telecom, "email"))
+    return factors
+
+
+def score(search: Search, resource: Mapping[str, Any]) -> float:
+    """How well the PDS record matches the search (0.0: not a match): the product of one factor per parameter."""
+    if resource.get("birthDate") != search.birth_date:
+        return 0.0
     result = 1.0
-    for factor in factors:
+    for factor in _name_factors(search, resource) + _contact_factors(search, resource):
         result *= factor
     return round(result, 4)
 
