@@ -1,4 +1,4 @@
-"""Command line: ``xhuma serve | config show | db upgrade | convert | validate | demo | simulate | cache``.
+"""Command line: ``xhuma serve | config show | db upgrade | convert | validate | demo | simulate | cache | audit``.
 
 Sub-commands of the other capabilities are registered from their own modules at the bottom of this file.
 Every failure is one line on stderr and an exit status of the table below (README, Command line); never a traceback.
@@ -210,5 +210,6 @@ for _module in (
     "xhuma.ihe.demo",  # xhuma demo
     "xhuma.nhs.cli",  # xhuma simulate
     "xhuma.store.cache_cli",  # xhuma cache purge | new-key
+    "xhuma.store.audit_cli",  # xhuma audit export | prune
 ):
     importlib.import_module(_module)

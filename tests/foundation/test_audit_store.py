@@ -34,7 +34,7 @@ async def test_migration_creates_audit_event_table_at_head(store: SqlAuditStore)
     async with store.engine.connect() as connection:
         version = (await connection.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one()
         columns = await connection.run_sync(lambda c: [col["name"] for col in sa.inspect(c).get_columns("audit_event")])
-    assert version == "0002"
+    assert version == "0003"
     assert {"occurred_at", "transaction", "outcome", "patient_pseudonym", "document_unique_id"} <= set(columns)
 
 

@@ -65,7 +65,7 @@ def test_two_db_upgrades_at_once_on_a_fresh_postgresql_database_both_succeed(
     for returncode, stdout, stderr in results:
         assert returncode == 0, stderr[-2000:]
         assert "latest revision" in stdout
-    assert asyncio.run(schema_revision(fresh_database)) == ("0002", 0)
+    assert asyncio.run(schema_revision(fresh_database)) == ("0003", 0)
 
 
 def ready(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
