@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +24,7 @@ from xhuma.config import Settings, load_settings
 from xhuma.ihe.endpoints import SOAP_PATHS, SoapEndpoints
 from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
 from xhuma.ports import Cache, GpConnectClient, PdsClient, SdsClient
+from xhuma.security.admin import require_admin
 from xhuma.store.audit import SqlAuditStore
 from xhuma.store.cache import STALL_CAP_FACTOR, MemoryCache, RedisCache, ResilientCache
 from xhuma.store.crypto import CacheKeyring, EncryptedCache
@@ -262,7 +263,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             log.info("xhuma_stopping")
 
-    app = XhumaApp(title="Xhuma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # The API description names every admin route and parameter: not for anonymous callers (issue 16). FastAPI's
+    # own public /openapi.json is off; the same document is served below behind the admin authentication.
+    app = XhumaApp(title="Xhuma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                   openapi_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     from xhuma.web import mount as mount_web
@@ -274,6 +278,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The SOAP endpoints compress their own answers; the console, /api and /metrics go through this.
     app.add_middleware(GzipMiddleware, policy=GzipPolicy.from_settings(settings))
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_admin)])
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
