@@ -5,6 +5,8 @@
   const PAGE = 25;
   let offset = 0;
   let total = 0;
+  let reasons = {};  // code -> sentence (/api/reasons)
+  let shownEvent = null;
   const $ = (id) => document.getElementById(id);
 
   function token() { return sessionStorage.getItem(KEY) || ""; }
@@ -98,6 +100,10 @@
     if ($("f-until").value) { body.until = new Date($("f-until").value).toISOString(); }
     const nhs = $("f-nhs").value.replace(/\s/g, "");
     if (nhs) { body.nhs_number = nhs; }
+    [["f-message", "message_id"], ["f-document", "document_unique_id"], ["f-error", "error_code"]].forEach(([id, name]) => {
+      const value = $(id).value.trim();
+      if (value) { body[name] = value; }
+    });
     return body;
   }
 
@@ -112,14 +118,127 @@
       [e.patient_pseudonym ? e.patient_pseudonym.slice(0, 16) + "…" : "", "mono"],
       [e.document_unique_id, "mono"], [e.message_id || e.trace_id, "mono"],
     ]));
+    // Each row opens the event with every field (click, or Enter when focused).
+    $("audit").querySelectorAll("tbody tr").forEach((tr, index) => {
+      tr.tabIndex = 0;
+      tr.addEventListener("click", () => openEvent(page.items[index]));
+      tr.addEventListener("keydown", (event) => { if (event.key === "Enter") { openEvent(page.items[index]); } });
+    });
     $("page-info").textContent = total ? (offset + 1) + "–" + (offset + page.items.length) + " of " + total : "no events";
     $("prev").disabled = offset === 0;
     $("next").disabled = page.next_offset === null;
   }
 
+  // The failure reason in words: the error code's sentence, then the reason's when it says more.
+  function inWords(e) {
+    const said = [e.error_code, e.reason].filter((code, i, all) => code && reasons[code] && all.indexOf(code) === i)
+      .map((code) => code + ": " + reasons[code]);
+    return said.join(" ");
+  }
+
+  function shown(value) {
+    if (value === null || value === undefined || value === "") { return null; }
+    return typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+
+  function openEvent(e) {
+    shownEvent = e;
+    $("event-card").hidden = false;
+    $("event-title").textContent = [e.transaction, e.outcome, (e.occurred_at || "").replace("T", " ").slice(0, 19)].join(" · ");
+    const words = inWords(e);
+    $("event-reason").textContent = words || (e.outcome === "success" ? "Completed." : "");
+    definitions($("event"), Object.keys(e).map((key) => [key, shown(e[key])]).filter(([, value]) => value !== null));
+    $("open-exchange").disabled = !(e.trace_id || e.request_id);
+    $("open-document").disabled = !e.document_unique_id;
+    $("event-card").scrollIntoView({ block: "start" });
+  }
+
+  async function openExchange(e) {
+    const id = e.trace_id || e.request_id;
+    const x = await api("/api/exchanges/" + encodeURIComponent(id) + "?around=" + encodeURIComponent(e.occurred_at));
+    $("exchange-card").hidden = false;
+    $("exchange-title").textContent = x.total + " events" + (x.trace_ids.length ? " · trace " + x.trace_ids.join(", ") : "");
+    const box = $("exchange");
+    box.replaceChildren();
+    x.requests.forEach((group) => {
+      const h = document.createElement("h3");
+      h.textContent = "Request " + group.request_id;
+      const wrap = document.createElement("div");
+      wrap.className = "table-scroll";
+      const table = document.createElement("table");
+      table.className = "exchange";
+      const head = document.createElement("thead");
+      const hr = document.createElement("tr");
+      ["Time (UTC)", "Transaction", "Outcome", "Took", "Reason", "Spine trace / Ssp", "Message / document"].forEach((t) => {
+        const th = document.createElement("th"); th.textContent = t; hr.appendChild(th);
+      });
+      head.appendChild(hr);
+      table.append(head, document.createElement("tbody"));
+      wrap.appendChild(table);
+      box.append(h, wrap);
+      fill(table, group.events.map((ev) => [
+        (ev.occurred_at || "").replace("T", " ").slice(11, 23), ev.transaction,
+        [ev.outcome, ev.outcome === "error" || ev.outcome === "denied" ? "bad" : null],
+        ev.duration_ms === null || ev.duration_ms === undefined ? "" : Math.round(ev.duration_ms) + " ms",
+        inWords(ev) || ev.error_code || "", [[ev.spine_trace_id, ev.ssp_from && ev.ssp_to ? ev.ssp_from + " → " + ev.ssp_to : null,
+          ev.ssp_interaction_id].filter(Boolean).join(" · "), "mono"],
+        [[ev.message_id, ev.document_unique_id].filter(Boolean).join(" · "), "mono"],
+      ]));
+    });
+    $("exchange-card").scrollIntoView({ block: "start" });
+  }
+
+  // "not mapped" and "narrative only" first: what the EHR did not receive as coded entries.
+  const OUTCOME_ORDER = { "not-mapped": 0, narrative: 1, entry: 2, supporting: 3 };
+  const OUTCOME_WORDS = { "not-mapped": "not mapped", narrative: "narrative only", entry: "coded entry", supporting: "supporting" };
+
+  async function openDocument(uniqueId) {
+    const path = "/api/documents/" + encodeURIComponent(uniqueId);
+    const response = await fetch(path + "/rendered", { headers: { Authorization: "Bearer " + token() }, cache: "no-store", credentials: "omit" });
+    if (!response.ok) { throw new Error("the document answered " + response.status + ": " + ((await response.json().catch(() => ({}))).detail || "")); }
+    // Parsed, not executed: the rendering has no script, and the page's CSP would refuse one anyway.
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const article = page.querySelector("article.cda");
+    $("document-rendered").replaceChildren(article ? document.importNode(article, true) : document.createTextNode("(empty rendering)"));
+    const report = await api(path + "/report");
+    const items = (report.resources || []).slice().sort((a, b) =>
+      (OUTCOME_ORDER[a.outcome] ?? 9) - (OUTCOME_ORDER[b.outcome] ?? 9) || String(a.resource).localeCompare(String(b.resource)));
+    const tally = {};
+    items.forEach((r) => { tally[r.outcome] = (tally[r.outcome] || 0) + 1; });
+    definitions($("report-summary"), [
+      ["Not mapped", tally["not-mapped"] || 0], ["Narrative only", tally.narrative || 0],
+      ["Coded entries", tally.entry || 0], ["Supporting", tally.supporting || 0], ["Warnings", (report.warnings || []).length],
+    ]);
+    fill($("report"), items.map((r) => [
+      [OUTCOME_WORDS[r.outcome] || r.outcome, r.outcome === "not-mapped" ? "bad" : r.outcome === "narrative" ? "warn" : null],
+      [r.resource, "mono"], r.section || "", r.reason || r.template || "",
+    ]).concat((report.warnings || []).map((w) => [["warning", "warn"], [w.resource || "", "mono"], w.section || "", w.code + ": " + w.message])));
+    $("document-title").textContent = uniqueId;
+    $("document-card").hidden = false;
+    $("document-card").scrollIntoView({ block: "start" });
+  }
+
+  async function loadUpstreams() {
+    const response = await fetch("/health/upstreams", { cache: "no-store", credentials: "omit" });
+    if (!response.ok) { return; }
+    const health = await response.json();
+    const ms = (l) => [l.p50, l.p95, l.p99].map((v) => (v === null ? "–" : v)).join(" / ");
+    const last = (e) => (e ? e.code + " at " + e.at.replace("T", " ").slice(0, 19) : "");
+    const rows = [];
+    Object.values(health.services).forEach((s) => {
+      rows.push([s.service, s.calls, [s.error_rate === null ? "–" : Math.round(s.error_rate * 100) + "%", s.errors ? "bad" : null],
+        ms(s.latency_ms), last(s.last_error), [s.breaker, s.breaker === "closed" ? "ok" : "bad"]]);
+      s.endpoints.slice(0, 5).forEach((p) => rows.push([["  " + p.endpoint, "mono"], p.calls,
+        [p.error_rate === null ? "–" : Math.round(p.error_rate * 100) + "%", p.errors ? "bad" : null], ms(p.latency_ms),
+        last(p.last_error), [p.breaker || "closed", (p.breaker || "closed") === "closed" ? "ok" : "bad"]]));
+    });
+    fill($("upstreams"), rows.length ? rows : [["(no upstream calls yet)", "", "", "", "", ""]]);
+  }
+
   async function refresh() {
     try {
-      await Promise.all([loadStatus(), loadCounters(), loadAudit()]);
+      reasons = await api("/api/reasons");
+      await Promise.all([loadStatus(), loadCounters(), loadAudit(), loadUpstreams()]);
       say("Connected. Updated " + new Date().toLocaleTimeString() + ".");
       $("main").hidden = false;
       $("logout").hidden = false;
@@ -143,8 +262,12 @@
     say("Token forgotten.");
   });
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); offset = 0; loadAudit().catch((e) => say(e.message, true)); });
+  $("open-exchange").addEventListener("click", () => { if (shownEvent) { openExchange(shownEvent).catch((e) => say(e.message, true)); } });
+  $("open-document").addEventListener("click", () => {
+    if (shownEvent && shownEvent.document_unique_id) { openDocument(shownEvent.document_unique_id).catch((e) => say(e.message, true)); }
+  });
   $("prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadAudit().catch((e) => say(e.message, true)); });
   $("next").addEventListener("click", () => { offset += PAGE; loadAudit().catch((e) => say(e.message, true)); });
   if (token()) { refresh(); } else { say("Enter the admin bearer token to connect."); }
-  setInterval(() => { if (token() && !$("main").hidden) { loadStatus().then(loadCounters).catch(() => {}); } }, 15000);
+  setInterval(() => { if (token() && !$("main").hidden) { loadStatus().then(loadCounters).then(loadUpstreams).catch(() => {}); } }, 15000);
 })();
