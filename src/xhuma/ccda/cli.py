@@ -203,5 +203,6 @@ def validate_command(
     total = valid + invalid + unreadable
     if total == 0:
         raise fail("no documents: the directories given hold no *.xml file")
-    typer.echo(f"{total} documents: {valid} valid, {invalid} invalid, {unreadable} unreadable")
+    if total > 1 or any(path.is_dir() for path in documents):  # one document's own line says it all
+        typer.echo(f"{total} documents: {valid} valid, {invalid} invalid, {unreadable} unreadable")
     raise typer.Exit(EXIT_FAILED if invalid or unreadable else EXIT_OK)
