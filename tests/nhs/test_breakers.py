@@ -8,6 +8,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from xhuma.config import Settings
@@ -226,3 +227,17 @@ def test_the_registry_is_bounded_and_drops_idle_closed_breakers_first() -> None:
     registry.breaker("A00005/5").admit("p4").failure()
     now[0] += 61
     assert registry.breaker("A00005/5").failures == 0  # an old failure says nothing about now
+
+
+async def test_the_simulator_takes_a_practice_down_and_back_over_http(nhs: Nhs, sample_data: SimulatorData) -> None:
+    # What bench/chaos.py does to a simulator in its own process.
+    assert nhs.simulator.urls is not None
+    control = f"{nhs.simulator.urls.base}/simulator/practices/{PRACTICE_B.lower()}/failure"
+    number = patients_at(sample_data, PRACTICE_B)[0]
+    async with httpx.AsyncClient() as client:
+        assert (await client.put(control, params={"status": 503})).json() == {"failing": [PRACTICE_B]}
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await record(nhs, number)
+        assert caught.value.status == 503
+        assert (await client.delete(control)).json() == {"failing": []}
+    assert (await record(nhs, number)).ods_code == PRACTICE_B
