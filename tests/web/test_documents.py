@@ -148,3 +148,20 @@ async def test_one_exchange_is_grouped_by_request_with_its_outbound_calls_and_re
     assert reasons == reason_sentences()
     assert reasons["UpstreamUnavailable"] == "An NHS service could not be reached, timed out, or is failing."
     assert reasons["XDSRegistryBusy"].startswith("The document query could not be answered now")
+
+
+async def test_purging_the_patient_removes_the_conversion_report_with_the_document(make_settings: Any) -> None:
+    from tests.support.exchange import NHS_NUMBER
+
+    from xhuma.store.keys import CacheKeys
+    from xhuma.store.purge import purge_patient
+
+    app = create_app(make_settings(admin_tokens=[TOKEN]))
+    async with app_client(app) as client:
+        exchange = await full_exchange(client)
+        runtime = app.state.runtime
+        assert await runtime.cache.strict.get(CacheKeys.document_report(exchange.unique_id)) is not None
+        await purge_patient(runtime.cache.strict, runtime.keys, NHS_NUMBER)
+        report = await client.get(f"/api/documents/{exchange.unique_id}/report", headers=AUTH)
+        left = await runtime.cache.strict.get(CacheKeys.document_report(exchange.unique_id))
+    assert report.status_code == 404 and left is None
