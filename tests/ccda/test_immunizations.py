@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from tests.ccda.conftest import converted, section, tree, xpath
+from lxml import etree
+from tests.ccda.conftest import CONTEXT, converted, load, section, tree, xpath
 
+from xhuma.ccda import convert
 from xhuma.ccda.validate import validate_bytes
 
 IMMUNISATIONS = "11369-6"
@@ -24,10 +26,17 @@ def test_not_given_carries_a_refusal_reason_with_the_snomed_reason() -> None:
     assert xpath(reason, "c:code/c:translation/@code") == ["213257006"]
 
 
-def test_unknown_vaccine_is_null_flavored_with_text() -> None:
-    document = tree(converted("gpconnect-spec/immunizations_response2"))
+def test_unknown_vaccine_without_a_vaccination_procedure_is_null_flavored_with_text() -> None:
+    source = load("gpconnect-spec/immunizations_response2")
+    for entry in source["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Immunization":
+            resource["extension"] = [e for e in resource.get("extension", [])
+                                     if not e["url"].endswith("VaccinationProcedure-1")]
+    document = etree.fromstring(convert(source, CONTEXT).xml)
     codes = xpath(section(document, IMMUNISATIONS), "//c:manufacturedMaterial/c:code")
     assert codes and all(c.get("nullFlavor") == "UNK" for c in codes)
+    assert all(xpath(c, "c:originalText") for c in codes)
 
 
 def test_dose_sequence_route_site_lot_are_structured() -> None:

@@ -16,7 +16,7 @@ from tests.ccda.crafted import (
     warnings,
 )
 
-from xhuma.ccda.observation import is_ucum
+from xhuma.ccda.ucum import is_ucum
 
 RESULTS = "30954-2"
 
@@ -70,11 +70,12 @@ def test_ucum_quantity_is_pq_with_unit_and_comparator_is_ivl_pq() -> None:
     assert_valid(conversion)
 
 
-def test_non_ucum_unit_keeps_value_as_translation_rule_6() -> None:
+def test_non_ucum_unit_keeps_its_number_with_the_unit_text_as_translation() -> None:
     odd = observation("o1", "1022541000000102", "White cell count", valueQuantity={"value": 5.7, "unit": "THOU/uL"})
     conversion, root = run(bundle(gp_list("887191000000108", _report(odd)), _report(odd), odd))
     value = root.xpath("//c:observation[c:code/@code='1022541000000102']/c:value", namespaces=NS)[0]
-    assert value.get("nullFlavor") == "OTH"
+    assert value.get("nullFlavor") is None
+    assert (value.get("value"), value.get("unit")) == ("5.7", "{THOU/uL}")
     assert value.xpath("c:translation/@value", namespaces=NS) == ["5.7"]
     assert value.xpath("c:translation/c:originalText/text()", namespaces=NS) == ["THOU/uL"]
     assert_valid(conversion)

@@ -17,6 +17,7 @@ from typing import Any, Final
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import FHIR_DATE, JSON_OBJECT, coding_display, codings, concept_text
 from xhuma.ccda.memo import memo, memo_dict
+from xhuma.ccda.ucum import quantity_unit
 from xhuma.ccda.xmlwriter import (
     Element,
     attrs_markup,
@@ -316,13 +317,12 @@ def reference_markup(reference: str, name: str = "text") -> str:
 
 
 # --- PQ ----------------------------------------------------------------------------------------------------------
-UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
 
 
 def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = None,
        inclusive: str | None = None) -> str:
-    """FHIR Quantity → PQ, written at once as markup. Non-UCUM units keep the value as a translation with
-    originalText (SPEC §8.3 rule 6). ``inclusive``: the bound of an IVL_PQ."""
+    """FHIR Quantity → PQ, written at once as markup: the number always, the unit as UCUM (``ucum.py``), a unit
+    text that has no UCUM form kept in ``translation/originalText``. ``inclusive``: the bound of an IVL_PQ."""
     attrib, inner = _pq_parts(quantity, xsi_type)
     if inclusive is not None:
         attrib["inclusive"] = inclusive
@@ -331,32 +331,24 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
 
 
 def _pq_parts(quantity: object, xsi_type: str | None) -> tuple[dict[str, str], str]:
-    """The attributes of a PQ element and its children's markup (``pq``)."""
+    """The attributes of a PQ element and its children's markup (``pq``); the unit by ``ucum.quantity_unit``."""
     attrib: dict[str, str] = {}
-    value = quantity.get("value") if isinstance(quantity, JSON_OBJECT) else None
-    number = format_number(value)
-    unit = None
-    unit_text = None
-    if isinstance(quantity, JSON_OBJECT):
-        code = quantity.get("code")
-        if quantity.get("system") == UCUM_SYSTEM and is_code(code):
-            unit = str(code)
-        unit_text = quantity.get("unit") or quantity.get("code")
-        if unit is None and isinstance(unit_text, str) and unit_text.strip() in ("1", "%"):
-            unit = unit_text.strip()
-    if number is not None and (unit is not None or not unit_text):
-        attrib["value"] = number
-        if unit is not None:
-            attrib["unit"] = unit
-    elif number is not None:
-        attrib["nullFlavor"] = "OTH"
-    else:
+    number = format_number(quantity.get("value")) if isinstance(quantity, JSON_OBJECT) else None
+    original = None
+    if number is None or not isinstance(quantity, JSON_OBJECT):
         attrib["nullFlavor"] = "UNK"
+    else:
+        attrib["value"] = number
+        unit = quantity_unit(quantity)
+        if unit.code is not None:
+            attrib["unit"] = unit.code
+        original = unit.original
     if xsi_type:
         attrib["xsi:type"] = xsi_type  # last, as set_xsi_type would add it
-    if number is not None and "nullFlavor" in attrib:
+    if original is not None and number is not None:
+        # The exact unit text beside its annotation (docs/mapping/results.md "Units").
         translation = attrs_markup({"value": number, "nullFlavor": "OTH"})
-        return attrib, f"<translation{translation}>{leaf_markup('originalText', text=unit_text)}</translation>"
+        return attrib, f"<translation{translation}>{leaf_markup('originalText', text=original)}</translation>"
     return attrib, ""
 
 

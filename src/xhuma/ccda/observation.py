@@ -1,18 +1,16 @@
 """Observations as every observation-based section writes them (results, vital signs, social history, other
-entries): the value (PQ/IVL_PQ/CD/ST/BL/INT), its text, interpretation and reference ranges, the effective time, and
-the UCUM rule (SPEC §8.3 rule 6): which unit text is sent as a PQ unit.
+entries): the value (PQ/IVL_PQ/CD/ST/BL/INT), its text, interpretation and reference ranges, the effective time. The
+unit of a PQ is decided by ``ucum.py``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, json_object, readable_date, string
 from xhuma.ccda.hl7 import cd, format_number, is_code, pq
-from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import lines_of
 from xhuma.ccda.xmlwriter import Element, el, leaf
 
@@ -30,60 +28,6 @@ INTERPRETATION_SYSTEMS = frozenset({
     "http://hl7.org/fhir/v3/ObservationInterpretation",
     "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
 })
-
-
-# --- UCUM -------------------------------------------------------------------------------------------------------
-# Laboratory systems usually send the unit text without ``system``; a unit that is a well-formed UCUM expression
-# over common atoms is sent as the PQ unit, anything else keeps SPEC §8.3 rule 6 (nullFlavor OTH + originalText).
-_UCUM_ATOMS = frozenset({
-    "m", "g", "s", "L", "l", "mol", "eq", "U", "[iU]", "[IU]", "Cel", "K", "%", "h", "min", "d", "wk", "mo", "a",
-    "Pa", "mm[Hg]", "cm[H2O]", "kat", "[degF]", "osm", "[ppm]", "[ppb]", "[drp]", "10*", "10^", "[arb'U]", "[HPF]",
-    "[LPF]", "Hz", "J", "cal", "W", "V", "A", "Ohm", "S", "t", "bar", "[pH]", "[in_i]", "[lb_av]", "[oz_av]",
-})
-
-
-_UCUM_PREFIXES = ("da", "Y", "Z", "E", "P", "T", "G", "M", "k", "h", "d", "c", "m", "u", "n", "p", "f", "a", "z", "y")
-
-
-_UCUM_COMPONENT = re.compile(r"^(?P<unit>[^{}\d+-]+|10\*|10\^)?(?P<exp>[+-]?\d+)?(?P<ann>\{[^{}]*\})?$")
-
-
-def _ucum_simple(unit: str) -> bool:
-    if unit in _UCUM_ATOMS:
-        return True
-    return any(unit.startswith(p) and unit[len(p):] in _UCUM_ATOMS and unit[len(p):] not in ("10*", "10^")
-               for p in _UCUM_PREFIXES)
-
-
-def is_ucum(unit: object) -> bool:
-    """Whether ``unit`` is a well-formed UCUM expression (``.``/``/`` products of optionally prefixed common
-    atoms with exponents, numeric factors and ``{annotations}``)."""
-    return isinstance(unit, str) and _is_ucum(unit)
-
-
-@memo(maxsize=1024)  # a record repeats a few dozen units
-def _is_ucum(unit: str) -> bool:
-    if not unit or any(c.isspace() for c in unit) or "(" in unit:
-        return False
-    for component in re.split(r"[./](?![^{]*\})", unit[1:] if unit.startswith("/") else unit):
-        if component.isdigit():
-            continue
-        match = _UCUM_COMPONENT.match(component)
-        if match is None or not (match.group("unit") or match.group("ann")):
-            return False
-        if match.group("unit") and not _ucum_simple(match.group("unit")):
-            return False
-    return True
-
-
-def ucum_quantity(quantity: object) -> object:
-    """A Quantity whose unit text is valid UCUM gains ``system``/``code`` so ``pq`` writes it as the unit."""
-    if not isinstance(quantity, JSON_OBJECT) or quantity.get("system") == "http://unitsofmeasure.org":
-        return quantity
-    unit = quantity.get("code") if is_ucum(quantity.get("code")) else quantity.get("unit")
-    if is_ucum(unit):
-        return {**quantity, "system": "http://unitsofmeasure.org", "code": unit}
-    return quantity
 
 
 # --- values shared by every observation-based section -------------------------------------------------------------
@@ -166,10 +110,10 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
         if comparator is not None and format_number(quantity.get("value")) is not None:
             value = el(parent, "value", _XSI_IVL_PQ)
-            pq(value, comparator[0], ucum_quantity({k: v for k, v in quantity.items() if k != "comparator"}),
+            pq(value, comparator[0], {k: v for k, v in quantity.items() if k != "comparator"},
                inclusive=comparator[1])
             return value
-        return pq(parent, "value", ucum_quantity(quantity), xsi_type="PQ")
+        return pq(parent, "value", quantity, xsi_type="PQ")
     concept = observation.get("valueCodeableConcept")
     if isinstance(concept, JSON_OBJECT):
         return cd(parent, "value", concept, reference=reference, xsi_type="CD")
@@ -183,7 +127,7 @@ def write_value(parent: Element, observation: Resource, reference: str | None = 
         value = el(parent, "value", _XSI_IVL_PQ)
         for side in ("low", "high"):
             if isinstance(value_range.get(side), JSON_OBJECT):
-                pq(value, side, ucum_quantity(value_range[side]))
+                pq(value, side, value_range[side])
         return value
     text = value_text(observation)
     if text:
@@ -250,7 +194,7 @@ def write_reference_ranges(parent: Element, observation: Resource) -> None:
                 merged = dict(quantity)
                 if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
                     merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
-                pq(value, name, ucum_quantity(merged))
+                pq(value, name, merged)
         else:
             el(observation_range, "value", _XSI_ST, text=text or "")
 
@@ -262,13 +206,18 @@ def sct_codes(concept: object) -> list[str]:
 
 
 def uncategorised_observations(state: ConversionState) -> list[Resource]:
-    """Observations of uncategorised data: members of the uncategorised List(s) and of the consultation topic
-    and heading Lists (consultation content is uncategorised data too), de-duplicated, in bundle order of Lists.
-    Unresolvable members are reported by uncategorised.py / notes.py, not here."""
+    """Observations of uncategorised data: members of the uncategorised List(s), of the consultation topic
+    and heading Lists (consultation content is uncategorised data too) and of the secondary Lists of uncategorised
+    data (``problems-uncategorised-data-related-to-problems``: some records send their uncategorised data only
+    there), de-duplicated, in bundle order of Lists. Unresolvable members are reported by uncategorised.py /
+    notes.py, not here."""
     index = state.index
     seen: set[int] = set()
     found: list[Resource] = []
-    lists = [*index.lists(T.LIST_UNCATEGORISED), *index.lists(T.LIST_TOPIC), *index.lists(T.LIST_HEADING)]
+    secondary = [lst for lst in index.secondary_lists()
+                 if any("-uncategorised-data-" in code for code in index.list_codes(lst))]
+    lists = [*index.lists(T.LIST_UNCATEGORISED), *index.lists(T.LIST_TOPIC), *index.lists(T.LIST_HEADING),
+             *secondary]
     for lst in lists:
         members, _ = index.list_members(lst)
         for member in members:

@@ -46,6 +46,8 @@ class Notice:
 
     text: str
     kind: str  # "warning" | "note" | "empty" | "disabled"
+    subject: str = ""  # the List's title, for a warning ("text" then starts with it)
+    message: str = ""  # a warning's text without the title (the provenance section counts repeats of it)
 
 
 @dataclass(slots=True)
@@ -183,7 +185,7 @@ class SectionWriter:
         ]
         for code in warnings:
             text = T.LIST_WARNING_TEXT.get(code, f"GP Connect warning '{code}'.")
-            self._notice(f"{title}: {text}", "warning")
+            self._notice(f"{title}: {text}", "warning", title, text)
         if note_text:
             self._notice(f"{title}: {note_text}", "note")
         empty = lst.get("emptyReason")
@@ -191,8 +193,8 @@ class SectionWriter:
             reason = concept_text(empty, "no reason given")
             self._notice(f"{title}: the GP system returned no entries ({reason}).", "empty")
 
-    def _notice(self, text: str, kind: str) -> None:
-        notice = Notice(text, kind)
+    def _notice(self, text: str, kind: str, subject: str = "", message: str = "") -> None:
+        notice = Notice(text, kind, subject, message)
         if notice not in self.notices:
             self.notices.append(notice)
             if kind == "warning":

@@ -126,8 +126,13 @@ class ImmunizationActivity:
         self.section.template(product, T.IMMUNIZATION_MEDICATION_INFORMATION)
         material = el(product, "manufacturedMaterial")
         vaccine = self.immunization.get("vaccineCode")
-        if _is_null_flavor(vaccine) or not codings(vaccine):
-            # Unknown product (UNK in GP Connect): nullFlavor with the GP's text (SPEC §8.4.4).
+        procedure = mapping(extension(self.immunization, "VaccinationProcedure-1")).get("valueCodeableConcept")
+        if (_is_null_flavor(vaccine) or not codings(vaccine)) and codings(procedure):
+            # No product code (UNK in GP Connect): the vaccination procedure (e.g. "Second pneumococcal
+            # vaccination") identifies the vaccine where consumers read it, manufacturedMaterial/code (issue 13).
+            cd(material, "code", procedure, reference=vaccine_ref)
+        elif _is_null_flavor(vaccine) or not codings(vaccine):
+            # Unknown product and no procedure: nullFlavor with the GP's text (SPEC §8.4.4).
             code = null(material, "code", "UNK")
             text = concept_text(vaccine) if isinstance(vaccine, JSON_OBJECT) else ""
             if vaccine_ref:

@@ -34,7 +34,7 @@ from xhuma.ccda.hl7 import (
     fixed_code,
     format_number,
     ivl_ts,
-    reference_markup,
+    pq,
     template_id,
     text_reference,
 )
@@ -42,6 +42,7 @@ from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.ucum import UCUM_SYSTEM
 from xhuma.ccda.xmlwriter import (
     SLOT,
     Element,
@@ -52,6 +53,8 @@ from xhuma.ccda.xmlwriter import (
     inner_markup,
     leaf,
     leaf_markup,
+    markup,
+    one_attr,
     set_xsi_type,
 )
 
@@ -118,6 +121,15 @@ def _orphan_requests(section: SectionWriter) -> None:
         if section.report.outcome_of(key) is None:
             section.report.record(key, "Medication", "not-mapped", reason="medication definition that no "
                                   "medication statement or prescription refers to; nothing clinical to show")
+
+
+def supply_quantity(quantity: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The dispense quantity with its unit text: GP Connect puts the unit ("tablet", "pack of 40 gram(s)") in the
+    MedicationQuantityText extension; ``pq`` writes it as UCUM or keeps the text (ucum.py)."""
+    text = string(mapping(extension(quantity, "MedicationQuantityText-1")).get("valueString"))
+    if text is None or (quantity.get("system") == UCUM_SYSTEM and string(quantity.get("code"))):
+        return quantity
+    return {"value": quantity.get("value"), "unit": text}
 
 
 @memo()
@@ -302,8 +314,10 @@ class MedicationActivity:
     # built once with the builders (``_free_text_sig_frame``, ``_instruction_frame``, ``_supply_order_frame``,
     # ``_product_frame``), then written as markup around that part.
     def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
+        """The dosage text as literal text (what consumers read) and its narrative reference (issue 13)."""
         head, tail = _free_text_sig_frame()
-        fragment(activity, head + reference_markup(sig_ref) + tail)
+        sig_text = string(self.dosage.get("text")) or ""
+        fragment(activity, f"{head}<text>{markup(sig_text)}<reference{one_attr('value', sig_ref)}/></text>{tail}")
 
     def _instruction(self, activity: Element, instruction: str) -> None:
         head, tail = _instruction_frame()
@@ -321,15 +335,9 @@ class MedicationActivity:
         allowed_value = self.repeats_allowed
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
             leaf(supply, "repeatNumber", {"value": str(allowed_value)})
-        quantity = dispense.get("quantity") if isinstance(dispense.get("quantity"), JSON_OBJECT) else None
-        number = format_number(quantity.get("value")) if quantity else None
-        if number is not None and quantity is not None:
-            # Quantity text ("28 tablet") stays in the narrative; only UCUM units go into the PQ.
-            attrib = {"value": number}
-            if quantity.get("system") == "http://unitsofmeasure.org" and isinstance(quantity.get("code"), str) \
-                    and quantity["code"].strip() and " " not in quantity["code"]:
-                attrib["unit"] = quantity["code"]
-            leaf(supply, "quantity", attrib)
+        quantity = json_object(dispense.get("quantity"))
+        if quantity is not None and format_number(quantity.get("value")) is not None:
+            pq(supply, "quantity", supply_quantity(quantity))
         author_participation(supply, self.index, plan.get("recorder") or plan.get("requester"),
                              plan.get("authoredOn"))
         head, tail = _supply_order_frame()
@@ -431,9 +439,12 @@ class MedicationActivity:
         if isinstance(duration, JSON_OBJECT) and format_number(duration.get("value")):
             lines.append(f"Duration: {format_number(duration.get('value'))} {duration.get('unit') or ''}".strip())
         allowed, issued, expiry = self.repeats_allowed, self.repeats_issued, self.expiry
-        if allowed is not None or issued is not None:
-            lines.append(f"Repeats: {issued if issued is not None else '?'} of "
-                         f"{allowed if allowed is not None else '?'} issued")
+        if allowed is not None and issued is not None:
+            lines.append(f"Repeats: {issued} of {allowed} issued")
+        elif allowed is not None:
+            lines.append(f"Repeats allowed: {allowed}")
+        elif issued is not None:
+            lines.append(f"Repeats issued: {issued}")
         if expiry:
             lines.append(f"Review/expiry: {readable_date(expiry)}")
         if self.issues:

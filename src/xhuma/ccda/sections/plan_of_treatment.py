@@ -18,13 +18,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, first, notes_text, readable_date, string
 from xhuma.ccda.hl7 import cd, fhir_ts, ii, snomed, text_reference, ts
 from xhuma.ccda.narrative import NarrativeTable, lines_of
 from xhuma.ccda.participation import (
     author_label,
     author_participation,
     human_name,
+    organisation_ids,
     person_name,
     practitioner_of,
     represented_organisation,
@@ -134,7 +135,7 @@ class Referral:
             details.append("Not for disclosure to the patient (NOPAT)")
         row.cell(details)
         row.cell(author_label(index, _agent(referral)))
-        recipients = [author_label(index, r) for r in as_list(referral.get("recipient"))]
+        recipients = [recipient_label(index, r) for r in as_list(referral.get("recipient"))]
         row.cell([r for r in recipients if r])
 
         encounter = el(self.section.entry(), "encounter", {"classCode": "ENC", "moodCode": "RQO"})
@@ -161,6 +162,10 @@ class Referral:
         self.section.mapped(referral, T.PLANNED_ENCOUNTER)
 
     def _performer(self, encounter: Element, reference: object) -> None:
+        service = _service(self.section.index, reference)
+        if service is not None:
+            self._service_performer(encounter, service)
+            return
         person, organisation = practitioner_of(self.section.index, reference)
         display = string(reference.get("display")) if isinstance(reference, JSON_OBJECT) else None
         if person is None and organisation is None and not display:
@@ -177,6 +182,38 @@ class Referral:
             leaf(el(assigned, "assignedPerson"), "name", text=display)
         if organisation is not None:
             represented_organisation(assigned, organisation)
+
+
+    def _service_performer(self, encounter: Element, service: Resource) -> None:
+        """A referral to a service (HealthcareService, e.g. an e-Referral Service two-week-wait clinic): the
+        service is the performer's organisation, named, with the organisation that provides it (issue 13)."""
+        assigned = el(el(encounter, "performer"), "assignedEntity")
+        self.section.add_ids(assigned, service)
+        provider = self.section.index.resolve(service.get("providedBy"))
+        organisation = el(assigned, "representedOrganization")
+        if provider is not None:
+            organisation_ids(organisation, provider)
+        leaf(organisation, "name", text=service_name(self.section.index, service))
+        self.section.supporting(service, "recipient service of a referral (performer of the Planned Encounter)")
+
+
+def _service(index: Any, reference: object) -> Resource | None:
+    target = index.resolve(reference)
+    return target if target is not None and target.get("resourceType") == "HealthcareService" else None
+
+
+def service_name(index: Any, service: Resource) -> str:
+    """"Two week wait clinic (Provider Trust)": the service's name (or type) and who provides it."""
+    name = string(service.get("name")) or concept_text(first(service.get("type")), "") or "Unnamed service"
+    provider = index.resolve(service.get("providedBy"))
+    provider_name = string(provider.get("name")) if provider is not None else None
+    return f"{name} ({provider_name})" if provider_name else name
+
+
+def recipient_label(index: Any, reference: object) -> str:
+    """A referral recipient as the narrative names it: person, organisation or service, else its display."""
+    service = _service(index, reference)
+    return service_name(index, service) if service is not None else author_label(index, reference)
 
 
 class DiaryEntry:

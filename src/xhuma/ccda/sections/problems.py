@@ -125,6 +125,7 @@ class ProblemConcernAct:
         """Related problems and linked clinical items, as text ("related to" list, SPEC §8.4.3)."""
         index = self.section.index
         lines: list[str] = []
+        linked: list[str] = []
         for item in as_list(self.condition.get("extension")):
             if not isinstance(item, JSON_OBJECT) or not isinstance(item.get("url"), str):
                 continue
@@ -144,10 +145,29 @@ class ProblemConcernAct:
                         lines.append(display)
                     continue
                 label = _label(index, target)
-                if label:
-                    prefix = "Recorded as" if url.endswith("ActualProblem-1") else "Linked"
-                    lines.append(f"{prefix}: {label}")
-        return lines
+                if label and url.endswith("ActualProblem-1"):
+                    lines.append(f"Recorded as: {label}")
+                elif label:
+                    linked.append(label)
+        return lines + linked_line(linked)
+
+
+LINKED_SHOWN = 6  # distinct linked items named in a problem's row; the rest are counted (issue 13: long lists)
+
+
+def linked_line(labels: list[str]) -> list[str]:
+    """One "Linked:" line: each distinct item once (with its count when repeated), the first ``LINKED_SHOWN``
+    named and the others counted; every item stays in the record's other sections."""
+    if not labels:
+        return []
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    named = [f"{label} (×{n})" if n > 1 else label for label, n in list(counts.items())[:LINKED_SHOWN]]
+    rest = len(counts) - LINKED_SHOWN
+    more = f" and {rest} more" if rest > 0 else ""
+    total = f" ({len(labels)} linked items)" if len(labels) > 1 else ""
+    return [f"Linked: {'; '.join(named)}{more}{total}"]
 
 
 def _label(index: Any, target: Resource) -> str:

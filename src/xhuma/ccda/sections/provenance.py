@@ -10,7 +10,7 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import readable_date, string
 from xhuma.ccda.hl7 import hl7_ts
 from xhuma.ccda.participation import ods_code
-from xhuma.ccda.section import ConversionState
+from xhuma.ccda.section import ConversionState, Notice
 
 SPEC = T.SECTION_SPECS["provenance"]
 
@@ -30,10 +30,11 @@ def build(state: ConversionState) -> None:
     disabled = sorted({text for texts in state.disabled_areas.values() for text in texts})
     if warnings or disabled:
         table = section.table(("Section", "Warning"), caption="Warnings from the GP system")
-        for key, notice in warnings:
+        for sections, message, subjects in _grouped(warnings):
             row = table.row()
-            row.cell(T.SECTION_SPECS[key].title if key in T.SECTION_SPECS else key)
-            row.cell(notice.text)
+            row.cell(", ".join(sections))
+            count = f" ({len(subjects)} lists: {', '.join(subjects)})" if len(subjects) > 1 else f" ({subjects[0]})"
+            row.cell(message + count)
         for text in disabled:
             row = table.row()
             row.cell("All")
@@ -44,3 +45,19 @@ def build(state: ConversionState) -> None:
     if failed:
         section.paragraph(f"{failed} record entries could not be converted to structured entries; they are shown "
                           "as text in their sections.")
+
+
+def _grouped(warnings: list[tuple[str, Notice]]) -> list[tuple[list[str], str, list[str]]]:
+    """Each distinct warning once (issue 13: one record repeats "data in transit" 19 times), with the sections
+    that show it and the Lists that carry it, in first-seen order."""
+    found: dict[str, tuple[list[str], list[str]]] = {}
+    for key, notice in warnings:
+        message = notice.message or notice.text
+        sections, subjects = found.setdefault(message, ([], []))
+        title = T.SECTION_SPECS[key].title if key in T.SECTION_SPECS else key
+        if title not in sections:
+            sections.append(title)
+        subject = notice.subject or title
+        if subject not in subjects:
+            subjects.append(subject)
+    return [(sections, message, subjects) for message, (sections, subjects) in found.items()]

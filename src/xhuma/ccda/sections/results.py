@@ -21,6 +21,7 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
 from xhuma.ccda.hl7 import (
     cd,
+    fhir_ts,
     fixed_code,
     reference_markup,
     snomed_code,
@@ -33,16 +34,20 @@ from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row, lines_of
 from xhuma.ccda.observation import (
     INTERPRETATION_OID,
+    effective,
     has_value,
     interpretation_text,
     interpretations,
     range_text,
+    uncategorised_observations,
     value_text,
     write_reference_ranges,
     write_value,
 )
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.sections.social_history import is_social_history
+from xhuma.ccda.sections.vital_signs import is_vital_sign
 from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, inner_markup, leaf
 
 Resource = Mapping[str, Any]
@@ -57,6 +62,11 @@ RESULT_STATUS = {
 }
 V2_0074_OID = "2.16.840.1.113883.12.74"
 HEADERS = ("Investigation", "Result", "Reference range", "Interpretation", "Date", "Comments")
+UNFILED_LABEL = "Filed outside a laboratory report"
+UNFILED_NOTE = ("Recorded by the practice as uncategorised data, not as part of an investigation report: no "
+                "laboratory, specimen or request is known for these results.")
+# Result Organizer code (CONF:1198-7128) for a day of unrelated results: SNOMED 386053000 Evaluation procedure.
+UNFILED_CODE = T.FixedCode("386053000", T.SNOMED_OID, "SNOMED CT", "Evaluation procedure")
 BOLD = "Bold"
 
 
@@ -73,7 +83,42 @@ def build(state: ConversionState) -> None:
     reports.sort(key=lambda r: _text(r.get("issued")), reverse=True)  # most recent first
     table = section.table(HEADERS)
     ids = UniqueIds(section)
-    section.convert_each(reports, lambda report: ReportEntries(section, table, ids, report).build())
+    days = unfiled_results(state)
+    if days:  # results from uncategorised data: that List's warnings (confidential items withheld…) apply here too
+        section.use_lists(T.LIST_UNCATEGORISED)
+    # One list, the newest first: the reports as sorted above, each day of unfiled results before the first
+    # report issued on an earlier day. A day is represented by its first result (for convert_each's reporting).
+    builders: dict[int, Callable[[], None]] = {}
+    items: list[Resource] = []
+    pending = sorted(days.items(), reverse=True)
+    for report in reports:
+        issued_day = (fhir_ts(report.get("issued")) or "")[:8]
+        while pending and pending[0][0] > issued_day:
+            items.append(_unfiled_item(section, table, ids, *pending.pop(0), builders))
+        items.append(report)
+        builders[id(report)] = ReportEntries(section, table, ids, report).build
+    items += [_unfiled_item(section, table, ids, day, members, builders) for day, members in pending]
+    section.convert_each(items, lambda item: builders[id(item)]())
+
+
+def unfiled_results(state: ConversionState) -> dict[str, list[Resource]]:
+    """Valued observations of uncategorised data that are neither vital signs nor social history: results the
+    practice filed outside a laboratory report (issue 13), by day of their effective time ("" when unknown)."""
+    days: dict[str, list[Resource]] = {}
+    for observation in uncategorised_observations(state):
+        if not has_value(observation) or is_vital_sign(observation) or is_social_history(observation):
+            continue
+        outcome = state.report.outcome_of(state.index.key(observation))
+        if outcome is not None and outcome.outcome == "entry":
+            continue
+        days.setdefault((fhir_ts(effective(observation)) or "")[:8], []).append(observation)
+    return days
+
+
+def _unfiled_item(section: SectionWriter, table: Any, ids: UniqueIds, day: str, members: list[Resource],
+                  builders: dict[int, Callable[[], None]]) -> Resource:
+    builders[id(members[0])] = UnfiledResults(section, table, ids, day, members).build
+    return members[0]
 
 
 def _text(value: object) -> str:
@@ -377,6 +422,47 @@ class ReportEntries:
         head, tail = _result_observation_frame()
         fragment(organizer, head + inner_markup(entry) + tail)
         self.section.mapped(observation, T.RESULT_OBSERVATION)
+
+
+class UnfiledResults(ReportEntries):
+    """One day of results filed outside a laboratory report: a Result Organizer (CLUSTER) of Result Observations,
+    with a heading row saying so."""
+
+    def __init__(self, section: SectionWriter, table: Any, ids: UniqueIds, day: str,
+                 members: list[Resource]) -> None:
+        super().__init__(section, table, ids, {})
+        self.day = day
+        self.members = members
+
+    def build(self) -> None:
+        members = self.members
+        row = self.table.row()
+        row.style = BOLD
+        title = concept_text(members[0].get("code"), "Result") if len(members) == 1 else f"{len(members)} results"
+        code_ref = row.cell(f"{UNFILED_LABEL}: {title}", content="code")
+        row.cell("")
+        row.cell("")
+        row.cell("")
+        row.cell(readable_date(self.day[:4] + "-" + self.day[4:6] + "-" + self.day[6:8]) if len(self.day) == 8
+                 else "Date not recorded")
+        row.cell(UNFILED_NOTE)
+        organizer = el(self.section.entry(), "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
+        self.section.template(organizer, T.RESULT_ORGANIZER)
+        state = self.section.state
+        uid_ii(organizer, state.derived_id("unfiled-results", *(state.index.key(m) for m in members)))
+        if len(members) == 1:
+            cd(organizer, "code", members[0].get("code"), reference=code_ref)
+        else:
+            code = fixed_code(organizer, "code", UNFILED_CODE)
+            fragment(code, reference_markup(code_ref, "originalText"))
+        leaf(organizer, "statusCode", {"code": "completed"})
+        moments = sorted(m for m in (fhir_ts(self._time(o)) for o in members) if m)
+        if moments:
+            interval = el(organizer, "effectiveTime")
+            leaf(interval, "low", {"value": moments[0]})
+            leaf(interval, "high", {"value": moments[-1]})
+        for member in members:
+            self._result_observation(organizer, member)
 
 
 @memo()

@@ -60,15 +60,21 @@ SPO2 = VitalKind("59408-5", "Oxygen saturation in Arterial blood by Pulse oximet
                  frozenset({"%", "percent", "%{oxygen}"}))
 HEAD_CIRCUMFERENCE = VitalKind("9843-4", "Head Occipital-frontal circumference", "cm",
                                frozenset({"cm", "centimetre", "centimetres"}))
+PEAK_FLOW = VitalKind("33452-4", "Maximum expiratory gas flow Respiratory system airway", "L/min",
+                      frozenset({"l/min", "litres/min", "liters/min", "litre/min", "l/minute", "litres per minute"}))
 
 # GP SNOMED code → vital sign (SPEC §8.4.6 table, plus the codes seen in GP Connect examples: 703421000
-# Temperature, 1097811000000106 SpO2 on room air at rest, 163030003/163031004 O/E systolic/diastolic reading).
+# Temperature, 1097811000000106 SpO2 on room air at rest, 163030003/163031004 O/E systolic/diastolic reading; and
+# issue 13: standing height, peak flow, a pulse finding carrying the rate).
 VITAL_CODES: dict[str, VitalKind] = {
     **dict.fromkeys(("271649006", "72313002", "400974009", "407554009", "407556006", "163030003"), SYSTOLIC),
     **dict.fromkeys(("271650006", "1091811000000102", "400975005", "407555005", "407557002", "163031004"),
                     DIASTOLIC),
     "27113001": WEIGHT,
     "50373000": HEIGHT,
+    "248333004": HEIGHT,  # Standing height
+    "18491006": PEAK_FLOW,  # Peak expiratory flow rate
+    "271637005": HEART_RATE,  # Pulse irregularly irregular: GP systems record the pulse rate as its value
     "60621009": BMI,
     "364075005": HEART_RATE,
     "78564009": HEART_RATE,
