@@ -48,6 +48,8 @@ def test_image_labels_carry_version_revision_source_and_licence(xhuma_image: str
         assert subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{revision}^{{commit}}"]).returncode == 0
     else:
         assert revision == "unknown"
+    # The same revision labels xhuma_build_info on /metrics.
+    assert run_python(xhuma_image, "import os; print(os.environ['XHUMA_BUILD_REVISION'])").strip() == revision
 
 
 def test_image_runs_as_a_fixed_non_root_uid(xhuma_image: str) -> None:
