@@ -13,7 +13,7 @@ import pytest
 
 from xhuma.config import Settings
 from xhuma.errors import CircuitOpen, PatientNotFound, UpstreamUnavailable
-from xhuma.nhs.gpconnect import breaker_endpoint
+from xhuma.nhs.gpconnect import GpConnectFhirClient, breaker_endpoint
 from xhuma.nhs.pds import PdsFhirClient
 from xhuma.nhs.simulator.patients import DEMO_PATIENT, Fault, fault_patient
 from xhuma.nhs.simulator.records import SimulatorData
@@ -78,13 +78,13 @@ async def test_five_failures_at_one_practice_open_its_breaker_and_another_practi
     samples = {(labels["state"]): value for labels, value in (
         (sample.labels, sample.value) for family in nhs.metrics.registry.collect() if family.name == "xhuma_breakers"
         for sample in family.samples if sample.labels["service"] == "gpconnect")}
-    assert samples == {"open": 1.0, "half-open": 0.0, "closed": 1.0}
+    assert samples == {"open": 1.0, "half-open": 0.0, "closed": 2.0}  # practice B and the proxy (the peer)
     assert nhs.metrics.registry.get_sample_value("xhuma_breaker_opened_total", {"service": "gpconnect"}) == 1
     assert nhs.metrics.registry.get_sample_value("xhuma_breaker_refused_total", {"service": "gpconnect"}) == 1
     # The admin API's view (GET /api/status) of the same breakers.
     status = breaker_status(nhs.metrics)
     assert status["services"]["gpconnect"] == "open" and status["services"]["pds"] == "closed"
-    assert status["counts"]["gpconnect"] == {"closed": 1, "open": 1, "half-open": 0}
+    assert status["counts"]["gpconnect"] == {"closed": 2, "open": 1, "half-open": 0}
     [endpoint] = status["endpoints"]
     assert endpoint["service"] == "gpconnect" and endpoint["endpoint"] == f"{PRACTICE_A}/{route_a.asid}"
     assert (endpoint["state"], endpoint["failures"], endpoint["refused"]) == ("open", 5, 1)
@@ -124,23 +124,60 @@ async def test_answers_about_the_callers_request_and_rate_limits_never_count_aga
     assert (await nhs.pds.get_patient(DEMO_PATIENT)).nhs_number == DEMO_PATIENT
 
 
-async def test_the_pds_breaker_opens_per_base_url(
+async def test_the_pds_breaker_opens_per_base_url_and_an_unreachable_peer_per_origin(
+    make_nhs: Callable[..., Nhs], nhs_settings: Callable[..., Settings], sample_data: SimulatorData
+) -> None:
+    nhs = make_nhs(settings=nhs_settings(breaker_reset_seconds=30))
+    threshold = nhs.settings.breaker_failure_threshold
+    numbers = patients_at(sample_data, PRACTICE_A)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead_origin = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    dead = PdsFhirClient(nhs.settings, nhs.upstreams["pds"], nhs.tokens,
+                         base_url=dead_origin + "/personal-demographics/FHIR/R4", metrics=nhs.metrics)
+    for number in numbers[:threshold]:  # nothing listens there: connection refused
+        with pytest.raises(UpstreamUnavailable):
+            await dead.get_patient(number)
+    with pytest.raises(CircuitOpen):
+        await dead.get_patient(DEMO_PATIENT)
+    # The same upstream (one pooled client, one registry) still serves the simulator's PDS...
+    assert (await nhs.pds.get_patient(DEMO_PATIENT)).nhs_number == DEMO_PATIENT
+    # ...until its base URL answers 500 for distinct patients: that base URL's breaker opens, while the token
+    # endpoint on the same host (the peer's breaker counts only connections refused) is still served.
+    nhs.state.inject("pds", *[500] * threshold)
+    for number in numbers[1: threshold + 1]:
+        with pytest.raises(UpstreamUnavailable):
+            await nhs.pds.get_patient(number)
+    with pytest.raises(CircuitOpen):
+        await nhs.pds.get_patient(numbers[threshold + 1])
+    await nhs.tokens.invalidate()
+    assert await nhs.tokens.token()
+    assert nhs.simulator.urls is not None
+    assert open_endpoints(nhs, "pds") == {dead_origin: 1.0, nhs.simulator.urls.pds_base_url: 1.0}
+
+
+async def test_an_unreachable_spine_secure_proxy_fails_fast_for_every_practice(
     make_nhs: Callable[..., Nhs], nhs_settings: Callable[..., Settings], sample_data: SimulatorData
 ) -> None:
     nhs = make_nhs(settings=nhs_settings(breaker_reset_seconds=30))
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
-        dead_base = f"http://127.0.0.1:{unused.getsockname()[1]}/personal-demographics/FHIR/R4"
-    dead = PdsFhirClient(nhs.settings, nhs.upstreams["pds"], nhs.tokens, base_url=dead_base, metrics=nhs.metrics)
-    numbers = patients_at(sample_data, PRACTICE_A)
-    for number in numbers[: nhs.settings.breaker_failure_threshold]:
-        with pytest.raises(UpstreamUnavailable):
-            await dead.get_patient(number)
-    with pytest.raises(CircuitOpen):
-        await dead.get_patient(DEMO_PATIENT)
-    # The same upstream (one pooled client, one registry) still serves the other base URL.
-    assert (await nhs.pds.get_patient(DEMO_PATIENT)).nhs_number == DEMO_PATIENT
-    assert open_endpoints(nhs, "pds") == {dead_base: 1.0}
+        dead_ssp = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    gpconnect = GpConnectFhirClient(nhs.settings, nhs.upstreams["gpconnect"], nhs.pds, ssp_url=dead_ssp + "/ssp",
+                                    metrics=nhs.metrics)
+    practices = ("A86005", "B82617", "E82665", "O001")
+    assert len(practices) > nhs.settings.breaker_failure_threshold
+    outcomes = []
+    for ods in practices:
+        patient, route = await route_of(nhs, patients_at(sample_data, ods)[0])
+        try:
+            await gpconnect.get_structured_record(patient.nhs_number, route, CALLER, pds_patient=patient)
+        except UpstreamUnavailable as error:
+            outcomes.append(error.code)
+    # A connection refused by the proxy is the proxy's failure, whatever the practice: after the threshold, the
+    # next practice fails fast instead of waiting for its own connection attempts.
+    assert outcomes == ["UpstreamUnavailable"] * nhs.settings.breaker_failure_threshold + ["CircuitOpen"]
+    assert open_endpoints(nhs, "gpconnect") == {dead_ssp: 1.0}
 
 
 async def test_half_open_admits_one_probe_at_a_time_and_a_cancelled_probe_frees_it(

@@ -8,7 +8,8 @@
   caller fixes the request headers (X-Request-ID, Ssp-TraceID) before the first attempt, so every retry of one
   request carries the same id (PDS: "reuse the same value when retrying", SPEC §5.3).
 - A circuit breaker per upstream endpoint so that a dead service fails fast (LESSONS 19) and a failing GP practice
-  never refuses another (``BreakerRegistry``: per practice for GP Connect, per base URL for PDS and SDS).
+  never refuses another (``BreakerRegistry``: per practice for GP Connect, per base URL for PDS and SDS), plus one
+  per peer (the proxy, the platform's host) that only connections refused or timed out count against.
 - A pooled keep-alive connection that the service closed while our request was on its way (its idle timeout
   raced the request: "Server disconnected without sending a response", a reset, a failed write) is not a failing
   service: a replayable request (a read) is sent once more on a new connection, counted in
@@ -390,16 +391,28 @@ class Upstream:
 
         ``endpoint``: whose breaker admits the call (default: the URL's origin; never a path, which may hold an NHS
         number); ``subject``: what the request is about (a patient, a practice), counted once among failures."""
-        endpoint = endpoint or url_origin(url)
-        ticket = self.breakers.admit(endpoint, subject)
+        origin = url_origin(url)
+        endpoint = endpoint or origin
+        # The peer we connect to (the Spine Secure Proxy, the API platform) has a breaker of its own, which only
+        # connection failures count against: a dead proxy fails fast for every practice behind it, and nothing a
+        # practice or a patient does can open it.
+        peer = self.breakers.admit(origin) if endpoint != origin else None
+        try:
+            ticket = self.breakers.admit(endpoint, subject)
+        except CircuitOpen:
+            if peer is not None:
+                peer.release()
+            raise
         started = time.perf_counter()
         try:
-            answer = await self._request(ticket, method, url, headers, content, data, params, replayable)
+            answer = await self._request(ticket, peer, method, url, headers, content, data, params, replayable)
         except XhumaError as error:
             self.health.observe(endpoint, time.perf_counter() - started, error.code)
             raise
         finally:
             ticket.release()  # no verdict reached (cancelled, an unexpected error): the probe is free again
+            if peer is not None:
+                peer.release()
         status = answer.response.status_code
         failed = status in FAILURE_STATUSES or status == RATE_LIMITED
         self.health.observe(endpoint, time.perf_counter() - started, f"HTTP {status}" if failed else None)
@@ -408,6 +421,7 @@ class Upstream:
     async def _request(
         self,
         ticket: BreakerTicket,
+        peer: BreakerTicket | None,
         method: str,
         url: str,
         headers: Mapping[str, str],
@@ -436,27 +450,39 @@ class Upstream:
             if error.response is not None:
                 # Retries exhausted on 429/502-504: hand the last answer back so the caller maps its
                 # OperationOutcome; a 502-504 counts against the breaker.
+                if peer is not None:
+                    peer.success()
                 if error.response.status_code == RATE_LIMITED:
                     ticket.release()
                 else:
                     ticket.failure()
                 return UpstreamResponse(error.response, attempts)
-            ticket.failure()
+            if error.reason == "PoolTimeout":
+                ticket.release()  # our own connection pool was full: no verdict on anyone
+            elif peer is not None:
+                peer.failure()  # nothing reached the peer: its failure, not the endpoint's behind it
+                ticket.release()
+            else:
+                ticket.failure()
             raise UpstreamUnavailable(
                 f"{self.service} unreachable", service=self.service, detail=f"{error.reason} after {attempts} attempts"
             ) from None
         except _Fatal as error:
-            ticket.failure()
+            ticket.failure()  # connected, then no answer in time: the endpoint's (the peer has no verdict)
             raise UpstreamUnavailable(
                 f"{self.service} did not answer in time", service=self.service, detail=error.reason
             ) from None
         except _Unreadable as error:
             # A service sending what it must not (a body beyond any record's size, an encoding we did not ask
             # for) is failing: it counts against the breaker, and the caller learns it as an invalid answer.
+            if peer is not None:
+                peer.success()
             ticket.failure()
             raise UpstreamInvalidResponse(
                 f"{self.service} answer unreadable", service=self.service, status=error.status, detail=error.reason
             ) from None
+        if peer is not None:
+            peer.success()
         if response.status_code in FAILURE_STATUSES:
             ticket.failure()
         elif response.status_code == RATE_LIMITED:
