@@ -22,9 +22,12 @@ pytestmark = pytest.mark.redis
         (errors.CacheError("redis get failed: ConnectionError"), "ITI-39", "XDSRepositoryBusy"),
         (errors.CacheError("redis set failed: TimeoutError"), "ITI-38", "XDSRegistryBusy"),
         (errors.CacheError("redis get skipped: bypassed"), "ITI-38", "XDSRegistryBusy"),
+        # An NHS service unreachable, timed out or failing, or paused by its breaker: transient too.
+        (errors.UpstreamUnavailable("GP Connect 503", service="gpconnect"), "ITI-38", "XDSRegistryBusy"),
+        (errors.CircuitOpen("paused", service="gpconnect"), "ITI-38", "XDSRegistryBusy"),
     ],
 )
-def test_a_cache_that_could_not_answer_is_registry_or_repository_busy(
+def test_a_cache_or_upstream_that_could_not_answer_is_registry_or_repository_busy(
     error: Exception, transaction: str, expected: str
 ) -> None:
     info = faults.registry_error(error, transaction=transaction)
