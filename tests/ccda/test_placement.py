@@ -204,3 +204,20 @@ def test_referral_to_a_service_names_the_service_and_its_provider() -> None:
     assert "Two week wait breast clinic (City Hospital NHS Trust)" in text_of(plan)
     assert outcome(conversion, "HealthcareService/hs1")["outcome"] == "supporting"
     assert_valid(conversion)
+
+
+@pytest.mark.parametrize(("dose", "unit"), [
+    ({"value": 0.5, "unit": "ml"}, "ml"),
+    ({"value": 5, "unit": "millilitres"}, "mL"),
+    ({"value": 1, "unit": "tablet", "system": "http://snomed.info/sct", "code": "428673006"}, None),
+    ({"value": 2, "unit": "puffs"}, None),
+])
+def test_a_dose_carries_a_ucum_unit_when_its_text_has_one_and_a_countable_form_none(
+        dose: dict[str, Any], unit: str | None) -> None:
+    vaccination = {"resourceType": "Immunization", "id": "im1", "status": "completed", "notGiven": False,
+                   "date": "2024-03-01", "primarySource": True, "doseQuantity": dose,
+                   "vaccineCode": concept("39114911000001105", "Influenza vaccine", "https://dmd.nhs.uk")}
+    conversion, root = run(bundle(gp_list("1102181000000102", vaccination), vaccination))
+    quantity = section(root, IMMUNIZATIONS).xpath("//c:substanceAdministration/c:doseQuantity", namespaces=NS)[0]
+    assert (quantity.get("value"), quantity.get("unit")) == (str(dose["value"]), unit)
+    assert_valid(conversion)

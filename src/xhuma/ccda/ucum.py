@@ -135,3 +135,11 @@ def quantity_unit(quantity: Mapping[str, Any]) -> Unit:
     if mapped is not None:
         return Unit(mapped)
     return Unit(annotation(text), text.strip())
+
+
+def dose_unit(quantity: Mapping[str, Any]) -> str | None:
+    """The unit of a dose (``doseQuantity``): UCUM as sent, or a unit text with a UCUM form (rules 1–3); a countable
+    form ("tablet", SNOMED 428673006) has none — C-CDA carries a countable dose without a unit, the form being the
+    product's (CONF:1098-7526)."""
+    unit = quantity_unit(quantity)
+    return unit.code if unit.code is not None and unit.original is None else None

@@ -24,6 +24,7 @@ from xhuma.ccda.hl7 import cd, format_number, identifier_ii, text_reference, ts
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation, human_name, person_name, practitioner_of
 from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.ucum import dose_unit
 from xhuma.ccda.xmlwriter import Element, el, leaf, null
 
 Resource = Mapping[str, Any]
@@ -116,9 +117,9 @@ class ImmunizationActivity:
         if number is None:
             return
         attrib = {"value": number}
-        code = dose.get("code")
-        if dose.get("system") == "http://unitsofmeasure.org" and isinstance(code, str) and code and " " not in code:
-            attrib["unit"] = code
+        unit = dose_unit(dose)
+        if unit is not None:
+            attrib["unit"] = unit
         leaf(activity, "doseQuantity", attrib)
 
     def _product(self, activity: Element, vaccine_ref: str | None) -> None:

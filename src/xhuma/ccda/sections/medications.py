@@ -42,7 +42,7 @@ from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.ucum import UCUM_SYSTEM
+from xhuma.ccda.ucum import UCUM_SYSTEM, dose_unit
 from xhuma.ccda.xmlwriter import (
     SLOT,
     Element,
@@ -304,9 +304,9 @@ class MedicationActivity:
             leaf(activity, "doseQuantity", {"nullFlavor": "UNK"})
             return
         attrib = {"value": number}
-        if dose.get("system") == "http://unitsofmeasure.org" and isinstance(dose.get("code"), str) \
-                and dose["code"].strip() and " " not in dose["code"]:
-            attrib["unit"] = dose["code"]
+        unit = dose_unit(dose)
+        if unit is not None:
+            attrib["unit"] = unit
         leaf(activity, "doseQuantity", attrib)
 
     # The Free Text Sig, the Instruction, the Supply Order start and the product are fixed structures around
