@@ -27,8 +27,7 @@ from typing import Any
 import httpx
 
 from xhuma.ihe.demo import _envelope, iti38_request
-from xhuma.ihe.xcpd import NHS_NUMBER_OID
-from xhuma.nhs.nhs_number import check_digit
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID, check_digit
 
 HOME = "urn:oid:2.16.840.1.113883.3.9999.1"  # the gateway's default homeCommunityId
 # Longest wait for one answer: a load generator must report a request that never returns, not hang on it. Twice

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import structlog
 from lxml import etree
 
+from xhuma.ihe.transactions import TRANSACTIONS
 from xhuma.observability import Metrics
 from xhuma.ports import AuditEvent
 
@@ -33,10 +34,9 @@ SEVERITY = {"success": 6, "no-match": 6, "denied": 4, "error": 3}  # information
 OUTCOME_INDICATOR = {"success": "0", "no-match": "0", "denied": "4", "error": "8"}
 
 # (EventID code, display, action code, EventTypeCode display) per transaction (ITI TF-2 3.55.5, 3.38.5, 3.39.5).
+# The IHE transactions' events are their descriptors' (xhuma.ihe.transactions).
 EVENTS: dict[str, tuple[str, str, str, str]] = {
-    "ITI-55": ("110112", "Query", "E", "Cross Gateway Patient Discovery"),
-    "ITI-38": ("110112", "Query", "E", "Cross Gateway Query"),
-    "ITI-39": ("110106", "Export", "R", "Cross Gateway Retrieve"),
+    **{t.id: (t.atna.code, t.atna.display, t.atna.action, t.atna.type_display) for t in TRANSACTIONS},
     "PDS": ("110112", "Query", "E", "PDS FHIR read patient"),
     "SDS": ("110112", "Query", "E", "SDS endpoint lookup"),
     "GPC": ("110107", "Import", "C", "GP Connect Access Record: Structured"),

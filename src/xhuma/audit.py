@@ -26,13 +26,15 @@ from typing import Any, Protocol
 import structlog
 
 from xhuma.errors import AuditOutcomeUnknown, AuditUnavailable
+from xhuma.ihe.transactions import IHE_TRANSACTION_IDS
+from xhuma.nhs.nhs_number import normalise as normalise_nhs_number
 from xhuma.observability import Metrics, request_id_var, trace_id_var
 from xhuma.ports import AuditEvent, AuditSink, CallerIdentity
 from xhuma.tracing import current_trace_id
 
 log = structlog.get_logger(__name__)
 
-IHE_TRANSACTIONS = frozenset({"ITI-55", "ITI-38", "ITI-39"})
+IHE_TRANSACTIONS = IHE_TRANSACTION_IDS
 NOT_DISCLOSED = "not-disclosed"  # outcome of an event voiding a disclosure event (``voids``)
 
 
@@ -60,7 +62,7 @@ class AuditExporter(Protocol):
 
 def pseudonymise(nhs_number: str, key: bytes) -> str:
     """Stable, keyed pseudonym of a patient for the audit trail (never reversible without the key)."""
-    return hmac.new(key, nhs_number.replace(" ", "").encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, normalise_nhs_number(nhs_number).encode(), hashlib.sha256).hexdigest()
 
 
 class Voids:

@@ -7,19 +7,18 @@ from pathlib import Path
 
 from lxml import etree
 
+from xhuma.ihe.transactions import TRANSACTIONS
+
 STANDARDS = Path(__file__).resolve().parents[1] / "standards" / "ihe"
 HL7 = "urn:hl7-org:v3"
 QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 XDSB = "urn:ihe:iti:xds-b:2007"
 XOP = "http://www.w3.org/2004/08/xop/include"
 
+# Each transaction's request and response body by the schema its descriptor names (xhuma.ihe.transactions).
 SCHEMA_FOR = {
-    f"{{{HL7}}}PRPA_IN201305UV02": "hl7v3/HL7V3/NE2008/multicacheschemas/PRPA_IN201305UV02.xsd",
-    f"{{{HL7}}}PRPA_IN201306UV02": "hl7v3/HL7V3/NE2008/multicacheschemas/PRPA_IN201306UV02.xsd",
-    f"{{{QUERY}}}AdhocQueryRequest": "xds/IHE/IHEXDSB.xsd",
-    f"{{{QUERY}}}AdhocQueryResponse": "xds/IHE/IHEXDSB.xsd",
-    f"{{{XDSB}}}RetrieveDocumentSetRequest": "xds/IHE/IHEXDSB.xsd",
-    f"{{{XDSB}}}RetrieveDocumentSetResponse": "xds/IHE/IHEXDSB.xsd",
+    **{t.request_element: t.request_schema for t in TRANSACTIONS},
+    **{t.response_element: t.response_schema for t in TRANSACTIONS},
 }
 
 

@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID, NHS_NUMBER_SYSTEM
+
 
 class TemplateId(NamedTuple):
     """``r11``: the template had a C-CDA R1.1 version, so an R2.1 document SHALL also carry the root without
@@ -49,7 +51,6 @@ ROUTE_OF_ADMIN_OID: Final = "2.16.840.1.113883.5.112"
 NULL_FLAVOR_OID: Final = "2.16.840.1.113883.5.1008"
 
 # --- identifier roots --------------------------------------------------------------------------------------------
-NHS_NUMBER_OID: Final = "2.16.840.1.113883.2.1.4.1"
 ODS_OID: Final = "2.16.840.1.113883.2.1.3.2.4.19.1"
 SDS_USER_OID: Final = "1.2.826.0.1285.0.2.0.65"
 SDS_ROLE_PROFILE_OID: Final = "1.2.826.0.1285.0.2.0.67"
@@ -78,13 +79,12 @@ PRIMARY_SYSTEMS: Final = frozenset({SNOMED_URI, "http://loinc.org"})
 
 # --- FHIR identifier system -> II root (SPEC §8.3 identifiers) ----------------------------------------------------
 IDENTIFIER_SYSTEMS: Final[dict[str, str]] = {
-    "https://fhir.nhs.uk/Id/nhs-number": NHS_NUMBER_OID,
+    NHS_NUMBER_SYSTEM: NHS_NUMBER_OID,
     "https://fhir.nhs.uk/Id/ods-organization-code": ODS_OID,
     "https://fhir.nhs.uk/Id/ods-site-code": ODS_OID,
     "https://fhir.nhs.uk/Id/sds-user-id": SDS_USER_OID,
     "https://fhir.nhs.uk/Id/sds-role-profile-id": SDS_ROLE_PROFILE_OID,
 }
-NHS_NUMBER_SYSTEM: Final = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEMS: Final = frozenset({"https://fhir.nhs.uk/Id/ods-organization-code", "https://fhir.nhs.uk/Id/ods-site-code"})
 
 # --- GP Connect List codes (SPEC §7.4) -------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from xhuma.cli import EXIT_CONFIGURATION, EXIT_USAGE, app, fail, settings_or_exi
 from xhuma.ihe.soap import SOAP12, WSA, XOP, content_type_params, split_multipart
 from xhuma.ihe.xca_query import FIND_DOCUMENTS, QUERY, RIM, RS
 from xhuma.ihe.xca_retrieve import XDSB
-from xhuma.ihe.xcpd import HL7, NHS_NUMBER_OID
+from xhuma.ihe.xcpd import HL7
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID, normalise
 from xhuma.records import DemographicQuery
 
 EHR_DEVICE = "1.2.840.114350.1.13.999.567"
@@ -238,84 +239,15 @@ async def run_demo(
     own_client = client is None
     http = client or httpx.AsyncClient(base_url=url, timeout=60)
     try:
-        # ITI-55 ---------------------------------------------------------------------------------------------------
-        envelope, _ = _envelope("urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery",
-                                iti55_request(nhs_number, demographics))
-        response = await http.post("/SOAP/iti55", content=envelope,
-                                   headers={"content-type": "application/soap+xml; charset=UTF-8"})
-        message = _body(soap_parts(response)[0])
-        h = f"{{{HL7}}}"
-        ack = message.find(f"{h}acknowledgement/{h}typeCode")
-        code = message.find(f"{h}controlActProcess/{h}queryAck/{h}queryResponseCode")
-        ack_code = ack.get("code") if ack is not None else "?"
-        response_code = code.get("code") if code is not None else "?"
-        step(f"1. ITI-55 patient discovery: HTTP {response.status_code}, {ack_code}/{response_code}")
-        if response_code != "OK":
-            reason = xcpd_reason(message)
-            if response_code == "NF":
-                raise DemoFailed(f"ITI-55: no match for this patient ({ack_code}/NF{f'; {reason}' if reason else ''})")
-            raise DemoFailed(f"ITI-55 failed ({ack_code}/{response_code}): {reason or 'no reason given'}")
-        patient_id = message.find(f".//{h}subject1/{h}patient/{h}id")
-        custodian = message.find(f".//{h}custodian/{h}assignedEntity/{h}id")
-        if patient_id is None or custodian is None:
-            raise DemoFailed("the match has no patient id or custodian")
-        home = f"urn:oid:{custodian.get('root')}"
-        patient_cx = f"{patient_id.get('extension')}^^^&{patient_id.get('root')}&ISO"
-        step(f"   matched; responding community {home}")
-
-        # ITI-38 ---------------------------------------------------------------------------------------------------
-        envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayQuery", iti38_request(patient_cx, home))
-        response = await http.post("/SOAP/iti38", content=envelope,
-                                   headers={"content-type": "application/soap+xml; charset=UTF-8"})
-        message = _body(soap_parts(response)[0])
-        entries = message.findall(f"{{{RIM}}}RegistryObjectList/{{{RIM}}}ExtrinsicObject")
-        errors = registry_errors(message)
-        status = (message.get("status") or "").rsplit(":", 1)[-1]
-        step(f"2. ITI-38 find documents: HTTP {response.status_code}, {status}, {len(entries)} document(s)"
-             + (f", errors {errors}" if errors else ""))
-        if not entries:
-            # A plain Success without documents is how the gateway answers a record that is not shared (no
-            # consent, no GP Connect endpoint; docs/ihe.md): the reason is in its audit trail, not the answer.
-            raise DemoFailed(f"ITI-38 offered no document: {errors}" if errors else
-                             "ITI-38 offered no document and gave no error (Success with an empty list: the GP record"
-                             " is not shared, e.g. no consent or no GP Connect endpoint; the audit trail has why)")
-        entry = entries[0]
-        slots = {slot.get("name"): slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
-                 for slot in entry.iterfind(f"{{{RIM}}}Slot")}
-        unique_id = next(e.get("value") for e in entry.iterfind(f"{{{RIM}}}ExternalIdentifier")
-                         if e.get("identificationScheme") == "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab")
-        repository = slots.get("repositoryUniqueId") or ""
-        outcome.unique_id = unique_id
-        step(f"   uniqueId {unique_id}, {slots.get('size')} bytes, sha1 {slots.get('hash')}")
-
-        # ITI-39 (MTOM, as Epic sends it) ---------------------------------------------------------------------------
-        envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayRetrieve",
-                                iti39_request(entry.get("home") or home, repository, unique_id))
-        body, content_type = mtom(envelope)
-        response = await http.post("/SOAP/iti39", content=body, headers={"content-type": content_type})
-        envelope_element, attachments = soap_parts(response)
-        message = _body(envelope_element)
-        document = message.find(f"{{{XDSB}}}DocumentResponse/{{{XDSB}}}Document")
-        if document is None:
-            raise DemoFailed(f"ITI-39 returned no document: {registry_errors(message) or 'no RegistryError given'}")
-        include = document.find(f"{{{XOP}}}Include")
-        if include is not None:
-            ccd = attachments[include.get("href", "")[4:]]
-            packaging = "MTOM/XOP attachment"
-        else:
-            import base64
-
-            ccd = base64.b64decode(document.text or "")
-            packaging = "inline base64"
-        digest = hashlib.sha1(ccd, usedforsecurity=False).hexdigest()
-        matches = digest == slots.get("hash")
-        step(f"3. ITI-39 retrieve: HTTP {response.status_code}, {len(ccd)} bytes as {packaging}, "
-             f"hash {'matches' if matches else 'DOES NOT match'} ITI-38")
+        home, patient_cx = await _demo_discover(http, nhs_number, demographics, step)
+        offered = await _demo_query(http, patient_cx, home, step)
+        outcome.unique_id = offered.unique_id
+        ccd = await _demo_retrieve(http, offered, home, step)
         await asyncio.to_thread(_save, out, ccd)
         outcome.ccd = ccd
         outcome.ccd_path = out
         step(f"   saved the CCD to {out}")
-        if not matches:
+        if ccd_digest(ccd) != offered.slots.get("hash"):
             raise DemoFailed("the retrieved document is not the one ITI-38 described")
         from xhuma.ccda.validate import validate_bytes
 
@@ -326,6 +258,106 @@ async def run_demo(
     finally:
         if own_client:
             await http.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _OfferedDocument:
+    """The first document entry ITI-38 offered."""
+
+    entry: etree._Element
+    unique_id: str
+    slots: dict[str | None, str | None]
+
+
+def ccd_digest(ccd: bytes) -> str:
+    """The SHA-1 ITI-38 states as the entry's ``hash`` slot (XDS metadata, not a security use)."""
+    return hashlib.sha1(ccd, usedforsecurity=False).hexdigest()
+
+
+async def _demo_discover(
+    http: httpx.AsyncClient, nhs_number: str, demographics: DemographicQuery, step: Callable[[str], None]
+) -> tuple[str, str]:
+    """ITI-55: the responding community and the patient's CX, or DemoFailed."""
+    envelope, _ = _envelope("urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery",
+                            iti55_request(nhs_number, demographics))
+    response = await http.post("/SOAP/iti55", content=envelope,
+                               headers={"content-type": "application/soap+xml; charset=UTF-8"})
+    message = _body(soap_parts(response)[0])
+    h = f"{{{HL7}}}"
+    ack = message.find(f"{h}acknowledgement/{h}typeCode")
+    code = message.find(f"{h}controlActProcess/{h}queryAck/{h}queryResponseCode")
+    ack_code = ack.get("code") if ack is not None else "?"
+    response_code = code.get("code") if code is not None else "?"
+    step(f"1. ITI-55 patient discovery: HTTP {response.status_code}, {ack_code}/{response_code}")
+    if response_code != "OK":
+        reason = xcpd_reason(message)
+        if response_code == "NF":
+            raise DemoFailed(f"ITI-55: no match for this patient ({ack_code}/NF{f'; {reason}' if reason else ''})")
+        raise DemoFailed(f"ITI-55 failed ({ack_code}/{response_code}): {reason or 'no reason given'}")
+    patient_id = message.find(f".//{h}subject1/{h}patient/{h}id")
+    custodian = message.find(f".//{h}custodian/{h}assignedEntity/{h}id")
+    if patient_id is None or custodian is None:
+        raise DemoFailed("the match has no patient id or custodian")
+    home = f"urn:oid:{custodian.get('root')}"
+    step(f"   matched; responding community {home}")
+    return home, f"{patient_id.get('extension')}^^^&{patient_id.get('root')}&ISO"
+
+
+async def _demo_query(
+    http: httpx.AsyncClient, patient_cx: str, home: str, step: Callable[[str], None]
+) -> _OfferedDocument:
+    """ITI-38 FindDocuments: the first document offered, or DemoFailed."""
+    envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayQuery", iti38_request(patient_cx, home))
+    response = await http.post("/SOAP/iti38", content=envelope,
+                               headers={"content-type": "application/soap+xml; charset=UTF-8"})
+    message = _body(soap_parts(response)[0])
+    entries = message.findall(f"{{{RIM}}}RegistryObjectList/{{{RIM}}}ExtrinsicObject")
+    errors = registry_errors(message)
+    status = (message.get("status") or "").rsplit(":", 1)[-1]
+    step(f"2. ITI-38 find documents: HTTP {response.status_code}, {status}, {len(entries)} document(s)"
+         + (f", errors {errors}" if errors else ""))
+    if not entries:
+        # A plain Success without documents is how the gateway answers a record that is not shared (no
+        # consent, no GP Connect endpoint; docs/ihe.md): the reason is in its audit trail, not the answer.
+        raise DemoFailed(f"ITI-38 offered no document: {errors}" if errors else
+                         "ITI-38 offered no document and gave no error (Success with an empty list: the GP record"
+                         " is not shared, e.g. no consent or no GP Connect endpoint; the audit trail has why)")
+    entry = entries[0]
+    slots = {slot.get("name"): slot.findtext(f"{{{RIM}}}ValueList/{{{RIM}}}Value")
+             for slot in entry.iterfind(f"{{{RIM}}}Slot")}
+    unique_id = next(e.get("value") for e in entry.iterfind(f"{{{RIM}}}ExternalIdentifier")
+                     if e.get("identificationScheme") == "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab")
+    step(f"   uniqueId {unique_id}, {slots.get('size')} bytes, sha1 {slots.get('hash')}")
+    return _OfferedDocument(entry, str(unique_id), slots)
+
+
+async def _demo_retrieve(
+    http: httpx.AsyncClient, offered: _OfferedDocument, home: str, step: Callable[[str], None]
+) -> bytes:
+    """ITI-39 (MTOM, as Epic sends it): the document's bytes, or DemoFailed."""
+    repository = offered.slots.get("repositoryUniqueId") or ""
+    envelope, _ = _envelope("urn:ihe:iti:2007:CrossGatewayRetrieve",
+                            iti39_request(offered.entry.get("home") or home, repository, offered.unique_id))
+    body, content_type = mtom(envelope)
+    response = await http.post("/SOAP/iti39", content=body, headers={"content-type": content_type})
+    envelope_element, attachments = soap_parts(response)
+    message = _body(envelope_element)
+    document = message.find(f"{{{XDSB}}}DocumentResponse/{{{XDSB}}}Document")
+    if document is None:
+        raise DemoFailed(f"ITI-39 returned no document: {registry_errors(message) or 'no RegistryError given'}")
+    include = document.find(f"{{{XOP}}}Include")
+    if include is not None:
+        ccd = attachments[include.get("href", "")[4:]]
+        packaging = "MTOM/XOP attachment"
+    else:
+        import base64
+
+        ccd = base64.b64decode(document.text or "")
+        packaging = "inline base64"
+    matches = ccd_digest(ccd) == offered.slots.get("hash")
+    step(f"3. ITI-39 retrieve: HTTP {response.status_code}, {len(ccd)} bytes as {packaging}, "
+         f"hash {'matches' if matches else 'DOES NOT match'} ITI-38")
+    return ccd
 
 
 # --- in-process Xhuma ------------------------------------------------------------------------------------------
@@ -419,7 +451,7 @@ def demo(
         from xhuma.observability import configure_logging
 
         configure_logging("ERROR")  # the steps are the output
-    nhs_number = nhs_number.replace(" ", "")
+    nhs_number = normalise(nhs_number)
     known = demo_demographics(nhs_number)
     demographics = DemographicQuery(
         family=family or known.family, given=(given,) if given else known.given,

@@ -23,9 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xhuma.compression import GzipPolicy, accepts_gzip, request_accept_encoding
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
-from xhuma.ihe.gateway import ITI38, ITI39, ITI55, ClientInfo, IheGateway, SoapResponse, fault_response
+from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse, fault_response
 from xhuma.ihe.saml import SamlVerifier
 from xhuma.ihe.soap import SoapFault
+from xhuma.ihe.transactions import BY_PATH, Transaction
 from xhuma.records import Records
 from xhuma.security.client_auth import authenticate_client
 from xhuma.security.ratelimit import check_rate_limit
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SOAP_PATHS = {"/SOAP/iti55": ITI55, "/SOAP/iti38": ITI38, "/SOAP/iti39": ITI39}
+# The served paths and their transactions: the registry of xhuma.ihe.transactions.
+SOAP_PATHS = BY_PATH
 
 
 def build_gateway(runtime: Runtime) -> IheGateway:
@@ -54,6 +56,7 @@ def build_gateway(runtime: Runtime) -> IheGateway:
         keys=runtime.keys,
         converter=ccda_converter,
         leases=runtime.leases,
+        terminology=getattr(runtime.extras.get("nhs"), "terminology", None),  # issue 13; None: fallbacks
     )
     # One use per SAML assertion across replicas: the replay guard keeps used assertion ids in the shared cache.
     verifier = SamlVerifier(runtime.settings, replay_cache=runtime.cache)
@@ -198,7 +201,7 @@ class SoapEndpoints:
         await _send(send, answer, extra=[(b"connection", b"close")] if close else None,
                     gzip=self._gzip_policy(scope), accept_encoding=request_accept_encoding(scope))
 
-    async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: str) -> tuple[
+    async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: Transaction) -> tuple[
         SoapResponse, bool
     ]:
         """(the answer, whether to close the connection)."""
@@ -208,21 +211,17 @@ class SoapEndpoints:
             client = await _identify_client(scope, receive)
             body = await read_body(scope, receive, gateway.settings.max_request_bytes)
         except (RequestTooLarge, SecurityError, RateLimited) as error:
-            log.info("ihe_request_refused", transaction=transaction, error_code=error.code)
+            log.info("ihe_request_refused", transaction=transaction.id, error_code=error.code)
             # Refused callers are audited too (who knocked, from where, why): one event per transaction attempt.
             if client is None:  # refused by the checks: who it was, as far as they found out
                 request = Request(scope, receive)
                 client = _client(request)
-            await gateway._audit_fault(transaction, error, None, None, client, started)
+            await gateway._audit_fault(transaction.id, error, None, None, client, started)
             # The rest of an oversized body is not read, so the connection cannot be reused.
             return fault_response(error, None), isinstance(error, RequestTooLarge)
-        handler: Callable[[bytes, str | None, ClientInfo], Awaitable[SoapResponse]]
-        if transaction == ITI39:
-            handler = gateway.retrieve
-        elif transaction == ITI38:
-            handler = gateway.query
-        else:
-            handler = gateway.patient_discovery
+        handler: Callable[[bytes, str | None, ClientInfo], Awaitable[SoapResponse]] = getattr(
+            gateway, transaction.handler
+        )
         try:
             return await handler(body, scope_header(scope, b"content-type"), client), False
         except Exception as error:

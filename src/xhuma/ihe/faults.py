@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from xhuma import errors
 from xhuma.ihe.soap import WSA, WSSE, SoapFault
+from xhuma.ihe.transactions import BY_ID, ITI_38
 
 SEVERITY_ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
 SEVERITY_WARNING = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
@@ -112,10 +113,12 @@ class RegistryErrorInfo:
         return self.severity == SEVERITY_WARNING
 
 
-def registry_error(error: BaseException, *, transaction: str = "ITI-38") -> RegistryErrorInfo:
-    """The RegistryError for an error raised while answering ITI-38 / ITI-39 (SPEC §2.5 mapping table)."""
-    generic = "XDSRegistryError" if transaction == "ITI-38" else "XDSRepositoryError"
-    busy = "XDSRegistryBusy" if transaction == "ITI-38" else "XDSRepositoryBusy"
+def registry_error(error: BaseException, *, transaction: str = ITI_38.id) -> RegistryErrorInfo:
+    """The RegistryError for an error raised while answering ITI-38 / ITI-39 (SPEC §2.5 mapping table); the codes
+    of our own failures and of a busy service are the transaction's (its descriptor)."""
+    descriptor = BY_ID[transaction]
+    generic = descriptor.generic_error or ITI_38.generic_error or ""
+    busy = descriptor.busy_error or ITI_38.busy_error or ""
     code = getattr(error, "code", "InternalError")
     if isinstance(error, errors.InvalidNhsNumber):
         return RegistryErrorInfo("XDSUnknownPatientId", "The patient id is not a valid NHS number", reason=code)

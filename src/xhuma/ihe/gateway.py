@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -21,6 +21,7 @@ from xhuma.config import Settings
 from xhuma.ihe import faults, soap, xca_query, xca_retrieve, xcpd
 from xhuma.ihe.faults import RegistryErrorInfo
 from xhuma.ihe.saml import UNIDENTIFIED, SamlVerifier, resource_nhs_number
+from xhuma.ihe.transactions import ITI_38, ITI_39, ITI_55
 from xhuma.nhs.nhs_number import normalise
 from xhuma.observability import level_enabled
 from xhuma.ports import CallerIdentity, PdsPatient, StoredDocument
@@ -30,7 +31,8 @@ from xhuma.store.keys import CacheKeys
 log = structlog.get_logger(__name__)
 _log_info = level_enabled(__name__)
 
-ITI55, ITI38, ITI39 = "ITI-55", "ITI-38", "ITI-39"
+# Transaction ids as the audit trail, the metrics and the log name them (xhuma.ihe.transactions).
+ITI55, ITI38, ITI39 = ITI_55.id, ITI_38.id, ITI_39.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,17 @@ class ClientInfo:
 
     cert_subject: str | None = None
     address: str | None = None
+
+
+@dataclass(slots=True)
+class _QueryAnswer:
+    """What an ITI-38 stored query has established so far (the caller narrows once the patient is known)."""
+
+    caller: CallerIdentity
+    nhs_number: str | None = None
+    documents: list[StoredDocument] = field(default_factory=list)
+    warnings: list[RegistryErrorInfo] = field(default_factory=list)
+    spine: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def fault_response(error: BaseException, relates_to: str | None) -> SoapResponse:
@@ -137,7 +150,7 @@ class IheGateway:
         caller: CallerIdentity | None = None
         try:
             request = soap.parse_request(body, content_type)
-            caller = await self._open(request, xcpd.ACTION_REQUEST, client)
+            caller = await self._open(request, ITI_55.request_action, client)
             query = xcpd.parse_request(request.body)
             nhs_number = query.nhs_numbers[0] if len(query.nhs_numbers) == 1 else None
             caller = self.verifier.check_patient(caller, nhs_number)
@@ -175,7 +188,7 @@ class IheGateway:
                 self.records.prefetch(patient.nhs_number, caller)
         response = xcpd.build_response(query, self.responder, patient=patient, practice_name=practice_name,
                                        error=answer)
-        return self._reply(xcpd.ACTION_RESPONSE, response, message_id)
+        return self._reply(ITI_55.response_action, response, message_id)
 
     async def _discover(
         self, query: xcpd.PatientDiscoveryRequest, caller: CallerIdentity
@@ -205,7 +218,7 @@ class IheGateway:
         caller: CallerIdentity | None = None
         try:
             request = soap.parse_request(body, content_type)
-            caller = await self._open(request, xca_query.ACTION_REQUEST, client)
+            caller = await self._open(request, ITI_38.request_action, client)
             stored_query = xca_query.parse_request(request.body)
         except xca_query.XdsQueryError as error:
             assert request is not None
@@ -214,62 +227,69 @@ class IheGateway:
             await self._audit_fault(ITI38, error, request, caller, client, started)
             return fault_response(error, request.addressing.message_id if request else None)
 
-        nhs_number: str | None = None
-        documents: list[StoredDocument] = []
-        warnings: list[RegistryErrorInfo] = []
-        spine: Mapping[str, str | None] = {}
+        found = _QueryAnswer(caller)
         try:
-            xca_query.check_home(stored_query, self.settings.home_community_id)
-            if stored_query.query_id == xca_query.FIND_DOCUMENTS:
-                patient_id = stored_query.single("$XDSDocumentEntryPatientId", required=True)
-                if not stored_query.values("$XDSDocumentEntryStatus"):
-                    raise xca_query.XdsQueryError(
-                        "XDSStoredQueryMissingParam", "The stored query needs $XDSDocumentEntryStatus"
-                    )
-                assert patient_id is not None
-                nhs_number = xca_query.parse_patient_cx(patient_id).nhs_number
-                if not is_valid_nhs_number(nhs_number):
-                    raise errors.InvalidNhsNumber()
-                caller = self.verifier.check_patient(caller, nhs_number)
-                if xca_query.static_filters_pass(stored_query, self.settings, self.codes):
-                    try:
-                        result = await self.records.query_documents(nhs_number, caller)
-                    except (errors.PatientOutcome, errors.NoEndpoint, errors.AmbiguousEndpoint,
-                            errors.ConsentRefused, errors.AccessDenied) as withheld:
-                        warnings.append(faults.registry_error(withheld, transaction=ITI38))
-                    else:
-                        spine = result.spine
-                        documents = [d for d in result.documents
-                                     if xca_query.document_filters_pass(stored_query, d)]
-            elif stored_query.query_id == xca_query.GET_DOCUMENTS:
-                documents = await self._get_documents(stored_query)
-                if documents:
-                    nhs_number = documents[0].nhs_number
-                    caller = self.verifier.check_patient(caller, nhs_number)
-            elif stored_query.query_id not in xca_query.EMPTY_QUERIES:
-                raise xca_query.XdsQueryError("XDSUnknownStoredQuery", "The stored query id is not supported")
+            await self._run_stored_query(stored_query, found)
         except errors.SecurityError as error:
-            await self._audit_fault(ITI38, error, request, caller, client, started)
+            await self._audit_fault(ITI38, error, request, found.caller, client, started)
             return fault_response(error, request.addressing.message_id)
         except Exception as error:
-            return await self._query_failed(error, nhs_number, request, caller, started)
+            return await self._query_failed(error, found.nhs_number, request, found.caller, started)
 
+        documents, warnings = found.documents, found.warnings
         unique_id = documents[0].unique_id if len(documents) == 1 else None
         outcome = "success" if documents else "no-match"
         if not await self._audit(
-            ITI38, outcome, nhs_number=nhs_number, caller=caller, message_id=request.addressing.message_id,
-            reason=warnings[0].reason if warnings else None, document_unique_id=unique_id,
-            duration_ms=_elapsed(started), spine=spine,
+            ITI38, outcome, nhs_number=found.nhs_number, caller=found.caller,
+            message_id=request.addressing.message_id, reason=warnings[0].reason if warnings else None,
+            document_unique_id=unique_id, duration_ms=_elapsed(started), spine=found.spine,
             details={"documents": len(documents), "query": stored_query.query_id},
         ) and documents:
-            return await self._query_failed(errors.AuditUnavailable(), None, request, caller, started, audit=False)
+            return await self._query_failed(
+                errors.AuditUnavailable(), None, request, found.caller, started, audit=False
+            )
         # "No documents" is a plain Success with an empty list: the withheld reason is in the audit only, since
         # initiators (Metriport's parser, for one) take any RegistryError without documents for a failure.
         response = xca_query.build_response(
             documents, self.settings, return_type=stored_query.return_type,
             errors=[error for error in warnings if not error.is_warning], codes=self.codes,
         )
-        return self._reply(xca_query.ACTION_RESPONSE, response, request.addressing.message_id)
+        return self._reply(ITI_38.response_action, response, request.addressing.message_id)
+
+    async def _run_stored_query(self, stored_query: xca_query.StoredQuery, found: _QueryAnswer) -> None:
+        """Fill ``found`` as the stored query runs: what it holds when an error escapes is what gets audited."""
+        xca_query.check_home(stored_query, self.settings.home_community_id)
+        if stored_query.query_id == xca_query.FIND_DOCUMENTS:
+            await self._find_documents(stored_query, found)
+        elif stored_query.query_id == xca_query.GET_DOCUMENTS:
+            found.documents = await self._get_documents(stored_query)
+            if found.documents:
+                found.nhs_number = found.documents[0].nhs_number
+                found.caller = self.verifier.check_patient(found.caller, found.nhs_number)
+        elif stored_query.query_id not in xca_query.EMPTY_QUERIES:
+            raise xca_query.XdsQueryError("XDSUnknownStoredQuery", "The stored query id is not supported")
+
+    async def _find_documents(self, stored_query: xca_query.StoredQuery, found: _QueryAnswer) -> None:
+        patient_id = stored_query.single("$XDSDocumentEntryPatientId", required=True)
+        if not stored_query.values("$XDSDocumentEntryStatus"):
+            raise xca_query.XdsQueryError(
+                "XDSStoredQueryMissingParam", "The stored query needs $XDSDocumentEntryStatus"
+            )
+        assert patient_id is not None
+        nhs_number = found.nhs_number = xca_query.parse_patient_cx(patient_id).nhs_number
+        if not is_valid_nhs_number(nhs_number):
+            raise errors.InvalidNhsNumber()
+        found.caller = self.verifier.check_patient(found.caller, nhs_number)
+        if not xca_query.static_filters_pass(stored_query, self.settings, self.codes):
+            return
+        try:
+            result = await self.records.query_documents(nhs_number, found.caller)
+        except (errors.PatientOutcome, errors.NoEndpoint, errors.AmbiguousEndpoint,
+                errors.ConsentRefused, errors.AccessDenied) as withheld:
+            found.warnings.append(faults.registry_error(withheld, transaction=ITI38))
+        else:
+            found.spine = result.spine
+            found.documents = [d for d in result.documents if xca_query.document_filters_pass(stored_query, d)]
 
     async def _get_documents(self, stored_query: xca_query.StoredQuery) -> list[StoredDocument]:
         unique_ids = stored_query.values("$XDSDocumentEntryUniqueId")
@@ -308,7 +328,7 @@ class IheGateway:
                 reason=info.reason or None, message_id=request.addressing.message_id, duration_ms=_elapsed(started),
             )
         response = xca_query.build_response([], self.settings, errors=[info], codes=self.codes)
-        return self._reply(xca_query.ACTION_RESPONSE, response, request.addressing.message_id)
+        return self._reply(ITI_38.response_action, response, request.addressing.message_id)
 
     # --- ITI-39 ----------------------------------------------------------------------------------------------
     async def retrieve(self, body: bytes, content_type: str | None, client: ClientInfo) -> SoapResponse:
@@ -317,7 +337,7 @@ class IheGateway:
         caller: CallerIdentity | None = None
         try:
             request = soap.parse_request(body, content_type)
-            caller = await self._open(request, xca_retrieve.ACTION_REQUEST, client)
+            caller = await self._open(request, ITI_39.request_action, client)
             document_requests = xca_retrieve.parse_request(request.body)
         except Exception as error:
             await self._audit_fault(ITI39, error, request, caller, client, started)
@@ -369,13 +389,13 @@ class IheGateway:
                 retrieved, problems, home_community_urn=self.settings.home_community_urn,
                 repository_unique_id=self.settings.repository_unique_id, mtom=mtom,
             )
-            envelope = soap.envelope(xca_retrieve.ACTION_RESPONSE, response, relates_to=message_id,
+            envelope = soap.envelope(ITI_39.response_action, response, relates_to=message_id,
                                      timestamp_seconds=self.settings.wsse_timestamp_seconds)
             if mtom:
-                package, package_type = soap.mtom_package(envelope, attachments, action=xca_retrieve.ACTION_RESPONSE)
+                package, package_type = soap.mtom_package(envelope, attachments, action=ITI_39.response_action)
         if mtom:
             return SoapResponse(200, package, package_type)
-        return SoapResponse(200, envelope, soap.soap_content_type(xca_retrieve.ACTION_RESPONSE))
+        return SoapResponse(200, envelope, soap.soap_content_type(ITI_39.response_action))
 
     async def _retrieve_one(self, item: xca_retrieve.DocumentRequest) -> StoredDocument:
         if item.home_community_id is None:

@@ -26,6 +26,7 @@ from signxml.exceptions import SignXMLException
 from xhuma.config import SamlVerify, Settings
 from xhuma.errors import CacheError, SecurityError
 from xhuma.ihe.soap import WSSE
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID, same_nhs_number
 from xhuma.observability import level_enabled
 from xhuma.ports import Cache, CallerIdentity
 from xhuma.store.cache import MemoryCache
@@ -47,7 +48,6 @@ ATTR_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
 ATTR_PURPOSE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
 ATTR_RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
 
-NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
 
 
 class SamlRejected(SecurityError):
@@ -133,10 +133,6 @@ def resource_nhs_number(resource_id: str | None) -> str | None:
     if len(parts) >= 4 and NHS_NUMBER_OID in parts[3].split("&"):
         return parts[0].strip()
     return None
-
-
-def _same_nhs_number(first: str, second: str) -> bool:
-    return first.replace(" ", "").replace("-", "") == second.replace(" ", "").replace("-", "")
 
 
 def _instant(value: str | None) -> datetime | None:
@@ -257,7 +253,7 @@ class SamlVerifier:
                 return identity
             rejected = SamlRejected("The SAML assertion does not name the patient (resource-id)",
                                     reason="SamlNoResourceId")
-        elif nhs_number is None or _same_nhs_number(named, nhs_number):
+        elif nhs_number is None or same_nhs_number(named, nhs_number):
             return identity
         else:
             rejected = SamlRejected("The assertion is about another patient", reason="SamlResourceMismatch")

@@ -268,6 +268,15 @@ def _namespace(tag: str) -> str | None:
 def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
     envelope_bytes, attachments, mtom = read_envelope_bytes(body, content_type)
     envelope = parse_xml(envelope_bytes)
+    _check_envelope(envelope)
+    header, payload = _header_and_payload(envelope)
+    addressing, security = (Addressing(), None) if header is None else _read_header(header)
+    if attachments or mtom:
+        _resolve_xop(envelope, attachments)
+    return SoapRequest(envelope, payload, addressing, security, mtom, attachments)
+
+
+def _check_envelope(envelope: etree._Element) -> None:
     if envelope.tag != _ENVELOPE:
         qname = etree.QName(envelope)
         if qname.localname != "Envelope":
@@ -275,6 +284,10 @@ def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
         if qname.namespace == SOAP11:
             raise SoapFault("VersionMismatch", "SOAP 1.1 is not supported; use SOAP 1.2")
         raise SoapFault("VersionMismatch", "Unknown SOAP envelope namespace")
+
+
+def _header_and_payload(envelope: etree._Element) -> tuple[etree._Element | None, etree._Element]:
+    """The first Header (if any) and the Body's first element."""
     # Element children are compared by tag in one pass each: lxml's find() goes through ElementPath in Python.
     header = soap_body = None
     for child in envelope:
@@ -287,41 +300,42 @@ def parse_request(body: bytes, content_type: str | None) -> SoapRequest:
     payload = next((child for child in soap_body if isinstance(child.tag, str)), None)
     if payload is None:
         raise sender_fault("The SOAP Body is empty")
-    addressing = Addressing()
+    return header, payload
+
+
+def _read_header(header: etree._Element) -> tuple[Addressing, etree._Element | None]:
+    """The WS-Addressing headers and the first ``wsse:Security``; mustUnderstand blocks must be ours."""
+    found: dict[str, etree._Element] = {}
+    repeated: str | None = None
     security = None
-    if header is not None:
-        found: dict[str, etree._Element] = {}
-        repeated: str | None = None
-        for block in header:
-            tag = block.tag
-            if not isinstance(tag, str):
-                continue
-            if block.get(_MUST_UNDERSTAND, "false").strip() in ("1", "true") and (
-                _namespace(tag) not in UNDERSTOOD_HEADER_NAMESPACES
-            ):
-                raise SoapFault("MustUnderstand", "A header block marked mustUnderstand is not understood")
-            local = _WSA_HEADERS.get(tag)
-            if local is not None:
-                if local in found:
-                    repeated = repeated or local
-                else:
-                    found[local] = block
-            elif tag == _SECURITY and security is None:
-                security = block
-        if repeated:
-            # WS-Addressing 1.0 Core §3.2: each at most once; a second copy is InvalidAddressingHeader (SOAP binding
-            # §6.4.1), not silently the first one.
-            raise sender_fault(f"wsa:{repeated} appears more than once", "InvalidAddressingHeader")
-        addressing = Addressing(
-            action=_text(found.get("Action")),
-            message_id=_text(found.get("MessageID")),
-            reply_to=_address(found.get("ReplyTo")),
-            fault_to=_address(found.get("FaultTo")),
-            to=_text(found.get("To")),
-        )
-    if attachments or mtom:
-        _resolve_xop(envelope, attachments)
-    return SoapRequest(envelope, payload, addressing, security, mtom, attachments)
+    for block in header:
+        tag = block.tag
+        if not isinstance(tag, str):
+            continue
+        if block.get(_MUST_UNDERSTAND, "false").strip() in ("1", "true") and (
+            _namespace(tag) not in UNDERSTOOD_HEADER_NAMESPACES
+        ):
+            raise SoapFault("MustUnderstand", "A header block marked mustUnderstand is not understood")
+        local = _WSA_HEADERS.get(tag)
+        if local is not None:
+            if local in found:
+                repeated = repeated or local
+            else:
+                found[local] = block
+        elif tag == _SECURITY and security is None:
+            security = block
+    if repeated:
+        # WS-Addressing 1.0 Core §3.2: each at most once; a second copy is InvalidAddressingHeader (SOAP binding
+        # §6.4.1), not silently the first one.
+        raise sender_fault(f"wsa:{repeated} appears more than once", "InvalidAddressingHeader")
+    addressing = Addressing(
+        action=_text(found.get("Action")),
+        message_id=_text(found.get("MessageID")),
+        reply_to=_address(found.get("ReplyTo")),
+        fault_to=_address(found.get("FaultTo")),
+        to=_text(found.get("To")),
+    )
+    return addressing, security
 
 
 def _address(endpoint: etree._Element | None) -> str | None:

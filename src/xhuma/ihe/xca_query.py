@@ -18,6 +18,8 @@ from xhuma.config import EntryType, Settings
 from xhuma.errors import InvalidRequest
 from xhuma.ihe.faults import RegistryErrorInfo
 from xhuma.ihe.soap import sender_fault
+from xhuma.ihe.transactions import ITI_38
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID
 from xhuma.ports import StoredDocument
 
 QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
@@ -26,8 +28,8 @@ RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 Q = f"{{{QUERY}}}"
 R = f"{{{RIM}}}"
 
-ACTION_REQUEST = "urn:ihe:iti:2007:CrossGatewayQuery"
-ACTION_RESPONSE = "urn:ihe:iti:2007:CrossGatewayQueryResponse"
+ACTION_REQUEST = ITI_38.request_action
+ACTION_RESPONSE = ITI_38.response_action
 
 STATUS_SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 STATUS_PARTIAL = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"
@@ -69,7 +71,6 @@ SCHEME_AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
 SCHEME_PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
 SCHEME_UNIQUE_ID = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
 
-NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
 ODS_OID = "2.16.840.1.113883.2.1.3.2.4.19.1"
 CONFIDENTIALITY_SCHEME = "2.16.840.1.113883.5.25"
 _UUID_NAMESPACE = uuid.UUID("0b7f3a86-3d2e-5f55-8a0c-5c1c0d6f9e41")
@@ -151,7 +152,7 @@ def split_list(raw: str) -> list[str]:
 
 
 def parse_request(body: etree._Element) -> StoredQuery:
-    if body.tag != f"{Q}AdhocQueryRequest":
+    if body.tag != ITI_38.request_element:
         raise sender_fault("The ITI-38 body must be an AdhocQueryRequest")
     option = body.find(f"{Q}ResponseOption")
     return_type = option.get("returnType", "ObjectRef") if option is not None else "ObjectRef"

@@ -15,14 +15,15 @@ from lxml import etree
 from xhuma import ids
 from xhuma.ihe.faults import RegistryErrorInfo
 from xhuma.ihe.soap import XOP, Attachment, escape_attr, escape_text, sender_fault
+from xhuma.ihe.transactions import ITI_39
 from xhuma.ihe.xca_query import RS, highest_severity, response_status
 from xhuma.ports import StoredDocument
 
 XDSB = "urn:ihe:iti:xds-b:2007"
 X = f"{{{XDSB}}}"
 
-ACTION_REQUEST = "urn:ihe:iti:2007:CrossGatewayRetrieve"
-ACTION_RESPONSE = "urn:ihe:iti:2007:CrossGatewayRetrieveResponse"
+ACTION_REQUEST = ITI_39.request_action
+ACTION_RESPONSE = ITI_39.response_action
 MAX_DOCUMENT_REQUESTS = 100  # we publish one document per patient; a retrieve never needs more than a few
 
 
@@ -50,7 +51,7 @@ def _document_request(element: etree._Element) -> DocumentRequest:
 
 
 def parse_request(body: etree._Element) -> list[DocumentRequest]:
-    if body.tag != f"{X}RetrieveDocumentSetRequest":
+    if body.tag != ITI_39.request_element:
         raise sender_fault("The ITI-39 body must be a RetrieveDocumentSetRequest")
     requests = [_document_request(element) for element in body.iterchildren(f"{X}DocumentRequest")]
     if not requests:

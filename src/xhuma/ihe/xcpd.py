@@ -13,7 +13,8 @@ from lxml import etree
 
 from xhuma.ihe.faults import ACK_INTERNAL_ERROR, XcpdAnswer
 from xhuma.ihe.soap import hl7_timestamp, sender_fault
-from xhuma.nhs.nhs_number import normalise
+from xhuma.ihe.transactions import ITI_55
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID, normalise
 from xhuma.ports import PdsPatient
 from xhuma.records import DemographicQuery
 
@@ -21,10 +22,9 @@ HL7 = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 H = f"{{{HL7}}}"
 
-ACTION_REQUEST = "urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery"
-ACTION_RESPONSE = "urn:hl7-org:v3:PRPA_IN201306UV02:CrossGatewayPatientDiscovery"
+ACTION_REQUEST = ITI_55.request_action
+ACTION_RESPONSE = ITI_55.response_action
 
-NHS_NUMBER_OID = "2.16.840.1.113883.2.1.4.1"
 ODS_OID = "2.16.840.1.113883.2.1.3.2.4.19.1"
 INTERACTION_ROOT = "2.16.840.1.113883.1.6"
 XCPD_ERROR_CODES = "1.3.6.1.4.1.19376.1.2.27.3"
@@ -105,7 +105,7 @@ def _demographics(parameters: etree._Element) -> DemographicQuery:
 
 
 def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
-    if body.tag != f"{H}PRPA_IN201305UV02":
+    if body.tag != ITI_55.request_element:
         raise sender_fault("The ITI-55 body must be a PRPA_IN201305UV02 message")
     query = _find(body, "hl7:controlActProcess/hl7:queryByParameter")
     if query is None:

@@ -278,41 +278,55 @@ def practitioner_name(user_name: str | None, user_id: str | None = None) -> dict
     the user id, then "UNKNOWN", because the claim must carry a family name).
     """
     text = (user_name or "").strip()
-    family: str | None = None
-    given: list[str] = []
-    prefix: list[str] = []
     if "^" in text:
-        parts = [part.strip() for part in text.split("^")]
-        if len(parts) >= 3 and (not parts[0] or any(char.isdigit() for char in parts[0])):
-            # XCN: ID ^ family ^ given ^ middle ^ suffix ^ prefix
-            family = parts[1] or None
-            given = [part for part in parts[2:4] if part]
-            prefix = [parts[5]] if len(parts) > 5 and parts[5] else []
-        else:
-            family = parts[0] or None
-            given = [part for part in parts[1:3] if part]
-            prefix = [parts[4]] if len(parts) > 4 and parts[4] else []
+        family, given, prefix = _caret_name(text)
     elif "," in text:
-        family_part, _, given_part = text.partition(",")
-        family = family_part.strip() or None
-        words = _words(given_part)
-        prefix = [word for word in words if _is_title(word)]
-        given = [word for word in words if not _is_title(word)]
+        family, given, prefix = _comma_name(text)
     else:
-        if "@" in text and " " not in text:
-            text = re.sub(r"[._]+", " ", text.split("@", 1)[0])
-        words = _words(text)
-        while words and _is_title(words[0]):
-            prefix.append(words.pop(0))
-        if words:
-            family = words.pop()
-            given = words
+        family, given, prefix = _spaced_name(text)
     name: dict[str, Any] = {"family": family or (user_id or "").strip() or "UNKNOWN"}
     if given:
         name["given"] = given
     if prefix:
         name["prefix"] = prefix
     return name
+
+
+# (family, given names, prefixes) of a practitioner name, one written form each.
+_NameParts = tuple[str | None, list[str], list[str]]
+
+
+def _caret_name(text: str) -> _NameParts:
+    """HL7 v2 XCN ``id^Family^Given^Middle^Suffix^Prefix``, or the short ``Family^Given^Middle^Suffix^Prefix``."""
+    parts = [part.strip() for part in text.split("^")]
+    if len(parts) >= 3 and (not parts[0] or any(char.isdigit() for char in parts[0])):
+        prefix = [parts[5]] if len(parts) > 5 and parts[5] else []
+        return parts[1] or None, [part for part in parts[2:4] if part], prefix
+    prefix = [parts[4]] if len(parts) > 4 and parts[4] else []
+    return parts[0] or None, [part for part in parts[1:3] if part], prefix
+
+
+def _comma_name(text: str) -> _NameParts:
+    """``Family, Dr Given Middle``."""
+    family_part, _, given_part = text.partition(",")
+    words = _words(given_part)
+    return (
+        family_part.strip() or None,
+        [word for word in words if not _is_title(word)],
+        [word for word in words if _is_title(word)],
+    )
+
+
+def _spaced_name(text: str) -> _NameParts:
+    """``Dr Given Middle Family``, ``given.family@org`` or a single word."""
+    if "@" in text and " " not in text:
+        text = re.sub(r"[._]+", " ", text.split("@", 1)[0])
+    words = _words(text)
+    prefix: list[str] = []
+    while words and _is_title(words[0]):
+        prefix.append(words.pop(0))
+    family = words.pop() if words else None
+    return family, words, prefix
 
 
 def _words(text: str) -> list[str]:

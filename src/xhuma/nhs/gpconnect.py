@@ -32,7 +32,12 @@ from xhuma.errors import (
     XhumaError,
 )
 from xhuma.nhs.auth import encode_unsigned, gp_connect_claims, jwt_summary
-from xhuma.nhs.nhs_number import normalise, validate_nhs_number
+from xhuma.nhs.clinical_areas import (
+    BY_NAME,
+    CLINICAL_AREAS,
+    requested_areas,
+)
+from xhuma.nhs.nhs_number import NHS_NUMBER_SYSTEM, normalise, validate_nhs_number
 from xhuma.nhs.operation_outcome import first_spine_code, parse_json
 from xhuma.nhs.outbound import outbound_call
 from xhuma.nhs.sds import GPC_STRUCTURED_INTERACTION
@@ -42,32 +47,10 @@ from xhuma.ports import CallerIdentity, PdsClient, PdsPatient, SdsRoute, Structu
 
 log = structlog.get_logger(__name__)
 
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 FHIR_JSON_UTF8 = "application/fhir+json;charset=utf-8"
 
-# Clinical area (setting value) -> top-level parameter name (SPEC §7.3).
-AREA_PARAMETERS: dict[str, str] = {
-    "allergies": "includeAllergies",
-    "medication": "includeMedication",
-    "problems": "includeProblems",
-    "immunisations": "includeImmunisations",
-    "uncategorised": "includeUncategorisedData",
-    "investigations": "includeInvestigations",
-    "referrals": "includeReferrals",
-    "diary": "includeDiaryEntries",
-    "consultations": "includeConsultations",
-}
-
-# Part parameters the provider refuses when consultations or problems are also requested (SPEC §7.3,
-# "not-permitted combinations"; answered with 422 INVALID_PARAMETER).
-FORBIDDEN_WITH_CONSULTATIONS = frozenset({
-    "medicationSearchFromDate", "uncategorisedDataSearchPeriod", "filterStatus", "referralSearchPeriod",
-    "diaryEntriesSearchDate", "includeNotGiven", "includeStatus",
-})
-FORBIDDEN_WITH_PROBLEMS = frozenset({
-    "medicationSearchFromDate", "uncategorisedDataSearchPeriod", "referralSearchPeriod", "diaryEntriesSearchDate",
-    "includeNotGiven", "includeStatus",
-})
+# Clinical area (setting value) -> top-level parameter name (SPEC §7.3), in request order.
+AREA_PARAMETERS: dict[str, str] = {area.name: area.parameter for area in CLINICAL_AREAS}
 
 
 def _years_before(day: date, years: int) -> date:
@@ -84,13 +67,13 @@ def build_parameters(nhs_number: str, settings: Settings, today: date) -> dict[s
     restricted part parameters (medication search date, uncategorised period) are left out, because the provider
     must reject them in that combination; the provider then returns the whole of those areas.
     """
-    areas = [area for area in AREA_PARAMETERS if area in {a.strip().lower() for a in settings.gpc_clinical_areas}]
+    areas = [area.name for area in requested_areas(settings.gpc_clinical_areas)]
     restricted = "consultations" in areas or "problems" in areas
     parameters: list[dict[str, Any]] = [
         {"name": "patientNHSNumber", "valueIdentifier": {"system": NHS_NUMBER_SYSTEM, "value": nhs_number}}
     ]
     for area in areas:
-        name = AREA_PARAMETERS[area]
+        name = BY_NAME[area].parameter
         parts: list[dict[str, Any]] = []
         if area == "allergies":
             # includeResolvedAllergies is 1..1 whenever includeAllergies is present.
@@ -305,8 +288,6 @@ class GpConnectFhirClient:
 
 __all__ = [
     "AREA_PARAMETERS",
-    "FORBIDDEN_WITH_CONSULTATIONS",
-    "FORBIDDEN_WITH_PROBLEMS",
     "GpConnectFhirClient",
     "breaker_endpoint",
     "build_parameters",

@@ -1,4 +1,6 @@
-"""NHS number: Modulus 11 check (SPEC §9).
+"""NHS number: its identifier system and OID, normalisation and the Modulus 11 check (SPEC §9).
+
+The one home of the NHS number: every module that names, normalises or checks one uses this module.
 
 Numbers are strings throughout (leading zeros in the Scottish and Northern Irish ranges). A passing checksum
 does not prove that the number exists: PDS remains the authority. Invalid numbers are refused here, before any
@@ -7,7 +9,13 @@ call, so they never reach an upstream.
 
 from __future__ import annotations
 
+from typing import Final
+
 from xhuma.errors import InvalidNhsNumber
+
+# FHIR identifier system (NHS Digital naming) and the HL7 v3 / CDA root OID of the NHS number.
+NHS_NUMBER_SYSTEM: Final = "https://fhir.nhs.uk/Id/nhs-number"
+NHS_NUMBER_OID: Final = "2.16.840.1.113883.2.1.4.1"
 
 _WEIGHTS = range(10, 1, -1)  # digits 1-9 weighted 10..2
 
@@ -35,6 +43,11 @@ def is_valid_nhs_number(raw: str) -> bool:
     return check_digit(number[:9]) == int(number[9])
 
 
+def same_nhs_number(first: str, second: str) -> bool:
+    """Whether two written forms name the same number (``943 476 5919`` and ``9434765919`` do)."""
+    return normalise(first) == normalise(second)
+
+
 def validate_nhs_number(raw: str) -> str:
     """Return the normalised number or raise InvalidNhsNumber (the message never repeats the number)."""
     number = normalise(raw)
@@ -43,4 +56,12 @@ def validate_nhs_number(raw: str) -> str:
     return number
 
 
-__all__ = ["check_digit", "is_valid_nhs_number", "normalise", "validate_nhs_number"]
+__all__ = [
+    "NHS_NUMBER_OID",
+    "NHS_NUMBER_SYSTEM",
+    "check_digit",
+    "is_valid_nhs_number",
+    "normalise",
+    "same_nhs_number",
+    "validate_nhs_number",
+]

@@ -28,7 +28,7 @@ from xhuma.errors import (
     UpstreamUnavailable,
 )
 from xhuma.nhs.auth import PdsTokenProvider
-from xhuma.nhs.nhs_number import validate_nhs_number
+from xhuma.nhs.nhs_number import NHS_NUMBER_SYSTEM, validate_nhs_number
 from xhuma.nhs.operation_outcome import first_spine_code, parse_json
 from xhuma.nhs.outbound import outbound_call
 from xhuma.nhs.transport import Upstream
@@ -38,7 +38,6 @@ from xhuma.store.keys import CacheKeys
 
 log = structlog.get_logger(__name__)
 
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
 FHIR_JSON = "application/fhir+json"
 TOO_MANY_MATCHES = "TOO_MANY_MATCHES"  # PDS search: 200 with this OperationOutcome when the match is not unique
@@ -262,27 +261,53 @@ def _search_matches(bundle: Mapping[str, Any]) -> list[PdsSearchMatch]:
 
 # --- Patient resource -> PdsPatient (SPEC §5.4) -----------------------------------------------------------------
 def parse_patient(resource: Mapping[str, Any], requested: str) -> PdsPatient:
-    number = str(resource.get("id") or "")
-    if not number:
-        number = next(
-            (str(i.get("value")) for i in resource.get("identifier") or [] if i.get("system") == NHS_NUMBER_SYSTEM),
-            "",
-        )
+    number = _nhs_number(resource)
     if not number:
         raise UpstreamInvalidResponse("PDS Patient has no NHS number", service="pds")
     name = _current_name(resource.get("name") or [])
-    security = "U"
+    return PdsPatient(
+        nhs_number=number,
+        family=name.get("family"),
+        given=tuple(name.get("given") or ()),
+        prefix=tuple(name.get("prefix") or ()),
+        gender=resource.get("gender"),
+        birth_date=resource.get("birthDate"),
+        addresses=_addresses(resource),
+        telecom=_telecom(resource),
+        gp_ods_code=_gp_ods_code(resource),
+        security=_security(resource),
+        deceased=_deceased(resource),
+        requested_nhs_number=requested,
+    )
+
+
+def _nhs_number(resource: Mapping[str, Any]) -> str:
+    """The logical id, else the NHS number identifier (a search entry may carry only the latter)."""
+    number = str(resource.get("id") or "")
+    if number:
+        return number
+    identifiers = resource.get("identifier") or []
+    return next((str(i.get("value")) for i in identifiers if i.get("system") == NHS_NUMBER_SYSTEM), "")
+
+
+def _security(resource: Mapping[str, Any]) -> str:
+    """The first confidentiality code (``U``, ``R``, ``V``, ``REDACTED``); unrestricted when none."""
     for label in (resource.get("meta") or {}).get("security") or []:
         if label.get("code"):
-            security = str(label["code"])
-            break
-    gp_ods = None
+            return str(label["code"])
+    return "U"
+
+
+def _gp_ods_code(resource: Mapping[str, Any]) -> str | None:
     for practitioner in resource.get("generalPractitioner") or []:
         identifier = practitioner.get("identifier") or {}
         if identifier.get("value"):
-            gp_ods = str(identifier["value"])
-            break
-    addresses = tuple(
+            return str(identifier["value"])
+    return None
+
+
+def _addresses(resource: Mapping[str, Any]) -> tuple[Address, ...]:
+    return tuple(
         Address(
             lines=tuple(str(line) for line in address.get("line") or []),
             city=address.get("city"),
@@ -291,28 +316,21 @@ def parse_patient(resource: Mapping[str, Any], requested: str) -> PdsPatient:
         )
         for address in resource.get("address") or []
     )
-    telecom = tuple(
+
+
+def _telecom(resource: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(
         (str(item.get("system") or ""), str(item.get("value") or ""))
         for item in resource.get("telecom") or []
         if item.get("value")
     )
+
+
+def _deceased(resource: Mapping[str, Any]) -> str | None:
     deceased = resource.get("deceasedDateTime")
     if deceased is None and resource.get("deceasedBoolean") is True:
-        deceased = "unknown"
-    return PdsPatient(
-        nhs_number=number,
-        family=name.get("family"),
-        given=tuple(name.get("given") or ()),
-        prefix=tuple(name.get("prefix") or ()),
-        gender=resource.get("gender"),
-        birth_date=resource.get("birthDate"),
-        addresses=addresses,
-        telecom=telecom,
-        gp_ods_code=gp_ods,
-        security=security,
-        deceased=deceased,
-        requested_nhs_number=requested,
-    )
+        return "unknown"
+    return deceased
 
 
 def _current_name(names: list[Mapping[str, Any]]) -> Mapping[str, Any]:

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from xhuma.config import ConfigurationError
+from xhuma.nhs.nhs_number import normalise as normalise_nhs_number
 from xhuma.ports import Cache
 
 if TYPE_CHECKING:
@@ -121,10 +122,6 @@ def new_key_text(kid: str) -> str:
     if not KEY_ID_PATTERN.match(kid):
         raise CacheKeyError("key id must be 1-32 characters of A-Z a-z 0-9 . _ -")
     return f"{kid}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"
-
-
-def normalise_nhs_number(nhs_number: str) -> str:
-    return "".join(char for char in nhs_number if char not in " -\t")
 
 
 class CacheKeyring:
@@ -270,7 +267,6 @@ __all__ = [
     "EncryptedCache",
     "Rejection",
     "new_key_text",
-    "normalise_nhs_number",
     "parse_cache_keys",
     "parse_hash_key",
 ]

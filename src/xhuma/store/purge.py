@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from xhuma.nhs.nhs_number import normalise as normalise_nhs_number
 from xhuma.ports import Cache
-from xhuma.store.crypto import normalise_nhs_number
 from xhuma.store.keys import CacheKeys
 
 _UNIQUE_ID = re.compile(r"^(urn:oid:)?[0-2](\.(0|[1-9][0-9]*))+$|^urn:uuid:[0-9a-fA-F-]{36}$")

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs
 
 import jwt
 from fastapi import FastAPI, Request, Response
+from starlette.datastructures import Headers
 
 from xhuma.compression import GzipMiddleware, GzipPolicy
 from xhuma.nhs.nhs_number import is_valid_nhs_number
@@ -53,7 +54,7 @@ from xhuma.nhs.simulator.provider import (
     select_areas,
     synthetic_bundle,
 )
-from xhuma.nhs.simulator.records import SimulatedPatient, SimulatorData
+from xhuma.nhs.simulator.records import Practice, SimulatedPatient, SimulatorData
 
 TOKEN_PATH = "/pds/oauth2/token"  # noqa: S105 - a URL path, not a secret
 PDS_PATH = "/pds/personal-demographics/FHIR/R4"
@@ -243,6 +244,23 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
             echo["X-Correlation-ID"] = request.headers["x-correlation-id"]
         if (status := state._injected("pds")) is not None:
             return _pds_error(status, "SERVICE_UNAVAILABLE", "Service unavailable", headers=echo)
+        rejected = pds_rejection(request, request_id, echo)
+        if rejected is not None:
+            return rejected
+        assert request_id is not None  # pds_rejection refuses a request without one
+        if not (len(nhs_number) == 10 and is_valid_nhs_number(nhs_number)):
+            return _pds_error(400, "INVALID_RESOURCE_ID", "Resource Id is invalid", headers=echo)
+        patient = data.patients.get(nhs_number)
+        faulted = await pds_fault(patient.fault if patient else None, request_id, echo)
+        if faulted is not None:
+            return faulted
+        if patient is None or patient.pds is None:
+            return _pds_error(404, "RESOURCE_NOT_FOUND", "Resource not found", headers=echo)
+        version = str((patient.pds.get("meta") or {}).get("versionId") or "1")
+        return _json(patient.pds, headers={**echo, "ETag": f'W/"{version}"'})
+
+    def pds_rejection(request: Request, request_id: str | None, echo: dict[str, str]) -> Response | None:
+        """PDS's answer to a read without a live access token or a UUID X-Request-ID."""
         authorization = request.headers.get("authorization", "")
         bearer = authorization[7:] if authorization.startswith("Bearer ") else ""
         if not bearer or state.tokens.get(bearer, 0) <= time.time():
@@ -256,10 +274,10 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         except ValueError:
             return _pds_error(400, "INVALID_VALUE", "Provided value is invalid",
                               "Invalid value - X-Request-ID header must be a UUID", headers=echo)
-        if not (len(nhs_number) == 10 and is_valid_nhs_number(nhs_number)):
-            return _pds_error(400, "INVALID_RESOURCE_ID", "Resource Id is invalid", headers=echo)
-        patient = data.patients.get(nhs_number)
-        fault = patient.fault if patient else None
+        return None
+
+    async def pds_fault(fault: Fault | None, request_id: str, echo: dict[str, str]) -> Response | None:
+        """The failing answer of a PDS fault patient, if this read is one to fail."""
         if fault is Fault.PDS_FLAKY:
             state.attempts[f"pds:{request_id}"] += 1
             if state.attempts[f"pds:{request_id}"] <= 2:
@@ -272,10 +290,7 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         if fault is Fault.INVALIDATED:
             return _pds_error(404, "INVALIDATED_RESOURCE", "Resource that has been marked as invalid was requested",
                               headers=echo)
-        if patient is None or patient.pds is None:
-            return _pds_error(404, "RESOURCE_NOT_FOUND", "Resource not found", headers=echo)
-        version = str((patient.pds.get("meta") or {}).get("versionId") or "1")
-        return _json(patient.pds, headers={**echo, "ETag": f'W/"{version}"'})
+        return None
 
     # --- SDS FHIR (SPEC §6) ---------------------------------------------------------------------------------------
     def sds_guard(request: Request, counter: str) -> Response | None:
@@ -401,28 +416,7 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         state.gpc_requests.append(record)
         if (status := state._injected("gpc")) is not None:
             raise ProviderError(status, "exception", "INTERNAL_SERVER_ERROR", "injected failure")
-        # SSP: the four Spine headers, the interaction, the target registered in SDS, the receiving ASID.
-        for name in ("Ssp-TraceID", "Ssp-From", "Ssp-To", "Ssp-InteractionID"):
-            if not headers.get(name):
-                raise bad_request(f"Missing header {name}")
-        try:
-            uuid.UUID(headers["Ssp-TraceID"])
-        except ValueError:
-            raise bad_request("Ssp-TraceID must be a UUID") from None
-        if headers["Ssp-InteractionID"] != GPC_STRUCTURED_INTERACTION or not target.endswith(STRUCTURED_OPERATION):
-            raise bad_request("Ssp-InteractionID does not match the requested operation")
-        root = _normalise_target(target[: -len(STRUCTURED_OPERATION)])
-        practice = data.practice_for_endpoint(root)
-        if practice is None:
-            raise bad_request("Target URL is not a GP Connect endpoint registered in SDS")
-        if practice.ods in state.failing_practices:
-            status = state.failing_practices[practice.ods]
-            if status is None:
-                await asyncio.sleep(config.hang_seconds)
-                status = 504
-            raise ProviderError(status, "exception", "INTERNAL_SERVER_ERROR", "Simulated practice failure")
-        if headers["Ssp-To"] != practice.asid:
-            raise ProviderError(403, "forbidden", "ACCESS DENIED", "Receiver ASID is not the endpoint's ASID")
+        practice, root = await ssp_target(target, headers)
         content_type = headers.get("content-type", "")
         if "json" not in content_type:
             raise bad_request("Content-Type must be application/fhir+json")
@@ -444,6 +438,31 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
         if security != "U" or patient.pds.get("deceasedDateTime"):
             raise _not_found()  # SPEC §7.5: sensitive and deceased patients are PATIENT_NOT_FOUND
         return await _answer(patient, structured, headers["Ssp-TraceID"], practice.ods)
+
+    async def ssp_target(target: str, headers: Headers) -> tuple[Practice, str]:
+        """SSP: the four Spine headers, the interaction, the target registered in SDS, the receiving ASID."""
+        for name in ("Ssp-TraceID", "Ssp-From", "Ssp-To", "Ssp-InteractionID"):
+            if not headers.get(name):
+                raise bad_request(f"Missing header {name}")
+        try:
+            uuid.UUID(headers["Ssp-TraceID"])
+        except ValueError:
+            raise bad_request("Ssp-TraceID must be a UUID") from None
+        if headers["Ssp-InteractionID"] != GPC_STRUCTURED_INTERACTION or not target.endswith(STRUCTURED_OPERATION):
+            raise bad_request("Ssp-InteractionID does not match the requested operation")
+        root = _normalise_target(target[: -len(STRUCTURED_OPERATION)])
+        practice = data.practice_for_endpoint(root)
+        if practice is None:
+            raise bad_request("Target URL is not a GP Connect endpoint registered in SDS")
+        if practice.ods in state.failing_practices:
+            status = state.failing_practices[practice.ods]
+            if status is None:
+                await asyncio.sleep(config.hang_seconds)
+                status = 504
+            raise ProviderError(status, "exception", "INTERNAL_SERVER_ERROR", "Simulated practice failure")
+        if headers["Ssp-To"] != practice.asid:
+            raise ProviderError(403, "forbidden", "ACCESS DENIED", "Receiver ASID is not the endpoint's ASID")
+        return practice, root
 
     async def _answer(patient: SimulatedPatient, structured: Any, trace_id: str, ods: str) -> Response:
         fault = patient.fault

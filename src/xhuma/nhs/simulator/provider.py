@@ -18,14 +18,22 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from xhuma.nhs.nhs_number import is_valid_nhs_number
+from xhuma.nhs.clinical_areas import (
+    BY_NAME,
+    BY_PARAMETER,
+    CLINICAL_AREAS,
+    CONSULTATION_STRUCTURE_LISTS,
+    FORBIDDEN_WITH_CONSULTATIONS,
+    FORBIDDEN_WITH_PROBLEMS,
+    RESOLVED_ALLERGIES_LIST,
+)
+from xhuma.nhs.nhs_number import NHS_NUMBER_SYSTEM, is_valid_nhs_number
 from xhuma.nhs.operation_outcome import operation_outcome
 
 SPINE_ERROR_SYSTEM = "https://fhir.nhs.uk/STU3/CodeSystem/Spine-ErrorOrWarningCode-1"
 GPC_OPERATION_OUTCOME_PROFILE = "https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-OperationOutcome-1"
 BUNDLE_PROFILE = "https://fhir.nhs.uk/STU3/StructureDefinition/GPConnect-StructuredRecord-Bundle-1"
 LIST_PROFILE = "https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-GPC-List-1"
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 SNOMED = "http://snomed.info/sct"
 
 DISPLAYS = {
@@ -82,6 +90,32 @@ def _b64json(segment: str) -> Any:
 def check_jwt(authorization: str | None, audience: str, *, now: float | None = None) -> dict[str, Any]:
     """Validate the bearer token the way a provider does; return its claims."""
     now = time.time() if now is None else now
+    claims = _unsigned_claims(authorization)
+    for claim in REQUIRED_CLAIMS:
+        if claims.get(claim) in (None, "", [], {}):
+            raise bad_request(f"Empty JWT {claim} claim")
+    _check_lifetime(claims, now)
+    if claims["aud"] != audience:
+        raise bad_request("JWT aud claim does not match the requested endpoint")
+    if claims["reason_for_request"] != "directcare":
+        raise bad_request("JWT reason_for_request must be directcare")
+    scope = str(claims["requested_scope"])
+    if not re.fullmatch(r"patient/\*\.read( conf/[NR])?", scope):
+        raise bad_request("JWT requested_scope must be patient/*.read")
+    _check_device(claims["requesting_device"])
+    organization = claims["requesting_organization"]
+    if (
+        not isinstance(organization, dict)
+        or organization.get("resourceType") != "Organization"
+        or not _has_identifier(organization, "https://fhir.nhs.uk/Id/ods-organization-code")
+    ):
+        raise bad_request("JWT requesting_organization must be an Organization with an ODS code")
+    _check_practitioner(claims["requesting_practitioner"], claims["sub"])
+    return claims
+
+
+def _unsigned_claims(authorization: str | None) -> dict[str, Any]:
+    """The claims of an unsigned (``alg: none``) bearer JWT, as GP Connect requires it."""
     if not authorization or not authorization.startswith("Bearer "):
         raise bad_request("Authorization header missing or not a Bearer token")
     token = authorization[len("Bearer "):].strip()
@@ -100,9 +134,10 @@ def check_jwt(authorization: str | None, audience: str, *, now: float | None = N
         raise bad_request("JWT header typ must be JWT")
     if not isinstance(claims, dict):
         raise bad_request("JWT payload is not an object")
-    for claim in REQUIRED_CLAIMS:
-        if claims.get(claim) in (None, "", [], {}):
-            raise bad_request(f"Empty JWT {claim} claim")
+    return claims
+
+
+def _check_lifetime(claims: Mapping[str, Any], now: float) -> None:
     iat, exp = claims["iat"], claims["exp"]
     if not isinstance(iat, int) or not isinstance(exp, int):
         raise bad_request("JWT iat and exp must be integers (seconds)")
@@ -112,29 +147,19 @@ def check_jwt(authorization: str | None, audience: str, *, now: float | None = N
         raise bad_request("JWT iat is in the future")
     if exp <= now:
         raise bad_request("JWT has expired")
-    if claims["aud"] != audience:
-        raise bad_request("JWT aud claim does not match the requested endpoint")
-    if claims["reason_for_request"] != "directcare":
-        raise bad_request("JWT reason_for_request must be directcare")
-    scope = str(claims["requested_scope"])
-    if not re.fullmatch(r"patient/\*\.read( conf/[NR])?", scope):
-        raise bad_request("JWT requested_scope must be patient/*.read")
-    device = claims["requesting_device"]
+
+
+def _check_device(device: Any) -> None:
     if not isinstance(device, dict) or device.get("resourceType") != "Device" or not _has_identifier(device):
         raise bad_request("JWT requesting_device must be a Device with an identifier")
     if not device.get("model") or not device.get("version"):
         raise bad_request("JWT requesting_device needs model and version")
-    organization = claims["requesting_organization"]
-    if (
-        not isinstance(organization, dict)
-        or organization.get("resourceType") != "Organization"
-        or not _has_identifier(organization, "https://fhir.nhs.uk/Id/ods-organization-code")
-    ):
-        raise bad_request("JWT requesting_organization must be an Organization with an ODS code")
-    practitioner = claims["requesting_practitioner"]
+
+
+def _check_practitioner(practitioner: Any, subject: Any) -> None:
     if not isinstance(practitioner, dict) or practitioner.get("resourceType") != "Practitioner":
         raise bad_request("JWT requesting_practitioner must be a Practitioner")
-    if practitioner.get("id") != claims["sub"]:
+    if practitioner.get("id") != subject:
         raise bad_request("JWT sub must equal requesting_practitioner.id")
     names = practitioner.get("name")
     if not isinstance(names, list) or not names or not isinstance(names[0], dict) or not names[0].get("family"):
@@ -142,7 +167,6 @@ def check_jwt(authorization: str | None, audience: str, *, now: float | None = N
     for system in ("https://fhir.nhs.uk/Id/sds-user-id", "https://fhir.nhs.uk/Id/sds-role-profile-id"):
         if not _has_identifier(practitioner, system):
             raise bad_request(f"JWT requesting_practitioner lacks identifier {system}")
-    return claims
 
 
 def _has_identifier(resource: Mapping[str, Any], system: str | None = None) -> bool:
@@ -159,39 +183,6 @@ def _has_identifier(resource: Mapping[str, Any], system: str | None = None) -> b
 
 
 # --- Parameters (SPEC §7.3) ---------------------------------------------------------------------------------------
-PARTS: dict[str, dict[str, str]] = {
-    "includeAllergies": {"includeResolvedAllergies": "valueBoolean"},
-    "includeMedication": {"includePrescriptionIssues": "valueBoolean", "medicationSearchFromDate": "valueDate"},
-    "includeConsultations": {
-        "consultationSearchPeriod": "valuePeriod",
-        "includeNumberOfMostRecent": "valuePositiveInt",
-    },
-    "includeProblems": {"filterStatus": "valueCode"},
-    "includeImmunisations": {"includeNotGiven": "valueBoolean", "includeStatus": "valueBoolean"},
-    "includeUncategorisedData": {"uncategorisedDataSearchPeriod": "valuePeriod"},
-    "includeInvestigations": {"investigationSearchPeriod": "valuePeriod"},
-    "includeReferrals": {"referralSearchPeriod": "valuePeriod"},
-    "includeDiaryEntries": {"diaryEntriesSearchDate": "valueDate"},
-}
-AREA_OF_PARAMETER = {
-    "includeAllergies": "allergies",
-    "includeMedication": "medication",
-    "includeConsultations": "consultations",
-    "includeProblems": "problems",
-    "includeImmunisations": "immunisations",
-    "includeUncategorisedData": "uncategorised",
-    "includeInvestigations": "investigations",
-    "includeReferrals": "referrals",
-    "includeDiaryEntries": "diary",
-}
-NOT_WITH_CONSULTATIONS = {
-    "medicationSearchFromDate", "uncategorisedDataSearchPeriod", "filterStatus", "referralSearchPeriod",
-    "diaryEntriesSearchDate", "includeNotGiven", "includeStatus",
-}
-NOT_WITH_PROBLEMS = {
-    "medicationSearchFromDate", "uncategorisedDataSearchPeriod", "referralSearchPeriod", "diaryEntriesSearchDate",
-    "includeNotGiven", "includeStatus",
-}
 WHOLE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -232,26 +223,9 @@ def parse_parameters(body: Any, today: date) -> StructuredRequest:
             raise invalid_parameter(f"Parameter {name} supplied more than once")
         seen.add(name)
         if name == "patientNHSNumber":
-            identifier = parameter.get("valueIdentifier")
-            if not isinstance(identifier, dict):
-                raise invalid_parameter("patientNHSNumber needs a valueIdentifier")
-            if identifier.get("system") != NHS_NUMBER_SYSTEM:
-                raise ProviderError(400, "value", "INVALID_IDENTIFIER_SYSTEM", "patientNHSNumber system is invalid")
-            value = identifier.get("value")
-            if not isinstance(value, str) or not is_valid_nhs_number(value) or len(value) != 10:
-                raise ProviderError(400, "value", "INVALID_NHS_NUMBER", "NHS number is invalid")
-            nhs_number = value
-            continue
-        if name not in PARTS:
-            raise invalid_parameter(f"Unrecognised parameter {name}")
-        request.areas.add(AREA_OF_PARAMETER[name])
-        for part in parameter.get("part") or []:
-            if not isinstance(part, dict) or part.get("name") not in PARTS[name]:
-                raise invalid_parameter(f"Unrecognised part parameter in {name}")
-            value_key = PARTS[name][part["name"]]
-            if value_key not in part:
-                raise invalid_parameter(f"Part parameter {part['name']} has no {value_key}")
-            request.parts[part["name"]] = part[value_key]
+            nhs_number = _patient_nhs_number(parameter)
+        else:
+            _add_area(request, name, parameter)
     if nhs_number is None:
         raise invalid_parameter("patientNHSNumber is mandatory")
     request.nhs_number = nhs_number
@@ -259,7 +233,45 @@ def parse_parameters(body: Any, today: date) -> StructuredRequest:
     return request
 
 
+def _patient_nhs_number(parameter: Mapping[str, Any]) -> str:
+    identifier = parameter.get("valueIdentifier")
+    if not isinstance(identifier, dict):
+        raise invalid_parameter("patientNHSNumber needs a valueIdentifier")
+    if identifier.get("system") != NHS_NUMBER_SYSTEM:
+        raise ProviderError(400, "value", "INVALID_IDENTIFIER_SYSTEM", "patientNHSNumber system is invalid")
+    value = identifier.get("value")
+    if not isinstance(value, str) or not is_valid_nhs_number(value) or len(value) != 10:
+        raise ProviderError(400, "value", "INVALID_NHS_NUMBER", "NHS number is invalid")
+    return value
+
+
+def _add_area(request: StructuredRequest, name: str, parameter: Mapping[str, Any]) -> None:
+    """A clinical area parameter (``includeAllergies`` ...) and its part parameters."""
+    area = BY_PARAMETER.get(name)
+    if area is None:
+        raise invalid_parameter(f"Unrecognised parameter {name}")
+    request.areas.add(area.name)
+    for part in parameter.get("part") or []:
+        if not isinstance(part, dict) or part.get("name") not in area.parts:
+            raise invalid_parameter(f"Unrecognised part parameter in {name}")
+        value_key = area.parts[part["name"]]
+        if value_key not in part:
+            raise invalid_parameter(f"Part parameter {part['name']} has no {value_key}")
+        request.parts[part["name"]] = part[value_key]
+
+
 def _check_parts(request: StructuredRequest, today: date) -> None:
+    parts = request.parts
+    _check_part_values(request)
+    _check_part_dates(parts, today)
+    # Not-permitted combinations (SPEC §7.3).
+    if "consultations" in request.areas and FORBIDDEN_WITH_CONSULTATIONS & parts.keys():
+        raise invalid_parameter("Part parameters not permitted with includeConsultations")
+    if "problems" in request.areas and FORBIDDEN_WITH_PROBLEMS & parts.keys():
+        raise invalid_parameter("Part parameters not permitted with includeProblems")
+
+
+def _check_part_values(request: StructuredRequest) -> None:
     parts = request.parts
     if "allergies" in request.areas and not isinstance(parts.get("includeResolvedAllergies"), bool):
         raise invalid_parameter("includeResolvedAllergies is mandatory with includeAllergies")
@@ -274,6 +286,9 @@ def _check_parts(request: StructuredRequest, today: date) -> None:
             raise invalid_parameter("includeNumberOfMostRecent must be a positive integer")
     if "filterStatus" in parts and parts["filterStatus"] not in ("active", "inactive"):
         raise invalid_parameter("filterStatus must be active or inactive")
+
+
+def _check_part_dates(parts: Mapping[str, Any], today: date) -> None:
     if "medicationSearchFromDate" in parts:
         if _whole_date(parts["medicationSearchFromDate"], "medicationSearchFromDate") > today:
             raise invalid_parameter("medicationSearchFromDate is in the future")
@@ -292,30 +307,12 @@ def _check_parts(request: StructuredRequest, today: date) -> None:
                 raise invalid_parameter(f"{name} is in the future")
             if start and end and start > end:
                 raise invalid_parameter(f"{name} start is after its end")
-    # Not-permitted combinations (SPEC §7.3).
-    if "consultations" in request.areas and NOT_WITH_CONSULTATIONS & parts.keys():
-        raise invalid_parameter("Part parameters not permitted with includeConsultations")
-    if "problems" in request.areas and NOT_WITH_PROBLEMS & parts.keys():
-        raise invalid_parameter("Part parameters not permitted with includeProblems")
 
 
 # --- answering with the requested clinical areas --------------------------------------------------------------------
-AREA_LISTS: dict[str, dict[str, str]] = {
-    "allergies": {"886921000000105": "Allergies and adverse reactions"},
-    "medication": {"933361000000108": "Medications and medical devices"},
-    "problems": {"717711000000103": "Problems"},
-    "immunisations": {"1102181000000102": "Immunisations"},
-    "consultations": {"1149501000000101": "List of consultations"},
-    "uncategorised": {"826501000000100": "Miscellaneous record"},
-    "investigations": {"887191000000108": "Investigations and results"},
-    "referrals": {"792931000000107": "Outbound referral"},
-    "diary": {"714311000000108": "Patient recall administration"},
-}
-RESOLVED_ALLERGIES = "1103671000000101"
-CONSULTATION_STRUCTURE = {"325851000000107", "25851000000105", "24781000000107"}
-CODE_TO_AREA = {code: area for area, codes in AREA_LISTS.items() for code in codes}
-CODE_TO_AREA[RESOLVED_ALLERGIES] = "allergies"
-CODE_TO_AREA.update({code: "consultations" for code in CONSULTATION_STRUCTURE})
+CODE_TO_AREA = {code: area.name for area in CLINICAL_AREAS for code in area.lists}
+CODE_TO_AREA[RESOLVED_ALLERGIES_LIST] = "allergies"
+CODE_TO_AREA.update({code: "consultations" for code in CONSULTATION_STRUCTURE_LISTS})
 NON_CLINICAL = {"Patient", "Organization", "Practitioner", "PractitionerRole", "Location", "Device", "OperationOutcome"}
 
 
@@ -367,20 +364,40 @@ def select_areas(bundle: Mapping[str, Any], request: StructuredRequest, trace_id
     entries = [e for e in result.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     index = {f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}": e["resource"] for e in entries}
     lists = [e["resource"] for e in entries if e["resource"].get("resourceType") == "List"]
+    kept_lists = [resource for resource in lists if _list_wanted(resource, request)]
+    kept_entries = _kept_entries(entries, index, lists, kept_lists)
+    present = {_list_area(resource) for resource in kept_lists}
+    patient = next((r for r in index.values() if r.get("resourceType") == "Patient"), None)
+    for area in sorted(request.areas - present):
+        for code, title in BY_NAME[area].lists.items():
+            kept_entries.append({"resource": empty_list(code, title, patient, trace_id)})
+    result["entry"] = kept_entries
+    result["id"] = trace_id  # Bundle.id is the request's Ssp-TraceID (SPEC §7.4)
+    result["meta"] = {"profile": [BUNDLE_PROFILE]}
+    result["type"] = "collection"
+    return result
 
-    def wanted(resource: Mapping[str, Any]) -> bool:
-        area = _list_area(resource)
-        if area == "secondary":
-            return bool({"problems", "consultations"} & request.areas)
-        if area is None:
-            return True  # unknown list code: never drop what we cannot classify
-        if area == "allergies" and any(
-            c.get("code") == RESOLVED_ALLERGIES for c in (resource.get("code") or {}).get("coding") or []
-        ):
-            return "allergies" in request.areas and request.include_resolved_allergies
-        return area in request.areas
 
-    kept_lists = [resource for resource in lists if wanted(resource)]
+def _list_wanted(resource: Mapping[str, Any], request: StructuredRequest) -> bool:
+    area = _list_area(resource)
+    if area == "secondary":
+        return bool({"problems", "consultations"} & request.areas)
+    if area is None:
+        return True  # unknown list code: never drop what we cannot classify
+    if area == "allergies" and any(
+        c.get("code") == RESOLVED_ALLERGIES_LIST for c in (resource.get("code") or {}).get("coding") or []
+    ):
+        return "allergies" in request.areas and request.include_resolved_allergies
+    return area in request.areas
+
+
+def _kept_entries(
+    entries: list[dict[str, Any]],
+    index: Mapping[str, Mapping[str, Any]],
+    lists: list[Mapping[str, Any]],
+    kept_lists: list[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The kept Lists, the clinical items they lead to, items no List leads to, and every non-clinical resource."""
     reachable_all = _closure(lists, index)
     reachable_kept = _closure(kept_lists, index)
     # Medication issues point at their authorisation (basedOn), not the other way: keep issues of kept plans.
@@ -398,16 +415,7 @@ def select_areas(bundle: Mapping[str, Any], request: StructuredRequest, trace_id
                 kept_entries.append(entry)
         elif resource.get("resourceType") in NON_CLINICAL or key not in reachable_all or key in reachable_kept:
             kept_entries.append(entry)
-    present = {_list_area(resource) for resource in kept_lists}
-    patient = next((r for r in index.values() if r.get("resourceType") == "Patient"), None)
-    for area in sorted(request.areas - present):
-        for code, title in AREA_LISTS[area].items():
-            kept_entries.append({"resource": empty_list(code, title, patient, trace_id)})
-    result["entry"] = kept_entries
-    result["id"] = trace_id  # Bundle.id is the request's Ssp-TraceID (SPEC §7.4)
-    result["meta"] = {"profile": [BUNDLE_PROFILE]}
-    result["type"] = "collection"
-    return result
+    return kept_entries
 
 
 def empty_list(code: str, title: str, patient: Mapping[str, Any] | None, trace_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from xhuma.nhs.nhs_number import is_valid_nhs_number, normalise
+from xhuma.nhs.nhs_number import NHS_NUMBER_SYSTEM, is_valid_nhs_number, normalise
 from xhuma.nhs.simulator.patients import (
     AMBIGUOUS_PRACTICE,
     DEMO_PATIENT,
@@ -34,7 +34,6 @@ from xhuma.nhs.simulator.patients import (
 
 log = structlog.get_logger(__name__)
 
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
 ODS_SITE_CODE = "https://fhir.nhs.uk/Id/ods-site-code"
 PROVIDER_BASE = "https://gpconnect.simulator.xhuma.invalid"  # never resolved: the simulated SSP routes it
@@ -264,46 +263,65 @@ def load(data_dir: Path | None, *, default_ods: str = "B82617") -> SimulatorData
     files = sorted((packaged / "pds").glob("*.json")) if data_dir != packaged else []
     files += sorted(path for path in data_dir.rglob("*.json") if path.is_file())
     for path in files:
-        label = path.name
-        try:
-            document = _load_json(path)
-        except (OSError, ValueError) as error:
-            data.skipped.append((label, f"not JSON ({type(error).__name__})"))
-            continue
-        if not isinstance(document, dict):
-            data.skipped.append((label, "not a FHIR resource"))
-            continue
-        if document.get("resourceType") == "Patient":
-            number = normalise(str(document.get("id") or "")) or nhs_number_of(document)
-            if number and is_valid_nhs_number(number):
-                pds_records[number] = document
-            else:
-                data.skipped.append((label, "PDS Patient without a valid NHS number"))
-            continue
-        if document.get("resourceType") != "Bundle":
-            data.skipped.append((label, f"not a Bundle ({document.get('resourceType')})"))
-            continue
-        patient = bundle_patient(document)
-        if patient is None:
-            data.skipped.append((label, "Bundle without a Patient"))
-            continue
-        number = nhs_number_of(patient)
-        if not number:
-            data.skipped.append((label, "Patient without an NHS number"))
-            continue
-        if not is_valid_nhs_number(number):
-            data.skipped.append((label, "NHS number fails the Modulus 11 check"))
-            continue
-        existing = bundles.get(number)
-        if existing is None:
-            bundles[number] = SimulatedPatient(
-                number, None, document, managing_ods(document, patient), sources=[label]
-            )
-        elif existing.bundle is not None and _merge(existing.bundle, document):
-            existing.sources.append(label)
-        else:
-            data.skipped.append((label, "another patient's bundle with the same NHS number"))
+        skipped = _read_file(path, pds_records, bundles)
+        if skipped:
+            data.skipped.append((path.name, skipped))
+    _add_data_patients(data, bundles, pds_records)
+    _add_fault_patients(data)
+    _add_search_patients(data)
+    _add_practices(data)
 
+    for label, reason in data.skipped:
+        log.info("simulator_file_skipped", file=label, reason=reason)
+    log.info("simulator_data_loaded", patients=len(data.patients), practices=len(data.practices),
+             skipped=len(data.skipped))
+    return data
+
+
+def _read_file(
+    path: Path, pds_records: dict[str, dict[str, Any]], bundles: dict[str, SimulatedPatient]
+) -> str | None:
+    """File a PDS Patient record or a GP Connect bundle by NHS number; the reason when the file is skipped."""
+    try:
+        document = _load_json(path)
+    except (OSError, ValueError) as error:
+        return f"not JSON ({type(error).__name__})"
+    if not isinstance(document, dict):
+        return "not a FHIR resource"
+    if document.get("resourceType") == "Patient":
+        number = normalise(str(document.get("id") or "")) or nhs_number_of(document)
+        if number and is_valid_nhs_number(number):
+            pds_records[number] = document
+            return None
+        return "PDS Patient without a valid NHS number"
+    if document.get("resourceType") != "Bundle":
+        return f"not a Bundle ({document.get('resourceType')})"
+    return _add_bundle(path.name, document, bundles)
+
+
+def _add_bundle(label: str, document: dict[str, Any], bundles: dict[str, SimulatedPatient]) -> str | None:
+    patient = bundle_patient(document)
+    if patient is None:
+        return "Bundle without a Patient"
+    number = nhs_number_of(patient)
+    if not number:
+        return "Patient without an NHS number"
+    if not is_valid_nhs_number(number):
+        return "NHS number fails the Modulus 11 check"
+    existing = bundles.get(number)
+    if existing is None:
+        bundles[number] = SimulatedPatient(number, None, document, managing_ods(document, patient), sources=[label])
+    elif existing.bundle is not None and _merge(existing.bundle, document):
+        existing.sources.append(label)
+    else:
+        return "another patient's bundle with the same NHS number"
+    return None
+
+
+def _add_data_patients(
+    data: SimulatorData, bundles: dict[str, SimulatedPatient], pds_records: Mapping[str, dict[str, Any]]
+) -> None:
+    """Each bundle's patient with its PDS record: the file's when one was given, else one made from the bundle."""
     for number, simulated in bundles.items():
         fixture = pds_records.get(number)
         if fixture is not None:
@@ -315,7 +333,9 @@ def load(data_dir: Path | None, *, default_ods: str = "B82617") -> SimulatorData
             simulated.pds = synthesise_pds(source, number, simulated.practice_ods)
         data.patients[number] = simulated
 
-    # Built-in fault patients (they win over a data file with the same number: their behaviour is the contract).
+
+def _add_fault_patients(data: SimulatorData) -> None:
+    """Built-in fault patients (they win over a data file with the same number: their behaviour is the contract)."""
     for number, definition in FAULT_PATIENTS.items():
         ods = {
             Fault.NO_ENDPOINT: NO_ENDPOINT_PRACTICE,
@@ -329,13 +349,18 @@ def load(data_dir: Path | None, *, default_ods: str = "B82617") -> SimulatorData
             pds = replacement.pds if replacement is not None else pds
         data.patients[number] = SimulatedPatient(number, pds, None, ods, fault=definition.fault)
 
-    # Synthetic patients for the PDS demographic search (patients.SEARCH_PATIENTS), at the default practice.
+
+def _add_search_patients(data: SimulatorData) -> None:
+    """Synthetic patients for the PDS demographic search (patients.SEARCH_PATIENTS), at the default practice."""
     for group in SEARCH_PATIENTS.values():
         for search_patient in group:
             data.patients[search_patient.nhs_number] = SimulatedPatient(
                 search_patient.nhs_number, search_pds(search_patient, data.default_ods), None, data.default_ods
             )
 
+
+def _add_practices(data: SimulatorData) -> None:
+    """A practice (SDS entries) for every patient's practice and the default one."""
     practices = {patient.practice_ods for patient in data.patients.values() if patient.practice_ods}
     practices.add(data.default_ods)
     for ods in sorted(practices):
@@ -345,12 +370,6 @@ def load(data_dir: Path | None, *, default_ods: str = "B82617") -> SimulatorData
         if ods == AMBIGUOUS_PRACTICE:
             endpoints = (provider_root(ods), provider_root(ods + "B"))
         data.practices[ods] = Practice(ods, synthetic_asid(ods), synthetic_party_key(ods), endpoints)
-
-    for label, reason in data.skipped:
-        log.info("simulator_file_skipped", file=label, reason=reason)
-    log.info("simulator_data_loaded", patients=len(data.patients), practices=len(data.practices),
-             skipped=len(data.skipped))
-    return data
 
 
 __all__ = [
