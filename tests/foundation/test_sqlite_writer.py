@@ -164,7 +164,8 @@ def test_events_are_acknowledged_only_after_the_write_ahead_log_is_synced(tmp_pa
     monkeypatch.setattr(sqlite_writer.os, "write", write)
     child = threading.Thread(target=sqlite_writer.serve, args=(path, inbound_read, outbound_write))
     child.start()
-    real_write(inbound_write, sqlite_writer.frame(SQL) + b"".join(sqlite_writer.frame((None, (n, "x"))) for n in range(5)))
+    frames = b"".join(sqlite_writer.frame((None, (n, "x"))) for n in range(5))
+    real_write(inbound_write, sqlite_writer.frame(SQL) + frames)
     acknowledged = b""
     while len(acknowledged) < 5:
         acknowledged += os.read(outbound_read, 16)
