@@ -376,6 +376,18 @@ class Settings(BaseSettings):
         "uncategorised, investigations, referrals, diary, consultations)",
     )
 
+    # --- NHS: Terminology Server (issue 13) ----------------------------------------------------------
+    terminology_url: str | None = Field(
+        default=None, description="NHS England Terminology Server FHIR R4 base URL; unset: the simulator's in the "
+        "simulator profile, else no terminology (documented fallbacks)"
+    )
+    terminology_token_url: str | None = Field(default=None, description="Terminology Server OAuth 2.0 token URL")
+    terminology_client_id: SecretStr | None = Field(default=None, description="system-to-system client id")
+    terminology_client_secret: SecretStr | None = Field(default=None, description="system-to-system client secret")
+    ttl_terminology_seconds: int = Field(
+        default=30 * 86400, gt=0, description="cached facts per code (the release version is in the key)"
+    )
+
     # --- simulator -----------------------------------------------------------------------------------
     simulator_data: Path | None = Field(
         default=None, description="directory of GP Connect bundles served by the simulator"

@@ -119,6 +119,7 @@ class StructuredRecord:
     trace_id: str
     retrieved_at: datetime
     warnings: tuple[str, ...] = ()  # OperationOutcome warnings inside a 200 bundle (codes)
+    terminology: Any = None  # xhuma.ccda.context.TerminologyFacts resolved before conversion (issue 13), if any
 
 
 # --- documents ----------------------------------------------------------------------------------------------

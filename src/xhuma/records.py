@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import random
@@ -152,6 +153,12 @@ class Converter(Protocol):
     def __call__(self, record: StructuredRecord, patient: PdsPatient, settings: Settings) -> ConvertedDocument: ...
 
 
+class TerminologyResolver(Protocol):
+    """Resolves the terminology facts of a bundle before conversion (xhuma.nhs.terminology.TerminologyClient)."""
+
+    async def facts_for(self, bundle: Mapping[str, Any]) -> Any: ...
+
+
 # --- stored document (de)serialisation -----------------------------------------------------------------------
 _MAGIC = b"XDOC1"
 
@@ -252,6 +259,7 @@ class Records:
         converter: Converter,
         leases: Leases | None = None,
         clock: Callable[[], datetime] | None = None,
+        terminology: TerminologyResolver | None = None,
     ) -> None:
         self.settings = settings
         self._pds = pds
@@ -260,6 +268,7 @@ class Records:
         self._cache = cache
         self._keys = keys
         self._convert = converter
+        self._terminology = terminology
         self._leases: Leases = leases if leases is not None else MemoryLeases()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._inflight: dict[str, asyncio.Future[QueryResult]] = {}
@@ -457,6 +466,7 @@ class Records:
             raise NoEndpoint("The patient has no registered GP practice")
         route = await self._sds.gp_connect_route(patient.gp_ods_code)
         record = await self._gpconnect.get_structured_record(patient.nhs_number, route, caller, pds_patient=patient)
+        record = await self._with_terminology(record)
         entries = record.bundle.get("entry") or []
         try:
             with tracing.stage(None, "convert"):  # xhuma_stage_seconds{stage="convert"} and a span
@@ -473,6 +483,18 @@ class Records:
         await self._store(document, report=converted.report)
         spine = {"trace_id": record.trace_id, "to": record.asid}
         return QueryResult([document], from_cache=False, spine=spine)
+
+    async def _with_terminology(self, record: StructuredRecord) -> StructuredRecord:
+        """The record with its terminology facts; a terminology failure never fails the query: the conversion
+        proceeds with the documented fallbacks and its report names the items that fell back (issue 13)."""
+        if self._terminology is None:
+            return record
+        try:
+            facts = await self._terminology.facts_for(record.bundle)  # each call timed and audited itself
+        except Exception as error:  # XhumaError from the upstream, or anything unexpected: fall back
+            log.warning("terminology_unavailable", error_type=type(error).__name__)
+            return record
+        return dataclasses.replace(record, terminology=facts)
 
     def _stored_document(
         self, nhs_number: str, patient: PdsPatient, record: StructuredRecord, converted: ConvertedDocument

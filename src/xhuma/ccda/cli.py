@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from xhuma.ccda.context import ConversionContext, context_from_settings
+from xhuma.ccda.context import NO_TERMINOLOGY, ConversionContext, TerminologyFacts, context_from_settings
 from xhuma.ccda.document import NotAStructuredRecord, convert
 from xhuma.cli import EXIT_FAILED, EXIT_OK, app, fail, settings_or_exit
 
@@ -41,7 +41,67 @@ def _context(now: str | None) -> ConversionContext:
     return context_from_settings(settings_or_exit(), moment)
 
 
-def _convert_one(source: Path, context: ConversionContext, validate: bool) -> tuple[Outcome, bytes | None]:
+Resolver = Callable[[Any], TerminologyFacts]
+
+
+def _no_terminology(bundle: Any) -> TerminologyFacts:
+    return NO_TERMINOLOGY
+
+
+@contextmanager
+def _terminology(choice: str | None) -> Iterator[Resolver]:
+    """``--terminology``: a server URL, ``packaged`` (the simulator's subset) or ``none`` (the documented fallbacks);
+    default: XHUMA_TERMINOLOGY_URL when set, else ``packaged``. A server that fails falls back, with one line."""
+    from xhuma.nhs.terminology import packaged_facts
+
+    settings = settings_or_exit()
+    choice = choice or settings.terminology_url or "packaged"
+    if choice == "none":
+        yield _no_terminology
+        return
+    if choice == "packaged":
+        yield packaged_facts
+        return
+    if not choice.startswith(("http://", "https://")):
+        raise fail(f"--terminology is a URL, 'packaged' or 'none': {choice!r}")
+    yield from _server_terminology(choice, settings)
+
+
+def _server_terminology(url: str, settings: Any) -> Iterator[Resolver]:
+    import asyncio
+
+    from xhuma.errors import XhumaError
+    from xhuma.nhs.terminology import TerminologyClient
+    from xhuma.nhs.transport import build_upstream
+    from xhuma.store.cache import MemoryCache
+
+    def secret(value: Any) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    with asyncio.Runner() as runner:
+        upstream = build_upstream("terminology", settings, mutual_tls=False)
+        client = TerminologyClient(
+            settings, upstream, MemoryCache(max_items=100_000), base_url=url,
+            token_url=settings.terminology_token_url, client_id=secret(settings.terminology_client_id),
+            client_secret=secret(settings.terminology_client_secret),
+        )
+
+        def resolve(bundle: Any) -> TerminologyFacts:
+            try:
+                return runner.run(client.facts_for(bundle))
+            except XhumaError as error:
+                typer.echo(f"xhuma: terminology server unavailable ({error.code}); documented fallbacks apply",
+                           err=True)
+                return NO_TERMINOLOGY
+
+        try:
+            yield resolve
+        finally:
+            runner.run(upstream.client.aclose())
+
+
+def _convert_one(source: Path, context: ConversionContext, validate: bool,
+                 terminology: Resolver = _no_terminology) -> tuple[Outcome, bytes | None]:
     outcome = Outcome(source)
     try:
         bundle = orjson.loads(source.read_bytes())
@@ -49,7 +109,7 @@ def _convert_one(source: Path, context: ConversionContext, validate: bool) -> tu
         outcome.error = f"{source}: unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
         return outcome, None
     try:
-        conversion = convert(bundle, context)
+        conversion = convert(bundle, replace(context, terminology=terminology(bundle)))
     except NotAStructuredRecord as error:
         outcome.error = f"{source}: {error.message}"
         return outcome, None
@@ -85,14 +145,23 @@ def convert_command(
     = False,
     now: Annotated[str | None, typer.Option("--now", help="document time (ISO 8601); default: from the bundle")]
     = None,
+    terminology: Annotated[str | None, typer.Option(
+        "--terminology", help="URL of a terminology server, 'packaged' (the built-in subset) or 'none'; default: "
+        "XHUMA_TERMINOLOGY_URL, else packaged")] = None,
 ) -> None:
     """Convert GP Connect structured records to C-CDA R2.1 CCDs. Exit 1: bad input or output failed validation."""
     context = _context(now)
+    with _terminology(terminology) as resolve:
+        _convert_command(source, output, report, validate, context, resolve)
+
+
+def _convert_command(source: Path, output: Path | None, report: Path | None, validate: bool,
+                     context: ConversionContext, resolve: Resolver) -> None:
     if source.is_dir():
-        raise typer.Exit(_convert_directory(source, output, report, validate, context))
+        raise typer.Exit(_convert_directory(source, output, report, validate, context, resolve))
     if not source.exists():
         raise fail(f"{source}: no such file")
-    outcome, xml = _convert_one(source, context, validate)
+    outcome, xml = _convert_one(source, context, validate, resolve)
     if outcome.error or xml is None:
         raise fail(outcome.error or f"{source}: conversion failed")
     if output is None:
@@ -133,7 +202,7 @@ def _summary_table(source: Path, outcomes: list[Outcome], validate: bool) -> Any
 
 
 def _convert_directory(source: Path, output: Path | None, report: Path | None, validate: bool,
-                       context: ConversionContext) -> int:
+                       context: ConversionContext, resolve: Resolver) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -147,7 +216,7 @@ def _convert_directory(source: Path, output: Path | None, report: Path | None, v
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("converting", total=len(sources))
         for path in sources:
-            outcome, xml = _convert_one(path, context, validate)
+            outcome, xml = _convert_one(path, context, validate, resolve)
             if xml is not None:
                 target = output / path.relative_to(source).with_suffix(".xml")
                 with _writing(target):

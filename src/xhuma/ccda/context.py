@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from xhuma.ccda import templates as T
@@ -19,6 +21,51 @@ class ProductCoding(StrEnum):
 
     PRIMARY = "primary"
     TRANSLATION = "translation"
+
+
+class Hierarchy(StrEnum):
+    """The SNOMED CT top-level hierarchy (semantic tag) of a code, as far as placement needs it (issue 13)."""
+
+    PROCEDURE = "procedure"  # << 71388002 |Procedure| (regime/therapy included)
+    DISORDER = "disorder"  # << 64572001 |Disease|
+    FINDING = "finding"  # << 404684003 |Clinical finding| that is not a disorder
+    OTHER = "other"  # known, and in none of the above (situation, observable, record artifact, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class DmdFacts:
+    """What dm+d says of a VMP/AMP that GP Connect may not: route, dose form, unit of administration.
+    Each a (SNOMED code, display) pair or None."""
+
+    route: tuple[str, str] | None = None
+    form: tuple[str, str] | None = None
+    unit: tuple[str, str] | None = None
+
+
+_EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TerminologyFacts:
+    """Terminology facts about a bundle's codes, resolved before conversion (the converter does no I/O).
+
+    ``hierarchy``: SNOMED code → Hierarchy, for the codes the source could classify; ``dmd``: dm+d code → DmdFacts.
+    ``source`` says where they came from (a server URL, ``packaged``) and ``version`` its release; ``None`` source
+    means no terminology was available — the fallback rules of docs/mapping/past_medical_history.md apply and the
+    conversion report lists each item that fell back.
+    """
+
+    hierarchy: Mapping[str, Hierarchy] = field(default_factory=lambda: _EMPTY)
+    dmd: Mapping[str, DmdFacts] = field(default_factory=lambda: _EMPTY)
+    source: str | None = None
+    version: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.source is not None
+
+
+NO_TERMINOLOGY = TerminologyFacts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +89,7 @@ class ConversionContext:
     document_seed: str | None = None  # e.g. the XCA query id; mixed into the document id (not the entry ids)
     set_id: str | None = None  # a previous document's setId to version, else the document id
     version_number: int = 1
+    terminology: TerminologyFacts = NO_TERMINOLOGY  # resolved by the caller (xhuma.nhs.terminology)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ def ccda_converter(record: StructuredRecord, patient: PdsPatient, settings: Sett
     from xhuma.ccda.context import context_from_settings
 
     # The one deployment context (custodian, realm, drug/vaccine coding), as `xhuma convert` uses too.
-    conversion = convert(record.bundle, context_from_settings(settings))
+    overrides = {"terminology": record.terminology} if record.terminology is not None else {}
+    conversion = convert(record.bundle, context_from_settings(settings, **overrides))
     return ConvertedDocument(
         xml=conversion.xml,
         document_id=unique_id_for(conversion.document_id),

@@ -21,6 +21,7 @@ from xhuma.nhs.auth import ClientAssertionSigner, PdsTokenProvider
 from xhuma.nhs.gpconnect import GpConnectFhirClient
 from xhuma.nhs.pds import PdsFhirClient
 from xhuma.nhs.sds import SdsFhirClient
+from xhuma.nhs.terminology import TerminologyClient
 from xhuma.nhs.transport import Upstream, build_upstream
 from xhuma.observability import Metrics
 from xhuma.ports import Cache
@@ -39,6 +40,7 @@ class NhsClients:
     tokens: PdsTokenProvider | None
     upstreams: dict[str, Upstream]
     simulator: object | None = None  # RunningSimulator when started in-process
+    terminology: TerminologyClient | None = None  # None: no terminology (the converter's documented fallbacks)
 
 
 @asynccontextmanager
@@ -54,6 +56,8 @@ async def nhs_clients(
     pds_url, token_url = settings.pds_base_url, settings.pds_token_url
     sds_url, ssp_url = settings.sds_base_url, settings.gpc_ssp_url
     sds_api_key: str | None = None
+    terminology_url, terminology_token_url = settings.terminology_url, settings.terminology_token_url
+    terminology_client = (_secret(settings.terminology_client_id), _secret(settings.terminology_client_secret))
     signer: ClientAssertionSigner | None = None
     upstreams: dict[str, Upstream] = {}
     try:
@@ -67,6 +71,11 @@ async def nhs_clients(
             sds_url, ssp_url = sds_url or urls.sds_base_url, ssp_url or urls.gpc_ssp_url
             signer = ClientAssertionSigner(credentials.private_key_pem, credentials.kid, credentials.api_key, token_url)
             sds_api_key = None if settings.sds_api_key else SIMULATOR_SDS_API_KEY
+            if not terminology_url:
+                from xhuma.nhs.simulator.terminology import SIMULATOR_CLIENT_ID, SIMULATOR_CLIENT_SECRET
+
+                terminology_url, terminology_token_url = urls.terminology_url, urls.terminology_token_url
+                terminology_client = (SIMULATOR_CLIENT_ID, SIMULATOR_CLIENT_SECRET)
             log.info("nhs_simulator_started", base_url=urls.base, patients=len(config.data.patients))
         else:
             try:
@@ -98,12 +107,23 @@ async def nhs_clients(
         gpconnect = GpConnectFhirClient(
             settings, upstreams["gpconnect"], pds, ssp_url=ssp_url, auditor=auditor, metrics=metrics
         )
-        yield NhsClients(pds, sds, gpconnect, tokens, upstreams, simulator)
+        terminology = None
+        if terminology_url:
+            upstreams["terminology"] = build_upstream("terminology", settings, mutual_tls=False, metrics=metrics)
+            terminology = TerminologyClient(
+                settings, upstreams["terminology"], cache, base_url=terminology_url, token_url=terminology_token_url,
+                client_id=terminology_client[0], client_secret=terminology_client[1], auditor=auditor, metrics=metrics,
+            )
+        yield NhsClients(pds, sds, gpconnect, tokens, upstreams, simulator, terminology)
     finally:
         for upstream in upstreams.values():
             await upstream.client.aclose()
         if simulator is not None:
             await simulator.stop()
+
+
+def _secret(value: object) -> str | None:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else None
 
 
 __all__ = ["SIMULATOR_SDS_API_KEY", "NhsClients", "nhs_clients"]

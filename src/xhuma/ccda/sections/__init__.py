@@ -15,6 +15,7 @@ SECTION_ORDER: tuple[str, ...] = (
     "encounters",
     "notes",
     "procedures",
+    "past_medical_history",  # after the sections that convert uncategorised data (vital signs, social history...)
     "plan_of_treatment",
     "uncategorised",
 )

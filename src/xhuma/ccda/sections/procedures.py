@@ -1,25 +1,69 @@
-"""Procedures (SPEC §8.4.8): GP Connect Access Record: Structured has no procedures area.
+"""Procedures (SPEC §8.4.8; issue 13): GP Connect Access Record: Structured has no procedures area.
 
-Decision (SPEC §8.4.8 option a): the Procedures section is always present with ``nullFlavor="NI"`` (no
-information — not "no procedures") and a narrative that says where procedures recorded at the practice can be
-found. Classifying uncategorised Observations under SNOMED 71388002 |Procedure| would need the SNOMED hierarchy
-(a terminology server), which the pure converter does not have; guessing from display text would put findings
-into the procedure history. Coded procedures recorded in consultations are in the consultation notes, and
-uncategorised ones in "Other GP record entries", so nothing is lost.
+Procedures are coded uncategorised entries without a value whose SNOMED code is in the Procedure hierarchy
+(<< 71388002), as told by the terminology facts resolved before conversion (``ConversionContext.terminology``;
+xhuma.ccda.placement). Each becomes a Procedure Activity Procedure (4.14), dated by the observation's effective
+time. Without terminology, or with no such entry, the section is present with ``nullFlavor="NI"`` (no information
+— not "no procedures") and a narrative saying where procedures recorded at the practice can be found: guessing
+the hierarchy from display text would put findings into the procedure history (docs/mapping/procedures.md).
 """
 
 from __future__ import annotations
 
-from xhuma.ccda import templates as T
-from xhuma.ccda.section import ConversionState
+from collections.abc import Mapping
+from typing import Any
 
+from xhuma.ccda import templates as T
+from xhuma.ccda.context import Hierarchy
+from xhuma.ccda.fhir import as_list, concept_text, readable_date, string
+from xhuma.ccda.hl7 import cd, fhir_ts, text_reference, ts
+from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.observation import effective
+from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.placement import candidates, hierarchy
+from xhuma.ccda.section import ConversionState, SectionWriter
+from xhuma.ccda.xmlwriter import el, leaf
+
+Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["procedures"]
 EXPLANATION = (
     "No information: the GP Connect structured record has no procedures list. Procedures recorded at the GP "
     "practice appear in the consultation notes and in \"Other GP record entries\"."
 )
+INTRO = ("Procedures the GP system returned as uncategorised data, identified by their SNOMED CT hierarchy "
+         "(Procedure). Procedures recorded in consultations are also in the consultation notes.")
+HEADERS = ("Date", "Procedure", "Comments", "Recorded by")
 
 
 def build(state: ConversionState) -> None:
-    section = state.section(SPEC)  # no entries: rendered with nullFlavor="NI" (entries-required section)
-    section.paragraph(EXPLANATION)
+    section = state.section(SPEC)
+    procedures = [o for o in candidates(state) if hierarchy(state, o) is Hierarchy.PROCEDURE]
+    if not procedures:
+        section.paragraph(EXPLANATION)  # no entries: rendered with nullFlavor="NI" (entries-required section)
+        return
+    section.paragraph(INTRO)
+    procedures.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)
+    table = section.table(HEADERS, "Procedures from uncategorised data")
+    section.convert_each(procedures, lambda o: _procedure(section, table, o))
+
+
+def _procedure(section: SectionWriter, table: NarrativeTable, observation: Resource) -> None:
+    row = table.row()
+    row.cell(readable_date(effective(observation)) or "Unknown")
+    name = row.cell(concept_text(observation.get("code"), "Unnamed procedure"), content="procedure")
+    remarks = lines_of(string(observation.get("comment")))
+    if section.is_confidential(observation):
+        remarks.append("Not for disclosure to the patient (NOPAT)")
+    row.cell(remarks)
+    row.cell([author_label(section.index, p) for p in as_list(observation.get("performer"))])
+    procedure = el(section.entry(), "procedure", {"classCode": "PROC", "moodCode": "EVN"})
+    section.template(procedure, T.PROCEDURE_ACTIVITY_PROCEDURE)
+    section.add_ids(procedure, observation)
+    cd(procedure, "code", observation.get("code"), reference=name)
+    text_reference(procedure, row.reference)
+    leaf(procedure, "statusCode", {"code": "completed"})
+    ts(procedure, "effectiveTime", effective(observation))
+    performers = as_list(observation.get("performer"))
+    author_participation(procedure, section.index, performers[0] if performers else None,
+                         observation.get("issued") or effective(observation))
+    section.mapped(observation, T.PROCEDURE_ACTIVITY_PROCEDURE)

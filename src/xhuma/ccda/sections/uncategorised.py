@@ -24,11 +24,12 @@ from xhuma.ccda.hl7 import fhir_ts
 from xhuma.ccda.narrative import NarrativeTable, lines_of
 from xhuma.ccda.observation import effective, range_text, value_text
 from xhuma.ccda.participation import author_label
+from xhuma.ccda.placement import candidates, why_not_placed
 from xhuma.ccda.section import ConversionState, SectionWriter
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["uncategorised"]
-CONVERTED_ELSEWHERE = frozenset({"vital_signs", "social_history", "results"})
+CONVERTED_ELSEWHERE = frozenset({"vital_signs", "social_history", "results", "procedures", "past_medical_history"})
 INTRO = ("Entries the GP system returned as uncategorised data that are not vital signs or social history, "
          "documents held at the practice and questionnaire responses. They have no C-CDA entry template and are "
          "shown as text only.")
@@ -63,8 +64,13 @@ def build(state: ConversionState) -> None:
     observations.sort(key=lambda item: fhir_ts(effective(item[0])) or "", reverse=True)
     table = section.table(OBSERVATION_HEADERS, "Uncategorised entries")
     notes = {id(o): note for o, note in observations}
+    # Coded entries without a value that no hierarchy placed (xhuma.ccda.placement): the report says why.
+    unplaced = {id(o): why_not_placed(state, o) for o in candidates(state)}
+    if unplaced and not state.context.terminology.available:
+        section.warn("terminology-unavailable", f"{len(unplaced)} coded entries without a value could not be "
+                     "placed by SNOMED hierarchy (no terminology); shown in Other GP record entries")
     section.convert_each([o for o, _ in observations],
-                         lambda o: _observation_row(section, table, o, notes[id(o)]))
+                         lambda o: _observation_row(section, table, o, notes[id(o)], unplaced.get(id(o))))
 
     documents.sort(key=lambda d: fhir_ts(d.get("created") or d.get("indexed")) or "", reverse=True)
     document_table = section.table(DOCUMENT_HEADERS, "Documents held at the GP practice")
@@ -82,7 +88,8 @@ def _converted_elsewhere(state: ConversionState, observation: Resource) -> bool:
                                                                                                   "narrative")
 
 
-def _observation_row(section: SectionWriter, table: NarrativeTable, observation: Resource, note: str) -> None:
+def _observation_row(section: SectionWriter, table: NarrativeTable, observation: Resource, note: str,
+                     unplaced: str | None = None) -> None:
     row = table.row()
     row.cell(readable_date(effective(observation)))
     row.cell(concept_text(observation.get("code"), "Unnamed entry"))
@@ -103,8 +110,8 @@ def _observation_row(section: SectionWriter, table: NarrativeTable, observation:
         remarks.append("Not for disclosure to the patient (NOPAT)")
     row.cell(remarks)
     row.cell([author_label(section.index, p) for p in as_list(observation.get("performer"))])
-    section.narrative_only(observation, "uncategorised data without a C-CDA entry template; shown in Other GP "
-                           "record entries")
+    section.narrative_only(observation, unplaced or "uncategorised data without a C-CDA entry template; shown in "
+                           "Other GP record entries")
 
 
 def _document_row(section: SectionWriter, table: NarrativeTable, document: Resource) -> None:

@@ -55,6 +55,7 @@ from xhuma.nhs.simulator.provider import (
     synthetic_bundle,
 )
 from xhuma.nhs.simulator.records import Practice, SimulatedPatient, SimulatorData
+from xhuma.nhs.simulator.terminology import terminology_router
 
 TOKEN_PATH = "/pds/oauth2/token"  # noqa: S105 - a URL path, not a secret
 PDS_PATH = "/pds/personal-demographics/FHIR/R4"
@@ -529,6 +530,8 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
     async def restore_practice(ods: str) -> dict[str, Any]:
         state.restore_practice(ods)
         return {"failing": sorted(state.failing_practices)}
+
+    app.include_router(terminology_router())  # the NHS England Terminology Server (issue 13)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

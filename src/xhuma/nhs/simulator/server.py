@@ -29,6 +29,7 @@ from xhuma.nhs.simulator.app import (
     create_simulator_app,
 )
 from xhuma.nhs.simulator.records import SimulatorData, load
+from xhuma.nhs.simulator.terminology import TERMINOLOGY_PATH, TERMINOLOGY_TOKEN_PATH
 
 SIMULATOR_KID = "xhuma-simulator-dev"
 
@@ -52,6 +53,14 @@ class SimulatorUrls:
     @property
     def gpc_ssp_url(self) -> str:
         return self.base + SSP_PATH
+
+    @property
+    def terminology_url(self) -> str:
+        return self.base + TERMINOLOGY_PATH
+
+    @property
+    def terminology_token_url(self) -> str:
+        return self.base + TERMINOLOGY_TOKEN_PATH
 
 
 @dataclass(frozen=True)

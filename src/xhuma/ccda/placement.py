@@ -1,0 +1,68 @@
+"""Placement of coded uncategorised entries without a value, by SNOMED hierarchy (issue 13;
+docs/mapping/procedures.md, docs/mapping/past_medical_history.md).
+
+The hierarchy comes from ``ConversionContext.terminology`` (resolved before conversion; the converter does no I/O):
+
+* ``procedure`` (<< 71388002) → Procedures, a Procedure Activity Procedure per entry;
+* ``disorder`` (<< 64572001) or ``finding`` (<< 404684003) whose code is not on the problem list → Past Medical
+  History, a Problem Observation per entry (never the active problem list);
+* anything else, or a code the terminology could not classify, stays in "Other GP record entries" with the reason.
+
+With no terminology available nothing is placed by hierarchy: every such entry stays in "Other GP record entries"
+and the report says so (a ``terminology-unavailable`` warning and the reason on each entry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from xhuma.ccda.context import Hierarchy
+from xhuma.ccda.observation import has_value, sct_codes, uncategorised_observations
+from xhuma.ccda.section import ConversionState
+
+Resource = Mapping[str, Any]
+PAST_HISTORY = frozenset({Hierarchy.DISORDER, Hierarchy.FINDING})
+
+
+def candidates(state: ConversionState) -> list[Resource]:
+    """Uncategorised Observations with a SNOMED code and no value that no other section converted."""
+    report, index = state.report, state.index
+    return [o for o in uncategorised_observations(state)
+            if not has_value(o) and not o.get("component") and sct_codes(o.get("code"))
+            and report.outcome_of(index.key(o)) is None]
+
+
+def hierarchy(state: ConversionState, observation: Resource) -> Hierarchy | None:
+    """The hierarchy of the observation's first classified SNOMED code, or None (unknown or no terminology)."""
+    known = state.context.terminology.hierarchy
+    for code in sct_codes(observation.get("code")):
+        found = known.get(code)
+        if found is not None:
+            return found
+    return None
+
+
+def problem_list_codes(state: ConversionState) -> frozenset[str]:
+    """SNOMED codes of the Conditions the practice recorded (the problem list)."""
+    return frozenset(code for condition in state.index.of_type("Condition")
+                     for code in sct_codes(condition.get("code")))
+
+
+def on_problem_list(state: ConversionState, observation: Resource) -> bool:
+    return not problem_list_codes(state).isdisjoint(sct_codes(observation.get("code")))
+
+
+def why_not_placed(state: ConversionState, observation: Resource) -> str:
+    """The report line of a coded entry without value that stays in "Other GP record entries"."""
+    if not state.context.terminology.available:
+        return "no terminology available to tell its SNOMED hierarchy (fallback: shown in Other GP record entries)"
+    found = hierarchy(state, observation)
+    if found is None:
+        return "its SNOMED hierarchy is not known to the terminology source; shown in Other GP record entries"
+    if found in PAST_HISTORY:
+        return "on the problem list (shown there); its record here stays in Other GP record entries"
+    return f"SNOMED hierarchy '{found.value}' has no C-CDA section; shown in Other GP record entries"
+
+
+__all__ = ["PAST_HISTORY", "candidates", "hierarchy", "on_problem_list", "problem_list_codes", "why_not_placed"]

@@ -1,0 +1,112 @@
+"""Placement by SNOMED hierarchy (issue 13): procedures → Procedures, disorders and findings not on the problem list
+→ Past Medical History, everything else stays in "Other GP record entries" with the reason; the terminology facts
+are an input of the (pure) converter, and without them the documented fallbacks apply."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from functools import cache
+
+from tests.ccda.conftest import CONTEXT, load, section, tree, xpath
+
+from xhuma.ccda import Conversion, convert
+from xhuma.ccda.context import Hierarchy, TerminologyFacts
+from xhuma.ccda.validate import validate_bytes
+from xhuma.nhs.terminology import packaged_facts
+
+RECORD = "uclh-xhuma/9690937286"
+PROCEDURES, PAST_HISTORY = "47519-4", "11348-0"
+PMH_TEMPLATE = "2.16.840.1.113883.10.20.22.2.20"
+
+
+@cache
+def with_packaged(name: str) -> Conversion:
+    bundle = load(name)
+    return convert(bundle, replace(CONTEXT, terminology=packaged_facts(bundle)))
+
+
+def _outcomes(conversion: Conversion) -> dict[str, dict[str, str]]:
+    return {r["resource"]: r for r in conversion.report["resources"]}
+
+
+def test_procedures_become_dated_procedure_activity_entries() -> None:
+    procedures = section(tree(with_packaged(RECORD)), PROCEDURES)
+    entries = xpath(procedures, "c:entry/c:procedure")
+    assert entries and procedures.get("nullFlavor") is None
+    for procedure in entries:
+        assert xpath(procedure, "c:templateId[@root='2.16.840.1.113883.10.20.22.4.14']")
+        assert xpath(procedure, "c:effectiveTime/@value")
+        assert xpath(procedure, "c:code/@codeSystem") == ["2.16.840.1.113883.6.96"]
+    codes = {c for p in entries for c in xpath(p, "c:code/@code")}
+    assert codes <= {code for code, h in packaged_facts(load(RECORD)).hierarchy.items() if h is Hierarchy.PROCEDURE}
+
+
+def test_disorders_and_findings_not_on_the_problem_list_become_past_medical_history() -> None:
+    document = tree(with_packaged(RECORD))
+    history = xpath(document, f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']")
+    assert len(history) == 1
+    observations = xpath(history[0], "c:entry/c:observation")
+    assert observations
+    facts = packaged_facts(load(RECORD)).hierarchy
+    for observation in observations:
+        assert xpath(observation, "c:templateId/@root")[0] == "2.16.840.1.113883.10.20.22.4.4"
+        code = xpath(observation, "c:value/@code")[0]
+        assert facts[code] in (Hierarchy.DISORDER, Hierarchy.FINDING)
+    # never the active problem list: the Problems section holds only the practice's Conditions
+    problems = section(document, "11450-4")
+    placed = set(xpath(history[0], "c:entry/c:observation/c:value/@code"))
+    assert not placed & set(xpath(problems, ".//c:observation/c:value/@code"))
+
+
+def test_placed_entries_leave_other_gp_record_entries_and_the_rest_say_why() -> None:
+    outcomes = _outcomes(with_packaged(RECORD))
+    placed = [o for o in outcomes.values() if o.get("section") in ("procedures", "past_medical_history")]
+    assert placed and all(o["outcome"] == "entry" for o in placed)
+    other = [o for o in outcomes.values() if o.get("section") == "uncategorised" and "hierarchy" in (o.get("reason")
+                                                                                                      or "")]
+    assert other, "coded entries without a value that were not placed carry the reason"
+
+
+def test_a_code_on_the_problem_list_is_not_repeated_as_past_history() -> None:
+    bundle = copy.deepcopy(load(RECORD))
+    conversion = convert(bundle, replace(CONTEXT, terminology=packaged_facts(bundle)))
+    history = xpath(tree(conversion), f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']//c:value/@code")
+    code = history[0]
+    condition = {"resourceType": "Condition", "id": "on-the-list", "code": {"coding": [
+        {"system": "http://snomed.info/sct", "code": code, "display": "on the problem list"}]},
+        "subject": {"reference": "Patient/" + next(e["resource"]["id"] for e in bundle["entry"]
+                                                   if e["resource"]["resourceType"] == "Patient")}}
+    bundle["entry"].append({"resource": condition})
+    again = tree(convert(bundle, replace(CONTEXT, terminology=packaged_facts(bundle))))
+    assert code not in xpath(again, f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']//c:value/@code")
+
+
+def test_without_terminology_nothing_is_placed_by_hierarchy_and_the_report_says_which_items_fell_back() -> None:
+    conversion = convert(load(RECORD), CONTEXT)
+    document = tree(conversion)
+    assert section(document, PROCEDURES).get("nullFlavor") == "NI"
+    assert not xpath(document, f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']")
+    before = _outcomes(conversion)
+    placed = [o["resource"] for o in _outcomes(with_packaged(RECORD)).values()
+              if o.get("section") in ("procedures", "past_medical_history")]
+    assert placed and all(before[key]["outcome"] == "narrative" for key in placed)
+    in_other = [before[key] for key in placed if before[key]["section"] == "uncategorised"]
+    assert in_other and all("no terminology" in o["reason"] for o in in_other)  # consultation items: in the notes
+    assert any(w["code"] == "terminology-unavailable" for w in conversion.report["warnings"])
+
+
+def test_the_converter_only_uses_the_facts_it_is_given() -> None:
+    bundle = load(RECORD)
+    facts = packaged_facts(bundle)
+    only_procedures = TerminologyFacts({c: h for c, h in facts.hierarchy.items() if h is Hierarchy.PROCEDURE},
+                                       source="test", version="1")
+    document = tree(convert(bundle, replace(CONTEXT, terminology=only_procedures)))
+    assert xpath(document, "//c:section[c:code/@code='47519-4']/c:entry")
+    assert not xpath(document, f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']")
+
+
+def test_every_fixture_stays_schema_and_schematron_valid_with_the_packaged_terminology(fixture_name: str) -> None:
+    result = validate_bytes(with_packaged(fixture_name).xml)
+    assert result.schema_errors == []
+    assert result.schematron_errors == []
