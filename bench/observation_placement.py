@@ -34,17 +34,30 @@ def observations(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _context(bundle: dict[str, Any], terminology: str) -> ConversionContext:
+    if terminology == "none":
+        return CONTEXT
+    from dataclasses import replace
+
+    from xhuma.nhs.terminology import packaged_facts
+
+    return replace(CONTEXT, terminology=packaged_facts(bundle))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="*", type=Path)
-    paths = parser.parse_args().bundles or DEFAULT
+    parser.add_argument("--terminology", choices=("none", "packaged"), default="none",
+                        help="terminology facts (issue 13): none (fallbacks) or the packaged subset")
+    args = parser.parse_args()
+    paths = args.bundles or DEFAULT
     print(f"{'bundle':52} {'obs':>5} {'entries':>7} {'share':>6}  not in entries (outcome/section: count)")
     total = Counter[str]()
     for path in paths:
         bundle = orjson.loads(path.read_bytes())
         source = observations(bundle)
-        outcomes = {o["resource"].split("#")[0]: o for o in convert(bundle, CONTEXT).report["resources"]
-                    if o["type"] == "Observation"}
+        report = convert(bundle, _context(bundle, args.terminology)).report
+        outcomes = {o["resource"].split("#")[0]: o for o in report["resources"] if o["type"] == "Observation"}
         entries = sum(1 for o in outcomes.values() if o["outcome"] == "entry")
         others = Counter(f"{o['outcome']}/{o.get('section')}{'' if _valued(source.get(key)) else ' (no value)'}"
                          for key, o in outcomes.items() if o["outcome"] != "entry")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from functools import cache
+from typing import Any
 
 from tests.ccda.conftest import CONTEXT, load, section, tree, xpath
 
@@ -110,3 +111,34 @@ def test_every_fixture_stays_schema_and_schematron_valid_with_the_packaged_termi
     result = validate_bytes(with_packaged(fixture_name).xml)
     assert result.schema_errors == []
     assert result.schematron_errors == []
+
+
+def _activities(conversion: Conversion) -> list[Any]:
+    return xpath(tree(conversion), "//c:section[c:code/@code='10160-0']/c:entry/c:substanceAdministration")
+
+
+def test_dmd_route_fills_route_code_where_gp_connect_sends_none() -> None:
+    name = "uclh-xhuma/9692136744"
+    without = _activities(convert(load(name), CONTEXT))
+    with_dmd = _activities(with_packaged(name))
+    assert len(without) == len(with_dmd)
+    filled = [(a, b) for a, b in zip(without, with_dmd, strict=True)
+              if not xpath(a, "c:routeCode") and xpath(b, "c:routeCode")]
+    assert filled, "some authorisations without a route gain dm+d's route"
+    dmd = packaged_facts(load(name)).dmd
+    for _, activity in filled:
+        product = xpath(activity, "c:consumable//c:manufacturedMaterial/c:code/@code")[0]
+        route = dmd[product].route
+        assert route is not None and xpath(activity, "c:routeCode/@code") == [route[0]]
+    # a route GP Connect sends is never replaced
+    for a, b in zip(without, with_dmd, strict=True):
+        if xpath(a, "c:routeCode"):
+            assert xpath(a, "c:routeCode/@code") == xpath(b, "c:routeCode/@code")
+
+
+def test_dmd_dose_form_is_the_administration_unit_of_a_countable_dose() -> None:
+    for activity in _activities(with_packaged("uclh-xhuma/9692136744")):
+        unit = xpath(activity, "c:administrationUnitCode")
+        if unit:
+            assert not xpath(activity, "c:doseQuantity/@unit")
+            assert unit[0].get("codeSystem") == "2.16.840.1.113883.6.96"

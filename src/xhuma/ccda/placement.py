@@ -26,11 +26,17 @@ PAST_HISTORY = frozenset({Hierarchy.DISORDER, Hierarchy.FINDING})
 
 
 def candidates(state: ConversionState) -> list[Resource]:
-    """Uncategorised Observations with a SNOMED code and no value that no other section converted."""
+    """Uncategorised Observations with a SNOMED code and no value that no other section converted to an entry:
+    not yet accounted for, or shown only as consultation text (the notes keep it; the entry is its structure)."""
     report, index = state.report, state.index
-    return [o for o in uncategorised_observations(state)
-            if not has_value(o) and not o.get("component") and sct_codes(o.get("code"))
-            and report.outcome_of(index.key(o)) is None]
+    found = []
+    for observation in uncategorised_observations(state):
+        if has_value(observation) or observation.get("component") or not sct_codes(observation.get("code")):
+            continue
+        outcome = report.outcome_of(index.key(observation))
+        if outcome is None or (outcome.outcome == "narrative" and outcome.section == "notes"):
+            found.append(observation)
+    return found
 
 
 def hierarchy(state: ConversionState, observation: Resource) -> Hierarchy | None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.context import ProductCoding
+from xhuma.ccda.context import DmdFacts, ProductCoding
 from xhuma.ccda.fhir import (
     JSON_OBJECT,
     as_list,
@@ -40,6 +40,7 @@ from xhuma.ccda.hl7 import (
 )
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
+from xhuma.ccda.observation import sct_codes
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.ucum import UCUM_SYSTEM, dose_unit
@@ -123,13 +124,26 @@ def _orphan_requests(section: SectionWriter) -> None:
                                   "medication statement or prescription refers to; nothing clinical to show")
 
 
-def supply_quantity(quantity: Mapping[str, Any]) -> Mapping[str, Any]:
+def supply_quantity(quantity: Mapping[str, Any], dmd_unit: tuple[str, str] | None = None) -> Mapping[str, Any]:
     """The dispense quantity with its unit text: GP Connect puts the unit ("tablet", "pack of 40 gram(s)") in the
-    MedicationQuantityText extension; ``pq`` writes it as UCUM or keeps the text (ucum.py)."""
+    MedicationQuantityText extension; ``pq`` writes it as UCUM or keeps the text (ucum.py). With neither that text
+    nor a unit, dm+d's unit of measure of the product (``dmd_unit``, issue 13) names what is counted."""
     text = string(mapping(extension(quantity, "MedicationQuantityText-1")).get("valueString"))
+    if text is None and dmd_unit is not None and not string(quantity.get("unit")) and not string(quantity.get("code")):
+        text = dmd_unit[1]
     if text is None or (quantity.get("system") == UCUM_SYSTEM and string(quantity.get("code"))):
         return quantity
     return {"value": quantity.get("value"), "unit": text}
+
+
+NO_DMD = DmdFacts()
+
+
+def _snomed(parent: Element, name: str, concept: tuple[str, str]) -> None:
+    """A SNOMED CT coded element from a dm+d fact (code, display)."""
+    code, display = concept
+    leaf(parent, name, {"code": code, "codeSystem": T.SNOMED_OID, "codeSystemName": "SNOMED CT",
+                        "displayName": display})
 
 
 @memo()
@@ -223,6 +237,9 @@ class MedicationActivity:
         self.start = period.get("start") if period else statement.get("effectiveDateTime")
         self.end = period.get("end") if period else None
         self.status = STATUS.get(str(status), "completed" if self.end else "active")
+        codes = sct_codes(self.medication.get("code")) if self.medication else []
+        dmd = section.context.terminology.dmd
+        self.dmd: DmdFacts = next((dmd[c] for c in codes if c in dmd), NO_DMD)
 
     def _plan(self) -> Resource | None:
         for reference in as_list(self.statement.get("basedOn")):
@@ -247,10 +264,18 @@ class MedicationActivity:
         route = json_object(self.dosage.get("route"))
         if route is not None:
             cd(activity, "routeCode", route)
+        elif self.dmd.route is not None:  # dm+d's route of the product where GP Connect sends none (issue 13)
+            _snomed(activity, "routeCode", self.dmd.route)
+        elif not self.section.context.terminology.available:
+            self.section.warn("dmd-unavailable", "no route from GP Connect and no terminology for dm+d's: routeCode "
+                              "omitted (docs/mapping/medications.md, dm+d)", statement)
         site = json_object(self.dosage.get("site"))
         if site is not None:
             cd(activity, "approachSiteCode", site)
         self._dose(activity)
+        if self.dmd.form is not None and not self._dose_has_unit():
+            # A countable dose ("1") is counted in the product's dose form (dm+d): the administration unit.
+            _snomed(activity, "administrationUnitCode", self.dmd.form)
         concept = self.medication.get("code") if self.medication else None
         primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
         head, tail = _product_frame()
@@ -295,6 +320,10 @@ class MedicationActivity:
         set_xsi_type(element, "PIVL_TS")
         leaf(element, "period", {"value": value, "unit": unit})
 
+    def _dose_has_unit(self) -> bool:
+        dose = json_object(self.dosage.get("doseQuantity"))
+        return dose is not None and dose_unit(dose) is not None
+
     def _dose(self, activity: Element) -> None:
         """doseQuantity SHALL (CONF:1098-7516): UCUM unit when given; countable forms carry no unit (the unit is
         the product's form); free-text-only dosage → nullFlavor UNK (SPEC §8.4.2)."""
@@ -337,7 +366,7 @@ class MedicationActivity:
             leaf(supply, "repeatNumber", {"value": str(allowed_value)})
         quantity = json_object(dispense.get("quantity"))
         if quantity is not None and format_number(quantity.get("value")) is not None:
-            pq(supply, "quantity", supply_quantity(quantity))
+            pq(supply, "quantity", supply_quantity(quantity, self.dmd.unit))
         author_participation(supply, self.index, plan.get("recorder") or plan.get("requester"),
                              plan.get("authoredOn"))
         head, tail = _supply_order_frame()
