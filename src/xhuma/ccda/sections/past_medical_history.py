@@ -36,6 +36,8 @@ HEADERS = ("Date", "Condition or finding", "Comments", "Recorded by")
 
 
 def build(state: ConversionState) -> None:
+    if not state.context.terminology.hierarchy:
+        return  # nothing can be placed by hierarchy (the fallbacks: xhuma.ccda.placement)
     problems = problem_list_codes(state)
     history = [o for o in candidates(state) if hierarchy(state, o) in PAST_HISTORY
                and problems.isdisjoint(sct_codes(o.get("code")))]

@@ -37,7 +37,8 @@ HEADERS = ("Date", "Procedure", "Comments", "Recorded by")
 
 def build(state: ConversionState) -> None:
     section = state.section(SPEC)
-    procedures = [o for o in candidates(state) if hierarchy(state, o) is Hierarchy.PROCEDURE]
+    known = state.context.terminology.hierarchy
+    procedures = [o for o in candidates(state) if hierarchy(state, o) is Hierarchy.PROCEDURE] if known else []
     if not procedures:
         section.paragraph(EXPLANATION)  # no entries: rendered with nullFlavor="NI" (entries-required section)
         return
