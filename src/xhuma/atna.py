@@ -40,6 +40,7 @@ EVENTS: dict[str, tuple[str, str, str, str]] = {
     "PDS": ("110112", "Query", "E", "PDS FHIR read patient"),
     "SDS": ("110112", "Query", "E", "SDS endpoint lookup"),
     "GPC": ("110107", "Import", "C", "GP Connect Access Record: Structured"),
+    "TERMINOLOGY": ("110112", "Query", "E", "NHS England Terminology Server lookup"),
 }
 
 

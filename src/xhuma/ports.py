@@ -213,7 +213,7 @@ class AuditEvent:
     """One audited transaction or outbound call (issue: audit trail). Never holds an NHS number in clear:
     ``patient_pseudonym`` is HMAC-SHA256 of it under the audit key."""
 
-    transaction: str  # ITI-55 | ITI-38 | ITI-39 | PDS | SDS | GPC | ADMIN
+    transaction: str  # ITI-55 | ITI-38 | ITI-39 | PDS | SDS | GPC | TERMINOLOGY | ADMIN
     outcome: str  # success | no-match | denied | error | not-disclosed
     occurred_at: datetime
     error_code: str | None = None

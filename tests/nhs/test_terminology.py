@@ -204,3 +204,14 @@ async def test_a_failing_terminology_server_never_fails_the_query_the_fallbacks_
         report = await records.document_report(result.documents[0].unique_id)
         assert report is not None
         assert any(w["code"] == "terminology-unavailable" for w in report["warnings"])
+
+
+def test_a_terminology_call_is_an_atna_query_event() -> None:
+    from datetime import UTC, datetime
+
+    from xhuma.atna import dicom_audit_message
+    from xhuma.ports import AuditEvent
+
+    event = AuditEvent(transaction="TERMINOLOGY", outcome="success", occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+    message = dicom_audit_message(event, source_id="xhuma")
+    assert b'csd-code="110112"' in message and b"NHS England Terminology Server lookup" in message

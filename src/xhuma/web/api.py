@@ -22,7 +22,7 @@ from xhuma.security.admin import AdminPrincipal, require_admin
 
 router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(require_admin)])
 
-TRANSACTIONS = ("ITI-55", "ITI-38", "ITI-39", "PDS", "SDS", "GPC", "ADMIN")
+TRANSACTIONS = ("ITI-55", "ITI-38", "ITI-39", "PDS", "SDS", "GPC", "TERMINOLOGY", "ADMIN")
 OUTCOMES = ("success", "no-match", "denied", "error", "not-disclosed")  # not-disclosed: voids (xhuma.audit)
 STARTED = time.time()
 MAX_OFFSET = 2**63 - 1  # SQL OFFSET is a signed 64-bit integer in SQLite and PostgreSQL
