@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request, Response
@@ -32,6 +32,11 @@ from xhuma.store.keys import CacheKeys
 from xhuma.store.lease import Leases, MemoryLeases, RedisLeases
 from xhuma.store.tiers import LocalTier, TieredCache
 
+if TYPE_CHECKING:
+    from xhuma.ihe.endpoints import SoapServices
+    from xhuma.nhs.wiring import NhsClients
+    from xhuma.security.ratelimit import Limiter
+
 log = structlog.get_logger(__name__)
 
 
@@ -49,7 +54,9 @@ class Runtime:
     gpconnect: GpConnectClient
     auditor: Auditor | None = None  # the one front door of the audit trail (xhuma.audit)
     leases: Leases = field(default_factory=MemoryLeases)  # one ITI-38 pipeline per patient across replicas
-    extras: dict[str, Any] = field(default_factory=dict)
+    rate_limiter: Limiter | None = None  # SOAP callers' limit (shared by the replicas through Redis)
+    nhs: NhsClients | None = None  # the NHS clients' wiring: upstream health, the in-process simulator
+    soap: SoapServices | None = None  # what the SOAP endpoints use, built on their first request
 
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -217,14 +224,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from xhuma.security.ratelimit import RateLimiter, SharedRateLimiter
 
             leases: Leases
+            rate_limiter: Limiter
             if isinstance(backend, RedisCache):
                 leases = RedisLeases(backend.client, namespace=backend.namespace)
-                app.state.rate_limiter = SharedRateLimiter(
+                rate_limiter = SharedRateLimiter(
                     backend.client, namespace=backend.namespace, per_minute=settings.rate_limit_per_minute
                 )
             else:
                 leases = MemoryLeases()
-                app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+                rate_limiter = RateLimiter(settings.rate_limit_per_minute)
             stack.push_async_callback(cache.close)
             audit = SqlAuditStore(
                 settings.effective_database_url, write_timeout_seconds=settings.audit_write_timeout_seconds
@@ -255,8 +263,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime = Runtime(
                 settings=settings, metrics=metrics, cache=cache, audit=audit, keys=keys,
                 pds=nhs.pds, sds=nhs.sds, gpconnect=nhs.gpconnect, auditor=auditor, leases=leases,
+                rate_limiter=rate_limiter, nhs=nhs,
             )
-            runtime.extras["nhs"] = nhs
             app.state.runtime = runtime
             log.info("xhuma_started", profile=settings.profile.value, version=__version__,
                      cache=cache.name, audit="sqlite" if audit.is_sqlite else "postgresql")

@@ -50,7 +50,7 @@ async def test_dropping_any_fixture_bundle_into_simulator_data_makes_it_availabl
     app = create_app(load_settings())
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
-        simulator = runtime.extras["nhs"].simulator
+        simulator = runtime.nhs.simulator
         number = _expected_number(bundle)
         if number is None:
             # Not a usable record (no Patient, no or invalid NHS number): reported with the reason, never served.
@@ -77,7 +77,7 @@ async def test_simulator_profile_serves_the_packaged_sample_set_and_fault_patien
         record = await runtime.gpconnect.get_structured_record(DEMO_PATIENT, route, CALLER, pds_patient=patient)
         assert len(record.bundle["entry"]) > 100
         assert (await runtime.pds.get_patient(fault_patient(Fault.DECEASED))).deceased
-        urls = runtime.extras["nhs"].simulator.urls
+        urls = runtime.nhs.simulator.urls
         assert urls.base.startswith("http://127.0.0.1:")
 
 

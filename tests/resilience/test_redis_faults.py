@@ -163,7 +163,7 @@ async def test_pds_token_requests_during_a_redis_outage_are_at_most_one_per_repl
 ) -> None:
     async with replica("a") as (app, client):
         redis_server.kill()  # before the first token: it can only be held in process
-        simulator = app.state.runtime.extras["nhs"].simulator
+        simulator = app.state.runtime.nhs.simulator
         before = simulator.state.requests["token"]
         ends = time.monotonic() + 2.0
         while time.monotonic() < ends:

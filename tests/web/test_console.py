@@ -41,7 +41,7 @@ def test_console_data_status_and_counters(make_settings: Any) -> None:
         app.state.metrics.requests.labels("ITI-39", "error").inc()
         app.state.metrics.cache_lookups.labels("document", "hit").inc(3)
         app.state.metrics.cache_lookups.labels("document", "miss").inc()
-        practice = app.state.runtime.extras["nhs"].upstreams["gpconnect"].breakers.breaker("A86005/918999198738")
+        practice = app.state.runtime.nhs.upstreams["gpconnect"].breakers.breaker("A86005/918999198738")
         for number in range(practice.failure_threshold):  # failures for distinct patients open it
             practice.admit(str(number)).failure()
         status = client.get("/api/status", headers=headers).json()

@@ -56,7 +56,7 @@ async def test_health_upstreams_after_an_exchange_and_a_failing_practice_without
     app = create_app(make_settings(admin_tokens=["upstreams-" + "u" * 40]))
     async with app_client(app) as client:
         await full_exchange(client)
-        nhs = app.state.runtime.extras["nhs"]
+        nhs = app.state.runtime.nhs
         nhs.simulator.app.state.simulator.fail_practice("B82617", 500)
         patient = await nhs.pds.get_patient(NHS_NUMBER)
         route = await nhs.sds.gp_connect_route(patient.gp_ods_code or "")

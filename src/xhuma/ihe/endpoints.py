@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -22,14 +23,16 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xhuma.compression import GzipPolicy, accepts_gzip, request_accept_encoding
+from xhuma.config import Settings
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
 from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse, fault_response
 from xhuma.ihe.saml import SamlVerifier
 from xhuma.ihe.soap import SoapFault
 from xhuma.ihe.transactions import BY_PATH, Transaction
+from xhuma.observability import Metrics
 from xhuma.records import Records
-from xhuma.security.client_auth import authenticate_client
-from xhuma.security.ratelimit import check_rate_limit
+from xhuma.security.client_auth import ClientAuthenticator
+from xhuma.security.ratelimit import Limiter, RateLimiter, limit_key
 from xhuma.security.tls import PEER_EXTENSION, scope_header
 
 if TYPE_CHECKING:
@@ -56,20 +59,63 @@ def build_gateway(runtime: Runtime) -> IheGateway:
         keys=runtime.keys,
         converter=ccda_converter,
         leases=runtime.leases,
-        terminology=getattr(runtime.extras.get("nhs"), "terminology", None),  # issue 13; None: fallbacks
+        terminology=getattr(runtime.nhs, "terminology", None),  # issue 13; None: fallbacks
     )
     # One use per SAML assertion across replicas: the replay guard keeps used assertion ids in the shared cache.
     verifier = SamlVerifier(runtime.settings, replay_cache=runtime.cache)
     return IheGateway(runtime.settings, records, runtime.auditor, verifier=verifier)
 
 
+@dataclass(frozen=True, slots=True)
+class ClientChecks:
+    """Who may call the SOAP endpoints and how often: client authentication (allow-list, client CA, trusted
+    proxies) and the rate limit, when configured."""
+
+    authenticator: ClientAuthenticator
+    limiter: Limiter
+    metrics: Metrics | None = None
+
+    @classmethod
+    def configured(cls, settings: Settings, limiter: Limiter | None, metrics: Metrics | None) -> ClientChecks | None:
+        """None without any of them: the caller is then simply the transport peer."""
+        if not (settings.client_cert_allow_list or settings.tls_client_ca_file or settings.trusted_proxies
+                or settings.rate_limit_per_minute > 0):
+            return None
+        return cls(ClientAuthenticator(settings), limiter or RateLimiter(settings.rate_limit_per_minute), metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class SoapServices:
+    """Everything the SOAP endpoints use, typed, built once per application from its runtime."""
+
+    gateway: IheGateway
+    gzip: GzipPolicy
+    client_checks: ClientChecks | None = None
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> SoapServices:
+        return cls.around(build_gateway(runtime), limiter=runtime.rate_limiter, metrics=runtime.metrics)
+
+    @classmethod
+    def around(
+        cls, gateway: IheGateway, *, limiter: Limiter | None = None, metrics: Metrics | None = None
+    ) -> SoapServices:
+        """The services of ``gateway``, configured by its settings."""
+        settings = gateway.settings
+        return cls(gateway, GzipPolicy.from_settings(settings), ClientChecks.configured(settings, limiter, metrics))
+
+
+def services_of(app: Any) -> SoapServices:
+    """The application's SOAP services, built from its runtime (``app.state.runtime``) on first use."""
+    runtime: Runtime = app.state.runtime
+    if runtime.soap is None:
+        runtime.soap = SoapServices.of(runtime)
+    return runtime.soap
+
+
 def gateway_of(app: Any) -> IheGateway:
-    """The application's gateway, built from its runtime (``app.state.runtime``) on first use."""
-    runtime = app.state.runtime
-    gateway: IheGateway | None = runtime.extras.get("ihe_gateway")
-    if gateway is None:
-        gateway = runtime.extras["ihe_gateway"] = build_gateway(runtime)
-    return gateway
+    """The application's gateway (the console's document pages and the replica tests reach its records)."""
+    return services_of(app).gateway
 
 
 class ClientDisconnected(Exception):
@@ -96,13 +142,6 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _client(request: Request) -> ClientInfo:
-    certificate = getattr(request.state, "client_cert", None)
-    subject = getattr(certificate, "subject", None)
-    address = getattr(request.state, "client_address", None) or (request.client.host if request.client else None)
-    return ClientInfo(cert_subject=str(subject) if subject else None, address=address)
-
-
 def _peer(scope: Scope) -> ClientInfo:
     """The caller as the transport saw it (no client authentication, no proxy configured)."""
     peer = (scope.get("extensions") or {}).get(PEER_EXTENSION)
@@ -112,27 +151,39 @@ def _peer(scope: Scope) -> ClientInfo:
     return ClientInfo(address=address)
 
 
-def _checks_configured(app: Any) -> bool:
-    """Whether SOAP callers are authenticated, rate limited or may come through trusted proxies (worked out once
-    per application; without any of them the caller is simply the transport peer)."""
-    configured: bool | None = getattr(app.state, "soap_client_checks", None)
-    if configured is None:
-        settings = app.state.settings
-        configured = bool(settings.client_cert_allow_list or settings.tls_client_ca_file or settings.trusted_proxies
-                          or settings.rate_limit_per_minute > 0)
-        app.state.soap_client_checks = configured
-    return configured
+class ClientRefused(Exception):
+    """A caller the client checks turned away (``error``), as far as they identified it (``client``)."""
+
+    def __init__(self, error: SecurityError | RateLimited, client: ClientInfo) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.client = client
 
 
-async def _identify_client(scope: Scope, receive: Receive) -> ClientInfo:
-    """The calling system; ``SecurityError`` (not a known system) or ``RateLimited`` (a SOAP Fault with
-    Retry-After) when those checks are configured."""
-    if not _checks_configured(scope["app"]):
+async def _identify_client(scope: Scope, receive: Receive, checks: ClientChecks | None) -> ClientInfo:
+    """The calling system; ``ClientRefused`` when it is not a known system (SecurityError) or over its rate limit
+    (RateLimited: a SOAP Fault with Retry-After)."""
+    if checks is None:
         return _peer(scope)
     request = Request(scope, receive)  # what the client-authentication and rate-limit checks read
-    authenticate_client(request)
-    await check_rate_limit(request)
-    return _client(request)
+    seen = checks.authenticator.client_address(request)
+    address = seen or (request.client.host if request.client else None)
+    try:
+        certificate = checks.authenticator.authenticate(request)
+    except SecurityError as error:
+        if checks.metrics is not None:
+            checks.metrics.client_auth_failures.inc()
+        raise ClientRefused(error, ClientInfo(address=address)) from None
+    client = ClientInfo(cert_subject=certificate.subject if certificate and certificate.subject else None,
+                        address=address)
+    if checks.limiter.enabled:
+        try:
+            await checks.limiter.take(limit_key(certificate, seen))
+        except RateLimited as error:
+            if checks.metrics is not None:
+                checks.metrics.rate_limited.inc()
+            raise ClientRefused(error, client) from None
+    return client
 
 
 async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, bytes]] | None = None,
@@ -156,27 +207,24 @@ async def _send(send: Send, answer: SoapResponse, *, extra: list[tuple[bytes, by
 
 
 class SoapEndpoints:
-    """ASGI middleware: serves POST /SOAP/iti55, /SOAP/iti38 and /SOAP/iti39, passes everything else on to ``app``
-    (None: nothing else is served here; ``xhuma.app.XhumaApp`` sends only the SOAP paths).
+    """ASGI middleware: serves POST on the registered transactions' paths (``SOAP_PATHS``), passes everything else on
+    to ``app`` (None: nothing else is served here; ``xhuma.app.XhumaApp`` sends only the SOAP paths).
 
-    ``gateway`` fixes the gateway (tests); otherwise it is the application's (``gateway_of(scope["app"])``).
+    ``gateway`` fixes the gateway (tests), the rest then follows its settings; otherwise everything is the
+    application's (``services_of(scope["app"])``).
     """
 
     def __init__(self, app: ASGIApp | None, *, gateway: IheGateway | None = None) -> None:
         self.app = app
         self._gateway = gateway
-        self._gzip: GzipPolicy | None = None
+        self._services: SoapServices | None = None
 
-    def _gzip_policy(self, scope: Scope) -> GzipPolicy | None:
-        """Response compression from the settings (worked out once); None when they cannot be found."""
-        if self._gzip is None:
-            app = scope.get("app")
-            settings = self._gateway.settings if self._gateway is not None else getattr(
-                getattr(app, "state", None), "settings", None)
-            if settings is None:
-                return None
-            self._gzip = GzipPolicy.from_settings(settings)
-        return self._gzip
+    def services(self, scope: Scope) -> SoapServices:
+        if self._gateway is None:
+            return services_of(scope["app"])
+        if self._services is None:
+            self._services = SoapServices.around(self._gateway)
+        return self._services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         transaction = SOAP_PATHS.get(scope["path"]) if scope["type"] == "http" else None
@@ -189,9 +237,10 @@ class SoapEndpoints:
             fault = fault_response(SoapFault("Sender", "This endpoint accepts SOAP 1.2 requests by HTTP POST"), None)
             await _send(send, SoapResponse(405, fault.body, fault.content_type), extra=[(b"allow", b"POST")])
             return
+        services: SoapServices | None = None
         try:
-            gateway = self._gateway or gateway_of(scope["app"])
-            answer, close = await self._answer(scope, receive, gateway, transaction)
+            services = self.services(scope)
+            answer, close = await self._answer(scope, receive, services, transaction)
         except ClientDisconnected:
             return
         except Exception as error:
@@ -199,23 +248,26 @@ class SoapEndpoints:
             # with neutral text, never a bare 500 or a traceback (LESSONS 7).
             answer, close = fault_response(error, None), False
         await _send(send, answer, extra=[(b"connection", b"close")] if close else None,
-                    gzip=self._gzip_policy(scope), accept_encoding=request_accept_encoding(scope))
+                    gzip=services.gzip if services is not None else None,
+                    accept_encoding=request_accept_encoding(scope))
 
-    async def _answer(self, scope: Scope, receive: Receive, gateway: IheGateway, transaction: Transaction) -> tuple[
-        SoapResponse, bool
-    ]:
+    async def _answer(
+        self, scope: Scope, receive: Receive, services: SoapServices, transaction: Transaction
+    ) -> tuple[SoapResponse, bool]:
         """(the answer, whether to close the connection)."""
         started = time.perf_counter()
+        gateway = services.gateway
         client: ClientInfo | None = None
         try:
-            client = await _identify_client(scope, receive)
+            client = await _identify_client(scope, receive, services.client_checks)
             body = await read_body(scope, receive, gateway.settings.max_request_bytes)
-        except (RequestTooLarge, SecurityError, RateLimited) as error:
+        except (ClientRefused, RequestTooLarge) as refusal:
+            error = refusal.error if isinstance(refusal, ClientRefused) else refusal
             log.info("ihe_request_refused", transaction=transaction.id, error_code=error.code)
             # Refused callers are audited too (who knocked, from where, why): one event per transaction attempt.
-            if client is None:  # refused by the checks: who it was, as far as they found out
-                request = Request(scope, receive)
-                client = _client(request)
+            if isinstance(refusal, ClientRefused):  # who it was, as far as the checks found out
+                client = refusal.client
+            assert client is not None
             await gateway._audit_fault(transaction.id, error, None, None, client, started)
             # The rest of an oversized body is not read, so the connection cannot be reused.
             return fault_response(error, None), isinstance(error, RequestTooLarge)

@@ -16,15 +16,17 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio as redis_asyncio
 import structlog
-from fastapi import Request
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from xhuma.errors import RateLimited
+
+if TYPE_CHECKING:
+    from xhuma.security.client_auth import ClientCertificate
 
 log = structlog.get_logger(__name__)
 
@@ -141,31 +143,8 @@ class SharedRateLimiter:
         self.fallback.check(client_key)
 
 
-def client_key(request: Request) -> str:
+def limit_key(certificate: ClientCertificate | None, address: str | None) -> str:
     """The identity the limit applies to: the authenticated certificate, else the caller's address."""
-    certificate = getattr(request.state, "client_cert", None)
     if certificate is not None:
         return f"cert:{certificate.fingerprint_sha256}"
-    address = getattr(request.state, "client_address", None)
-    if address is None:
-        from xhuma.security.client_auth import client_address
-
-        address = client_address(request)
     return f"addr:{address or 'unknown'}"
-
-
-async def check_rate_limit(request: Request) -> None:
-    """For the SOAP handlers (after ``authenticate_client``): raise ``RateLimited`` when over the limit."""
-    limiter: Limiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is None:  # an application served without its lifespan (xhuma.app builds the shared one)
-        limiter = RateLimiter(request.app.state.settings.rate_limit_per_minute)
-        request.app.state.rate_limiter = limiter
-    if not limiter.enabled:
-        return
-    try:
-        await limiter.take(client_key(request))
-    except RateLimited:
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None and hasattr(metrics, "rate_limited"):
-            metrics.rate_limited.inc()
-        raise

@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
 
 
 def upstream_health(runtime: Any) -> dict[str, Any]:
-    nhs = runtime.extras.get("nhs") if runtime is not None else None
+    nhs = runtime.nhs if runtime is not None else None
     services: dict[str, Any] = {}
     for name, upstream in sorted(getattr(nhs, "upstreams", {}).items()):
         def state(endpoint: str, breakers: Any = upstream.breakers) -> str:
