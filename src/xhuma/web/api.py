@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from xhuma import __version__
 from xhuma.errors import AuditUnavailable
+from xhuma.ihe.transactions import TRANSACTIONS as IHE_TRANSACTIONS
 from xhuma.nhs.nhs_number import is_valid_nhs_number, normalise
 from xhuma.security.admin import AdminPrincipal, require_admin
 
 router = APIRouter(prefix="/api", tags=["admin"], dependencies=[Depends(require_admin)])
 
-TRANSACTIONS = ("ITI-55", "ITI-38", "ITI-39", "PDS", "SDS", "GPC", "TERMINOLOGY", "ADMIN")
+# The IHE transactions as registered (xhuma.ihe.transactions), then the outbound calls and the admin API.
+TRANSACTIONS = (*(t.id for t in IHE_TRANSACTIONS), "PDS", "SDS", "GPC", "TERMINOLOGY", "ADMIN")
 OUTCOMES = ("success", "no-match", "denied", "error", "not-disclosed")  # not-disclosed: voids (xhuma.audit)
 STARTED = time.time()
 MAX_OFFSET = 2**63 - 1  # SQL OFFSET is a signed 64-bit integer in SQLite and PostgreSQL
