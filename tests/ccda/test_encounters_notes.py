@@ -80,7 +80,9 @@ def test_crafted_consultation_note_shows_heading_text_and_the_missing_item() -> 
     assert "[Chest pain]" in notes
     assert "History: Chest pain on exertion for 2 weeks" in notes
     assert "Item not supplied by the GP system: Observation/missing" in notes
-    assert outcome(conversion, "Observation/n1")["outcome"] == "narrative"
+    # the free-text comment is the note's own content: the consultation's Note Activity is its entry (issue 13)
+    assert outcome(conversion, "Observation/n1")["outcome"] == "entry"
+    assert outcome(conversion, "Observation/n1")["section"] == "notes"
     assert outcome(conversion, "Encounter/e1")["outcome"] == "entry"
     performer = root.xpath("//c:section[c:code/@code='46240-8']//c:performer//c:family/text()", namespaces=NS)
     assert performer == ["Jones"]
@@ -93,3 +95,18 @@ def test_empty_consultations_list_gives_sections_with_its_empty_reason() -> None
     assert not enc.xpath("c:entry", namespaces=NS)
     assert "no entries" in text_of(enc)
 
+
+
+
+def test_a_comment_outside_any_consultation_is_its_own_note_activity() -> None:
+    comment = observation("n9", "37331000000100", "Comment note", comment="Patient prefers morning appointments")
+    conversion, root = run(bundle(gp_list("826501000000100", comment), comment))
+    notes = section(root, NOTES)
+    acts = notes.xpath("c:entry/c:act[c:templateId/@root='2.16.840.1.113883.10.20.22.4.202']", namespaces=NS)
+    assert len(acts) == 1
+    assert acts[0].xpath("c:code/c:translation/@code", namespaces=NS) == ["48767-8"]
+    assert "Patient prefers morning appointments" in text_of(notes)
+    assert outcome(conversion, "Observation/n9")["outcome"] == "entry"
+    other = root.xpath("//c:section[c:title='Other GP record entries']", namespaces=NS)
+    assert not other or "Patient prefers morning appointments" not in text_of(other[0])  # not repeated there
+    assert_valid(conversion)

@@ -17,9 +17,9 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, readable_date, string
-from xhuma.ccda.hl7 import fixed_code, text_reference, ts
+from xhuma.ccda.hl7 import fhir_ts, fixed_code, text_reference, ts
 from xhuma.ccda.narrative import NarrativeTable, lines_of
-from xhuma.ccda.observation import sct_codes, value_text
+from xhuma.ccda.observation import effective, has_value, sct_codes, uncategorised_observations, value_text
 from xhuma.ccda.participation import author_label, author_participation
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.sections.encounters import Consultation, Topic, consultations, performer_reference, structure_lists
@@ -31,6 +31,7 @@ SPEC = T.SECTION_SPECS["notes"]
 NOTE = T.FixedCode("34109-9", T.LOINC_OID, "LOINC", "Note")
 PROGRESS_NOTE = T.FixedCode("11506-3", T.LOINC_OID, "LOINC", "Progress note")
 HEADERS = ("Date", "Consultation", "Clinician", "Notes")
+COMMENT_HEADERS = ("Date", "Recorded by", "Comment")
 ITEM_LABEL = {
     "Condition": "Problem", "AllergyIntolerance": "Allergy", "MedicationRequest": "Medication",
     "MedicationStatement": "Medication", "Immunization": "Immunisation", "ReferralRequest": "Referral",
@@ -93,6 +94,50 @@ def build(state: ConversionState) -> None:
     by_source = {id(c.source): c for c in found}
     section.convert_each([c.source for c in found],
                          lambda source: NoteActivity(section, table, by_source[id(source)]).build())
+    comments = standalone_comments(state)
+    if comments:
+        comment_table = section.table(COMMENT_HEADERS, "Comments recorded outside a consultation")
+        comments.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)
+        section.convert_each(comments, lambda o: _comment_note(section, comment_table, o))
+
+
+def _is_comment(item: object) -> bool:
+    return isinstance(item, Mapping) and item.get("resourceType") == "Observation" and not has_value(item) \
+        and COMMENT_NOTE in sct_codes(item.get("code"))
+
+
+def standalone_comments(state: ConversionState) -> list[Resource]:
+    """Free-text comments (``37331000000100`` without a value) of uncategorised data that no other section took
+    (a consultation's are in its note, an investigation's filing comments with its report)."""
+    return [o for o in uncategorised_observations(state)
+            if _is_comment(o) and state.report.outcome_of(state.index.key(o)) is None]
+
+
+def _comment_note(section: SectionWriter, table: NarrativeTable, observation: Resource) -> None:
+    """One free-text comment as its own Note Activity (4.202; issue 13: a comment is a note, not text-only)."""
+    state = section.state
+    performers = as_list(observation.get("performer"))
+    performer = performers[0] if performers else None
+    row = table.row()
+    row.cell(readable_date(effective(observation)))
+    row.cell(author_label(state.index, performer))
+    text = lines_of(string(observation.get("comment"))) or [concept_text(observation.get("code"), "Comment")]
+    if section.is_confidential(observation):
+        text.append("Not for disclosure to the patient (NOPAT)")
+    row.cell(text)
+    act = el(section.entry(), "act", {"classCode": "ACT", "moodCode": "EVN"})
+    section.template(act, T.NOTE_ACTIVITY)
+    section.add_ids(act, observation, "note")
+    code = fixed_code(act, "code", NOTE)
+    fixed_code(code, "translation", T.ANNOTATION_COMMENT)
+    text_reference(act, row.reference)
+    leaf(act, "statusCode", {"code": "completed"})
+    ts(act, "effectiveTime", effective(observation))
+    if author_participation(act, state.index, performer, effective(observation)) is None:
+        author = el(act, "author")  # Note Activity SHALL have an author (4.202): nobody named → unknown
+        ts(author, "time", effective(observation))
+        null(el(author, "assignedAuthor"), "id", "UNK")
+    section.mapped(observation, T.NOTE_ACTIVITY)
 
 
 class NoteActivity:
@@ -140,7 +185,10 @@ class NoteActivity:
         for lst in structure_lists(consultation, state.index)[1:]:
             self.section.supporting(lst, "consultation topic/heading list, rendered in the consultation note")
         for item in shown:
-            self.section.narrative_only(item, "recorded in a consultation; shown in the consultation note")
+            if _is_comment(item):  # a free-text comment is the note's own content: the Note Activity is its entry
+                self.section.mapped(item, T.NOTE_ACTIVITY)
+            else:
+                self.section.narrative_only(item, "recorded in a consultation; shown in the consultation note")
 
     def _topic_lines(self, topic: Topic, lines: list[str], shown: list[Resource]) -> None:
         """One topic of the consultation: its heading line, then its entries (added to ``shown``)."""

@@ -84,6 +84,8 @@ def build(state: ConversionState) -> None:
 def _converted_elsewhere(state: ConversionState, observation: Resource) -> bool:
     """Already shown by the vital signs or social history section (as an entry or a text row there)."""
     outcome = state.report.outcome_of(state.index.key(observation))
+    if outcome is not None and outcome.section == "notes":
+        return outcome.outcome == "entry"  # a comment in its own Note Activity (or its consultation's)
     return outcome is not None and outcome.section in CONVERTED_ELSEWHERE and outcome.outcome in ("entry",
                                                                                                   "narrative")
 
