@@ -70,7 +70,8 @@ async def test_health_upstreams_after_an_exchange_and_a_failing_practice_without
         ready = await client.get("/health/ready")
     assert health.status_code == 200 and ready.status_code == 200
     services = health.json()["services"]
-    assert set(services) == {"pds", "sds", "gpconnect"}  # no terminology server client exists yet
+    # the simulator profile also serves the NHS England Terminology Server (issue 13), resolved before conversion
+    assert set(services) == {"pds", "sds", "gpconnect", "terminology"}
     for name in ("pds", "sds"):
         assert services[name]["calls"] >= 1 and services[name]["errors"] == 0 and services[name]["breaker"] == "closed"
     gpconnect = services["gpconnect"]
