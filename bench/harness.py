@@ -100,7 +100,7 @@ def nhs_simulator(data: Path | None, workdir: Path, *, gpc_latency_ms: int = 0) 
 def xhuma_gateway(workdir: Path, *, launcher: Sequence[str] = (), serve_args: Sequence[str] = (), name: str = "xhuma",
                   **settings: object) -> Iterator[str]:
     """`xhuma serve` in its own process; ``launcher`` is a command prefix that execs it (e.g. into a cgroup)."""
-    env = clean_env(XHUMA_LOG_LEVEL="WARNING", XHUMA_WORKING_DIR=workdir, **settings)
+    env = clean_env(**{"XHUMA_LOG_LEVEL": "WARNING", "XHUMA_WORKING_DIR": workdir, **settings})  # settings win
     args = [*launcher, sys.executable, "-m", "xhuma", "serve", *serve_args]
     with server_process(args, env, workdir, name=name) as base:
         yield base
