@@ -16,7 +16,8 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_LOCK = ROOT / "requirements.lock"
 BUILD_LOCK = ROOT / "requirements-build.lock"
-LOCKS = [RUNTIME_LOCK, BUILD_LOCK]
+DEV_LOCK = ROOT / "requirements-dev.lock"  # what scripts/setup, and so CI, installs
+LOCKS = [RUNTIME_LOCK, BUILD_LOCK, DEV_LOCK]
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
@@ -56,6 +57,28 @@ def test_lock_pins_the_packages_of_the_extras_pyproject_asks_for() -> None:
     pins = locked(RUNTIME_LOCK)
     assert {"uvloop", "httptools", "websockets"} <= set(pins)
     assert "cryptography" in pins  # pyjwt[crypto]
+
+
+def test_dev_lock_pins_every_dependency_and_extra_of_pyproject_within_its_declared_range() -> None:
+    # CI installs from requirements-dev.lock with --require-hashes (scripts/setup): it must cover all of pyproject.
+    pins = locked(DEV_LOCK)
+    project = pyproject()["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"],
+                *project["optional-dependencies"]["otel"]]
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} (pyproject.toml) is not in requirements-dev.lock: run scripts/lock"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), (
+            f"requirements-dev.lock pins {name}=={pins[name][0]}, outside pyproject.toml's {requirement}")
+
+
+def test_dev_lock_agrees_with_the_image_lock_on_every_runtime_package() -> None:
+    # The tests run on the versions the image ships.
+    runtime, dev = locked(RUNTIME_LOCK), locked(DEV_LOCK)
+    differing = {name: (version, dev[name][0]) for name, (version, _) in runtime.items()
+                 if name in dev and dev[name][0] != version}
+    assert not differing, f"run scripts/lock: {differing}"
 
 
 def test_build_lock_pins_the_build_backend_of_pyproject_within_its_range() -> None:
