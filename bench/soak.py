@@ -3,9 +3,9 @@ at INFO captured to a file, the NHS simulator in its own process.
 
 1. Burst: 400 concurrent cold exchanges (ITI-55, ITI-38, ITI-39 for 400 distinct synthetic patients) and every
    simulator fault patient, a few rounds: HTTP statuses counted, every 5xx printed (must be 0).
-2. Soak: 10,000 requests (mostly cached ITI-39, some ITI-55 and ITI-38) with the server's resident memory
-   (/proc/<pid>/status VmRSS) sampled every 1,000 requests: the series, the growth after warm-up (from the
-   2,000th to the last request) and a verdict against the bound.
+2. Soak: 10,000 requests (mostly cached ITI-39, some ITI-55 and ITI-38) with the gateway's resident memory
+   (/proc/<pid>/status VmRSS of `xhuma serve` and its audit writer) sampled every 1,000 requests: the series, the
+   growth after warm-up (from the 2,000th to the last request) and a verdict against the bound.
 3. PHI: the captured log is searched for every NHS number, family and given name and birth date of the patients
    used (from the simulator's own data): the count must be 0.
 
@@ -103,13 +103,14 @@ def phi_found(log: Path, patterns: dict[str, re.Pattern[str]]) -> Counter[str]:
 
 
 def server_rss_kib(workdir: Path) -> int:
-    """VmRSS of the `xhuma serve` processes started in ``workdir`` (server_process runs them there), in KiB."""
+    """VmRSS of the gateway's processes in KiB: `xhuma serve` and its SQLite audit writer, which both run in
+    ``workdir`` (server_process starts the gateway there; the simulator has a directory of its own)."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.readlink(entry / "cwd") != str(workdir) or b"serve" not in (entry / "cmdline").read_bytes():
+            if os.readlink(entry / "cwd") != str(workdir):
                 continue
             status = (entry / "status").read_text()
         except OSError:
@@ -145,7 +146,7 @@ async def run(base: str, workdir: Path, records: dict[str, dict[str, Any] | None
         documents = [unique_id for unique_id in unique_ids if unique_id]
 
         soak = Statuses()
-        rss: list[tuple[int, float]] = [(0, server_rss_kib(workdir) / 1024)]
+        rss: list[tuple[int, float]] = [(0, round(server_rss_kib(workdir) / 1024, 1))]
         done = 0
         for _ in range(args.requests // args.sample_every):
             queue = list(range(done, done + args.sample_every))
