@@ -109,7 +109,9 @@ def _convert_one(source: Path, context: ConversionContext, validate: bool,
         outcome.error = f"{source}: unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
         return outcome, None
     try:
-        conversion = convert(bundle, replace(context, terminology=terminology(bundle)))
+        # Terminology is looked up only for a bundle-shaped object; convert() refuses anything else with its reason.
+        facts = terminology(bundle) if isinstance(bundle, dict) else _no_terminology(bundle)
+        conversion = convert(bundle, replace(context, terminology=facts))
     except NotAStructuredRecord as error:
         outcome.error = f"{source}: {error.message}"
         return outcome, None
