@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from xhuma import patient_search, tracing
@@ -206,7 +207,7 @@ def load_document(raw: bytes) -> StoredDocument:
     if not raw.startswith(_MAGIC):
         raise DocumentNotFound("The stored document is unreadable")
     (length,) = struct.unpack(">I", raw[5:9])
-    header = json.loads(raw[9 : 9 + length])
+    header = orjson.loads(memoryview(raw)[9 : 9 + length])  # every ITI-39 reads this header
     content = raw[9 + length :]
     patient_data = header.get("patient")
     patient = None
