@@ -4,7 +4,8 @@ Each server runs in its own process under uvicorn (Xhuma as `xhuma serve` on its
 cache, SQLite audit; the NHS simulator in a third process); the same lean keep-alive load generator drives each
 with C connections and N requests. Xhuma's figure includes everything an ITI-39 costs: MTOM parsing,
 WS-Addressing, XUA (optional mode), the cache read and decryption, the durable audit commit before disclosure
-(SQLite WAL, synchronous=FULL), and the MTOM answer. Target: at least 50% of the bare route's throughput.
+(SQLite WAL, synchronous=FULL), and the MTOM answer. Target: at least 2,000 cached ITI-39/s per worker with p99 at
+most 10 ms; the bare route's figure, measured in the same run, shows how fast the machine is.
 ``--floor`` also measures, in the same run, the two responders of bench/iti39_floor.py: the floor (only the work an
 ITI-39 cannot skip) and the floor plus what the issues require of every ITI-39, so that the ratios can be compared.
 
@@ -30,6 +31,8 @@ from xhuma.nhs.simulator.patients import DEMO_PATIENT
 
 NHS_OID = "2.16.840.1.113883.2.1.4.1"
 HOME = "urn:oid:2.16.840.1.113883.3.9999.1"
+TARGET_PER_S = 2000
+TARGET_P99_MS = 10.0
 UNIQUE_ID_SCHEME = 'identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" value="'
 
 
@@ -78,7 +81,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "xhuma": xhuma.summary(),
         "bare_fastapi": bare.summary(),
         "throughput_ratio": round(xhuma.requests_per_s / bare.requests_per_s, 2),
-        "target": "throughput_ratio >= 0.5",
+        # The team's target (the ratio of 0.5 is retired): per worker, cached, on the embedded defaults.
+        "target": f">= {TARGET_PER_S} req/s with p99 <= {TARGET_P99_MS} ms",
+        "target_met": xhuma.requests_per_s >= TARGET_PER_S and xhuma.summary()["p99_ms"] <= TARGET_P99_MS,
     }
     for name, floor in floors.items():
         result[name] = floor.summary()
@@ -95,4 +100,4 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", default=None, help="audit database (default: SQLite in a temp dir)")
     parser.add_argument("--floor", action="store_true", help="also measure bench/iti39_floor.py's two responders")
     outcome = main(parser.parse_args())
-    raise SystemExit(0 if outcome["throughput_ratio"] >= 0.5 else 1)
+    raise SystemExit(0 if outcome["target_met"] else 1)
