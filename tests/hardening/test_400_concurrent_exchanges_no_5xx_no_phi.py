@@ -38,7 +38,10 @@ async def test_400_concurrent_exchanges_and_fault_patients_answer_without_5xx_or
     json_logs.readouterr()
     statuses: list[int] = []
     with serve(create_app(settings)) as port:
-        limits = httpx.Limits(max_connections=EXCHANGES + 50, max_keepalive_connections=EXCHANGES + 50)
+        # Like any well-behaved client (and Xhuma's own outbound pools), idle connections are dropped before the
+        # server's keep-alive timeout (XHUMA_KEEPALIVE_TIMEOUT_SECONDS, 5 s) can close one under a request in flight.
+        limits = httpx.Limits(max_connections=EXCHANGES + 50, max_keepalive_connections=EXCHANGES + 50,
+                              keepalive_expiry=2.0)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=120) as client:
 
             async def demo_exchange() -> bytes:

@@ -21,7 +21,7 @@ from xhuma.errors import CacheError
 from xhuma.ports import Cache
 from xhuma.store.tls import redis_tls_options
 
-STALL_CAP_FACTOR = 5  # behind TieredCache, no wait on Redis, however busy this process, exceeds this many timeouts
+STALL_CAP_FACTOR = 15  # behind TieredCache, no wait on Redis, however busy this process, exceeds this many timeouts
 
 log = structlog.get_logger(__name__)
 
