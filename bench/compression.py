@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import LoadResult, http_post, machine_load, nhs_simulator, round_trip, xhuma_gateway
+from harness import LoadResult, http_post, machine_load, nhs_simulator, request_load, xhuma_gateway
 from iti39_throughput import retrieve_request
 
 from xhuma.compression import GZIP, GzipPolicy
@@ -87,37 +87,19 @@ def with_accept_encoding(request: bytes, coding: str) -> bytes:
 async def load(base: str, request: bytes, *, requests: int, concurrency: int, gzip_expected: bool) -> LoadResult:
     """``requests`` ITI-39s over ``concurrency`` keep-alive connections; each answer must be a 200 MTOM answer
     (gzip-compressed when ``gzip_expected``: checked by its magic number, and the first one decompressed)."""
-    host, port = base.removeprefix("http://").split(":")
-    remaining = requests
-    latencies: list[float] = []
     checked = False
 
-    async def connection() -> None:
-        nonlocal remaining, checked
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                status, answer = await round_trip(reader, writer, request)
-                latencies.append(time.perf_counter() - started)
-                if status != 200 or answer.startswith(GZIP_MAGIC) is not gzip_expected:
-                    raise SystemExit(f"ITI-39: HTTP {status}, not as expected: {answer[:200]!r}")
-                if not checked:
-                    checked = True
-                    plain = zlib.decompress(answer, wbits=GZIP) if gzip_expected else answer
-                    if b"xop:Include" not in plain:
-                        raise SystemExit(f"ITI-39 answer without its document: {plain[:300]!r}")
-        finally:
-            writer.close()
+    def check(status: int, answer: bytes) -> None:
+        nonlocal checked
+        if status != 200 or answer.startswith(GZIP_MAGIC) is not gzip_expected:
+            raise SystemExit(f"ITI-39: HTTP {status}, not as expected: {answer[:200]!r}")
+        if not checked:
+            checked = True
+            plain = zlib.decompress(answer, wbits=GZIP) if gzip_expected else answer
+            if b"xop:Include" not in plain:
+                raise SystemExit(f"ITI-39 answer without its document: {plain[:300]!r}")
 
-    remaining = concurrency  # warm-up: one request per connection
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
-    latencies.clear()
-    remaining = requests
-    started = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
-    return LoadResult(requests, time.perf_counter() - started, latencies)
+    return await request_load(base, request, requests=requests, concurrency=concurrency, check=check)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

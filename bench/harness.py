@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,7 +210,20 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
     """POST ``body`` ``requests`` times over ``concurrency`` keep-alive connections; every answer must be a 200
     containing ``expect``."""
     host, port = base.removeprefix("http://").split(":")
-    request = http_post(host, port, path, body, content_type)
+
+    def check(status: int, answer: bytes) -> None:
+        if status != 200 or expect not in answer:
+            raise SystemExit(f"{path}: HTTP {status}: {answer[:300]!r}")
+
+    return await request_load(base, http_post(host, port, path, body, content_type), requests=requests,
+                              concurrency=concurrency, check=check)
+
+
+async def request_load(base: str, request: bytes, *, requests: int, concurrency: int,
+                       check: Callable[[int, bytes], None]) -> LoadResult:
+    """Send the raw ``request`` ``requests`` times over ``concurrency`` keep-alive connections (after one warm-up
+    request per connection); ``check(status, answer)`` raises on a wrong answer."""
+    host, port = base.removeprefix("http://").split(":")
     remaining = requests
     latencies: list[float] = []
 
@@ -223,8 +236,7 @@ async def http_load(base: str, path: str, body: bytes, content_type: str, *, req
                 started = time.perf_counter()
                 status, answer = await round_trip(reader, writer, request)
                 latencies.append(time.perf_counter() - started)
-                if status != 200 or expect not in answer:
-                    raise SystemExit(f"{path}: HTTP {status}: {answer[:300]!r}")
+                check(status, answer)
         finally:
             writer.close()
 
