@@ -183,7 +183,9 @@ async def test_an_unreachable_spine_secure_proxy_fails_fast_for_every_practice(
 async def test_half_open_admits_one_probe_at_a_time_and_a_cancelled_probe_frees_it(
     make_nhs: Callable[..., Nhs], nhs_settings: Callable[..., Settings], sample_data: SimulatorData
 ) -> None:
-    nhs = make_nhs(settings=nhs_settings(breaker_reset_seconds=0.3))
+    # The probe is cancelled, never timed out, so the read timeout only has to outlast a real record's answer on a
+    # loaded CI machine (the suite's 0.6 s did not, once).
+    nhs = make_nhs(settings=nhs_settings(breaker_reset_seconds=0.3, http_read_timeout_seconds=5.0))
     at_a = patients_at(sample_data, PRACTICE_A)
     routes = {number: await route_of(nhs, number) for number in at_a}
     breaker = nhs.upstreams["gpconnect"].breakers.breaker(breaker_endpoint(routes[at_a[0]][1]))
