@@ -21,6 +21,13 @@ def free_port() -> int:
 @contextmanager
 def serve(app: Any, **options: Any) -> Iterator[int]:
     """Run ``app`` on 127.0.0.1 (a free port, yielded) with Xhuma's uvicorn/TLS ``options`` until the block ends."""
+    with serve_with_server(app, **options) as (port, _server):
+        yield port
+
+
+@contextmanager
+def serve_with_server(app: Any, **options: Any) -> Iterator[tuple[int, uvicorn.Server]]:
+    """``serve``, yielding the uvicorn server too (its connections, and through them its event loop)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -35,7 +42,7 @@ def serve(app: Any, **options: Any) -> Iterator[int]:
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        yield port
+        yield port, server
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -12,6 +12,12 @@ has no limit on the time or the bytes a client may take to send a request's line
 whose request head is not complete within ``XHUMA_HEADER_TIMEOUT_SECONDS`` of its opening, or of the first byte
 of its next request, is closed, and a head larger than ``XHUMA_MAX_HEADER_BYTES`` is answered 431 and closed.
 
+Both deadlines (the head's, and uvicorn's keep-alive timeout) are timers of a busy event loop: one may run after the
+client's bytes have reached this host but before the loop has read them. Closing then would throw away a request
+the client sent in time (and, with unread bytes, reset the connection: the client sees a connection reset, not an
+answer). So a deadline that finds the peer's bytes waiting unread reads them first and decides after; a client that
+really is slow or silent has nothing waiting and is closed as before.
+
 ``uvicorn_options(settings)`` returns the keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``.
 """
 
@@ -19,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import struct
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +111,34 @@ _HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-typ
                    b"content-length: 31\r\nconnection: close\r\n\r\nRequest header fields too large")
 
 
+if sys.platform != "win32":
+    from fcntl import ioctl
+    from termios import FIONREAD
+
+# A deadline that finds the peer's bytes unread is put off this many times (one loop pass each) at most, so a peer
+# that never stops sending cannot hold it off; and for this long each time, so the loop reads them in between.
+LATE_READ_RETRIES = 10
+LATE_READ_DELAY_SECONDS = 0.001
+
+
+def peer_bytes_unread(transport: asyncio.BaseTransport) -> int:
+    """Bytes the peer has sent that the kernel holds for this connection and the event loop has not read yet (0
+    when reading is paused: they are not due to be read; or when not known)."""
+    if sys.platform == "win32":  # pragma: no cover - Xhuma is served on POSIX
+        return 0
+    is_reading = getattr(transport, "is_reading", None)
+    if transport.is_closing() or (is_reading is not None and not is_reading()):
+        return 0
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        waiting: int = struct.unpack("i", ioctl(sock.fileno(), FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+    return waiting
+
+
 class _RequestHeadGuard:
     """The request-head limits of one connection. The deadline runs from the connection's opening and from the
     first byte of each further request; it stops when the head is complete (the body and the application's work
@@ -142,7 +179,11 @@ class _RequestHeadGuard:
     def running(self) -> bool:
         return self._timer is not None
 
-    def _timed_out(self) -> None:
+    def _timed_out(self, late_reads: int = 0) -> None:
+        if late_reads < LATE_READ_RETRIES and peer_bytes_unread(self._transport):
+            # The client's bytes are here, unread: the loop is late, not the client. Read them, then decide.
+            self._timer = self._loop.call_later(LATE_READ_DELAY_SECONDS, self._timed_out, late_reads + 1)
+            return
         # No answer: a client this slow to send a request line and headers is not waiting for one (slowloris).
         self._timer = None
         if not self._transport.is_closing():
@@ -170,6 +211,21 @@ class XhumaH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.head_guard.stop()
         super().connection_lost(exc)
+
+    def timeout_keep_alive_handler(self) -> None:
+        keep_alive_due(self, super().timeout_keep_alive_handler)
+
+
+def keep_alive_due(protocol: Any, close: Callable[[], None], late_reads: int = 0) -> None:
+    """uvicorn's keep-alive timer of ``protocol`` is due: ``close`` the idle connection, unless its next request is
+    already here, unread (the loop was busy): then the connection is not idle, and the timer is put off for the loop
+    to read the request (which cancels the timer, as any request does)."""
+    if late_reads < LATE_READ_RETRIES and peer_bytes_unread(protocol.transport):
+        protocol.timeout_keep_alive_task = protocol.loop.call_later(
+            LATE_READ_DELAY_SECONDS, keep_alive_due, protocol, close, late_reads + 1
+        )
+        return
+    close()
 
 
 try:
@@ -203,6 +259,9 @@ else:
         def on_headers_complete(self) -> None:
             self.head_guard.stop()
             super().on_headers_complete()
+
+        def timeout_keep_alive_handler(self) -> None:
+            keep_alive_due(self, super().timeout_keep_alive_handler)
 
     XhumaHttpToolsProtocol = _XhumaHttpToolsProtocol
 
