@@ -69,7 +69,12 @@ def codings(concept: object) -> list[Mapping[str, Any]]:
     if concept is None or not isinstance(concept, JSON_OBJECT):
         return []
     found = concept.get("coding")
-    return [c for c in found if isinstance(c, JSON_OBJECT)] if isinstance(found, list) else []
+    if not isinstance(found, list):
+        return []
+    for coding in found:  # parsed JSON: codings are dicts, and a copy of the list is all that is needed
+        if coding.__class__ is not dict:
+            return [c for c in found if isinstance(c, JSON_OBJECT)]
+    return found[:]
 
 
 def coding_display(coding: Mapping[str, Any]) -> str | None:
@@ -82,7 +87,7 @@ def coding_display(coding: Mapping[str, Any]) -> str | None:
                     if isinstance(text, str) and text.strip():
                         return text.strip()
     display = coding.get("display")
-    return display.strip() if isinstance(display, str) and display.strip() else None
+    return (display.strip() or None) if isinstance(display, str) else None
 
 
 def concept_text(concept: object, default: str = "") -> str:

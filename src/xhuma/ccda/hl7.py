@@ -37,8 +37,8 @@ _REAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
 def is_code(value: object) -> bool:
-    """A CDA ``cs`` token: non-empty, no whitespace."""
-    return isinstance(value, str) and bool(_CS.match(value))
+    """A CDA ``cs`` token: non-empty, no whitespace (most codes are letters and digits: no regex needed)."""
+    return isinstance(value, str) and (value.isalnum() or bool(_CS.match(value)))
 
 
 def is_uid(value: object) -> bool:
@@ -143,12 +143,15 @@ def uid_ii(parent: Element, uuid: str, name: str = "id") -> str:
     return fragment(parent, f'<{name} root="{uuid}"/>')
 
 
-_NAMESPACE_BYTES: Final = T.XHUMA_ID_NAMESPACE.bytes
+# The SHA-1 state after the namespace bytes: each id copies it and hashes only its name.
+_NAMESPACE_SHA1: Final = hashlib.sha1(T.XHUMA_ID_NAMESPACE.bytes, usedforsecurity=False)
 
 
 def derived_uuid(name: str) -> str:
     """``str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, name))`` without the ``UUID`` object (thousands per document)."""
-    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(name.encode("utf-8"))
+    h = sha1.hexdigest()
     # Version nibble 5; variant bits 10 in the top of byte 8 (RFC 4122).
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
@@ -217,15 +220,6 @@ def cd_markup(
     extra: str = "",
 ) -> str:
     """The markup ``cd`` writes, without writing it (for a ``frame`` slot)."""
-    attrib, inner = _cd_parts(concept, reference, xsi_type, null_flavor, primary_systems)
-    inner += extra
-    head = f"<{name}{attrs_markup(attrib)}"
-    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
-
-
-def _cd_parts(concept: object, reference: str | None, xsi_type: str | None, null_flavor: str,
-              primary_systems: Iterable[str]) -> tuple[dict[str, str], str]:
-    """The attributes of a CD element and its children's markup (``cd``)."""
     primary: dict[str, str] | None = None
     primary_index = -1
     allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
@@ -241,16 +235,18 @@ def _cd_parts(concept: object, reference: str | None, xsi_type: str | None, null
     text = concept_text(concept) if primary is None or not reference else ""
     if primary is None:
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
-    attrib = {**primary, "xsi:type": xsi_type} if xsi_type else primary
-    parts: list[str] = []
+    head = f"<{name}{attrs_markup({**primary, 'xsi:type': xsi_type} if xsi_type else primary)}"
     if reference:
-        parts.append(f"<originalText><reference{one_attr('value', reference)}/></originalText>")
+        inner = f"<originalText><reference{one_attr('value', reference)}/></originalText>"
     elif text and "nullFlavor" in primary:
-        parts.append(leaf_markup("originalText", text=text))
-    for index, coding in enumerate(all_codings):
-        if index != primary_index:
-            parts.append(_translation_markup(coding))
-    return attrib, "".join(parts)
+        inner = leaf_markup("originalText", text=text)
+    else:
+        inner = ""
+    if len(all_codings) > 1 or primary_index < 0:  # translations: every coding but the primary one
+        inner += "".join(_translation_markup(coding) for index, coding in enumerate(all_codings)
+                         if index != primary_index)
+    inner += extra
+    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
 
 
 def _translation_markup(coding: Mapping[str, Any]) -> str:
@@ -323,11 +319,16 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
        inclusive: str | None = None) -> str:
     """FHIR Quantity → PQ, written at once as markup: the number always, the unit as UCUM (``ucum.py``), a unit
     text that has no UCUM form kept in ``translation/originalText``. ``inclusive``: the bound of an IVL_PQ."""
+    return fragment(parent, pq_markup(name, quantity, xsi_type=xsi_type, inclusive=inclusive))
+
+
+def pq_markup(name: str, quantity: object, *, xsi_type: str | None = None, inclusive: str | None = None) -> str:
+    """The markup ``pq`` writes, without writing it."""
     attrib, inner = _pq_parts(quantity, xsi_type)
     if inclusive is not None:
         attrib["inclusive"] = inclusive
     head = f"<{name}{attrs_markup(attrib)}"
-    return fragment(parent, f"{head}>{inner}</{name}>" if inner else f"{head}/>")
+    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
 
 
 def _pq_parts(quantity: object, xsi_type: str | None) -> tuple[dict[str, str], str]:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, json_object, readable_date, string
-from xhuma.ccda.hl7 import cd, format_number, is_code, pq
+from xhuma.ccda.hl7 import cd, format_number, is_code, pq, pq_markup
 from xhuma.ccda.narrative import lines_of
-from xhuma.ccda.xmlwriter import Element, el, leaf
+from xhuma.ccda.xmlwriter import Element, el, fragment, leaf, leaf_markup, start_tag
 
 if TYPE_CHECKING:
     from xhuma.ccda.section import ConversionState
@@ -80,11 +80,13 @@ def _absent_text(observation: Resource) -> str:
 
 
 def has_value(observation: Resource) -> bool:
-    """Whether the observation has any ``value[x]`` key (a plain loop: the cheapest test for a dozen keys)."""
-    for key in observation:
-        if key.startswith("value"):
-            return True
-    return False
+    """Whether the observation has any ``value[x]`` key. The two usual types are looked up; otherwise one scan of
+    the joined keys answers "no" for most (no key contains "value"), and only the rest are tested one by one."""
+    if "valueQuantity" in observation or "valueCodeableConcept" in observation:
+        return True
+    if "value" not in "\x00".join(observation):  # the separator is in no "value": a match is inside one key
+        return False
+    return any(key.startswith("value") for key in observation)
 
 
 _COMPARATOR = {"<": ("high", "false"), "<=": ("high", "true"), ">": ("low", "false"), ">=": ("low", "true")}
@@ -173,7 +175,8 @@ def range_text(observation: Resource) -> list[str]:
 
 def write_reference_ranges(parent: Element, observation: Resource) -> None:
     """referenceRange/observationRange: IVL_PQ for low/high (unit of the result when the range has none), the
-    text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175)."""
+    text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175).
+    Nothing is added to a range afterwards: each is written at once as markup."""
     result_quantity = observation.get("valueQuantity")
     unit_keys = ("unit", "system", "code")
     for reference_range in as_list(observation.get("referenceRange")):
@@ -183,20 +186,23 @@ def write_reference_ranges(parent: Element, observation: Resource) -> None:
         text = string(reference_range.get("text"))
         if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
             continue
-        observation_range = el(el(parent, "referenceRange"), "observationRange")
         bounds = [(name, q) for name, q in (("low", low), ("high", high))
                   if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
+        parts = ["<referenceRange><observationRange>"]
         if text or not bounds:
-            leaf(observation_range, "text", text=text or "")
+            parts.append(leaf_markup("text", text=text or ""))
         if bounds:
-            value = el(observation_range, "value", _XSI_IVL_PQ)
+            parts.append(start_tag("value", _XSI_IVL_PQ))
             for name, quantity in bounds:
                 merged = dict(quantity)
                 if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
                     merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
-                pq(value, name, merged)
+                parts.append(pq_markup(name, merged))
+            parts.append("</value>")
         else:
-            el(observation_range, "value", _XSI_ST, text=text or "")
+            parts.append(leaf_markup("value", _XSI_ST, text=text or ""))
+        parts.append("</observationRange></referenceRange>")
+        fragment(parent, "".join(parts))
 
 
 def sct_codes(concept: object) -> list[str]:
