@@ -33,10 +33,24 @@ REVIEWED: dict[str, str] = {
     "21522001": "finding", "49727002": "finding", "80182007": "finding", "30989003": "finding",
     "162397003": "finding", "449614009": "finding", "299373004": "finding", "267032009": "finding",
     "266919005": "finding", "163020007": "finding",
-    "266894000": "other", "160393005": "other", "161779006": "other",  # FH:/H/O: situations
+    # "FH: ..." situations: Family history of <finding> (situation), << 416471007 |Family history of clinical finding|
+    "266894000": "family-history", "160393005": "family-history",
+    "161779006": "past-history",  # H/O: menstrual disorder (situation), << 417662000 |History of clinical finding|
     "37331000000100": "other", "196411000000103": "other", "196421000000109": "other",  # record artifacts
     "364712009": "other",  # Laboratory test observable (observable entity)
-    "265943003": "other",  # Etcher/engraver (occupation)
+    "265943003": "occupation",  # Etcher/engraver (occupation), << 14679004 |Occupation|
+    "413153004": "procedure",  # Blood pressure recorded by patient at home (procedure)
+}
+# Codes a reviewer looked at and deliberately left unclassified (null), with the reason (the converter then keeps
+# the entry in "Other GP record entries" and its report line says the hierarchy is not known).
+UNCLASSIFIED: dict[str, str] = {
+    "417528008": "reviewed, not classified: a record-sharing consent statement (Consent given for upload to local "
+                 "shared electronic record); its hierarchy could not be confirmed from the fixtures, and it is not "
+                 "clinical history",
+    "1990681000006100": "reviewed, not classified: a supplier-namespace (1000006) local code (Preferred method of "
+                        "contact), not in the UK Edition a terminology server serves",
+    "268559007": "reviewed, not classified: No consent for any immunization is an immunisation status the "
+                 "Immunisations section shows; placement by hierarchy does not use it",
 }
 ROUTES = {"oral": ("26643006", "Oral"), "cutaneous": ("448598008", "Cutaneous"),
           "ophthalmic": ("54485002", "Ophthalmic"), "buccal": ("54471007", "Buccal"), "rectal": ("37161004", "Rectal")}
@@ -59,13 +73,16 @@ FORM_WORDS: list[tuple[str, tuple[str, str] | None, str, str | None]] = [
 ]
 
 
-def _walk(value: object, found: dict[str, dict[str, object]], resource_type: str) -> None:
+Seen = dict[str, tuple[set[str], set[str]]]  # code -> (displays, resource types)
+
+
+def _walk(value: object, found: Seen, resource_type: str) -> None:
     if isinstance(value, dict):
         if value.get("system") == SNOMED and isinstance(value.get("code"), str):
-            entry = found.setdefault(value["code"].strip(), {"displays": set(), "types": set()})
+            displays, types = found.setdefault(value["code"].strip(), (set(), set()))
             if value.get("display"):
-                entry["displays"].add(value["display"])  # type: ignore[union-attr]
-            entry["types"].add(resource_type)  # type: ignore[union-attr]
+                displays.add(str(value["display"]))
+            types.add(resource_type)
         for item in value.values():
             _walk(item, found, resource_type)
     elif isinstance(value, list):
@@ -80,6 +97,8 @@ def _hierarchy(code: str, displays: set[str], types: set[str]) -> tuple[str | No
             return TAGS[tag.group(1)], f"semantic tag of the fixture display '{display}'"
     if code in REVIEWED:
         return REVIEWED[code], "reviewed: top-level hierarchy named from the display"
+    if code in UNCLASSIFIED:
+        return None, UNCLASSIFIED[code]
     if types <= {"Medication", "Immunization"} and types:
         return "other", "product code (coded in Medication/Immunization)"
     return None, "unclassified: no semantic tag in the fixtures and not reviewed"
@@ -94,7 +113,7 @@ def _dmd(name: str) -> dict[str, object] | None:
 
 
 def main() -> None:
-    found: dict[str, dict[str, object]] = {}
+    found: Seen = {}
     medications: dict[str, str] = {}
     for path in sorted(FIXTURES.rglob("*.json")):
         bundle = json.loads(path.read_text())
@@ -107,9 +126,9 @@ def main() -> None:
                         medications[coding["code"].strip()] = coding["display"]
     snomed = {}
     for code in sorted(found):
-        displays, types = found[code]["displays"], found[code]["types"]
-        hierarchy, basis = _hierarchy(code, displays, types)  # type: ignore[arg-type]
-        snomed[code] = {"display": sorted(displays)[0] if displays else None, "hierarchy": hierarchy,  # type: ignore[arg-type]
+        displays, types = found[code]
+        hierarchy, basis = _hierarchy(code, displays, types)
+        snomed[code] = {"display": sorted(displays)[0] if displays else None, "hierarchy": hierarchy,
                         "basis": basis}
     dmd = {code: {"display": name, **facts} for code, name in sorted(medications.items())
            if (facts := _dmd(name)) is not None}
@@ -119,7 +138,9 @@ def main() -> None:
             "derived_from": "the SNOMED CT codes and displays of the GP Connect fixtures (tests/data/gpconnect)",
             "not_from": "a SNOMED CT or dm+d release: hierarchies and dm+d facts here are not authoritative",
             "hierarchy": "semantic tag of a fixture display, else a reviewer's reading of the display (the coded "
-                         "uncategorised entries without a value), else 'other' for product codes, else null",
+                         "uncategorised entries without a value), else 'other' for product codes, else null; "
+                         "values: procedure, disorder, finding, family-history (<< 416471007), past-history "
+                         "(<< 417662000), occupation (<< 14679004), other",
             "dmd": "dose form, route and unit of measure read from the form words of the product name; null when "
                    "the name has none of the listed words",
             "generator": "scripts/terminology_subset.py",

@@ -64,10 +64,10 @@ def test_placed_entries_leave_other_gp_record_entries_and_the_rest_say_why() -> 
     outcomes = _outcomes(with_packaged(RECORD))
     placed = [o for o in outcomes.values() if o.get("section") in ("procedures", "past_medical_history")]
     assert placed and all(o["outcome"] == "entry" for o in placed)
-    reasons = ("hierarchy", "on the problem list")
-    other = [o for o in outcomes.values() if o.get("section") == "uncategorised"
-             and any(r in (o.get("reason") or "") for r in reasons)]
-    assert other, "coded entries without a value that were not placed carry the reason"
+    # A record with codes the terminology source cannot classify (a consent statement, a supplier's local code)
+    left = _outcomes(with_packaged("gp2gp-adaptor/gpc-access-structured"))
+    other = [o for o in left.values() if o.get("section") == "uncategorised" and o["type"] == "Observation"]
+    assert other and all("hierarchy is not known" in (o.get("reason") or "") for o in other)
 
 
 def test_a_code_on_the_problem_list_is_not_repeated_as_past_history() -> None:
@@ -143,3 +143,50 @@ def test_dmd_dose_form_is_the_administration_unit_of_a_countable_dose() -> None:
         if unit:
             assert not xpath(activity, "c:doseQuantity/@unit")
             assert unit[0].get("codeSystem") == "2.16.840.1.113883.6.96"
+
+
+ACCESS = "gp2gp-adaptor/gpc-access-structured"
+
+
+def test_an_occupation_becomes_a_social_history_observation_of_employment() -> None:
+    conversion = with_packaged(ACCESS)
+    social = section(tree(conversion), "29762-2")
+    occupations = xpath(social, "c:entry/c:observation[c:value/@code='265943003']")  # Etcher/engraver
+    assert len(occupations) == 1
+    occupation = occupations[0]
+    assert xpath(occupation, "c:templateId/@root")[0] == "2.16.840.1.113883.10.20.22.4.38"
+    assert xpath(occupation, "c:code/@code") == ["364703007"]  # Employment detail (Social History Type)
+    assert xpath(occupation, "c:code/c:translation/@code") == ["11341-5"]  # History of Occupation
+    assert "Engraver (entry added 13/1/2010" in "".join(social.itertext())
+    assert _outcomes(conversion)["Observation/DC9D8AFC-FCC8-446A-A379-5BC60F586DAC"]["section"] == "social_history"
+
+
+def test_a_history_of_code_is_past_medical_history_not_a_problem() -> None:
+    document = tree(with_packaged(ACCESS))
+    history = xpath(document, f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']")[0]
+    assert "161779006" in xpath(history, "c:entry/c:observation/c:value/@code")  # H/O: menstrual disorder
+    assert "161779006" not in xpath(section(document, "11450-4"), ".//c:observation/c:value/@code")
+
+
+def test_the_actual_problem_observation_is_the_problem_observation_not_an_other_row() -> None:
+    conversion = with_packaged(ACCESS)
+    document = tree(conversion)
+    key = "Observation/24F1C94B-ECF2-42E2-BB90-20AF52CECA66"  # Myocardial infarction, actual problem of a problem
+    assert _outcomes(conversion)[key]["outcome"] == "entry" and _outcomes(conversion)[key]["section"] == "problems"
+    problem = xpath(section(document, "11450-4"), ".//c:observation[c:value/@code='22298006']")
+    assert len(problem) == 1
+    # the supplier gave the Observation the header's GUID: the Problem Observation carries it once
+    assert xpath(problem[0], "c:id/@root") == ["24f1c94b-ecf2-42e2-bb90-20af52ceca66"]
+    other = xpath(document, "//c:section[c:title='Other GP record entries']")[0]
+    assert "Myocardial infarction" not in "".join(other.itertext())
+    # the same happens without terminology: the problem list needs none
+    assert _outcomes(convert(load(ACCESS), CONTEXT))[key]["outcome"] == "entry"
+
+
+def test_an_actual_problem_with_its_own_identifier_adds_it_to_the_problem_observation() -> None:
+    conversion = with_packaged("gpconnect-spec/consultations_response1")
+    key = "Observation/Consultation1-Topic4-Category-History-Observation-5"  # Upper respiratory infection
+    assert _outcomes(conversion)[key]["outcome"] == "entry"
+    problem = xpath(section(tree(conversion), "11450-4"), ".//c:observation[c:value/@code='54150009']")
+    assert len(problem) == 1 and len(xpath(problem[0], "c:id")) == 2
+    assert len(set(xpath(problem[0], "c:id/@root"))) == 2

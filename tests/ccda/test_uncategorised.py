@@ -55,11 +55,23 @@ def test_questionnaire_response_answers_are_readable() -> None:
 
 
 def test_observation_in_no_list_is_still_shown_with_a_warning() -> None:
-    conversion = converted("uclh-xhuma/9692136744")
-    key = "Observation/5000000000000000_fdb9b41000000000"
+    listed = observation("listed", "1990681000006100", "Preferred method of contact: unknown")
+    unlisted = observation("unlisted", "394995008", "Hospital prescription")
+    conversion, root = run(bundle(gp_list("826501000000100", listed), listed, unlisted))
+    key = "Observation/unlisted"
     assert outcome(conversion, key)["outcome"] == "narrative"
     assert any(w.get("resource") == key for w in warnings(conversion, "unlisted-observation"))
-    assert "Not converted by any other section" in text_of(section_titled(tree(conversion), OTHER))
+    narrative = text_of(section_titled(root, OTHER))
+    assert "Hospital prescription" in narrative and "Not converted by any other section" in narrative
+    assert_valid(conversion)
+
+
+def test_the_actual_problem_of_a_problem_in_no_list_is_the_problems_entry_not_an_other_row() -> None:
+    conversion = converted("uclh-xhuma/9692136744")
+    key = "Observation/5000000000000000_fdb9b41000000000"  # Hospital prescription, a problem's actual problem
+    assert outcome(conversion, key)["outcome"] == "entry" and outcome(conversion, key)["section"] == "problems"
+    assert not any(w.get("resource") == key for w in warnings(conversion, "unlisted-observation"))
+    assert "Hospital prescription" not in text_of(section_titled(tree(conversion), OTHER))
 
 
 def test_disabled_uncategorised_area_is_stated_in_vital_signs_social_history_and_other_entries() -> None:

@@ -17,7 +17,7 @@ from xhuma.config import Settings, load_settings
 from xhuma.errors import CircuitOpen, UpstreamUnauthorised, UpstreamUnavailable
 from xhuma.nhs.simulator.server import RunningSimulator
 from xhuma.nhs.simulator.terminology import SIMULATOR_CLIENT_ID, SIMULATOR_CLIENT_SECRET
-from xhuma.nhs.terminology import TerminologyClient, bundle_codes, packaged_facts, packaged_subset
+from xhuma.nhs.terminology import HIERARCHY_ECL, TerminologyClient, bundle_codes, packaged_facts, packaged_subset
 from xhuma.nhs.transport import build_upstream
 from xhuma.observability import Metrics
 from xhuma.store.cache import MemoryCache, RedisCache, ResilientCache
@@ -71,9 +71,9 @@ async def test_a_bundle_is_classified_in_a_few_batched_calls_and_matches_the_pac
     concepts, products = bundle_codes(bundle)
     facts = await terminology.client.facts_for(bundle)
     assert facts.available and facts.version == packaged_subset()["provenance"]["version"]
-    # token + 2 release versions + 4 expansions per chunk of 100 codes + 1 dm+d batch
+    # token + 2 release versions + (1 + one per hierarchy) expansions per chunk of 100 codes + 1 dm+d batch
     chunks = -(-len(concepts) // 100)
-    assert terminology.client.calls == 1 + 2 + 4 * chunks + (1 if products else 0)
+    assert terminology.client.calls == 1 + 2 + (1 + len(HIERARCHY_ECL)) * chunks + (1 if products else 0)
     assert facts.hierarchy == packaged_facts(bundle).hierarchy
     assert facts.hierarchy["46825001"] is Hierarchy.PROCEDURE  # Electrocardiographic monitoring
     assert facts.hierarchy["82272006"] is Hierarchy.DISORDER  # Common cold (a finding too: disorder wins)

@@ -29,7 +29,10 @@ class Hierarchy(StrEnum):
     PROCEDURE = "procedure"  # << 71388002 |Procedure| (regime/therapy included)
     DISORDER = "disorder"  # << 64572001 |Disease|
     FINDING = "finding"  # << 404684003 |Clinical finding| that is not a disorder
-    OTHER = "other"  # known, and in none of the above (situation, observable, record artifact, ...)
+    FAMILY_HISTORY = "family-history"  # << 416471007 |Family history of clinical finding| (situation)
+    PAST_HISTORY = "past-history"  # << 417662000 |History of clinical finding in subject| (situation)
+    OCCUPATION = "occupation"  # << 14679004 |Occupation|
+    OTHER = "other"  # known, and in none of the above (other situations, observable, record artifact, ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,15 @@ docs/mapping/procedures.md, docs/mapping/past_medical_history.md).
 The hierarchy comes from ``ConversionContext.terminology`` (resolved before conversion; the converter does no I/O):
 
 * ``procedure`` (<< 71388002) → Procedures, a Procedure Activity Procedure per entry;
-* ``disorder`` (<< 64572001) or ``finding`` (<< 404684003) whose code is not on the problem list → Past Medical
-  History, a Problem Observation per entry (never the active problem list);
+* ``disorder`` (<< 64572001), ``finding`` (<< 404684003) or ``past-history`` (<< 417662000 |History of clinical
+  finding in subject|, the "H/O: ..." codes) whose code is not on the problem list → Past Medical History, a Problem
+  Observation per entry (never the active problem list);
+* ``family-history`` (<< 416471007, the "FH: ..." codes) → Family History, a Family History Organizer per entry;
+* ``occupation`` (<< 14679004) → Social History, a Social History Observation per entry;
 * anything else, or a code the terminology could not classify, stays in "Other GP record entries" with the reason.
+
+The actual problem of a problem-list Condition is converted by the Problems section (its Problem Observation), so it
+is no candidate here.
 
 With no terminology available nothing is placed by hierarchy: every such entry stays in "Other GP record entries"
 and the report says so (a ``terminology-unavailable`` warning and the reason on each entry).
@@ -22,7 +28,14 @@ from xhuma.ccda.observation import has_value, sct_codes, uncategorised_observati
 from xhuma.ccda.section import ConversionState
 
 Resource = Mapping[str, Any]
-PAST_HISTORY = frozenset({Hierarchy.DISORDER, Hierarchy.FINDING})
+PAST_HISTORY = frozenset({Hierarchy.DISORDER, Hierarchy.FINDING, Hierarchy.PAST_HISTORY})
+
+
+def placed(state: ConversionState, wanted: Hierarchy) -> list[Resource]:
+    """The candidates whose hierarchy is ``wanted`` (none without terminology facts)."""
+    if not state.context.terminology.hierarchy:
+        return []
+    return [o for o in candidates(state) if hierarchy(state, o) is wanted]
 
 
 def candidates(state: ConversionState) -> list[Resource]:
@@ -71,4 +84,5 @@ def why_not_placed(state: ConversionState, observation: Resource) -> str:
     return f"SNOMED hierarchy '{found.value}' has no C-CDA section; shown in Other GP record entries"
 
 
-__all__ = ["PAST_HISTORY", "candidates", "hierarchy", "on_problem_list", "problem_list_codes", "why_not_placed"]
+__all__ = ["PAST_HISTORY", "candidates", "hierarchy", "on_problem_list", "placed", "problem_list_codes",
+           "why_not_placed"]

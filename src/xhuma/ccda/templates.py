@@ -49,6 +49,7 @@ CRITICALITY_OID: Final = "2.16.840.1.113883.5.1063"
 ACT_REASON_OID: Final = "2.16.840.1.113883.5.8"
 ROUTE_OF_ADMIN_OID: Final = "2.16.840.1.113883.5.112"
 NULL_FLAVOR_OID: Final = "2.16.840.1.113883.5.1008"
+ROLE_CODE_OID: Final = "2.16.840.1.113883.5.111"  # HL7 RoleCode (Family Member Value set 2.16.840.1.113883.1.11.19579)
 
 # --- identifier roots --------------------------------------------------------------------------------------------
 ODS_OID: Final = "2.16.840.1.113883.2.1.3.2.4.19.1"
@@ -165,6 +166,8 @@ ENCOUNTER_ACTIVITY: Final = TemplateId("2.16.840.1.113883.10.20.22.4.49", "2015-
 ENCOUNTER_DIAGNOSIS: Final = TemplateId("2.16.840.1.113883.10.20.22.4.80", "2015-08-01")
 SERVICE_DELIVERY_LOCATION: Final = TemplateId("2.16.840.1.113883.10.20.22.4.32")
 NOTE_ACTIVITY: Final = TemplateId("2.16.840.1.113883.10.20.22.4.202", "2016-11-01", r11=False)
+FAMILY_HISTORY_ORGANIZER: Final = TemplateId("2.16.840.1.113883.10.20.22.4.45", "2015-08-01")
+FAMILY_HISTORY_OBSERVATION: Final = TemplateId("2.16.840.1.113883.10.20.22.4.46", "2015-08-01")
 
 # --- fixed codes -----------------------------------------------------------------------------------------------------
 CONCERN: Final = FixedCode("CONC", ACT_CLASS_OID, "HL7ActClass", "Concern")
@@ -256,6 +259,11 @@ SECTION_SPECS: Final[dict[str, SectionSpec]] = {
             "procedures", "Procedures", "prc",
             TemplateId("2.16.840.1.113883.10.20.22.2.7.1", "2014-06-09"),
             _loinc("47519-4", "History of Procedures Document"), entries_required=True,
+        ),
+        SectionSpec(
+            "family_history", "Family history", "fhx",
+            TemplateId("2.16.840.1.113883.10.20.22.2.15", "2015-08-01"),
+            _loinc("10157-6", "History of family member diseases Narrative"), placeholder=False,
         ),
         SectionSpec(
             "plan_of_treatment", "Plan of treatment", "pln",

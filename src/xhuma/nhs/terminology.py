@@ -5,7 +5,8 @@ hierarchy of each code, dm+d route / dose form / unit for each product) are reso
 
 * Hierarchy: ``ValueSet/$expand`` of SNOMED ECL implicit value sets restricted to the bundle's codes, one expansion
   per hierarchy of interest and per chunk of codes — ``<< 71388002`` procedures, ``<< 64572001`` disorders,
-  ``<< 404684003`` clinical findings (disorders are findings too: disorder wins) — plus one of the codes alone,
+  ``<< 404684003`` clinical findings (disorders are findings too: disorder wins), ``<< 416471007`` family
+  history, ``<< 417662000`` history of a finding, ``<< 14679004`` occupations — plus one of the codes alone,
   which tells the codes the release knows (known and in none of them: ``other``; unknown: no fact).
 * dm+d: one FHIR ``batch`` of ``CodeSystem/$lookup`` (system ``https://dmd.nhs.uk``) for the bundle's product codes,
   asking for the properties named in DMD_PROPERTIES (the dm+d data model's VMP form, route and unit-dose unit
@@ -54,11 +55,15 @@ SNOMED = "http://snomed.info/sct"
 DMD = "https://dmd.nhs.uk"
 TRANSACTION = "TERMINOLOGY"
 SERVICE = "terminology"
-# Order matters: a disorder is also a clinical finding, so the disorder expansion is read first.
+# Order matters: a disorder is also a clinical finding, so the disorder expansion is read first. The situations
+# (family history, history of a finding) and occupations are in none of the others.
 HIERARCHY_ECL: tuple[tuple[Hierarchy, str], ...] = (
     (Hierarchy.DISORDER, "<< 64572001"),
     (Hierarchy.PROCEDURE, "<< 71388002"),
     (Hierarchy.FINDING, "<< 404684003"),
+    (Hierarchy.FAMILY_HISTORY, "<< 416471007"),
+    (Hierarchy.PAST_HISTORY, "<< 417662000"),
+    (Hierarchy.OCCUPATION, "<< 14679004"),
 )
 DMD_PROPERTIES = {"route": "ROUTECD", "form": "FORMCD", "unit": "UNIT_DOSE_UOMCD"}
 CHUNK = 100  # codes per ECL expansion: bounds the request size, a bundle of 300 codes is 3 chunks

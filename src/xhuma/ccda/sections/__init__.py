@@ -16,6 +16,7 @@ SECTION_ORDER: tuple[str, ...] = (
     "notes",
     "procedures",
     "past_medical_history",  # after the sections that convert uncategorised data (vital signs, social history...)
+    "family_history",
     "plan_of_treatment",
     "uncategorised",
 )

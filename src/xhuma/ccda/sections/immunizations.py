@@ -60,7 +60,9 @@ def _status_row(section: SectionWriter, row: Row, observation: Resource) -> None
     row.cell(concept_text(observation.get("code"), "Immunisation status"))
     row.cell(readable_date(observation.get("effectiveDateTime") or observation.get("issued")))
     row.cell(string(observation.get("comment")) or "")
-    section.narrative_only(observation, "immunisation status observation: no C-CDA immunisation entry applies")
+    section.narrative_only(observation, "immunisation status (e.g. consent or dissent for immunisations), not one "
+                           "vaccine's administration or refusal: C-CDA R2.1 has no entry for it (an Immunization "
+                           "Activity names one vaccine); shown in the Immunisations section as text")
 
 
 def _is_null_flavor(concept: object) -> bool:

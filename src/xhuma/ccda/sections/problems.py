@@ -3,6 +3,11 @@
 Concern status comes from the concern, not by copying FHIR clinicalStatus into the observation (LESSONS 22):
 the concern act is active/completed; the observation status is always completed (CONF:1198-19112). Onset is
 ``onsetDateTime`` — never ``assertedDate`` (LESSONS 22); assertedDate is when the concern was recorded.
+
+The problem's actual problem (``Extension-CareConnect-ActualProblem-1``) is the coded entry the practice made a
+problem of. When it is an Observation (uncategorised data), the Problem Observation is that entry in C-CDA: it
+carries the Observation's identifier beside the problem header's, and the Observation is reported as converted
+here (an entry), so "Other GP record entries" does not repeat it (docs/mapping/problems.md).
 """
 
 from __future__ import annotations
@@ -55,6 +60,18 @@ def _is_problem_header(condition: Resource) -> bool:
                for c in as_list(mapping(cat).get("coding")) if isinstance(c, JSON_OBJECT))
 
 
+def _identifier_values(resource: Resource) -> set[str]:
+    return {str(i["value"]).lower() for i in as_list(resource.get("identifier"))
+            if isinstance(i, JSON_OBJECT) and i.get("value")}
+
+
+def _same_identifiers(actual: Resource, condition: Resource) -> bool:
+    """The actual problem has identifiers and all are the problem header's (some suppliers send one GUID for both):
+    its ids would repeat the header's."""
+    own = _identifier_values(actual)
+    return bool(own) and own <= _identifier_values(condition)
+
+
 def _is_inactive(condition: Resource) -> bool:
     return condition.get("clinicalStatus") in ("inactive", "resolved", "remission")
 
@@ -91,6 +108,9 @@ class ProblemConcernAct:
                          {"classCode": "OBS", "moodCode": "EVN"})
         self.section.template(observation, T.PROBLEM_OBSERVATION)
         self.section.add_ids(observation, condition)
+        actual = self._actual_observation()
+        if actual is not None and not _same_identifiers(actual, condition):
+            self.section.add_ids(observation, actual)
         code = fixed_code(observation, "code", T.PROBLEM)
         # A Problem Type SNOMED code SHALL carry its LOINC translation (CONF:1198-32950).
         fixed_code(code, "translation", T.PROBLEM_LOINC)
@@ -102,6 +122,14 @@ class ProblemConcernAct:
         author_participation(observation, self.section.index, condition.get("asserter"),
                              condition.get("assertedDate"))
         self.section.mapped(condition, T.PROBLEM_CONCERN_ACT)
+        if actual is not None:
+            self.section.mapped(actual, T.PROBLEM_OBSERVATION)
+
+    def _actual_observation(self) -> Resource | None:
+        """The Observation this problem was made of (its actual problem), if it is one and resolves."""
+        found = extension(self.condition, "ActualProblem-1")
+        target = self.section.index.resolve(found.get("valueReference")) if found else None
+        return target if target is not None and target.get("resourceType") == "Observation" else None
 
     def _narrative(self) -> str | None:
         condition = self.condition

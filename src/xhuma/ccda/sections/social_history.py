@@ -11,6 +11,12 @@ in the curated lists below (verify against the terminology server):
   quantities (units per week, cigarettes per day) as ``code`` = the GP code + ``value`` PQ. 4.38 needs a LOINC
   translation of a non-LOINC code (CONF:1198-32951): 11367-0 History of tobacco use / 11331-6 History of alcohol use.
 
+Occupations (issue 13): coded uncategorised entries without a value whose SNOMED code is in the Occupation
+hierarchy (<< 14679004), as told by the terminology facts resolved before conversion (xhuma.ccda.placement) →
+Social History Observation (4.38) with ``code`` = 364703007 Employment detail (Social History Type value set) +
+LOINC 11341-5 History of Occupation, ``value`` = the GP's occupation code. Without terminology they stay in
+"Other GP record entries" (the fallback, docs/mapping/social_history.md).
+
 Nothing found → the section is still present with "No information available from the GP record." (no entries).
 These observations are not repeated in "Other GP record entries".
 """
@@ -21,11 +27,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from xhuma.ccda import templates as T
+from xhuma.ccda.context import Hierarchy
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, readable_date, string
 from xhuma.ccda.hl7 import cd, fhir_ts, fixed_code, fixed_code_attrs, format_number, pq, text_reference, ts
 from xhuma.ccda.narrative import NarrativeTable, lines_of
 from xhuma.ccda.observation import effective, sct_codes, uncategorised_observations, value_text, write_value
 from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.placement import placed
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.xmlwriter import Element, el, leaf, leaf_markup
 
@@ -79,6 +87,8 @@ TOBACCO = Category("Tobacco", T.FixedCode("229819007", T.SNOMED_OID, "SNOMED CT"
                    T.FixedCode("11367-0", T.LOINC_OID, "LOINC", "History of tobacco use"))
 ALCOHOL = Category("Alcohol", T.FixedCode("160573003", T.SNOMED_OID, "SNOMED CT", "Alcohol intake"),
                    T.FixedCode("11331-6", T.LOINC_OID, "LOINC", "History of alcohol use"))
+OCCUPATION = Category("Occupation", T.FixedCode("364703007", T.SNOMED_OID, "SNOMED CT", "Employment detail"),
+                      T.FixedCode("11341-5", T.LOINC_OID, "LOINC", "History of Occupation"))
 SMOKING_STATUS_CODE = T.FixedCode("72166-2", T.LOINC_OID, "LOINC", "Tobacco smoking status")
 # UK alcohol units per week are not UCUM; an annotated UCUM unit keeps the value machine-readable.
 ALCOHOL_UNITS = {"units/week": "{units}/wk", "units per week": "{units}/wk", "u/week": "{units}/wk",
@@ -107,19 +117,24 @@ def is_social_history(observation: Resource) -> bool:
 def build(state: ConversionState) -> None:
     section = state.section(SPEC)
     section.use_lists(T.LIST_UNCATEGORISED)
-    found = [o for o in uncategorised_observations(state) if is_social_history(o)]
-    found.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)
+    found: list[tuple[Resource, tuple[str, Category]]] = []
+    for observation in uncategorised_observations(state):
+        kind = classify(observation)
+        if kind is not None:
+            found.append((observation, kind))
+    found += [(o, ("social", OCCUPATION)) for o in placed(state, Hierarchy.OCCUPATION)]
+    found.sort(key=lambda item: fhir_ts(effective(item[0])) or "", reverse=True)
+    kinds = {id(o): kind for o, kind in found}
     table = section.table(HEADERS)
-    section.convert_each(found, lambda o: SocialHistoryEntry(section, table, o).build())
+    section.convert_each([o for o, _ in found], lambda o: SocialHistoryEntry(section, table, o, kinds[id(o)]).build())
 
 
 class SocialHistoryEntry:
-    def __init__(self, section: SectionWriter, table: NarrativeTable, observation: Resource) -> None:
+    def __init__(self, section: SectionWriter, table: NarrativeTable, observation: Resource,
+                 kind: tuple[str, Category]) -> None:
         self.section = section
         self.table = table
         self.observation = observation
-        kind = classify(observation)
-        assert kind is not None
         self.kind, self.category = kind
 
     def build(self) -> None:

@@ -19,17 +19,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, readable_date, string
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, readable_date, string
 from xhuma.ccda.hl7 import fhir_ts
 from xhuma.ccda.narrative import NarrativeTable, lines_of
-from xhuma.ccda.observation import effective, range_text, value_text
+from xhuma.ccda.observation import effective, has_value, range_text, value_text
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.placement import candidates, why_not_placed
 from xhuma.ccda.section import ConversionState, SectionWriter
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["uncategorised"]
-CONVERTED_ELSEWHERE = frozenset({"vital_signs", "social_history", "results", "procedures", "past_medical_history"})
+CONVERTED_ELSEWHERE = frozenset({"problems", "vital_signs", "social_history", "results", "procedures",
+                                  "past_medical_history", "family_history"})
 INTRO = ("Entries the GP system returned as uncategorised data that are not vital signs or social history, "
          "documents held at the practice and questionnaire responses. They have no C-CDA entry template and are "
          "shown as text only.")
@@ -112,8 +113,16 @@ def _observation_row(section: SectionWriter, table: NarrativeTable, observation:
         remarks.append("Not for disclosure to the patient (NOPAT)")
     row.cell(remarks)
     row.cell([author_label(section.index, p) for p in as_list(observation.get("performer"))])
-    section.narrative_only(observation, unplaced or "uncategorised data without a C-CDA entry template; shown in "
-                           "Other GP record entries")
+    section.narrative_only(observation, unplaced or _why_text_only(observation))
+
+
+def _why_text_only(observation: Resource) -> str:
+    """The report line of an uncategorised Observation shown as text only (coded ones without a value are
+    explained by ``placement.why_not_placed``)."""
+    if not codings(observation.get("code")) and not has_value(observation) and not observation.get("component"):
+        return ("no code and no value: nothing a C-CDA entry could state (an entry would be all nullFlavors); "
+                "shown in Other GP record entries")
+    return "uncategorised data without a C-CDA entry template; shown in Other GP record entries"
 
 
 def _document_row(section: SectionWriter, table: NarrativeTable, document: Resource) -> None:

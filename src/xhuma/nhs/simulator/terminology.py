@@ -4,7 +4,8 @@ from the packaged subset (terminology_subset.json; its provenance says what it i
 * ``POST {TERMINOLOGY_PATH}/token``: OAuth 2.0 client credentials (SIMULATOR_CLIENT_ID / SIMULATOR_CLIENT_SECRET);
 * ``GET CodeSystem?url=``: the subset's release version for SNOMED CT and dm+d;
 * ``POST|GET ValueSet/$expand`` of ``http://snomed.info/sct?fhir_vs=ecl/<ecl>`` for the ECL forms the client sends:
-  ``(c1 OR c2 ...)`` and ``(<< root) AND (c1 OR c2 ...)`` with root 71388002, 64572001 or 404684003;
+  ``(c1 OR c2 ...)`` and ``(<< root) AND (c1 OR c2 ...)`` with root 71388002, 64572001, 404684003, 416471007,
+  417662000 or 14679004;
 * ``GET CodeSystem/$lookup`` (SNOMED CT: display; dm+d: the FORMCD, ROUTECD and UNIT_DOSE_UOMCD properties) and a
   ``batch`` Bundle of them posted to the base.
 
@@ -28,7 +29,8 @@ TERMINOLOGY_PATH = "/terminology/fhir"
 TERMINOLOGY_TOKEN_PATH = "/terminology/token"  # noqa: S105 - a path
 SIMULATOR_CLIENT_ID = "xhuma-simulator-terminology"
 SIMULATOR_CLIENT_SECRET = "xhuma-simulator-terminology-secret"  # noqa: S105 - the simulator's own, public
-ROOTS = {"71388002": {"procedure"}, "64572001": {"disorder"}, "404684003": {"finding", "disorder"}}
+ROOTS = {"71388002": {"procedure"}, "64572001": {"disorder"}, "404684003": {"finding", "disorder"},
+         "416471007": {"family-history"}, "417662000": {"past-history"}, "14679004": {"occupation"}}
 _FOCUS = re.compile(r"^\(<<\s*(\d+)\)\s*AND\s*\((.*)\)$")
 _MEMBERS = re.compile(r"^\((.*)\)$")
 
