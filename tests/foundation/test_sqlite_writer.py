@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -103,6 +104,43 @@ def test_a_killed_writer_fails_what_it_had_not_acknowledged_and_is_restarted(tmp
 
     run(main)
     assert _rows(path) == [(1, "before"), (3, "after")]
+
+
+def test_each_wait_on_a_stalled_writer_times_out_on_its_own_and_later_events_are_matched_to_their_own_answers(
+    tmp_path: Path, run
+) -> None:
+    """One timer serves every event in flight (their timeouts expire in the order they were written): with the
+    process stopped, each wait ends with TimeoutError at its own timeout, not earlier, not all at once at the
+    first one's; once it resumes, the late answers settle nothing, and the next event waits for its own."""
+    path = _database(tmp_path / "audit.db")
+    timeout = 1.0
+
+    async def main() -> None:
+        writer = SqliteWriter(path, SQL, timeout_seconds=timeout)
+        await writer.write((1, "before"))
+        assert writer._transport is not None
+        pid = writer._transport.get_pid()
+        loop = asyncio.get_running_loop()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            async def stalled(n: int, delay: float) -> float:
+                await asyncio.sleep(delay)
+                started = loop.time()
+                with pytest.raises(TimeoutError):
+                    # Its deadline passes while the process is stopped: it must not commit after the resume.
+                    await writer.write((n, "stalled"), deadline=time.time() + timeout)
+                return loop.time() - started
+
+            waited = await asyncio.wait_for(asyncio.gather(stalled(2, 0), stalled(3, 0.3), stalled(4, 0.6)), 10)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for seconds in waited:
+            assert timeout - 0.02 <= seconds < timeout + 0.5
+        await writer.write((5, "after"))
+        await writer.close()
+
+    run(main)
+    assert _rows(path) == [(1, "before"), (5, "after")]
 
 
 def test_events_written_just_before_close_are_committed(tmp_path: Path, run) -> None:

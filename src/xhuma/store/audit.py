@@ -19,8 +19,9 @@ import dataclasses
 import fcntl
 import hashlib
 import operator
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,8 @@ class _EventRows:
         self._conversions: list[tuple[int, bool, Any]] = []
         for index, name in enumerate(order):
             processor = audit_event.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if isinstance(audit_event.c[name].type, sa.DateTime):
+                processor = _faster_datetime_processor(processor)
             mapping = name in ("jwt_summary", "details")
             if processor is not None or mapping:
                 self._conversions.append((index, mapping, processor))
@@ -196,6 +199,26 @@ class _EventRows:
                     value = dict(value)
                 values[index] = processor(value) if processor is not None else value
         return tuple(values)
+
+
+_SQLITE_DATETIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+_DATETIME_SAMPLES = (datetime(2026, 12, 7, 3, 4, 5, 60_007, tzinfo=UTC), datetime(987, 1, 2, 23, 59, 0, tzinfo=UTC))
+
+
+def _faster_datetime_processor(processor: Any) -> Any:
+    """SQLite's DATETIME bind processor (text ``YYYY-MM-DD HH:MM:SS.ffffff``) written with one positional format
+    instead of a mapping, when it renders the samples exactly as SQLAlchemy's does; otherwise SQLAlchemy's own.
+    Every event binds two datetimes (occurred_at, commit_by)."""
+    if processor is None:
+        return None
+
+    def fast(value: datetime) -> str:
+        return _SQLITE_DATETIME % (value.year, value.month, value.day, value.hour, value.minute, value.second,
+                                   value.microsecond)
+
+    if all(fast(sample) == processor(sample) for sample in _DATETIME_SAMPLES):
+        return fast
+    return processor
 
 
 def _refused_by_server(error: BaseException) -> bool:
@@ -246,7 +269,8 @@ class SqlAuditStore:
         self._pg_pool_lock = asyncio.Lock()
         if not self._postgres:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            self._sqlite_writer = SqliteWriter(_sqlite_path(database_url), self._rows.sql)
+            self._sqlite_writer = SqliteWriter(_sqlite_path(database_url), self._rows.sql,
+                                               timeout_seconds=write_timeout_seconds)
         self.last_error: str | None = None
         # Set when a write failed and cleared by the next successful write or write probe: readiness must show
         # a store that answers SELECT 1 but cannot commit events (no disclosure without audit).
@@ -278,15 +302,16 @@ class SqlAuditStore:
         when this call gives up. (An event voiding another would be true whenever it committed; its deadline keeps
         the retries of a void from committing it twice.)"""
         timeout = self.write_timeout_seconds
-        commit_by = datetime.now(UTC) + timedelta(seconds=timeout)
-        params = self._rows.params(event, commit_by)
+        deadline = time.time() + timeout
+        params = self._rows.params(event, datetime.fromtimestamp(deadline, UTC))
         sent = False
         try:
-            async with asyncio.timeout(timeout):
-                if self._sqlite_writer is not None:
-                    sent = True
-                    await self._sqlite_writer.write(params, commit_by.timestamp())
-                else:
+            if self._sqlite_writer is not None:
+                # The writer bounds its own wait by the same timeout (one timer for all events in flight).
+                sent = True
+                await self._sqlite_writer.write(params, deadline)
+            else:
+                async with asyncio.timeout(timeout):
                     pool = await self._pool()
                     connection = await pool.acquire()
                     try:
@@ -294,8 +319,8 @@ class SqlAuditStore:
                         await connection.execute(self._rows.sql, *params)
                     except BaseException as error:
                         if not _refused_by_server(error):
-                            # Left mid-statement (timed out, connection lost): never reuse it, and do not wait
-                            # for the server to acknowledge a cancellation.
+                            # Left mid-statement (timed out, connection lost): never reuse it, and do not
+                            # wait for the server to acknowledge a cancellation.
                             connection.terminate()
                         raise
                     finally:

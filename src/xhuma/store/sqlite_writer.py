@@ -30,6 +30,7 @@ nothing else anywhere, so no event value can reach a log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import marshal
 import os
 import signal
@@ -100,9 +101,10 @@ class SqliteWriter:
     restarted application) starts a new one.
     """
 
-    def __init__(self, path: str, sql: str) -> None:
+    def __init__(self, path: str, sql: str, *, timeout_seconds: float | None = None) -> None:
         self._path = path
         self._sql = sql
+        self._timeout = timeout_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _WriterProtocol | None = None
@@ -110,20 +112,56 @@ class SqliteWriter:
         self._pending: deque[asyncio.Future[None]] = deque()
         self._starting: asyncio.Lock | None = None
         self._outgoing: list[bytes] = []
+        # The waits that may still time out, oldest first, and the one timer set for the oldest (see _expire).
+        self._expiries: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def write(self, params: tuple[Any, ...], deadline: float | None = None) -> None:
         """Commit one event, only until ``deadline`` (``time.time()`` seconds); ``EventRefused`` when it was not
-        committed, ``WriterUnavailable`` when the process could not take it or exited."""
+        committed, ``WriterUnavailable`` when the process could not take it or exited, and ``TimeoutError`` when
+        no acknowledgement came within ``timeout_seconds`` of the call (starting the process included)."""
         loop = asyncio.get_running_loop()
+        expires = None if self._timeout is None else loop.time() + self._timeout
         if loop is not self._loop or self._protocol is None or self._protocol.gone:
-            await self._running(loop)
+            async with asyncio.timeout_at(expires):
+                await self._running(loop)
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append(future)
         # The frames of one turn of the event loop go to the pipe in one write.
         if not self._outgoing:
             loop.call_soon(self._flush)
         self._outgoing.append(frame((deadline, params)))
+        if expires is not None:
+            self._expire_at(loop, expires, future)
         await future
+
+    def _expire_at(self, loop: asyncio.AbstractEventLoop, expires: float, future: asyncio.Future[None]) -> None:
+        """Fail ``future`` with TimeoutError at ``expires`` unless it is settled by then. Every wait has the same
+        timeout, so expiry times grow in the order of the calls: one timer, set for the oldest unsettled wait,
+        serves them all (a timer per event, as ``asyncio.timeout`` sets, cost a cached ITI-39 a noticeable share
+        of its time)."""
+        expiries = self._expiries
+        while expiries and expiries[0][1].done():
+            expiries.popleft()
+        expiries.append((expires, future))
+        if self._timer is None:
+            self._timer = loop.call_at(expiries[0][0], self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        expiries = self._expiries
+        while expiries:
+            expires, future = expiries[0]
+            if not future.done():
+                if expires > now:
+                    self._timer = loop.call_at(expires, self._expire)
+                    return
+                future.set_exception(TimeoutError("the audit writer did not acknowledge the event in time"))
+            expiries.popleft()
 
     def _flush(self) -> None:
         data, self._outgoing = b"".join(self._outgoing), []
@@ -170,6 +208,14 @@ class SqliteWriter:
         self._transport = self._protocol = self._stdin = None
         self._pending.clear()
         self._outgoing.clear()
+        self._stop_expiring()
+
+    def _stop_expiring(self) -> None:
+        self._expiries.clear()
+        if self._timer is not None:
+            with contextlib.suppress(RuntimeError):  # a timer of a closed event loop
+                self._timer.cancel()
+            self._timer = None
 
     async def close(self) -> None:
         transport, protocol = self._transport, self._protocol
@@ -186,6 +232,7 @@ class SqliteWriter:
             transport.kill()
         transport.close()
         self._transport = self._protocol = self._stdin = None
+        self._stop_expiring()
 
 
 # --- the child process --------------------------------------------------------------------------------------------
