@@ -222,6 +222,10 @@ class SectionWriter:
     def paragraph(self, text: str) -> None:
         self._notice(text, "note")
 
+    def empty_paragraph(self, text: str) -> None:
+        """A paragraph saying why the section has no rows: written instead of "No information available ..."."""
+        self._notice(text, "empty")
+
     def table(self, headers: Sequence[str], caption: str | None = None) -> NarrativeTable:
         prefix = f"{self.spec.id_prefix}{len(self.tables) + 1 if self.tables else ''}"
         table = NarrativeTable(tuple(headers), prefix, caption)

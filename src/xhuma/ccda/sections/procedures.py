@@ -40,7 +40,7 @@ def build(state: ConversionState) -> None:
     known = state.context.terminology.hierarchy
     procedures = [o for o in candidates(state) if hierarchy(state, o) is Hierarchy.PROCEDURE] if known else []
     if not procedures:
-        section.paragraph(EXPLANATION)  # no entries: rendered with nullFlavor="NI" (entries-required section)
+        section.empty_paragraph(EXPLANATION)  # no entries: nullFlavor="NI" (entries-required section)
         return
     section.paragraph(INTRO)
     procedures.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)

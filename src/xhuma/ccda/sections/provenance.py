@@ -40,7 +40,7 @@ def build(state: ConversionState) -> None:
             row.cell("All")
             row.cell(text)
     else:
-        section.paragraph("The GP system reported no warnings for this record.")
+        section.empty_paragraph("The GP system reported no warnings for this record.")
     failed = sum(area.get("failed", 0) for area in state.report.counts.values())
     if failed:
         section.paragraph(f"{failed} record entries could not be converted to structured entries; they are shown "
