@@ -24,6 +24,7 @@ from tests.ihe.support import (
 )
 
 from xhuma.ihe import soap
+from xhuma.ihe.xca_retrieve import CrossGatewayRetrieve
 
 ENDPOINTS = [
     ("/SOAP/iti55", ACTION_55, iti55_body),
@@ -253,7 +254,8 @@ async def test_a_defect_escaping_the_gateway_is_still_a_receiver_fault_never_a_b
     async def broken(*args, **kwargs):
         raise KeyError("internal detail 9690937286")
 
-    monkeypatch.setattr(harness.gateway, "retrieve", broken)
+    # The ITI-39 handler itself raises: nothing in the gateway answers it, the endpoints' last net does.
+    monkeypatch.setattr(CrossGatewayRetrieve, "__call__", broken)
     response = await harness.post("/SOAP/iti39", envelope(ACTION_39, iti39_body([("urn:oid:1.2", "1.2", "1.2.3")])))
     assert response.status_code == 500
     _, code, _, reason = fault_of(response)

@@ -4,6 +4,7 @@ transaction, xhuma.ihe.transactions): a transaction listed there is served, audi
 from __future__ import annotations
 
 import inspect
+import sys
 from datetime import UTC, datetime
 
 from lxml import etree
@@ -13,16 +14,20 @@ from xhuma.atna import dicom_audit_message
 from xhuma.audit import IHE_TRANSACTIONS, claims_disclosure
 from xhuma.ihe import faults
 from xhuma.ihe.endpoints import SOAP_PATHS
-from xhuma.ihe.gateway import IheGateway
 from xhuma.ihe.transactions import BY_ID, TRANSACTIONS, ErrorForm
 from xhuma.ports import AuditEvent
 
 
-def test_every_transaction_names_a_gateway_coroutine_taking_body_content_type_and_client() -> None:
+def test_every_transaction_is_one_module_holding_its_descriptor_and_its_handler(harness) -> None:
     for transaction in TRANSACTIONS:
-        handler = getattr(IheGateway, transaction.handler)
-        assert inspect.iscoroutinefunction(handler), transaction.id
-        assert list(inspect.signature(handler).parameters) == ["self", "body", "content_type", "client"]
+        module = sys.modules[transaction.handler.__module__]
+        assert getattr(module, transaction.id.replace("-", "_")) is transaction, transaction.id
+        assert module.__name__.startswith("xhuma.ihe."), transaction.id
+        # Built once per gateway from its services; answers an exchange.
+        handler = harness.gateway.handler(transaction)
+        assert harness.gateway.handler(transaction) is handler
+        assert inspect.iscoroutinefunction(type(handler).__call__), transaction.id
+        assert list(inspect.signature(handler).parameters) == ["exchange"], transaction.id
 
 
 def test_the_endpoints_serve_exactly_the_registered_paths_and_ids_and_paths_are_unique() -> None:
@@ -42,6 +47,7 @@ def test_registry_error_transactions_take_their_generic_and_busy_codes_from_the_
             transaction.busy_error
         )
     assert faults.registry_error(errors.RecordBusy(), transaction="ITI-39").error_code == "XDSRepositoryBusy"
+    assert faults.registry_error(errors.RecordBusy(), transaction=BY_ID["ITI-39"]).error_code == "XDSRepositoryBusy"
 
 
 def test_only_registered_transactions_count_as_disclosures_and_are_coded_by_their_atna_event() -> None:

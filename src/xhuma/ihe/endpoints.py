@@ -1,6 +1,7 @@
-"""HTTP endpoints of the responding gateway: POST /SOAP/iti55, /SOAP/iti38, /SOAP/iti39.
+"""HTTP endpoints of the responding gateway: POST on each registered transaction's path (/SOAP/iti55, /SOAP/iti38,
+/SOAP/iti39: ``xhuma.ihe.transactions``).
 
-``SoapEndpoints`` is a plain ASGI middleware in front of the FastAPI application. A request to one of the three
+``SoapEndpoints`` is a plain ASGI middleware in front of the FastAPI application. A request to one of those
 paths goes from the body bytes to ``IheGateway`` and back without routing, dependency injection or
 request/response objects (on a cached ITI-39 those cost as much as the transaction itself; see
 docs/benchmarks.md); every other request passes on to the application. The paths are kept from the earlier
@@ -14,7 +15,6 @@ transaction's own error form, never a bare HTTP 500 (LESSONS 7).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +25,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from xhuma.compression import GzipPolicy, accepts_gzip, request_accept_encoding
 from xhuma.config import Settings
 from xhuma.errors import RateLimited, RequestTooLarge, SecurityError
+from xhuma.ihe.descriptor import Transaction
 from xhuma.ihe.gateway import ClientInfo, IheGateway, SoapResponse, fault_response
 from xhuma.ihe.saml import SamlVerifier
 from xhuma.ihe.soap import SoapFault
-from xhuma.ihe.transactions import BY_PATH, Transaction
+from xhuma.ihe.transactions import BY_PATH
 from xhuma.observability import Metrics
 from xhuma.records import Records
 from xhuma.security.client_auth import ClientAuthenticator
@@ -268,14 +269,11 @@ class SoapEndpoints:
             if isinstance(refusal, ClientRefused):  # who it was, as far as the checks found out
                 client = refusal.client
             assert client is not None
-            await gateway._audit_fault(transaction.id, error, None, None, client, started)
+            await gateway.refused(transaction, error, client, started)
             # The rest of an oversized body is not read, so the connection cannot be reused.
             return fault_response(error, None), isinstance(error, RequestTooLarge)
-        handler: Callable[[bytes, str | None, ClientInfo], Awaitable[SoapResponse]] = getattr(
-            gateway, transaction.handler
-        )
         try:
-            return await handler(body, scope_header(scope, b"content-type"), client), False
+            return await gateway.answer(transaction, body, scope_header(scope, b"content-type"), client), False
         except Exception as error:
             # The gateway answers every failure in the transaction's own form; this is the last net, for a defect
             # (a Receiver fault with neutral text, logged by ``fault_response``).

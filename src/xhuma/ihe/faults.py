@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xhuma import errors
 from xhuma.ihe.soap import WSA, WSSE, SoapFault
-from xhuma.ihe.transactions import BY_ID, ITI_38
+
+if TYPE_CHECKING:
+    from xhuma.ihe.descriptor import Transaction
 
 SEVERITY_ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
 SEVERITY_WARNING = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
@@ -113,12 +116,21 @@ class RegistryErrorInfo:
         return self.severity == SEVERITY_WARNING
 
 
-def registry_error(error: BaseException, *, transaction: str = ITI_38.id) -> RegistryErrorInfo:
+def _xds_codes(transaction: Transaction | str) -> tuple[str, str]:
+    """The codes of our own failure and of a busy service: those of the transaction's descriptor (looked up in the
+    registry for an id), the XDS registry's when it names none."""
+    if isinstance(transaction, str):
+        # Imported here: the registry imports the transaction modules, which import this one.
+        from xhuma.ihe.transactions import BY_ID
+
+        transaction = BY_ID[transaction]
+    return transaction.generic_error or "XDSRegistryError", transaction.busy_error or "XDSRegistryBusy"
+
+
+def registry_error(error: BaseException, *, transaction: Transaction | str = "ITI-38") -> RegistryErrorInfo:
     """The RegistryError for an error raised while answering ITI-38 / ITI-39 (SPEC §2.5 mapping table); the codes
-    of our own failures and of a busy service are the transaction's (its descriptor)."""
-    descriptor = BY_ID[transaction]
-    generic = descriptor.generic_error or ITI_38.generic_error or ""
-    busy = descriptor.busy_error or ITI_38.busy_error or ""
+    of our own failures and of a busy service are the transaction's (its descriptor, or its id)."""
+    generic, busy = _xds_codes(transaction)
     code = getattr(error, "code", "InternalError")
     if isinstance(error, errors.InvalidNhsNumber):
         return RegistryErrorInfo("XDSUnknownPatientId", "The patient id is not a valid NHS number", reason=code)

@@ -3,33 +3,40 @@
 FindDocuments and GetDocuments are answered; the other registry stored queries give an empty Success and an
 unknown query id is ``XDSUnknownStoredQuery``. Each DocumentEntry carries the full metadata of SPEC §2.3
 (LESSONS 8). Query problems raise ``XdsQueryError`` (an ``InvalidRequest`` with its XDS error code).
+
+The whole transaction: its descriptor (``ITI_38``, listed in ``xhuma.ihe.transactions``), its handler
+(``CrossGatewayQuery``), and its messages.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 from lxml import etree
 
+from xhuma import errors as xhuma_errors
 from xhuma.config import EntryType, Settings
 from xhuma.errors import InvalidRequest
+from xhuma.ihe import faults
+from xhuma.ihe.descriptor import QUERY, AtnaEvent, ErrorForm, Transaction
+from xhuma.ihe.exchange import Exchange, GatewayServices, SoapResponse, log_unexpected
 from xhuma.ihe.faults import RegistryErrorInfo
 from xhuma.ihe.soap import sender_fault
-from xhuma.ihe.transactions import ITI_38
-from xhuma.nhs.nhs_number import NHS_NUMBER_OID
-from xhuma.ports import StoredDocument
+from xhuma.nhs.nhs_number import NHS_NUMBER_OID, is_valid_nhs_number
+from xhuma.ports import CallerIdentity, StoredDocument
 
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 Q = f"{{{QUERY}}}"
 R = f"{{{RIM}}}"
 
-ACTION_REQUEST = ITI_38.request_action
-ACTION_RESPONSE = ITI_38.response_action
+ACTION_REQUEST = "urn:ihe:iti:2007:CrossGatewayQuery"
+ACTION_RESPONSE = "urn:ihe:iti:2007:CrossGatewayQueryResponse"
+REQUEST_ELEMENT = f"{Q}AdhocQueryRequest"
 
 STATUS_SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 STATUS_PARTIAL = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"
@@ -152,7 +159,7 @@ def split_list(raw: str) -> list[str]:
 
 
 def parse_request(body: etree._Element) -> StoredQuery:
-    if body.tag != ITI_38.request_element:
+    if body.tag != REQUEST_ELEMENT:
         raise sender_fault("The ITI-38 body must be an AdhocQueryRequest")
     option = body.find(f"{Q}ResponseOption")
     return_type = option.get("returnType", "ObjectRef") if option is not None else "ObjectRef"
@@ -503,3 +510,153 @@ def build_response(
         else:
             document_entry(object_list, document, settings, codes)
     return response
+
+
+# --- the handler ------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _QueryAnswer:
+    """What an ITI-38 stored query has established so far (the caller narrows once the patient is known)."""
+
+    caller: CallerIdentity
+    nhs_number: str | None = None
+    documents: list[StoredDocument] = field(default_factory=list)
+    warnings: list[RegistryErrorInfo] = field(default_factory=list)
+    spine: Mapping[str, str | None] = field(default_factory=dict)
+
+
+class CrossGatewayQuery:
+    """ITI-38 over the gateway's services: the patient's documents, or the RegistryError saying why not."""
+
+    def __init__(self, services: GatewayServices) -> None:
+        self.settings = services.settings
+        self.records = services.records
+        self.verifier = services.verifier
+        self.codes = EntryCodes.from_settings(services.settings)
+
+    async def __call__(self, exchange: Exchange) -> SoapResponse:
+        try:
+            stored_query = parse_request(exchange.request.body)
+        except XdsQueryError as error:
+            return await self._failed(exchange, error, None)
+        except Exception as error:
+            return await exchange.fault(error)
+
+        found = _QueryAnswer(exchange.caller)
+        try:
+            await self._run_stored_query(stored_query, found)
+        except xhuma_errors.SecurityError as error:
+            exchange.caller = found.caller
+            return await exchange.fault(error)
+        except Exception as error:
+            exchange.caller = found.caller
+            return await self._failed(exchange, error, found.nhs_number)
+
+        documents, warnings = found.documents, found.warnings
+        unique_id = documents[0].unique_id if len(documents) == 1 else None
+        outcome = "success" if documents else "no-match"
+        exchange.caller = found.caller
+        if not await exchange.audit(
+            outcome, nhs_number=found.nhs_number, caller=found.caller,
+            message_id=exchange.message_id, reason=warnings[0].reason if warnings else None,
+            document_unique_id=unique_id, duration_ms=exchange.elapsed_ms(), spine=found.spine,
+            details={"documents": len(documents), "query": stored_query.query_id},
+        ) and documents:
+            return await self._failed(exchange, xhuma_errors.AuditUnavailable(), None, audit=False)
+        # "No documents" is a plain Success with an empty list: the withheld reason is in the audit only, since
+        # initiators (Metriport's parser, for one) take any RegistryError without documents for a failure.
+        response = build_response(
+            documents, self.settings, return_type=stored_query.return_type,
+            errors=[error for error in warnings if not error.is_warning], codes=self.codes,
+        )
+        return exchange.reply(response)
+
+    async def _run_stored_query(self, stored_query: StoredQuery, found: _QueryAnswer) -> None:
+        """Fill ``found`` as the stored query runs: what it holds when an error escapes is what gets audited."""
+        check_home(stored_query, self.settings.home_community_id)
+        if stored_query.query_id == FIND_DOCUMENTS:
+            await self._find_documents(stored_query, found)
+        elif stored_query.query_id == GET_DOCUMENTS:
+            found.documents = await self._get_documents(stored_query)
+            if found.documents:
+                found.nhs_number = found.documents[0].nhs_number
+                found.caller = self.verifier.check_patient(found.caller, found.nhs_number)
+        elif stored_query.query_id not in EMPTY_QUERIES:
+            raise XdsQueryError("XDSUnknownStoredQuery", "The stored query id is not supported")
+
+    async def _find_documents(self, stored_query: StoredQuery, found: _QueryAnswer) -> None:
+        patient_id = stored_query.single("$XDSDocumentEntryPatientId", required=True)
+        if not stored_query.values("$XDSDocumentEntryStatus"):
+            raise XdsQueryError("XDSStoredQueryMissingParam", "The stored query needs $XDSDocumentEntryStatus")
+        assert patient_id is not None
+        nhs_number = found.nhs_number = parse_patient_cx(patient_id).nhs_number
+        if not is_valid_nhs_number(nhs_number):
+            raise xhuma_errors.InvalidNhsNumber()
+        found.caller = self.verifier.check_patient(found.caller, nhs_number)
+        if not static_filters_pass(stored_query, self.settings, self.codes):
+            return
+        try:
+            result = await self.records.query_documents(nhs_number, found.caller)
+        except (xhuma_errors.PatientOutcome, xhuma_errors.NoEndpoint, xhuma_errors.AmbiguousEndpoint,
+                xhuma_errors.ConsentRefused, xhuma_errors.AccessDenied) as withheld:
+            found.warnings.append(faults.registry_error(withheld, transaction=ITI_38))
+        else:
+            found.spine = result.spine
+            found.documents = [d for d in result.documents if document_filters_pass(stored_query, d)]
+
+    async def _get_documents(self, stored_query: StoredQuery) -> list[StoredDocument]:
+        unique_ids = stored_query.values("$XDSDocumentEntryUniqueId")
+        entry_uuids = stored_query.values("$XDSDocumentEntryEntryUUID")
+        if bool(unique_ids) == bool(entry_uuids):
+            raise XdsQueryError(
+                "XDSStoredQueryParamNumber",
+                "GetDocuments needs either $XDSDocumentEntryUniqueId or $XDSDocumentEntryEntryUUID",
+            )
+        if entry_uuids:
+            unique_ids = [uid for uid in [await self.records.unique_id_for_entry(e) for e in entry_uuids] if uid]
+        documents: list[StoredDocument] = []
+        for unique_id in unique_ids:
+            try:
+                documents.append(await self.records.retrieve_document(unique_id))
+            except xhuma_errors.DocumentNotFound:
+                continue
+        if len({document.nhs_number for document in documents}) > 1:
+            raise XdsQueryError("XDSResultNotSinglePatient", "The documents are about several patients")
+        return documents
+
+    async def _failed(
+        self, exchange: Exchange, error: BaseException, nhs_number: str | None, *, audit: bool = True
+    ) -> SoapResponse:
+        """The RegistryError answer (audited unless ``audit`` is False: the audit trail already failed)."""
+        if isinstance(error, XdsQueryError):
+            info = query_error_info(error)
+        else:
+            info = faults.registry_error(error, transaction=ITI_38)
+            log_unexpected(ITI_38, error)
+        if audit:
+            outcome = "no-match" if isinstance(error, xhuma_errors.InvalidNhsNumber) else "error"
+            await exchange.audit(
+                outcome, nhs_number=nhs_number, caller=exchange.caller, error_code=info.error_code,
+                reason=info.reason or None, message_id=exchange.message_id, duration_ms=exchange.elapsed_ms(),
+            )
+        return exchange.reply(build_response([], self.settings, errors=[info], codes=self.codes))
+
+
+# --- the descriptor (its line in the registry: xhuma.ihe.transactions) -------------------------------------------
+XDS_SCHEMA = "xds/IHE/IHEXDSB.xsd"
+
+ITI_38: Final = Transaction(
+    id="ITI-38",
+    name="Cross Gateway Query",
+    path="/SOAP/iti38",
+    request_action=ACTION_REQUEST,
+    response_action=ACTION_RESPONSE,
+    request_element=REQUEST_ELEMENT,
+    response_element=f"{Q}AdhocQueryResponse",
+    request_schema=XDS_SCHEMA,
+    response_schema=XDS_SCHEMA,
+    atna=AtnaEvent("110112", "Query", "E", "Cross Gateway Query"),
+    error_form=ErrorForm.REGISTRY_ERROR,
+    handler=CrossGatewayQuery,
+    generic_error="XDSRegistryError",
+    busy_error="XDSRegistryBusy",
+)

@@ -2,28 +2,42 @@
 
 The document goes back as an MTOM/XOP attachment (``xop:Include``) or inline base64, per the
 ``mtom_responses`` setting. The bytes are exactly those whose hash and size ITI-38 advertised.
+
+The whole transaction: its descriptor (``ITI_39``, listed in ``xhuma.ihe.transactions``), its handler
+(``CrossGatewayRetrieve``), and its messages.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
 
 from lxml import etree
 
-from xhuma import ids
+from xhuma import errors, ids, tracing
+from xhuma.ihe import faults, soap
+from xhuma.ihe.descriptor import XDSB, AtnaEvent, ErrorForm, Transaction
+from xhuma.ihe.exchange import Exchange, GatewayServices, SoapResponse, log_unexpected
 from xhuma.ihe.faults import RegistryErrorInfo
 from xhuma.ihe.soap import XOP, Attachment, escape_attr, escape_text, sender_fault
-from xhuma.ihe.transactions import ITI_39
-from xhuma.ihe.xca_query import RS, highest_severity, response_status
+from xhuma.ihe.xca_query import (
+    RS,
+    XDS_SCHEMA,
+    XdsQueryError,
+    highest_severity,
+    query_error_info,
+    response_status,
+    same_community,
+)
 from xhuma.ports import StoredDocument
 
-XDSB = "urn:ihe:iti:xds-b:2007"
 X = f"{{{XDSB}}}"
 
-ACTION_REQUEST = ITI_39.request_action
-ACTION_RESPONSE = ITI_39.response_action
+ACTION_REQUEST = "urn:ihe:iti:2007:CrossGatewayRetrieve"
+ACTION_RESPONSE = "urn:ihe:iti:2007:CrossGatewayRetrieveResponse"
+REQUEST_ELEMENT = f"{X}RetrieveDocumentSetRequest"
 MAX_DOCUMENT_REQUESTS = 100  # we publish one document per patient; a retrieve never needs more than a few
 
 
@@ -51,7 +65,7 @@ def _document_request(element: etree._Element) -> DocumentRequest:
 
 
 def parse_request(body: etree._Element) -> list[DocumentRequest]:
-    if body.tag != ITI_39.request_element:
+    if body.tag != REQUEST_ELEMENT:
         raise sender_fault("The ITI-39 body must be a RetrieveDocumentSetRequest")
     requests = [_document_request(element) for element in body.iterchildren(f"{X}DocumentRequest")]
     if not requests:
@@ -116,3 +130,110 @@ def build_response(
         )
     parts.append("</xdsb:RetrieveDocumentSetResponse>")
     return "".join(parts).encode(), attachments
+
+
+# --- the handler ------------------------------------------------------------------------------------------------
+class CrossGatewayRetrieve:
+    """ITI-39 over the gateway's services: each requested document, or a RegistryError naming the one that failed.
+
+    The cached retrieve is the hot path (bench/iti39_throughput.py): nothing here is built per request beyond the
+    answer itself.
+    """
+
+    def __init__(self, services: GatewayServices) -> None:
+        settings = services.settings
+        self.settings = settings
+        self.records = services.records
+        self.verifier = services.verifier
+
+    async def __call__(self, exchange: Exchange) -> SoapResponse:
+        try:
+            document_requests = parse_request(exchange.request.body)
+        except Exception as error:
+            return await exchange.fault(error)
+
+        message_id = exchange.message_id
+        caller = exchange.caller
+        retrieved: list[RetrievedDocument] = []
+        problems: list[RegistryErrorInfo] = []
+        # Every document's patient is checked against the assertion before anything is audited as disclosed: a
+        # refusal at the second document must not leave a success event for the first, which is never sent.
+        looked_up: list[tuple[DocumentRequest, StoredDocument | RegistryErrorInfo]] = []
+        for item in document_requests:
+            try:
+                document = await self._retrieve_one(item)
+                caller = exchange.caller = self.verifier.check_patient(caller, document.nhs_number)
+            except errors.SecurityError as error:
+                return await exchange.fault(error)
+            except Exception as error:
+                info = (query_error_info(error) if isinstance(error, XdsQueryError)
+                        else faults.registry_error(error, transaction=ITI_39))
+                log_unexpected(ITI_39, error)
+                looked_up.append((item, info))
+            else:
+                looked_up.append((item, document))
+        for item, found in looked_up:
+            if isinstance(found, RegistryErrorInfo):
+                problems.append(replace(found, location=item.document_unique_id))
+                await exchange.audit(
+                    "error", caller=caller, error_code=found.error_code, reason=found.reason or None,
+                    message_id=message_id, document_unique_id=item.document_unique_id,
+                    duration_ms=exchange.elapsed_ms(),
+                )
+                continue
+            document = found
+            # Disclosure: only once the audit event is committed (no disclosure without audit).
+            if await exchange.audit(
+                "success", nhs_number=document.nhs_number, caller=caller, message_id=message_id,
+                document_unique_id=document.unique_id, duration_ms=exchange.elapsed_ms(),
+            ):
+                retrieved.append(RetrievedDocument(item, document))
+            else:
+                problems.append(replace(faults.registry_error(errors.AuditUnavailable(), transaction=ITI_39),
+                                        location=document.unique_id))
+
+        settings = self.settings
+        mtom = settings.mtom_responses
+        with tracing.stage(None, "serialise"):
+            response, attachments = build_response(
+                retrieved, problems, home_community_urn=settings.home_community_urn,
+                repository_unique_id=settings.repository_unique_id, mtom=mtom,
+            )
+            envelope = soap.envelope(ACTION_RESPONSE, response, relates_to=message_id,
+                                     timestamp_seconds=settings.wsse_timestamp_seconds)
+            if mtom:
+                package, package_type = soap.mtom_package(envelope, attachments, action=ACTION_RESPONSE)
+        if mtom:
+            return SoapResponse(200, package, package_type)
+        return SoapResponse(200, envelope, soap.soap_content_type(ACTION_RESPONSE))
+
+    async def _retrieve_one(self, item: DocumentRequest) -> StoredDocument:
+        settings = self.settings
+        if item.home_community_id is None:
+            raise XdsQueryError("XDSMissingHomeCommunityId", "The DocumentRequest has no HomeCommunityId")
+        if not same_community(item.home_community_id, settings.home_community_id):
+            raise XdsQueryError("XDSUnknownCommunity", "The HomeCommunityId is not this community")
+        if item.repository_unique_id != settings.repository_unique_id:
+            raise XdsQueryError("XDSUnknownRepositoryId", "The RepositoryUniqueId is not this repository")
+        if not item.document_unique_id:
+            raise XdsQueryError("XDSDocumentUniqueIdError", "The DocumentRequest has no DocumentUniqueId")
+        return await self.records.retrieve_document(item.document_unique_id)
+
+
+# --- the descriptor (its line in the registry: xhuma.ihe.transactions) -------------------------------------------
+ITI_39: Final = Transaction(
+    id="ITI-39",
+    name="Cross Gateway Retrieve",
+    path="/SOAP/iti39",
+    request_action=ACTION_REQUEST,
+    response_action=ACTION_RESPONSE,
+    request_element=REQUEST_ELEMENT,
+    response_element=f"{X}RetrieveDocumentSetResponse",
+    request_schema=XDS_SCHEMA,
+    response_schema=XDS_SCHEMA,
+    atna=AtnaEvent("110106", "Export", "R", "Cross Gateway Retrieve"),
+    error_form=ErrorForm.REGISTRY_ERROR,
+    handler=CrossGatewayRetrieve,
+    generic_error="XDSRepositoryError",
+    busy_error="XDSRepositoryBusy",
+)

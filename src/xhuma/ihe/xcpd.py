@@ -1,6 +1,8 @@
 """ITI-55 Cross Gateway Patient Discovery: PRPA_IN201305UV02 in, PRPA_IN201306UV02 out (SPEC §1).
 
-The response is built as an lxml tree in schema order (valid against the HL7 V3 NE2008 schema: LESSONS 5).
+The whole transaction: its descriptor (``ITI_55``, listed in ``xhuma.ihe.transactions``), its handler
+(``PatientDiscovery``), and its messages. The response is built as an lxml tree in schema order (valid against the
+HL7 V3 NE2008 schema: LESSONS 5).
 """
 
 from __future__ import annotations
@@ -8,22 +10,27 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
+from typing import Final
 
 from lxml import etree
 
+from xhuma import errors
+from xhuma.ihe import faults
+from xhuma.ihe.descriptor import HL7, AtnaEvent, ErrorForm, Transaction
+from xhuma.ihe.exchange import Exchange, GatewayServices, SoapResponse, log_unexpected
 from xhuma.ihe.faults import ACK_INTERNAL_ERROR, XcpdAnswer
+from xhuma.ihe.saml import resource_nhs_number
 from xhuma.ihe.soap import hl7_timestamp, sender_fault
-from xhuma.ihe.transactions import ITI_55
 from xhuma.nhs.nhs_number import NHS_NUMBER_OID, normalise
-from xhuma.ports import PdsPatient
+from xhuma.ports import CallerIdentity, PdsPatient
 from xhuma.records import DemographicQuery
 
-HL7 = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 H = f"{{{HL7}}}"
 
-ACTION_REQUEST = ITI_55.request_action
-ACTION_RESPONSE = ITI_55.response_action
+ACTION_REQUEST = "urn:hl7-org:v3:PRPA_IN201305UV02:CrossGatewayPatientDiscovery"
+ACTION_RESPONSE = "urn:hl7-org:v3:PRPA_IN201306UV02:CrossGatewayPatientDiscovery"
+REQUEST_ELEMENT = f"{H}PRPA_IN201305UV02"
 
 ODS_OID = "2.16.840.1.113883.2.1.3.2.4.19.1"
 INTERACTION_ROOT = "2.16.840.1.113883.1.6"
@@ -105,7 +112,7 @@ def _demographics(parameters: etree._Element) -> DemographicQuery:
 
 
 def parse_request(body: etree._Element) -> PatientDiscoveryRequest:
-    if body.tag != ITI_55.request_element:
+    if body.tag != REQUEST_ELEMENT:
         raise sender_fault("The ITI-55 body must be a PRPA_IN201305UV02 message")
     query = _find(body, "hl7:controlActProcess/hl7:queryByParameter")
     if query is None:
@@ -301,3 +308,99 @@ def _registration_event(
     _sub(entity, "id", root=responder.home_community_id)
     # We do not implement ITI-56, so NotHealthDataLocator (SPEC §1.7).
     _sub(entity, "code", code="NotHealthDataLocator", codeSystem=HEALTH_DATA_LOCATOR_CODES)
+
+
+# --- the handler ------------------------------------------------------------------------------------------------
+class PatientDiscovery:
+    """ITI-55 over the gateway's services: the patient the query names, or the acknowledgement saying why not."""
+
+    def __init__(self, services: GatewayServices) -> None:
+        settings = services.settings
+        self.settings = settings
+        self.records = services.records
+        self.verifier = services.verifier
+        self.responder = ResponderIdentity(
+            device_oid=settings.device_oid,
+            home_community_id=settings.home_community_id,
+            organisation_name=settings.organisation_name,
+            match_code_system=settings.xcpd_match_code_system,
+        )
+
+    async def __call__(self, exchange: Exchange) -> SoapResponse:
+        try:
+            query = parse_request(exchange.request.body)
+            nhs_number = query.nhs_numbers[0] if len(query.nhs_numbers) == 1 else None
+            caller = exchange.caller = self.verifier.check_patient(exchange.caller, nhs_number)
+        except Exception as error:
+            return await exchange.fault(error)
+
+        message_id = exchange.message_id
+        patient: PdsPatient | None = None
+        answer: XcpdAnswer | None = None
+        practice_name: str | None = None
+        try:
+            # Assigned only once every check has passed: an error must never leave a patient to disclose.
+            patient, practice_name = await self._discover(query, caller)
+        except Exception as error:
+            answer = faults.xcpd_answer(error)
+            log_unexpected(ITI_55, error)
+            detail = getattr(error, "detail", None)
+            reason = f"{answer.reason}:{detail}" if detail else answer.reason
+            await exchange.audit(
+                "no-match" if answer.no_match else "error", nhs_number=nhs_number, caller=caller,
+                error_code=answer.xcpd_code or answer.reason, reason=reason, message_id=message_id,
+                duration_ms=exchange.elapsed_ms(),
+            )
+        else:
+            # A match discloses demographics: no disclosure without a committed audit event.
+            if not await exchange.audit(
+                "success", nhs_number=patient.nhs_number, caller=caller, message_id=message_id,
+                duration_ms=exchange.elapsed_ms(),
+                details={"discovery": "nhs-number" if query.nhs_numbers else "demographics"},
+            ):
+                patient, answer = None, faults.xcpd_answer(errors.AuditUnavailable())
+            elif self.settings.prefetch_on_match:
+                self.records.prefetch(patient.nhs_number, caller)
+        return exchange.reply(
+            build_response(query, self.responder, patient=patient, practice_name=practice_name, error=answer)
+        )
+
+    async def _discover(
+        self, query: PatientDiscoveryRequest, caller: CallerIdentity
+    ) -> tuple[PdsPatient, str | None]:
+        """The patient an ITI-55 query names and its practice's name, or the error that answers it."""
+        if query.response_priority == "D":
+            raise errors.UnsupportedProcessingMode()
+        if len(query.nhs_numbers) > 1:
+            raise errors.DemographicsMismatch(detail="SeveralNhsNumbers")
+        if query.nhs_numbers:
+            patient = await self.records.discover_patient(query.nhs_numbers[0], query.demographics)
+        elif query.nhs_number_sent:  # an empty NHS number: invalid, never replaced by a search's answer
+            raise errors.InvalidNhsNumber()
+        else:  # no NHS number (a partner's own MRN, or none): a PDS demographic search (docs/ihe.md)
+            patient = await self.records.discover_by_demographics(query.demographics)
+            named = resource_nhs_number(caller.resource_id) if caller.verified else None
+            if named is not None and normalise(named) != patient.nhs_number:
+                # The assertion is about another patient than the one the demographics found: disclose nothing.
+                raise errors.DemographicsMismatch(detail="ResourceIdNamesAnotherPatient")
+        practice = await self.records.practice_name(patient.gp_ods_code) if patient.gp_ods_code else None
+        return patient, practice
+
+
+# --- the descriptor (its line in the registry: xhuma.ihe.transactions) -------------------------------------------
+_SCHEMAS = "hl7v3/HL7V3/NE2008/multicacheschemas"
+
+ITI_55: Final = Transaction(
+    id="ITI-55",
+    name="Cross Gateway Patient Discovery",
+    path="/SOAP/iti55",
+    request_action=ACTION_REQUEST,
+    response_action=ACTION_RESPONSE,
+    request_element=REQUEST_ELEMENT,
+    response_element=f"{H}PRPA_IN201306UV02",
+    request_schema=f"{_SCHEMAS}/PRPA_IN201305UV02.xsd",
+    response_schema=f"{_SCHEMAS}/PRPA_IN201306UV02.xsd",
+    atna=AtnaEvent("110112", "Query", "E", "Cross Gateway Patient Discovery"),
+    error_form=ErrorForm.XCPD_ACKNOWLEDGEMENT,
+    handler=PatientDiscovery,
+)
