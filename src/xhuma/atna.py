@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import structlog
 from lxml import etree
 
-from xhuma.ihe.transactions import TRANSACTIONS
+from xhuma.ihe.transactions import BY_ID
 from xhuma.observability import Metrics
 from xhuma.ports import AuditEvent
 
@@ -34,9 +34,9 @@ SEVERITY = {"success": 6, "no-match": 6, "denied": 4, "error": 3}  # information
 OUTCOME_INDICATOR = {"success": "0", "no-match": "0", "denied": "4", "error": "8"}
 
 # (EventID code, display, action code, EventTypeCode display) per transaction (ITI TF-2 3.55.5, 3.38.5, 3.39.5).
-# The IHE transactions' events are their descriptors' (xhuma.ihe.transactions).
+# The IHE transactions' events are their descriptors' (the registry, xhuma.ihe.transactions, read per event so that
+# every registered transaction is coded); the outbound calls' are here.
 EVENTS: dict[str, tuple[str, str, str, str]] = {
-    **{t.id: (t.atna.code, t.atna.display, t.atna.action, t.atna.type_display) for t in TRANSACTIONS},
     "PDS": ("110112", "Query", "E", "PDS FHIR read patient"),
     "SDS": ("110112", "Query", "E", "SDS endpoint lookup"),
     "GPC": ("110107", "Import", "C", "GP Connect Access Record: Structured"),
@@ -52,10 +52,17 @@ def _code(parent: etree._Element, tag: str, code: str, system: str, display: str
     return _sub(parent, tag, csd_code=code, codeSystemName=system, originalText=display)
 
 
+def _event_coding(transaction: str) -> tuple[str, str, str, str]:
+    descriptor = BY_ID.get(transaction)
+    if descriptor is not None:
+        atna = descriptor.atna
+        return atna.code, atna.display, atna.action, atna.type_display
+    return EVENTS.get(transaction, ("110100", "Application Activity", "E", transaction))
+
+
 def dicom_audit_message(event: AuditEvent, *, source_id: str, enterprise_site: str | None = None) -> bytes:
     """The DICOM ``AuditMessage`` XML of one event."""
-    event_code, event_display, action, type_display = EVENTS.get(
-        event.transaction, ("110100", "Application Activity", "E", event.transaction))
+    event_code, event_display, action, type_display = _event_coding(event.transaction)
     root = etree.Element("AuditMessage")
     identification = _sub(root, "EventIdentification", EventActionCode=action,
                           EventDateTime=event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
