@@ -34,3 +34,12 @@ def test_missing_or_malformed_media_type_defaults_like_rfc_2045(header: str, exp
 
 def test_escaped_quote_inside_a_quoted_value() -> None:
     assert content_type_params('a/b; q="x\\"y"')[1] == {"q": 'x"y'}
+
+
+def test_whitespace_a_latin_1_header_value_may_hold_around_a_parameter_is_skipped() -> None:
+    # Every character Python's \s matches below U+0100 (header values are decoded as Latin-1), tab, form feed,
+    # the information separators, NEL and no-break space among them.
+    spaces = "".join(chr(code) for code in range(256) if chr(code).isspace())
+    media, params = content_type_params(f'multipart/related;{spaces}boundary{spaces}={spaces}"b1";start=<r@x>')
+    assert media == "multipart/related"
+    assert params == {"boundary": "b1", "start": "<r@x>"}
