@@ -190,3 +190,44 @@ def test_an_actual_problem_with_its_own_identifier_adds_it_to_the_problem_observ
     problem = xpath(section(tree(conversion), "11450-4"), ".//c:observation[c:value/@code='54150009']")
     assert len(problem) == 1 and len(xpath(problem[0], "c:id")) == 2
     assert len(set(xpath(problem[0], "c:id/@root"))) == 2
+
+
+def test_codes_the_terminology_source_does_not_classify_fall_back_and_the_report_names_them() -> None:
+    conversion = with_packaged(ACCESS)
+    warned = [w for w in conversion.report["warnings"] if w["code"] == "terminology-code-unknown"]
+    assert len(warned) == 1 and warned[0]["message"].startswith("2 coded entries")
+    outcomes = _outcomes(conversion)
+    for key in ("Observation/3AF29DAA-EA82-432C-9576-573FFD765BF9",  # Consent given for upload ... (unclassified)
+                "Observation/94CC79CC-5979-4F67-A5A8-CA12C4C5B23A"):  # a supplier's local code
+        assert outcomes[key]["outcome"] == "narrative" and outcomes[key]["section"] == "uncategorised"
+        assert "hierarchy is not known to the terminology source" in outcomes[key]["reason"]
+    assert not any(w["code"] == "terminology-unavailable" for w in conversion.report["warnings"])
+
+
+def test_a_product_unknown_to_the_terminology_dmd_without_a_route_is_named_in_the_report() -> None:
+    name = "uclh-xhuma/9692136744"
+    without_dmd = convert(load(name), replace(CONTEXT, terminology=TerminologyFacts(source="test", version="1")))
+    named = {w["resource"] for w in without_dmd.report["warnings"] if w["code"] == "dmd-code-unknown"}
+    assert named and all(key.startswith("MedicationStatement/") for key in named)
+    assert not any(w["code"] == "dmd-unavailable" for w in without_dmd.report["warnings"])  # terminology answered
+    known = {w["resource"] for w in with_packaged(name).report["warnings"] if w["code"] == "dmd-code-unknown"}
+    assert known < named  # the products the packaged dm+d knows gain their route instead
+
+
+# Observations with no structured home, by fixture (docs/mapping/uncategorised.md "What stays here, and why"):
+# the report reason each must carry.
+NO_STRUCTURED_HOME = {
+    "gpconnect-spec/skeleton_full_record": "no code and no value",  # Observation1-3: an id and nothing else
+    "gpconnect-spec/immunizations_response3": "immunisation status",  # No consent for any immunization
+}
+
+
+def test_at_least_90_percent_of_the_observations_of_each_fixture_are_entries_with_the_packaged_terminology(
+    fixture_name: str,
+) -> None:
+    observations = [o for o in with_packaged(fixture_name).report["resources"] if o["type"] == "Observation"]
+    others = [o for o in observations if o["outcome"] != "entry"]
+    if fixture_name in NO_STRUCTURED_HOME:
+        assert others and all(NO_STRUCTURED_HOME[fixture_name] in o["reason"] for o in others)
+    elif observations:
+        assert len(observations) - len(others) >= 0.9 * len(observations), [o["resource"] for o in others]

@@ -269,6 +269,10 @@ class MedicationActivity:
         elif not self.section.context.terminology.available:
             self.section.warn("dmd-unavailable", "no route from GP Connect and no terminology for dm+d's: routeCode "
                               "omitted (docs/mapping/medications.md, dm+d)", statement)
+        elif self.dmd is NO_DMD:
+            self.section.warn("dmd-code-unknown", "no route from GP Connect and the product is not known to the "
+                              "terminology source's dm+d: routeCode omitted (docs/mapping/medications.md, dm+d)",
+                              statement)
         site = json_object(self.dosage.get("site"))
         if site is not None:
             cd(activity, "approachSiteCode", site)

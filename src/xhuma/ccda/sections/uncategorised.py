@@ -24,7 +24,7 @@ from xhuma.ccda.hl7 import fhir_ts
 from xhuma.ccda.narrative import NarrativeTable, lines_of
 from xhuma.ccda.observation import effective, has_value, range_text, value_text
 from xhuma.ccda.participation import author_label
-from xhuma.ccda.placement import candidates, why_not_placed
+from xhuma.ccda.placement import candidates, hierarchy, why_not_placed
 from xhuma.ccda.section import ConversionState, SectionWriter
 
 Resource = Mapping[str, Any]
@@ -66,10 +66,9 @@ def build(state: ConversionState) -> None:
     table = section.table(OBSERVATION_HEADERS, "Uncategorised entries")
     notes = {id(o): note for o, note in observations}
     # Coded entries without a value that no hierarchy placed (xhuma.ccda.placement): the report says why.
-    unplaced = {id(o): why_not_placed(state, o) for o in candidates(state)}
-    if unplaced and not state.context.terminology.available:
-        section.warn("terminology-unavailable", f"{len(unplaced)} coded entries without a value could not be "
-                     "placed by SNOMED hierarchy (no terminology); shown in Other GP record entries")
+    pending = candidates(state)
+    unplaced = {id(o): why_not_placed(state, o) for o in pending}
+    _fallback_warnings(state, section, pending)
     section.convert_each([o for o, _ in observations],
                          lambda o: _observation_row(section, table, o, notes[id(o)], unplaced.get(id(o))))
 
@@ -80,6 +79,22 @@ def build(state: ConversionState) -> None:
     questionnaires.sort(key=lambda q: fhir_ts(q.get("authored")) or "", reverse=True)
     questionnaire_table = section.table(QUESTIONNAIRE_HEADERS, "Questionnaire responses")
     section.convert_each(questionnaires, lambda q: _questionnaire_row(section, questionnaire_table, q))
+
+
+def _fallback_warnings(state: ConversionState, section: SectionWriter, pending: list[Resource]) -> None:
+    """One warning per fallback rule that applied (each entry's report line names it): no terminology at all, or
+    codes the terminology source does not classify (docs/clinical-safety/hazard-log.md, H11)."""
+    if not pending:
+        return
+    if not state.context.terminology.available:
+        section.warn("terminology-unavailable", f"{len(pending)} coded entries without a value could not be "
+                     "placed by SNOMED hierarchy (no terminology); shown in Other GP record entries")
+        return
+    unknown = sum(1 for o in pending if hierarchy(state, o) is None)
+    if unknown:
+        section.warn("terminology-code-unknown", f"{unknown} coded entries without a value have SNOMED codes the "
+                     "terminology source does not classify; shown in Other GP record entries (each entry's report "
+                     "line says so)")
 
 
 def _converted_elsewhere(state: ConversionState, observation: Resource) -> bool:
