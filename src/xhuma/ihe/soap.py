@@ -8,8 +8,8 @@ Problems at this layer raise ``SoapFault``; ``xhuma.ihe.faults`` decides which f
 from __future__ import annotations
 
 import base64
+import os
 import re
-import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -468,7 +468,7 @@ def mtom_package(envelope: bytes, attachments: Sequence[Attachment], *, action: 
     """An MTOM/XOP ``multipart/related`` package (SPEC §3.2): root part first, raw binary attachments."""
     # RFC 2046 §5.1.1: the boundary must not occur in any part. 128 bits from os.urandom, which nobody can predict
     # (and so write into a document beforehand), make that certain without searching the parts for it.
-    boundary = f"MIMEBoundary_{secrets.token_hex(16)}"
+    boundary = f"MIMEBoundary_{os.urandom(16).hex()}"
     root_id = f"root.message.{ids.random_hex()}@xhuma"
     head = (
         f"--{boundary}\r\n"
