@@ -84,3 +84,10 @@ def test_without_terminology_fh_entries_stay_in_other_gp_record_entries_and_say_
     assert "FH: Cardiovascular disease" in text_of(section_titled(root, "Other GP record entries"))
     assert "no terminology" in outcome(conversion, "Observation/fh1")["reason"]
     assert any(w["code"] == "terminology-unavailable" for w in conversion.report["warnings"])
+
+
+def test_the_uncategorised_lists_warnings_open_the_family_history_section() -> None:
+    section = _family_history(tree(_packaged(RECORD)))
+    paragraphs = [text_of(p) for p in xpath(section, "c:text/c:paragraph")]
+    assert any("Data in transit" in p for p in paragraphs[:3])  # the record may be incomplete: said first
+    assert any("Confidential items" in p for p in paragraphs[:3])

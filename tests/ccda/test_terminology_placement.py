@@ -231,3 +231,10 @@ def test_at_least_90_percent_of_the_observations_of_each_fixture_are_entries_wit
         assert others and all(NO_STRUCTURED_HOME[fixture_name] in o["reason"] for o in others)
     elif observations:
         assert len(observations) - len(others) >= 0.9 * len(observations), [o["resource"] for o in others]
+
+
+def test_past_history_from_uncategorised_data_carries_its_list_warnings() -> None:
+    document = tree(with_packaged(ACCESS))
+    history = xpath(document, f"//c:section[c:templateId/@root='{PMH_TEMPLATE}']")[0]
+    first = ["".join(p.itertext()) for p in xpath(history, "c:text/c:paragraph")[:3]]
+    assert any("Data in transit" in p for p in first) and any("Confidential items" in p for p in first)

@@ -70,6 +70,7 @@ def build(state: ConversionState) -> None:
     if not history:
         return  # no family history, or no terminology to tell it (the fallbacks: xhuma.ccda.placement)
     section = state.section(SPEC)
+    section.use_lists(T.LIST_UNCATEGORISED)  # its warnings (data in transit, confidential items) open the section
     section.paragraph(INTRO)
     history.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)
     table = section.table(HEADERS, "Family history from uncategorised data")

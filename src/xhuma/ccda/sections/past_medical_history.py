@@ -44,6 +44,7 @@ def build(state: ConversionState) -> None:
     if not history:
         return
     section = state.section(SPEC)
+    section.use_lists(T.LIST_UNCATEGORISED)  # its warnings (data in transit, confidential items) open the section
     section.paragraph(INTRO)
     history.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)
     table = section.table(HEADERS, "Past conditions and findings from uncategorised data")

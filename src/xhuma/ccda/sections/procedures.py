@@ -42,6 +42,7 @@ def build(state: ConversionState) -> None:
     if not procedures:
         section.empty_paragraph(EXPLANATION)  # no entries: nullFlavor="NI" (entries-required section)
         return
+    section.use_lists(T.LIST_UNCATEGORISED)  # its warnings (data in transit, confidential items) open the section
     section.paragraph(INTRO)
     procedures.sort(key=lambda o: fhir_ts(effective(o)) or "", reverse=True)
     table = section.table(HEADERS, "Procedures from uncategorised data")
