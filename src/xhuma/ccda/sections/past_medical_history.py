@@ -1,7 +1,8 @@
 """Past Medical History (C-CDA 2.16.840.1.113883.10.20.22.2.20, LOINC 11348-0; issue 13).
 
-Coded uncategorised entries without a value whose SNOMED code is a disorder (<< 64572001) or a clinical finding
-(<< 404684003), as told by the terminology facts resolved before conversion, and that are not on the problem list:
+Coded uncategorised entries without a value whose SNOMED code is a disorder (<< 64572001), a clinical finding
+(<< 404684003) or a history-of situation ("H/O: ...", << 417662000), as told by the terminology facts resolved
+before conversion, and that are not on the problem list (a problem's actual problem is that problem's entry):
 one Problem Observation (4.4) each, dated by the observation's effective time. Never the active problem list: the
 practice did not make them problems (docs/mapping/past_medical_history.md). Without terminology the section is
 not produced and the entries stay in "Other GP record entries" (xhuma.ccda.placement).
