@@ -318,18 +318,19 @@ def _read_header(header: etree._Element) -> tuple[Addressing, etree._Element | N
         tag = block.tag
         if not isinstance(tag, str):
             continue
-        if block.get(_MUST_UNDERSTAND, "false").strip() in ("1", "true") and (
-            _namespace(tag) not in UNDERSTOOD_HEADER_NAMESPACES
-        ):
-            raise SoapFault("MustUnderstand", "A header block marked mustUnderstand is not understood")
         local = _WSA_HEADERS.get(tag)
-        if local is not None:
+        if local is not None:  # WS-Addressing: understood, whatever its mustUnderstand says
             if local in found:
                 repeated = repeated or local
             else:
                 found[local] = block
-        elif tag == _SECURITY and security is None:
-            security = block
+        elif tag == _SECURITY:  # WS-Security: understood too
+            if security is None:
+                security = block
+        elif block.get(_MUST_UNDERSTAND, "false").strip() in ("1", "true") and (
+            _namespace(tag) not in UNDERSTOOD_HEADER_NAMESPACES
+        ):
+            raise SoapFault("MustUnderstand", "A header block marked mustUnderstand is not understood")
     if repeated:
         # WS-Addressing 1.0 Core §3.2: each at most once; a second copy is InvalidAddressingHeader (SOAP binding
         # §6.4.1), not silently the first one.
