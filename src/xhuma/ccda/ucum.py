@@ -121,8 +121,7 @@ class Unit:
 
 def quantity_unit(quantity: Mapping[str, Any]) -> Unit:
     code = quantity.get("code")
-    if quantity.get("system") == UCUM_SYSTEM and isinstance(code, str) and code.strip() and not any(
-            c.isspace() for c in code):
+    if quantity.get("system") == UCUM_SYSTEM and isinstance(code, str) and code and _no_whitespace(code):
         return Unit(code)
     # A code of another system (a SNOMED unit concept such as 428673006 |tablet|) is not a unit text: its
     # ``unit`` is. A bare number is valid UCUM (a factor), so the system decides, not the code's form.
@@ -135,6 +134,12 @@ def quantity_unit(quantity: Mapping[str, Any]) -> Unit:
     if mapped is not None:
         return Unit(mapped)
     return Unit(annotation(text), text.strip())
+
+
+def _no_whitespace(text: str) -> bool:
+    """No whitespace character in ``text``. The space is the only printable one, so most texts are answered
+    without a per-character loop."""
+    return (text.isprintable() and " " not in text) or not any(c.isspace() for c in text)
 
 
 def dose_unit(quantity: Mapping[str, Any]) -> str | None:
