@@ -93,3 +93,30 @@ def test_every_resource_of_these_areas_in_every_fixture_is_accounted_for(fixture
         if item["type"] in MY_TYPES:
             assert item["outcome"] in ("entry", "narrative", "supporting"), item
 
+
+
+def test_a_list_entry_naming_its_item_by_bare_id_shows_that_item_not_a_missing_item_row() -> None:
+    # Some suppliers' Lists write "Obs-1" for "Observation/Obs-1" (the GP Connect spec's consultations_response1 does,
+    # 47 times): the item is in the bundle, so saying "the GP record did not include it" would be false.
+    pulse = observation("obs-pulse", "364075005", "Heart rate", valueQuantity={
+        "value": 72, "unit": "beats/min", "system": "http://unitsofmeasure.org", "code": "/min"})
+    note = observation("obs-note", "225323000", "Smoking cessation education")
+    listed = gp_list("826501000000100", pulse, note)
+    listed["entry"] = [{"item": {"reference": "obs-pulse"}}, {"item": {"reference": "obs-note"}}]
+    conversion, root = run(bundle(listed, pulse, note))
+    assert_valid(conversion)
+    assert "did not include it" not in text_of(root)
+    assert outcome(conversion, "Observation/obs-pulse")["outcome"] == "entry"
+    [warning] = warnings(conversion, "reference-without-type")
+    assert warning["message"].startswith("2 entries of list List/list-826501000000100 name their item by id alone")
+
+
+def test_a_bare_id_two_resources_share_is_never_guessed() -> None:
+    note = observation("shared-id", "225323000", "Smoking cessation education")
+    document = {"resourceType": "DocumentReference", "id": "shared-id", "status": "current",
+                "type": {"text": "Letter"}, "subject": {"reference": "Patient/p1"}}
+    listed = gp_list("826501000000100", note)
+    listed["entry"] = [{"item": {"reference": "shared-id"}}]
+    conversion, root = run(bundle(listed, note, document))
+    assert "Referenced item shared-id" in text_of(section_titled(root, OTHER))
+    assert warnings(conversion, "reference-without-type") == []

@@ -73,6 +73,7 @@ class BundleIndex:
         self._lists_by_code: dict[str, list[Resource]] = {}
         self._by_type: dict[str, list[Resource]] = {}  # top-level resources per resourceType, in bundle order
         self._resolved: dict[str, Resource | None] = {}  # reference string → resolve() result (the index is fixed)
+        self._by_bare_id: dict[str, Resource | None] | None = None  # id → its only resource (None: several share it)
         self._listed: set[int] | None = None
         # Text and markup that depend only on resources of this bundle (an author's assignedAuthor and narrative
         # label), made once per conversion by their writer (participation.py); keys hold object ids, valid while
@@ -205,8 +206,35 @@ class BundleIndex:
                 if len(parts) >= 4 and parts[-2] == "_history":
                     parts = parts[:-2]
                 found = self._by_ref.get(f"{parts[-2]}/{parts[-1]}")
+            elif ":" not in ref:
+                found = self._bare(ref)
             self._resolved[ref] = found
         return found
+
+    def _bare(self, rid: str) -> Resource | None:
+        """A reference that is a bare id (some suppliers' Lists write ``Obs-1`` for ``Observation/Obs-1``, against
+        FHIR's ``Type/id``): the bundle's resource with that id when exactly one has it, else nothing (never a guess
+        between two types)."""
+        if self._by_bare_id is None:
+            by_id: dict[str, Resource | None] = {}
+            for key, resource in self.resources:
+                if "#" in key:
+                    continue
+                bare = key.split("/", 1)[1]
+                by_id[bare] = None if bare in by_id else resource
+            self._by_bare_id = by_id
+        return self._by_bare_id.get(rid)
+
+    def untyped_references(self, lst: Resource) -> list[str]:
+        """Entries of a List that name a resource by bare id (resolved by ``_bare``): the report says so."""
+        refs = []
+        for entry in as_list(lst.get("entry")):
+            item = entry.get("item") if isinstance(entry, JSON_OBJECT) else None
+            ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
+            if isinstance(ref, str) and ref and "/" not in ref and ":" not in ref and not ref.startswith("#") \
+                    and self.resolve(ref) is not None:
+                refs.append(ref)
+        return refs
 
     def of_type(self, rtype: str) -> Iterator[Resource]:
         return iter(self._by_type.get(rtype, ()))

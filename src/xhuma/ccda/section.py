@@ -208,6 +208,11 @@ class SectionWriter:
                              section=self.key, resource=self.index.key(lst))
             self.failure_row(f"Referenced item {reference}", "", "The GP record lists this item but did not "
                              "include it in the response.")
+        untyped = self.index.untyped_references(lst)
+        if untyped:
+            self.report.warn("reference-without-type", f"{len(untyped)} entries of list {self.index.key(lst)} name "
+                             f"their item by id alone (FHIR references are Type/id); each matched the bundle's only "
+                             f"resource with that id", section=self.key, resource=self.index.key(lst))
         if types:
             kept = [m for m in members if m.get("resourceType") in types]
             for other in members:
