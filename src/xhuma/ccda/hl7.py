@@ -116,14 +116,25 @@ def ivl_ts(
 
 # --- II ----------------------------------------------------------------------------------------------------------
 def ii(parent: Element, root: str, extension: object = None, name: str = "id") -> str:
+    return fragment(parent, ii_markup(root, extension, name))
+
+
+def ii_markup(root: str, extension: object = None, name: str = "id") -> str:
+    """The markup ``ii`` writes, without writing it."""
     attrib = {"root": root}
     if extension is not None and str(extension).strip():
         attrib["extension"] = xml_text(str(extension).strip())
-    return fragment(parent, f"<{name}{unique_attrs(attrib)}/>")
+    return f"<{name}{unique_attrs(attrib)}/>"
 
 
 def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "id") -> str | None:
     """FHIR Identifier → II: known systems to their OID, UUID values as root, else uuid5 (SPEC §8.3)."""
+    xml = identifier_markup(identifier, name)
+    return None if xml is None else fragment(parent, xml)
+
+
+def identifier_markup(identifier: Mapping[str, Any], name: str = "id") -> str | None:
+    """The markup ``identifier_ii`` writes, without writing it (None: the identifier has no value)."""
     system = identifier.get("system")
     value = identifier.get("value")
     if not isinstance(value, str) or not value.strip():
@@ -131,16 +142,21 @@ def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "i
     value = value.strip()
     oid = T.IDENTIFIER_SYSTEMS.get(system) if isinstance(system, str) else None
     if oid is not None:
-        return ii(parent, oid, value, name)
+        return ii_markup(oid, value, name)
     if len(value) == 36 and is_uuid(value):  # (stripped: no "uuid\n" for the pattern's ``$``) most are not
-        return uid_ii(parent, value.lower(), name)
-    return uid_ii(parent, derived_uuid(f"{system}|{value}"), name)
+        return uid_markup(value.lower(), name)
+    return uid_markup(derived_uuid(f"{system}|{value}"), name)
 
 
 def uid_ii(parent: Element, uuid: str, name: str = "id") -> str:
     """``ii(parent, uuid)`` for a UUID made by ``derived_uuid`` or matched by ``is_uuid``: hex digits and dashes,
     nothing to check or escape (a document has hundreds of these ids)."""
-    return fragment(parent, f'<{name} root="{uuid}"/>')
+    return fragment(parent, uid_markup(uuid, name))
+
+
+def uid_markup(uuid: str, name: str = "id") -> str:
+    """The markup ``uid_ii`` writes, without writing it."""
+    return f'<{name} root="{uuid}"/>'
 
 
 # The SHA-1 state after the namespace bytes: each id copies it and hashes only its name.

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, json_object, readable_date, string
-from xhuma.ccda.hl7 import cd, format_number, is_code, pq, pq_markup
+from xhuma.ccda.hl7 import cd_markup, format_number, is_code, pq_markup
 from xhuma.ccda.narrative import lines_of
-from xhuma.ccda.xmlwriter import Element, el, fragment, leaf, leaf_markup, start_tag
+from xhuma.ccda.xmlwriter import Element, fragment, leaf_markup, start_tag
 
 if TYPE_CHECKING:
     from xhuma.ccda.section import ConversionState
@@ -101,40 +101,45 @@ _XSI_ST: Final = {"xsi:type": "ST"}
 _NO_VALUE: Final = {"nullFlavor": "NI", "xsi:type": "PQ"}
 
 
-def write_value(parent: Element, observation: Resource, reference: str | None = None) -> Element | str:
-    """Observation value[x] → CDA ``value`` (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL, INT,
-    IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative. Returns
-    the element, or its markup when it was written at once (a leaf: nothing may be added to it)."""
+def write_value(parent: Element, observation: Resource, reference: str | None = None) -> str:
+    """Write the observation's ``value`` (``value_markup``); returns its markup."""
+    return fragment(parent, value_markup(observation, reference))
+
+
+def value_markup(observation: Resource, reference: str | None = None) -> str:
+    """Observation value[x] → CDA ``value`` markup (SPEC §8.4.5): PQ (UCUM; comparators as IVL_PQ), CD, ST, BL,
+    INT, IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative."""
     if not has_value(observation):  # the common case for group headers and free-text results
-        return leaf(parent, "value", _NO_VALUE)
+        return _NO_VALUE_MARKUP
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, JSON_OBJECT):
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
         if comparator is not None and format_number(quantity.get("value")) is not None:
-            value = el(parent, "value", _XSI_IVL_PQ)
-            pq(value, comparator[0], {k: v for k, v in quantity.items() if k != "comparator"},
-               inclusive=comparator[1])
-            return value
-        return pq(parent, "value", quantity, xsi_type="PQ")
+            bound = pq_markup(comparator[0], {k: v for k, v in quantity.items() if k != "comparator"},
+                              inclusive=comparator[1])
+            return f"{_IVL_PQ_START}{bound}</value>"
+        return pq_markup("value", quantity, xsi_type="PQ")
     concept = observation.get("valueCodeableConcept")
     if isinstance(concept, JSON_OBJECT):
-        return cd(parent, "value", concept, reference=reference, xsi_type="CD")
+        return cd_markup("value", concept, reference=reference, xsi_type="CD")
     # xsi:type is given with the other attributes (written last, where set_xsi_type would add it).
     if isinstance(observation.get("valueBoolean"), bool):
-        return leaf(parent, "value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
+        return leaf_markup("value", {"value": "true" if observation["valueBoolean"] else "false", "xsi:type": "BL"})
     if isinstance(observation.get("valueInteger"), int) and not isinstance(observation.get("valueInteger"), bool):
-        return leaf(parent, "value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
+        return leaf_markup("value", {"value": str(observation["valueInteger"]), "xsi:type": "INT"})
     value_range = observation.get("valueRange")
     if isinstance(value_range, JSON_OBJECT):
-        value = el(parent, "value", _XSI_IVL_PQ)
-        for side in ("low", "high"):
-            if isinstance(value_range.get(side), JSON_OBJECT):
-                pq(value, side, value_range[side])
-        return value
+        bounds = "".join(pq_markup(side, value_range[side]) for side in ("low", "high")
+                         if isinstance(value_range.get(side), JSON_OBJECT))
+        return f"{_IVL_PQ_START}{bounds}</value>" if bounds else leaf_markup("value", _XSI_IVL_PQ)
     text = value_text(observation)
     if text:
-        return leaf(parent, "value", _XSI_ST, text=text)
-    return leaf(parent, "value", _NO_VALUE)
+        return leaf_markup("value", _XSI_ST, text=text)
+    return _NO_VALUE_MARKUP
+
+
+_IVL_PQ_START: Final = start_tag("value", _XSI_IVL_PQ)
+_NO_VALUE_MARKUP: Final = leaf_markup("value", _NO_VALUE)
 
 
 def interpretations(observation: Resource) -> list[tuple[str, str]]:
@@ -173,36 +178,44 @@ def range_text(observation: Resource) -> list[str]:
     return out
 
 
-def write_reference_ranges(parent: Element, observation: Resource) -> None:
+def reference_ranges_markup(observation: Resource) -> str:
     """referenceRange/observationRange: IVL_PQ for low/high (unit of the result when the range has none), the
     text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175).
-    Nothing is added to a range afterwards: each is written at once as markup."""
+    Written as markup ("" without ranges)."""
+    if not observation.get("referenceRange"):  # most results
+        return ""
     result_quantity = observation.get("valueQuantity")
-    unit_keys = ("unit", "system", "code")
-    for reference_range in as_list(observation.get("referenceRange")):
-        if not isinstance(reference_range, JSON_OBJECT):
-            continue
-        low, high = reference_range.get("low"), reference_range.get("high")
-        text = string(reference_range.get("text"))
-        if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
-            continue
-        bounds = [(name, q) for name, q in (("low", low), ("high", high))
-                  if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
-        parts = ["<referenceRange><observationRange>"]
-        if text or not bounds:
-            parts.append(leaf_markup("text", text=text or ""))
-        if bounds:
-            parts.append(start_tag("value", _XSI_IVL_PQ))
-            for name, quantity in bounds:
-                merged = dict(quantity)
-                if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in unit_keys):
-                    merged.update({k: result_quantity[k] for k in unit_keys if k in result_quantity})
-                parts.append(pq_markup(name, merged))
-            parts.append("</value>")
-        else:
-            parts.append(leaf_markup("value", _XSI_ST, text=text or ""))
-        parts.append("</observationRange></referenceRange>")
-        fragment(parent, "".join(parts))
+    return "".join(_range_markup(reference_range, result_quantity)
+                   for reference_range in as_list(observation.get("referenceRange"))
+                   if isinstance(reference_range, JSON_OBJECT))
+
+
+_UNIT_KEYS: Final = ("unit", "system", "code")
+
+
+def _range_markup(reference_range: Resource, result_quantity: object) -> str:
+    """One ``referenceRange`` ("" when it has neither bounds nor text)."""
+    low, high = reference_range.get("low"), reference_range.get("high")
+    text = string(reference_range.get("text"))
+    if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
+        return ""
+    bounds = [(name, q) for name, q in (("low", low), ("high", high))
+              if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
+    parts = ["<referenceRange><observationRange>"]
+    if text or not bounds:
+        parts.append(leaf_markup("text", text=text or ""))
+    if bounds:
+        parts.append(_IVL_PQ_START)
+        for name, quantity in bounds:
+            merged = dict(quantity)
+            if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in _UNIT_KEYS):
+                merged.update({k: result_quantity[k] for k in _UNIT_KEYS if k in result_quantity})
+            parts.append(pq_markup(name, merged))
+        parts.append("</value>")
+    else:
+        parts.append(leaf_markup("value", _XSI_ST, text=text or ""))
+    parts.append("</observationRange></referenceRange>")
+    return "".join(parts)
 
 
 def sct_codes(concept: object) -> list[str]:

@@ -27,10 +27,12 @@ class ResourceOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"resource": self.key, "type": self.resource_type, "outcome": self.outcome}
-        for name in ("section", "template", "reason"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        if self.section is not None:  # each optional field in turn (a report lists hundreds of outcomes)
+            out["section"] = self.section
+        if self.template is not None:
+            out["template"] = self.template
+        if self.reason is not None:
+            out["reason"] = self.reason
         return out
 
 

@@ -16,11 +16,11 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.context import ConversionContext
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, extension, readable_date, string
-from xhuma.ccda.hl7 import derived_uuid, fixed_code, identifier_ii, template_id, uid_ii
+from xhuma.ccda.hl7 import derived_uuid, fixed_code, identifier_markup, template_id, uid_markup
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import NarrativeTable, Row, paragraph
 from xhuma.ccda.report import ReportBuilder
-from xhuma.ccda.xmlwriter import Element, el, element, leaf
+from xhuma.ccda.xmlwriter import Element, el, element, fragment, leaf
 
 Resource = Mapping[str, Any]
 
@@ -81,21 +81,23 @@ class ConversionState:
         return self.index.key(resource)
 
     def add_ids(self, parent: Element, resource: Resource, role: str = "") -> None:
-        """Write the ``id`` elements of an entry for ``resource``.
+        """Write the ``id`` elements of an entry for ``resource`` (``ids_markup``)."""
+        fragment(parent, self.ids_markup(resource, role))
+
+    def ids_markup(self, resource: Resource, role: str = "") -> str:
+        """The ``id`` elements of an entry for ``resource``, as markup.
 
         ``role=""``: the resource's own business identifiers (SPEC §8.3). Any other role (``"concern"``,
         ``"supply"``, …) gives one id derived with uuid5 from the resource and the role, so wrapper acts get
         stable ids distinct from the observation they wrap.
         """
         if role:
-            uid_ii(parent, self.derived_id(role, self.resource_seed(resource)))
-            return
-        written = 0
+            return uid_markup(self.derived_id(role, self.resource_seed(resource)))
+        written = ""
         for identifier in as_list(resource.get("identifier")):
-            if isinstance(identifier, JSON_OBJECT) and identifier_ii(parent, identifier) is not None:
-                written += 1
-        if written == 0:
-            uid_ii(parent, self.derived_id("resource", self.index.key(resource)))
+            if isinstance(identifier, JSON_OBJECT):
+                written += identifier_markup(identifier) or ""
+        return written or uid_markup(self.derived_id("resource", self.index.key(resource)))
 
 
 class SectionWriter:

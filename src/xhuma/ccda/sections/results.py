@@ -8,27 +8,29 @@ them is also readable in the narrative, together with the specimen and the origi
 ``note``). A report without any test result has no C-CDA slot (Result Organizer SHALL have ≥1 Result Observation)
 and is shown as a narrative row.
 
-The value helpers (``write_value``, ``value_text``, ``range_text``) and the UCUM rule live in ``observation.py``,
+The value helpers (``value_markup``, ``value_text``, ``range_text``) and the UCUM rule live in ``observation.py``,
 shared by every observation-based section.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
 from xhuma.ccda.hl7 import (
     cd,
+    cd_markup,
     fhir_ts,
     fixed_code,
     reference_markup,
     snomed_code,
     template_id,
-    text_reference,
     ts,
+    ts_markup,
     uid_ii,
+    uid_markup,
 )
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row, lines_of
@@ -39,16 +41,16 @@ from xhuma.ccda.observation import (
     interpretation_text,
     interpretations,
     range_text,
+    reference_ranges_markup,
     uncategorised_observations,
+    value_markup,
     value_text,
-    write_reference_ranges,
-    write_value,
 )
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.sections.social_history import is_social_history
 from xhuma.ccda.sections.vital_signs import is_vital_sign
-from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, inner_markup, leaf
+from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, leaf, leaf_markup
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["results"]
@@ -136,23 +138,29 @@ class UniqueIds:
         self.used: set[str] = set()
 
     def write(self, parent: Element, resource: Resource, role: str = "") -> None:
+        fragment(parent, self.markup(resource, role))
+
+    def markup(self, resource: Resource, role: str = "") -> str:
+        """The ids ``write`` writes, without writing them."""
         state = self.section.state
         seed = f"{role}|{state.resource_seed(resource)}"
         if seed in self.used:
-            uid_ii(parent, state.derived_id(role or "resource", state.index.key(resource)))
-            return
+            return uid_markup(state.derived_id(role or "resource", state.index.key(resource)))
         self.used.add(seed)
-        self.section.add_ids(parent, resource, role)
+        return state.ids_markup(resource, role)
 
 
 def comment_activity(section: SectionWriter, parent: Element, reference: str, *, component: bool = False) -> None:
     """Comment Activity (4.64): ``entryRelationship SUBJ inversionInd`` under an observation, or a ``component``
-    of an organizer (an organizer has no entryRelationship). text/reference → the narrative row (SHALL).
+    of an organizer (an organizer has no entryRelationship). text/reference → the narrative row (SHALL)."""
+    fragment(parent, comment_activity_markup(reference, component=component))
 
-    Everything but the reference is fixed, and most results carry a comment: the act is built once with the
-    builders (``_comment_frame``) and written as markup around the reference."""
+
+def comment_activity_markup(reference: str, *, component: bool = False) -> str:
+    """The markup ``comment_activity`` writes. Everything but the reference is fixed, and most results carry a
+    comment: the act is built once with the builders (``_comment_frame``) and written around the reference."""
     head, tail = _comment_frame(component)
-    fragment(parent, head + reference_markup(reference) + tail)
+    return head + reference_markup(reference) + tail
 
 
 @memo()
@@ -340,7 +348,8 @@ class ReportEntries:
             details.append("Not for disclosure to the patient (NOPAT)")
         return details
 
-    def _result_row(self, observation: Resource, moment: str | None) -> tuple[Row, str | None]:
+    def _result_row(self, observation: Resource, moment: str | None, comments: list[str]) -> tuple[Row, str | None]:
+        """The narrative row of a result; ``comments``: its comment's lines."""
         row = self.table.row()
         name = concept_text(observation.get("code"), "Unnamed test")
         code_ref = row.cell(name, content="code")
@@ -348,7 +357,6 @@ class ReportEntries:
         row.cell(range_text(observation))
         row.cell(interpretation_text(observation))
         row.cell(readable_date(moment))
-        comments = lines_of(string(observation.get("comment")))
         extra = [f"Specimen: {specimen_text(s)}" for s in self._own_specimens(observation)]
         if self.section.is_confidential(observation):
             extra.append("Not for disclosure to the patient (NOPAT)")
@@ -402,25 +410,30 @@ class ReportEntries:
         return organizer
 
     def _result_observation(self, organizer: Element, observation: Resource) -> None:
+        """A Result Observation, written at once as markup (a record has hundreds of results): the fixed start
+        (component, classCode/moodCode, templateIds) is a frame, the rest is joined into it."""
         moment = self._time(observation)
-        row, code_ref = self._result_row(observation, moment)
-        # The fixed start (component, classCode/moodCode, templateIds) is a frame; the rest is built in a scratch
-        # element and written into it at once (a record has hundreds of results).
-        entry = element("observation")
-        self.ids.write(entry, observation)
-        cd(entry, "code", observation.get("code"), reference=code_ref)
-        text_reference(entry, row.reference)
-        leaf(entry, "statusCode", {"code": result_status(observation, lambda: has_value(observation))})
-        ts(entry, "effectiveTime", moment)
-        write_value(entry, observation)
-        for code, display in interpretations(observation):
-            leaf(entry, "interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
-                                             "codeSystemName": "ObservationInterpretation", "displayName": display})
-        if string(observation.get("comment")):
-            comment_activity(self.section, entry, row.reference)
-        write_reference_ranges(entry, observation)
+        comments = lines_of(string(observation.get("comment")))
+        row, code_ref = self._result_row(observation, moment, comments)
         head, tail = _result_observation_frame()
-        fragment(organizer, head + inner_markup(entry) + tail)
+        parts = [
+            head,
+            self.ids.markup(observation),
+            cd_markup("code", observation.get("code"), reference=code_ref),
+            reference_markup(row.reference),
+            _STATUS_CODE[result_status(observation, lambda: has_value(observation))],
+            ts_markup("effectiveTime", moment),
+            value_markup(observation),
+        ]
+        for code, display in interpretations(observation):
+            parts.append(leaf_markup("interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
+                                                            "codeSystemName": "ObservationInterpretation",
+                                                            "displayName": display}))
+        if comments:
+            parts.append(comment_activity_markup(row.reference))
+        parts.append(reference_ranges_markup(observation))
+        parts.append(tail)
+        fragment(organizer, "".join(parts))
         self.section.mapped(observation, T.RESULT_OBSERVATION)
 
 
@@ -472,6 +485,11 @@ def _result_observation_frame() -> tuple[str, str]:
     template_id(entry, T.RESULT_OBSERVATION)
     fragment(entry, SLOT)  # ids, code, text, statusCode, … of the result
     return frame(component)
+
+
+# Every result status as its ``statusCode`` markup (the codes of RESULT_STATUS and result_status's fallbacks).
+_STATUS_CODE: Final = {code: leaf_markup("statusCode", {"code": code})
+                       for code in {*RESULT_STATUS.values(), "completed", "active"}}
 
 
 def _status_label(resource: Resource) -> str:
