@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 IHE_TRANSACTIONS = IHE_TRANSACTION_IDS
 NOT_DISCLOSED = "not-disclosed"  # outcome of an event voiding a disclosure event (``voids``)
+PSEUDONYMS_KEPT = 4096  # per auditor: a patient's events (ITI-55, ITI-38, ITI-39, outbound calls) come together
 
 
 def claims_disclosure(event: AuditEvent) -> bool:
@@ -137,13 +138,19 @@ class Auditor:
         self._metrics = metrics
         self.exporter = exporter
         self.voids = Voids(sink, metrics=metrics)
+        self._pseudonyms: dict[str, str] = {}  # recent patients' pseudonyms (one HMAC each), in memory only
 
     async def close(self) -> None:
         """Commit the voids still queued (at shutdown, before the store closes)."""
         await self.voids.close()
 
     def pseudonym(self, nhs_number: str) -> str:
-        return pseudonymise(nhs_number, self._key)
+        found = self._pseudonyms.get(nhs_number)
+        if found is None:
+            if len(self._pseudonyms) >= PSEUDONYMS_KEPT:
+                self._pseudonyms.clear()
+            found = self._pseudonyms[nhs_number] = pseudonymise(nhs_number, self._key)
+        return found
 
     async def record(
         self,

@@ -6,11 +6,12 @@ Adapters live in ``xhuma.nhs`` (PDS, SDS, GP Connect) and ``xhuma.store`` (cache
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
+
+from xhuma import ids
 
 
 # --- identities --------------------------------------------------------------------------------------------
@@ -242,5 +243,5 @@ class AuditEvent:
     details: Mapping[str, Any] | None = None
     # Identity of this event, so that a later event can void it; ``voids`` is set on a ``not-disclosed`` event
     # withdrawing a disclosure whose audit write timed out (docs/decisions.md, "The audit trail is exact").
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    event_id: str = field(default_factory=ids.uuid4)  # a random version 4 UUID (unique, never secret): xhuma.ids
     voids: str | None = None

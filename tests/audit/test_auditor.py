@@ -48,6 +48,20 @@ async def test_event_carries_identity_transport_and_pseudonym_never_the_nhs_numb
     assert NHS_NUMBER not in repr(raw)
 
 
+async def test_a_remembered_pseudonym_is_the_keyed_hash_and_the_memory_of_them_stays_bounded(
+        audit_store: SqlAuditStore) -> None:
+    import xhuma.audit as audit_module
+
+    auditor = Auditor(audit_store, hmac_key=KEY)
+    numbers = [f"{9000000000 + n}" for n in range(audit_module.PSEUDONYMS_KEPT + 10)]
+    for number in numbers:
+        assert auditor.pseudonym(number) == hmac.new(KEY, number.encode(), hashlib.sha256).hexdigest()
+    assert len(auditor._pseudonyms) <= audit_module.PSEUDONYMS_KEPT
+    # Asked again, a remembered one (spaced as partners write it) is still the keyed hash of the normalised number.
+    spaced = f"{numbers[-1][:3]} {numbers[-1][3:6]} {numbers[-1][6:]}"
+    assert auditor.pseudonym(spaced) == hmac.new(KEY, numbers[-1].encode(), hashlib.sha256).hexdigest()
+
+
 async def test_pseudonym_depends_on_the_key(audit_store: SqlAuditStore) -> None:
     first = Auditor(audit_store, hmac_key=b"a" * 32).pseudonym(NHS_NUMBER)
     second = Auditor(audit_store, hmac_key=b"b" * 32).pseudonym(NHS_NUMBER)
