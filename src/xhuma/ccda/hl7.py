@@ -108,10 +108,29 @@ def ivl_ts(
 ) -> Element:
     """IVL_TS with ``low`` (nullFlavor when unknown) and ``high`` when given or required."""
     interval = el(parent, name, {"xsi:type": xsi_type} if xsi_type else None)
-    ts(interval, "low", low, low_null)
-    if high is not None or high_required:
-        ts(interval, "high", high, high_null)
+    fragment(interval, _ivl_ts_bounds(low, high, high_required, low_null, high_null))
     return interval
+
+
+def ivl_ts_markup(
+    name: str,
+    low: object,
+    high: object = None,
+    *,
+    high_required: bool = False,
+    low_null: str = "UNK",
+    high_null: str = "UNK",
+    xsi_type: str | None = None,
+) -> str:
+    """The markup ``ivl_ts`` writes, for an interval nothing is added to afterwards."""
+    bounds = _ivl_ts_bounds(low, high, high_required, low_null, high_null)
+    return f"{start_tag(name, {'xsi:type': xsi_type} if xsi_type else None)}{bounds}</{name}>"
+
+
+def _ivl_ts_bounds(low: object, high: object, high_required: bool, low_null: str, high_null: str) -> str:
+    if high is not None or high_required:
+        return ts_markup("low", low, low_null) + ts_markup("high", high, high_null)
+    return ts_markup("low", low, low_null)
 
 
 # --- II ----------------------------------------------------------------------------------------------------------

@@ -186,6 +186,12 @@ def practitioner_of(index: BundleIndex, reference: object) -> tuple[Resource | N
 def author_participation(parent: Element, index: BundleIndex, reference: object, time: object) -> str | None:
     """Author Participation (4.119) for a recorder/asserter/requester, written as markup (nothing is added to
     it afterwards); None when nothing resolves."""
+    xml = author_markup(index, reference, time)
+    return None if xml is None else fragment(parent, xml)
+
+
+def author_markup(index: BundleIndex, reference: object, time: object) -> str | None:
+    """The markup ``author_participation`` writes, without writing it."""
     person, organisation = practitioner_of(index, reference)
     if person is None and organisation is None:
         return None
@@ -195,7 +201,7 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
     assigned = index.memo.get(key)
     if assigned is None:
         assigned = index.memo[key] = markup_of(_assigned_author(person, organisation))
-    return fragment(parent, f"{_author_head()}{ts_markup('time', time)}{assigned}</author>")
+    return f"{_author_head()}{ts_markup('time', time)}{assigned}</author>"
 
 
 @memo()

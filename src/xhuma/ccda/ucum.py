@@ -120,20 +120,32 @@ class Unit:
 
 
 def quantity_unit(quantity: Mapping[str, Any]) -> Unit:
-    code = quantity.get("code")
-    if quantity.get("system") == UCUM_SYSTEM and isinstance(code, str) and code and _no_whitespace(code):
+    """The unit of a Quantity (rules 1-4), from its ``system``, ``code`` and ``unit``."""
+    system, code, unit = quantity.get("system"), quantity.get("code"), quantity.get("unit")
+    if (system is None or system.__class__ is str) and (code is None or code.__class__ is str) \
+            and (unit is None or unit.__class__ is str):
+        return _text_unit(system, code, unit)  # the usual Quantity: memoised
+    return _unit(system, code, unit)
+
+
+def _unit(system: object, code: object, unit: object) -> Unit:
+    if system == UCUM_SYSTEM and isinstance(code, str) and code and _no_whitespace(code):
         return Unit(code)
     # A code of another system (a SNOMED unit concept such as 428673006 |tablet|) is not a unit text: its
     # ``unit`` is. A bare number is valid UCUM (a factor), so the system decides, not the code's form.
-    system = quantity.get("system")
-    own_code = quantity.get("code") if system in (None, UCUM_SYSTEM) else None
-    text = own_code if is_ucum(own_code) else quantity.get("unit") or own_code
+    own_code = code if system in (None, UCUM_SYSTEM) else None
+    text = own_code if is_ucum(own_code) else unit or own_code
     if not isinstance(text, str) or not text.strip():
         return Unit(None)
     mapped = to_ucum(text)
     if mapped is not None:
         return Unit(mapped)
     return Unit(annotation(text), text.strip())
+
+
+# ``_unit`` for Quantities whose system, code and unit are texts (or absent): a record repeats a few dozen units.
+# (Texts only: other JSON values could be equal without being alike, 1 == 1.0 == True.) Units are never changed.
+_text_unit = memo(maxsize=1024)(_unit)
 
 
 def _no_whitespace(text: str) -> bool:

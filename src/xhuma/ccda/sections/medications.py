@@ -10,7 +10,7 @@ would duplicate repeats). Route comes from ``dosage.route`` only, never ``dosage
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import DmdFacts, ProductCoding
@@ -33,15 +33,15 @@ from xhuma.ccda.hl7 import (
     cd_markup,
     fixed_code,
     format_number,
-    ivl_ts,
-    pq,
+    ivl_ts_markup,
+    pq_markup,
+    reference_markup,
     template_id,
-    text_reference,
 )
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.observation import sct_codes
-from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.participation import author_label, author_markup
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.ucum import UCUM_SYSTEM, dose_unit
 from xhuma.ccda.xmlwriter import (
@@ -51,12 +51,12 @@ from xhuma.ccda.xmlwriter import (
     element,
     fragment,
     frame,
-    inner_markup,
     leaf,
     leaf_markup,
     markup,
     one_attr,
     set_xsi_type,
+    start_tag,
 )
 
 Resource = Mapping[str, Any]
@@ -139,11 +139,16 @@ def supply_quantity(quantity: Mapping[str, Any], dmd_unit: tuple[str, str] | Non
 NO_DMD = DmdFacts()
 
 
-def _snomed(parent: Element, name: str, concept: tuple[str, str]) -> None:
+def _snomed_markup(name: str, concept: tuple[str, str]) -> str:
     """A SNOMED CT coded element from a dm+d fact (code, display)."""
     code, display = concept
-    leaf(parent, name, {"code": code, "codeSystem": T.SNOMED_OID, "codeSystemName": "SNOMED CT",
-                        "displayName": display})
+    return leaf_markup(name, {"code": code, "codeSystem": T.SNOMED_OID, "codeSystemName": "SNOMED CT",
+                              "displayName": display})
+
+
+_PIVL_TS_START: Final = start_tag("effectiveTime", {"operator": "A", "institutionSpecified": "true",
+                                                    "xsi:type": "PIVL_TS"})
+_UNKNOWN_DOSE: Final = leaf_markup("doseQuantity", {"nullFlavor": "UNK"})
 
 
 @memo()
@@ -249,49 +254,43 @@ class MedicationActivity:
         return None
 
     def build(self) -> None:
+        """The Medication Activity, its parts joined at once from markup (nothing is added to them afterwards)."""
         statement = self.statement
         medication_ref, sig_ref = self._narrative()
         activity = el(self.section.entry(), "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
         self.section.template(activity, T.MEDICATION_ACTIVITY)
-        self.section.add_ids(activity, statement)
-        text_reference(activity, self.row.reference)
-        leaf(activity, "statusCode", {"code": self.status})
-        period = ivl_ts(activity, "effectiveTime", self.start, self.end if self.end else None,
-                        high_required=self.status != "active", xsi_type="IVL_TS")
-        if self.status == "active" and not self.end:
-            leaf(period, "high", {"nullFlavor": "NI"})  # open-ended authorisation (HL7 examples)
-        self._frequency(activity)
-        route = json_object(self.dosage.get("route"))
-        if route is not None:
-            cd(activity, "routeCode", route)
-        elif self.dmd.route is not None:  # dm+d's route of the product where GP Connect sends none (issue 13)
-            _snomed(activity, "routeCode", self.dmd.route)
-        elif not self.section.context.terminology.available:
-            self.section.warn("dmd-unavailable", "no route from GP Connect and no terminology for dm+d's: routeCode "
-                              "omitted (docs/mapping/medications.md, dm+d)", statement)
-        elif self.dmd is NO_DMD:
-            self.section.warn("dmd-code-unknown", "no route from GP Connect and the product is not known to the "
-                              "terminology source's dm+d: routeCode omitted (docs/mapping/medications.md, dm+d)",
-                              statement)
+        # An open-ended authorisation's high is NI (HL7 examples); an ended one's is its end, else unknown.
+        open_ended = self.status == "active" and not self.end
+        parts = [
+            self.section.state.ids_markup(statement),
+            reference_markup(self.row.reference),
+            leaf_markup("statusCode", {"code": self.status}),
+            ivl_ts_markup("effectiveTime", self.start, self.end or None, high_required=True,
+                          high_null="NI" if open_ended else "UNK", xsi_type="IVL_TS"),
+            self._frequency(),
+            self._route(),
+        ]
         site = json_object(self.dosage.get("site"))
         if site is not None:
-            cd(activity, "approachSiteCode", site)
-        self._dose(activity)
+            parts.append(cd_markup("approachSiteCode", site))
+        parts.append(self._dose())
         if self.dmd.form is not None and not self._dose_has_unit():
             # A countable dose ("1") is counted in the product's dose form (dm+d): the administration unit.
-            _snomed(activity, "administrationUnitCode", self.dmd.form)
+            parts.append(_snomed_markup("administrationUnitCode", self.dmd.form))
         concept = self.medication.get("code") if self.medication else None
         primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
         head, tail = _product_frame()
-        fragment(activity, head + cd_markup("code", concept, reference=medication_ref, primary_systems=primary) + tail)
-        author_participation(activity, self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
+        parts.append(head + cd_markup("code", concept, reference=medication_ref, primary_systems=primary) + tail)
+        parts.append(author_markup(self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
+                     or "")
         if sig_ref:
-            self._free_text_sig(activity, sig_ref)
+            parts.append(self._free_text_sig(sig_ref))
         instruction = string(self.dosage.get("patientInstruction"))
         if instruction:
-            self._instruction(activity, instruction)
+            parts.append(self._instruction(instruction))
         if self.plan is not None:
-            self._supply_order(activity, self.plan)
+            parts.append(self._supply_order(self.plan))
+        fragment(activity, "".join(parts))
         if self.dosage.get("asNeededBoolean") is True or json_object(
                 self.dosage.get("asNeededCodeableConcept")) is not None:
             self._as_needed(activity)
@@ -301,80 +300,97 @@ class MedicationActivity:
         for issue in self.issues:
             self.section.supporting(issue, "prescription issue summarised in the Medication Activity narrative")
 
-    def _frequency(self, activity: Element) -> None:
-        """dosage.timing.repeat frequency/period → PIVL_TS operator A (SPEC §8.4.2)."""
+    def _route(self) -> str:
+        """routeCode: ``dosage.route``, else dm+d's route of the product where GP Connect sends none (issue 13),
+        else none, with a warning saying why."""
+        route = json_object(self.dosage.get("route"))
+        if route is not None:
+            return cd_markup("routeCode", route)
+        if self.dmd.route is not None:
+            return _snomed_markup("routeCode", self.dmd.route)
+        if not self.section.context.terminology.available:
+            self.section.warn("dmd-unavailable", "no route from GP Connect and no terminology for dm+d's: routeCode "
+                              "omitted (docs/mapping/medications.md, dm+d)", self.statement)
+        elif self.dmd is NO_DMD:
+            self.section.warn("dmd-code-unknown", "no route from GP Connect and the product is not known to the "
+                              "terminology source's dm+d: routeCode omitted (docs/mapping/medications.md, dm+d)",
+                              self.statement)
+        return ""
+
+    def _frequency(self) -> str:
+        """dosage.timing.repeat frequency/period → PIVL_TS operator A (SPEC §8.4.2); "" when there is none."""
         timing = json_object(self.dosage.get("timing"))
         repeat = json_object(timing.get("repeat")) if timing is not None else None
         if repeat is None:
-            return
+            return ""
         period = repeat.get("period")
         unit = UCUM_TIME.get(str(repeat.get("periodUnit")))
         frequency = repeat.get("frequency") or 1
         if not isinstance(period, int | float) or isinstance(period, bool) or unit is None:
-            return
+            return ""
         if not isinstance(frequency, int | float) or isinstance(frequency, bool) or frequency <= 0 or period <= 0:
-            return
+            return ""
         interval = period / frequency
         if unit == "d" and interval != int(interval):
             interval, unit = interval * 24, "h"
         value = format_number(round(interval, 4) if interval != int(interval) else int(interval))
         if value is None:
-            return
-        element = el(activity, "effectiveTime", {"operator": "A", "institutionSpecified": "true"})
-        set_xsi_type(element, "PIVL_TS")
-        leaf(element, "period", {"value": value, "unit": unit})
+            return ""
+        return f"{_PIVL_TS_START}{leaf_markup('period', {'value': value, 'unit': unit})}</effectiveTime>"
 
     def _dose_has_unit(self) -> bool:
         dose = json_object(self.dosage.get("doseQuantity"))
         return dose is not None and dose_unit(dose) is not None
 
-    def _dose(self, activity: Element) -> None:
+    def _dose(self) -> str:
         """doseQuantity SHALL (CONF:1098-7516): UCUM unit when given; countable forms carry no unit (the unit is
         the product's form); free-text-only dosage → nullFlavor UNK (SPEC §8.4.2)."""
         dose = json_object(self.dosage.get("doseQuantity"))
         number = format_number(dose.get("value")) if dose is not None else None
         if number is None or dose is None:
-            leaf(activity, "doseQuantity", {"nullFlavor": "UNK"})
-            return
+            return _UNKNOWN_DOSE
         attrib = {"value": number}
         unit = dose_unit(dose)
         if unit is not None:
             attrib["unit"] = unit
-        leaf(activity, "doseQuantity", attrib)
+        return leaf_markup("doseQuantity", attrib)
 
     # The Free Text Sig, the Instruction, the Supply Order start and the product are fixed structures around
     # one part (the sig reference, the instruction text, the authorisation's ids and times, the medication code):
     # built once with the builders (``_free_text_sig_frame``, ``_instruction_frame``, ``_supply_order_frame``,
     # ``_product_frame``), then written as markup around that part.
-    def _free_text_sig(self, activity: Element, sig_ref: str) -> None:
+    def _free_text_sig(self, sig_ref: str) -> str:
         """The dosage text as literal text (what consumers read) and its narrative reference (issue 13)."""
         head, tail = _free_text_sig_frame()
         sig_text = string(self.dosage.get("text")) or ""
-        fragment(activity, f"{head}<text>{markup(sig_text)}<reference{one_attr('value', sig_ref)}/></text>{tail}")
+        return f"{head}<text>{markup(sig_text)}<reference{one_attr('value', sig_ref)}/></text>{tail}"
 
-    def _instruction(self, activity: Element, instruction: str) -> None:
+    def _instruction(self, instruction: str) -> str:
         head, tail = _instruction_frame()
-        fragment(activity, head + leaf_markup("text", text=instruction) + tail)
+        return head + leaf_markup("text", text=instruction) + tail
 
-    def _supply_order(self, activity: Element, plan: Resource) -> None:
+    def _supply_order(self, plan: Resource) -> str:
         """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
-        supply = element("supply")  # scratch: the part inside the fixed frame (``_supply_order_frame``)
-        self.section.add_ids(supply, plan)
-        leaf(supply, "statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")})
         dispense = mapping(plan.get("dispenseRequest"))
         validity = mapping(dispense.get("validityPeriod"))
-        high = self.expiry or validity.get("end")
-        ivl_ts(supply, "effectiveTime", validity.get("start") or plan.get("authoredOn"), high, xsi_type="IVL_TS")
+        head, tail = _supply_order_frame()
+        parts = [
+            head,
+            self.section.state.ids_markup(plan),
+            leaf_markup("statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")}),
+            ivl_ts_markup("effectiveTime", validity.get("start") or plan.get("authoredOn"),
+                          self.expiry or validity.get("end"), xsi_type="IVL_TS"),
+        ]
         allowed_value = self.repeats_allowed
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
-            leaf(supply, "repeatNumber", {"value": str(allowed_value)})
+            parts.append(leaf_markup("repeatNumber", {"value": str(allowed_value)}))
         quantity = json_object(dispense.get("quantity"))
         if quantity is not None and format_number(quantity.get("value")) is not None:
-            pq(supply, "quantity", supply_quantity(quantity, self.dmd.unit))
-        author_participation(supply, self.index, plan.get("recorder") or plan.get("requester"),
-                             plan.get("authoredOn"))
-        head, tail = _supply_order_frame()
-        fragment(activity, head + inner_markup(supply) + tail)
+            parts.append(pq_markup("quantity", supply_quantity(quantity, self.dmd.unit)))
+        parts.append(author_markup(self.index, plan.get("recorder") or plan.get("requester"), plan.get("authoredOn"))
+                     or "")
+        parts.append(tail)
+        return "".join(parts)
 
     def _as_needed(self, activity: Element) -> None:
         """PRN: Precondition for Substance Administration (4.25); the condition when coded, else nullFlavor."""
