@@ -318,10 +318,20 @@ def snomed(parent: Element, name: str, code: str, display: str, *, xsi_type: str
     return fixed_code(parent, name, T.FixedCode(code, T.SNOMED_OID, "SNOMED CT", display), xsi_type=xsi_type)
 
 
+def snomed_markup(name: str, code: str, display: str, *, xsi_type: str | None = None) -> str:
+    """The markup ``snomed`` writes, for an element nothing is added to."""
+    return leaf_markup(name, fixed_code_attrs(T.FixedCode(code, T.SNOMED_OID, "SNOMED CT", display), xsi_type))
+
+
 def template_id(parent: Element, template: T.TemplateId) -> str:
     """templateId; versioned templates with an R1.1 ancestor also get the bare root (CONF:1198-32934).
 
     Written as one serialised fragment (a tenth of a document's elements are templateIds)."""
+    return fragment(parent, template_markup(template))
+
+
+def template_markup(template: T.TemplateId) -> str:
+    """The markup ``template_id`` writes, without writing it."""
     xml = _TEMPLATE_XML.get(template)
     if xml is None:
         attribs = [{"root": template.root, "extension": template.extension}] if template.extension else []
@@ -331,7 +341,7 @@ def template_id(parent: Element, template: T.TemplateId) -> str:
         if len(_TEMPLATE_XML) >= 1024:
             _TEMPLATE_XML.clear()
         _TEMPLATE_XML[template] = xml
-    return fragment(parent, xml)
+    return xml
 
 
 _TEMPLATE_XML: dict[T.TemplateId, str] = memo_dict({})  # a cache of serialised templateIds (the registry's constants)

@@ -9,15 +9,27 @@ section (SPEC §8.3 nullFlavor rules 3 and 4; SCAL GPC-STR-TST-ALG-07/08).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, extension, readable_date, string, sub_extension
-from xhuma.ccda.hl7 import cd, fixed_code, ivl_ts, snomed, snomed_code, text_reference
+from xhuma.ccda.hl7 import (
+    cd_markup,
+    fixed_code,
+    fixed_code_attrs,
+    ivl_ts_markup,
+    reference_markup,
+    snomed,
+    snomed_code,
+    snomed_markup,
+    template_id,
+    template_markup,
+)
+from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
-from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.participation import author_label, author_markup
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.xmlwriter import Element, el, leaf
+from xhuma.ccda.xmlwriter import el, element, fragment, leaf, leaf_markup, markup_of, start_tag
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["allergies"]
@@ -106,6 +118,51 @@ def _end(allergy: Resource) -> tuple[str | None, str | None]:
     )
 
 
+# The fixed parts of the concern act and its observations, written as markup around the parts that vary.
+_EVENT: Final = {"classCode": "OBS", "moodCode": "EVN"}
+_CONCERN_HEAD: Final = start_tag("act", {"classCode": "ACT", "moodCode": "EVN"}) + template_markup(
+    T.ALLERGY_CONCERN_ACT)
+_CONCERN_CODE: Final = leaf_markup("code", fixed_code_attrs(T.CONCERN))
+_CONCERN_SUBJECT: Final = start_tag("entryRelationship", {"typeCode": "SUBJ"})
+_ACTIVE: Final = leaf_markup("statusCode", {"code": "active"})
+_COMPLETED: Final = leaf_markup("statusCode", {"code": "completed"})
+_OBSERVATION_HEAD: Final = start_tag("observation", _EVENT) + template_markup(T.ALLERGY_INTOLERANCE_OBSERVATION)
+_NO_KNOWN_HEAD: Final = start_tag("observation", {**_EVENT, "negationInd": "true"}) + template_markup(
+    T.ALLERGY_INTOLERANCE_OBSERVATION)
+_ASSERTION_CODE: Final = leaf_markup("code", fixed_code_attrs(T.ASSERTION))
+_AGENT_START: Final = (start_tag("participant", {"typeCode": "CSM"})
+                       + start_tag("participantRole", {"classCode": "MANU"})
+                       + start_tag("playingEntity", {"classCode": "MMAT"}))
+_AGENT_END: Final = "</playingEntity></participantRole></participant>"
+_NO_AGENT: Final = leaf_markup("code", {"nullFlavor": "NA"})
+_REACTION_HEAD: Final = (start_tag("entryRelationship", {"typeCode": "MFST", "inversionInd": "true"})
+                         + start_tag("observation", _EVENT) + template_markup(T.REACTION_OBSERVATION))
+
+
+@memo()
+def _criticality_markup(code: str, display: str) -> str:
+    """A Criticality Observation (one per criticality: built once with the builders)."""
+    relationship = element("entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
+    crit = el(relationship, "observation", _EVENT)
+    template_id(crit, T.CRITICALITY_OBSERVATION)
+    fixed_code(crit, "code", T.CRITICALITY)
+    leaf(crit, "statusCode", {"code": "completed"})
+    fixed_code(crit, "value", T.FixedCode(code, T.CRITICALITY_OID, "HL7 Criticality", display), xsi_type="CD")
+    return markup_of(relationship)
+
+
+@memo()
+def _severity_markup(code: str, display: str) -> str:
+    """A Severity Observation (one per severity: built once with the builders)."""
+    relationship = element("entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
+    sev = el(relationship, "observation", _EVENT)
+    template_id(sev, T.SEVERITY_OBSERVATION)
+    fixed_code(sev, "code", T.SEVERITY)
+    leaf(sev, "statusCode", {"code": "completed"})
+    snomed(sev, "value", code, display, xsi_type="CD")
+    return markup_of(relationship)
+
+
 class AllergyConcernAct:
     """Allergy Concern Act (4.30) wrapping one Allergy-Intolerance Observation (4.7) for one AllergyIntolerance."""
 
@@ -119,57 +176,47 @@ class AllergyConcernAct:
         self.no_known = NO_KNOWN_ALLERGY.get(self.agent_code or "")
 
     def build(self) -> None:
+        """The concern act, joined at once from markup (nothing is added to it afterwards)."""
         agent_ref = self._narrative()
         state = self.section.state
         allergy = self.allergy
-        act = el(self.section.entry(), "act", {"classCode": "ACT", "moodCode": "EVN"})
-        self.section.template(act, T.ALLERGY_CONCERN_ACT)
-        self.section.add_ids(act, allergy, "allergy-concern")
-        fixed_code(act, "code", T.CONCERN)
-        leaf(act, "statusCode", {"code": "completed" if self.ended else "active"})
         # Concern time = when the concern was recorded; an ended concern SHALL have high (unknown → UNK).
-        ivl_ts(act, "effectiveTime", allergy.get("assertedDate"), self.end_date if self.ended else None,
-               high_required=self.ended)
-        author_participation(act, state.index, allergy.get("recorder"), allergy.get("assertedDate"))
-        observation = el(el(act, "entryRelationship", {"typeCode": "SUBJ"}), "observation",
-                         {"classCode": "OBS", "moodCode": "EVN"})
-        if self.no_known:
-            observation.set("negationInd", "true")
-        self._observation(observation, agent_ref)
+        concern_time = ivl_ts_markup("effectiveTime", allergy.get("assertedDate"),
+                                     self.end_date if self.ended else None, high_required=self.ended)
+        author = author_markup(state.index, allergy.get("recorder"), allergy.get("assertedDate")) or ""
+        observation = self._observation(agent_ref)
+        fragment(self.section.entry(), "".join((
+            _CONCERN_HEAD, state.ids_markup(allergy, "allergy-concern"), _CONCERN_CODE,
+            _COMPLETED if self.ended else _ACTIVE, concern_time, author, _CONCERN_SUBJECT, observation,
+            "</entryRelationship></act>")))
         self.section.mapped(allergy, T.ALLERGY_CONCERN_ACT)
 
-    def _observation(self, observation: Element, agent_ref: str | None) -> None:
+    def _observation(self, agent_ref: str | None) -> str:
+        """The Allergy-Intolerance Observation (in the concern's entryRelationship: ``_concern_frame``)."""
         allergy = self.allergy
-        self.section.template(observation, T.ALLERGY_INTOLERANCE_OBSERVATION)
-        self.section.add_ids(observation, allergy)
-        fixed_code(observation, "code", T.ASSERTION)
-        text_reference(observation, self.row.reference)
-        leaf(observation, "statusCode", {"code": "completed"})
-        ivl_ts(observation, "effectiveTime", allergy.get("onsetDateTime"),
-               self.end_date if self.ended else None, high_required=self.ended)
-        if self.no_known:
-            snomed(observation, "value", self.no_known[0], self.no_known[1], xsi_type="CD")
-        else:
-            code, display = self._allergy_type()
-            snomed(observation, "value", code, display, xsi_type="CD")
-        author_participation(observation, self.section.index, allergy.get("recorder"), allergy.get("assertedDate"))
-        entity = el(el(el(observation, "participant", {"typeCode": "CSM"}), "participantRole",
-                       {"classCode": "MANU"}), "playingEntity", {"classCode": "MMAT"})
-        if self.no_known:
-            leaf(entity, "code", {"nullFlavor": "NA"})  # SPEC §8.3 rule 4: no agent for "no known allergy"
-        else:
-            cd(entity, "code", allergy.get("code"), reference=agent_ref)
+        code, display = self.no_known or self._allergy_type()
+        parts = [
+            _NO_KNOWN_HEAD if self.no_known else _OBSERVATION_HEAD,
+            self.section.state.ids_markup(allergy),
+            _ASSERTION_CODE,
+            reference_markup(self.row.reference),
+            _COMPLETED,
+            ivl_ts_markup("effectiveTime", allergy.get("onsetDateTime"), self.end_date if self.ended else None,
+                          high_required=self.ended),
+            snomed_markup("value", code, display, xsi_type="CD"),
+            author_markup(self.section.index, allergy.get("recorder"), allergy.get("assertedDate")) or "",
+            _AGENT_START,
+            # SPEC §8.3 rule 4: no agent for "no known allergy"
+            _NO_AGENT if self.no_known else cd_markup("code", allergy.get("code"), reference=agent_ref),
+            _AGENT_END,
+        ]
         criticality = CRITICALITY.get(str(allergy.get("criticality")))
         if criticality is not None and not self.no_known:
-            crit = el(el(observation, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}),
-                      "observation", {"classCode": "OBS", "moodCode": "EVN"})
-            self.section.template(crit, T.CRITICALITY_OBSERVATION)
-            fixed_code(crit, "code", T.CRITICALITY)
-            leaf(crit, "statusCode", {"code": "completed"})
-            fixed_code(crit, "value", T.FixedCode(criticality[0], T.CRITICALITY_OID, "HL7 Criticality",
-                                                  criticality[1]), xsi_type="CD")
+            parts.append(_criticality_markup(*criticality))
         for position, (manifestation, severity, description) in enumerate(self._manifestations()):
-            self._reaction(observation, position, manifestation, severity, description)
+            parts.append(self._reaction(position, manifestation, severity, description))
+        parts.append("</observation>")
+        return "".join(parts)
 
     def _allergy_type(self) -> tuple[str, str]:
         categories = [c for c in as_list(self.allergy.get("category")) if isinstance(c, str)]
@@ -189,32 +236,27 @@ class AllergyConcernAct:
                     found.append((manifestation, severity, description))
         return found
 
-    def _reaction(self, observation: Element, position: int, manifestation: Mapping[str, Any],
-                  severity: str | None, description: str | None) -> None:
-        reaction = el(el(observation, "entryRelationship", {"typeCode": "MFST", "inversionInd": "true"}),
-                      "observation", {"classCode": "OBS", "moodCode": "EVN"})
-        self.section.template(reaction, T.REACTION_OBSERVATION)
-        self.section.add_ids(reaction, self.allergy, f"reaction-{position}")
-        fixed_code(reaction, "code", T.ASSERTION)
-        leaf(reaction, "statusCode", {"code": "completed"})
+    def _reaction(self, position: int, manifestation: Mapping[str, Any], severity: str | None,
+                  description: str | None) -> str:
+        """A Reaction Observation (and its Severity Observation) in an ``entryRelationship MFST``."""
+        parts = [_REACTION_HEAD, self.section.state.ids_markup(self.allergy, f"reaction-{position}"), _ASSERTION_CODE,
+                 _COMPLETED]
         null_flavor = next((str(c.get("code")) for c in codings(manifestation)
                             if c.get("system") == NULL_FLAVOR_SYSTEM and c.get("code") in ("NI", "UNC", "ASKU",
                                                                                               "UNK")), None)
         if null_flavor is not None:
             # Manifestation sent as a nullFlavor (SPEC §7.4): keep the GP's description as originalText.
-            value = el(reaction, "value", {"nullFlavor": "UNK" if null_flavor == "UNC" else null_flavor})
-            value.set("{http://www.w3.org/2001/XMLSchema-instance}type", "CD")
+            attrib = {"nullFlavor": "UNK" if null_flavor == "UNC" else null_flavor, "xsi:type": "CD"}
             if description:
-                leaf(value, "originalText", text=description)
+                parts.append(f"{start_tag('value', attrib)}{leaf_markup('originalText', text=description)}</value>")
+            else:
+                parts.append(leaf_markup("value", attrib))
         else:
-            cd(reaction, "value", manifestation, xsi_type="CD")
+            parts.append(cd_markup("value", manifestation, xsi_type="CD"))
         if severity in SEVERITY:
-            sev = el(el(reaction, "entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"}),
-                     "observation", {"classCode": "OBS", "moodCode": "EVN"})
-            self.section.template(sev, T.SEVERITY_OBSERVATION)
-            fixed_code(sev, "code", T.SEVERITY)
-            leaf(sev, "statusCode", {"code": "completed"})
-            snomed(sev, "value", SEVERITY[severity][0], SEVERITY[severity][1], xsi_type="CD")
+            parts.append(_severity_markup(*SEVERITY[severity]))
+        parts.append("</observation></entryRelationship>")
+        return "".join(parts)
 
     def _narrative(self) -> str | None:
         allergy = self.allergy
