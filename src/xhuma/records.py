@@ -5,7 +5,8 @@
   One pipeline per patient at a time (single flight; LESSONS 6): in this process, and across replicas under a
   lease per patient (``xhuma.store.lease``; docs/operations.md). Stored under the document's uniqueId for
   ``ttl_document_seconds`` (LESSONS 11).
-* ``retrieve_document`` (ITI-39): the stored bytes, exactly those whose hash and size were advertised.
+* ``retrieve_content`` (ITI-39): the stored bytes, exactly those whose hash and size were advertised
+  (``retrieve_document``: the whole stored document, for GetDocuments and the console).
 
 Nothing here knows about SOAP or XML; errors are ``xhuma.errors`` classes.
 """
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import structlog
@@ -203,12 +204,37 @@ def dump_document(document: StoredDocument) -> bytes:
     return _MAGIC + struct.pack(">I", len(encoded)) + encoded + document.content
 
 
-def load_document(raw: bytes) -> StoredDocument:
+class DocumentContent(NamedTuple):
+    """A stored document as ITI-39 discloses it: whose it is, its uniqueId and MIME type, and its bytes.
+
+    ``content`` is a read-only view into the decrypted cache value, not a copy of the document (some 140 KB, which
+    the MTOM package copies once into the answer). Nothing else of the stored header is decoded: a retrieve never
+    reads the patient's demographics or the document's dates (``load_document`` decodes all of it)."""
+
+    unique_id: str
+    nhs_number: str
+    mime_type: str
+    content: memoryview
+
+
+def _split_document(raw: bytes) -> tuple[dict[str, Any], memoryview]:
+    """The stored header (decoded) and a read-only view of the document bytes after it."""
     if not raw.startswith(_MAGIC):
         raise DocumentNotFound("The stored document is unreadable")
-    (length,) = struct.unpack(">I", raw[5:9])
-    header = orjson.loads(memoryview(raw)[9 : 9 + length])  # every ITI-39 reads this header
-    content = raw[9 + length :]
+    (length,) = struct.unpack_from(">I", raw, 5)
+    view = memoryview(raw).toreadonly()
+    return orjson.loads(view[9 : 9 + length]), view[9 + length :]
+
+
+def load_content(raw: bytes) -> DocumentContent:
+    """What ITI-39 reads of a stored document (``dump_document``'s bytes): see ``DocumentContent``."""
+    header, content = _split_document(raw)
+    return DocumentContent(header["unique_id"], header["nhs_number"], header["mime_type"], content)
+
+
+def load_document(raw: bytes) -> StoredDocument:
+    header, view = _split_document(raw)
+    content = bytes(view)
     patient_data = header.get("patient")
     patient = None
     if patient_data:
@@ -554,6 +580,15 @@ class Records:
         if raw is None:
             raise DocumentNotFound()
         return load_document(raw)
+
+    async def retrieve_content(self, unique_id: str) -> DocumentContent:
+        """ITI-39's read of a stored document: what it discloses and nothing more (``DocumentContent``); the same
+        answers as ``retrieve_document`` otherwise (DocumentNotFound, CacheError)."""
+        raw = await self._cache.get(CacheKeys.document(unique_id))
+        self._count_lookup(raw is not None)
+        if raw is None:
+            raise DocumentNotFound()
+        return load_content(raw)
 
     async def document_report(self, unique_id: str) -> dict[str, Any] | None:
         """The document's conversion report; None when the cache answered that it has none (CacheError when it

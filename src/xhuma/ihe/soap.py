@@ -462,7 +462,7 @@ def soap_content_type(action: str) -> str:
 class Attachment:
     content_id: str  # without angle brackets
     content_type: str
-    content: bytes
+    content: bytes | memoryview  # a view: ITI-39's document is not copied before the package joins it
 
 
 def mtom_package(envelope: bytes, attachments: Sequence[Attachment], *, action: str) -> tuple[bytes, str]:
@@ -477,7 +477,7 @@ def mtom_package(envelope: bytes, attachments: Sequence[Attachment], *, action: 
         f"Content-Transfer-Encoding: binary\r\n"
         f"Content-ID: <{root_id}>\r\n\r\n"
     ).encode("ascii")
-    chunks: list[bytes] = [head, envelope]
+    chunks: list[bytes | memoryview] = [head, envelope]
     for attachment in attachments:
         chunks.append(
             (

@@ -31,7 +31,7 @@ from xhuma.ihe.xca_query import (
     response_status,
     same_community,
 )
-from xhuma.ports import StoredDocument
+from xhuma.records import DocumentContent
 
 X = f"{{{XDSB}}}"
 
@@ -80,7 +80,7 @@ def parse_request(body: etree._Element) -> list[DocumentRequest]:
 @dataclass(frozen=True, slots=True)
 class RetrievedDocument:
     request: DocumentRequest
-    document: StoredDocument
+    document: DocumentContent
 
 
 def _error_list_markup(errors: Sequence[RegistryErrorInfo], home_community_urn: str) -> str:
@@ -158,7 +158,7 @@ class CrossGatewayRetrieve:
         problems: list[RegistryErrorInfo] = []
         # Every document's patient is checked against the assertion before anything is audited as disclosed: a
         # refusal at the second document must not leave a success event for the first, which is never sent.
-        looked_up: list[tuple[DocumentRequest, StoredDocument | RegistryErrorInfo]] = []
+        looked_up: list[tuple[DocumentRequest, DocumentContent | RegistryErrorInfo]] = []
         for item in document_requests:
             try:
                 document = await self._retrieve_one(item)
@@ -207,7 +207,7 @@ class CrossGatewayRetrieve:
             return SoapResponse(200, package, package_type)
         return SoapResponse(200, envelope, soap.soap_content_type(ACTION_RESPONSE))
 
-    async def _retrieve_one(self, item: DocumentRequest) -> StoredDocument:
+    async def _retrieve_one(self, item: DocumentRequest) -> DocumentContent:
         settings = self.settings
         if item.home_community_id is None:
             raise XdsQueryError("XDSMissingHomeCommunityId", "The DocumentRequest has no HomeCommunityId")
@@ -217,7 +217,7 @@ class CrossGatewayRetrieve:
             raise XdsQueryError("XDSUnknownRepositoryId", "The RepositoryUniqueId is not this repository")
         if not item.document_unique_id:
             raise XdsQueryError("XDSDocumentUniqueIdError", "The DocumentRequest has no DocumentUniqueId")
-        return await self.records.retrieve_document(item.document_unique_id)
+        return await self.records.retrieve_content(item.document_unique_id)
 
 
 # --- the descriptor (its line in the registry: xhuma.ihe.transactions) -------------------------------------------
