@@ -99,8 +99,8 @@ class RequestContextMiddleware:
         request_token = request_id_var.set(request_id)
         trace_token = trace_id_var.set(given_trace_id)
         metrics_token = tracing.metrics_var.set(self.metrics)  # stage timings of this request (tracing.stage)
-        tracing_token = tracing.request_started()
-        self.metrics.in_flight.inc()
+        in_progress = self.metrics.requests_in_progress
+        in_progress.append(None)
         try:
             if tracing.enabled():
                 # Optional OpenTelemetry: one server span per request; its trace id then labels logs and audit.
@@ -113,8 +113,7 @@ class RequestContextMiddleware:
             else:
                 await self.app(scope, receive, send_with_request_id)
         finally:
-            self.metrics.in_flight.dec()
-            tracing.request_finished(tracing_token)
+            in_progress.pop()
             tracing.metrics_var.reset(metrics_token)
             request_id_var.reset(request_token)
             trace_id_var.reset(trace_token)
@@ -203,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     if os.environ.get("OTEL_TRACES_EXPORTER", "none").lower() != "none":
         tracing.configure_tracing()  # the xhuma[otel] extra: spans per request and stage, exported per OTEL_*
+    tracing.refresh()  # or a provider OpenTelemetry's auto-instrumentation installed: decided once, here
     pseudonym_key = audit_key(settings)
     # Encryption at rest (docs/data-protection.md): strict profiles refuse to start without XHUMA_CACHE_KEYS
     # (ConfigurationError); the simulator makes an ephemeral key. Subkeys are derived once, here.

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -230,7 +231,11 @@ class Metrics:
             "Requests sent again on a new connection after a pooled one had been closed by the service",
             ["service"], registry=r,
         )
+        # Requests being served: one item each in this deque while it is (xhuma.app.RequestContextMiddleware), read
+        # at scrape time. Appending and popping are atomic, and take no lock as a gauge's inc and dec would.
+        self.requests_in_progress: deque[None] = deque()
         self.in_flight = Gauge("xhuma_in_flight_requests", "Requests being served", registry=r)
+        self.in_flight.set_function(self.requests_in_progress.__len__)
         self.audit_failures = Counter(
             "xhuma_audit_failures_total", "Audit events that could not be written", registry=r
         )

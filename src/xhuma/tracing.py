@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, nullcontext
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 try:  # pragma: no branch - depends on the optional extra
@@ -44,7 +44,7 @@ def configure_tracing(service_name: str = "xhuma") -> bool:
         return False
     current = _otel_trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
-        return True
+        return refresh()
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     try:
         import os
@@ -60,12 +60,13 @@ def configure_tracing(service_name: str = "xhuma") -> bool:
     except ImportError:
         pass
     _otel_trace.set_tracer_provider(provider)
-    return True
+    return refresh()
 
 
-# Whether a tracer provider is installed, decided once per request by ``request_started`` (asking OpenTelemetry
-# reads the environment each time, and a request asks several times).
-_decided: ContextVar[bool | None] = ContextVar("xhuma_tracing_enabled", default=None)
+# Whether a tracer provider is installed: decided once (asking OpenTelemetry reads the environment each time, and
+# every request asked several times), again by ``refresh`` (``xhuma.app.create_app`` calls it), and set when
+# ``configure_tracing`` installs ours. A provider, once installed, cannot be replaced or removed.
+_enabled: bool | None = None
 
 
 def _provider_installed() -> bool:
@@ -74,20 +75,18 @@ def _provider_installed() -> bool:
     return not isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider)
 
 
+def refresh() -> bool:
+    """Look again whether a tracer provider is installed (ours, or one set up by OpenTelemetry auto-instrumentation
+    or by a test) and answer ``enabled()`` accordingly from now on."""
+    global _enabled
+    _enabled = _provider_installed()
+    return _enabled
+
+
 def enabled() -> bool:
-    """A tracer provider is installed (ours, or one set up by OpenTelemetry auto-instrumentation). Without one,
-    spans are not even opened: a no-op span still costs a few microseconds per stage of every request."""
-    decided = _decided.get()
-    return _provider_installed() if decided is None else decided
-
-
-def request_started() -> Token[bool | None]:
-    """Decide ``enabled()`` for the rest of this request; pass the token to ``request_finished``."""
-    return _decided.set(_provider_installed())
-
-
-def request_finished(token: Token[bool | None]) -> None:
-    _decided.reset(token)
+    """A tracer provider is installed. Without one, spans are not even opened: a no-op span still costs a few
+    microseconds per stage of every request."""
+    return _enabled if _enabled is not None else refresh()
 
 
 def current_trace_id() -> str | None:

@@ -25,6 +25,7 @@ def spans() -> InMemorySpanExporter:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)  # once per process; OpenTelemetry refuses to replace it
+    tracing.refresh()  # tracing decides once whether a provider is installed (create_app decides again)
     return exporter
 
 
