@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xhuma.ccda.xmlwriter import Element, el, fragment, markup, one_attr, start_tag, unique_attrs
+from xhuma.ccda.xmlwriter import Element, el, markup, one_attr, start_tag, unique_attrs
 
 CellValue = str | Sequence[str] | None
 
@@ -88,13 +88,15 @@ class NarrativeTable:
                 if not width:
                     parts.append(f"<tr{attrs}/>")
                     continue
-                parts.append(f"<tr{attrs}>")
                 cells = row.cells
-                parts.extend(cells[:width] if len(cells) >= width else [*cells, *["<td/>"] * (width - len(cells))])
-                parts.append("</tr>")
+                tds = "".join(cells[:width] if len(cells) >= width else [*cells, *["<td/>"] * (width - len(cells))])
+                parts.append(f"<tr{attrs}>{tds}</tr>")
             parts.append("</tbody>")
         parts.append("</table>")
-        fragment(text, "".join(parts))
+        # One part per row, not the table joined: one non-ASCII cell (an en dash) would make a joined table a
+        # two-byte string, widened here and encoded slowly at the end (``xmlwriter._utf8`` encodes the few non-ASCII
+        # parts on their own).
+        text.extend(parts)
 
 
 _TABLE = {"border": "1", "width": "100%"}
