@@ -153,3 +153,22 @@ def test_a_slow_second_request_on_a_kept_alive_connection_is_closed_after_the_he
         sock.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
     assert closed and closed[0] < 4.0, closed
+
+
+@pytest.mark.parametrize("protocol", [None, "xhuma.security.tls:XhumaH11Protocol"], ids=["httptools", "h11"])
+def test_a_next_request_head_gets_the_whole_header_timeout_from_its_own_first_byte(
+    tmp_path: Path, protocol: str | None
+) -> None:
+    """One head timer per connection: the timer set when the connection opened fires during the next head, which
+    began later, and must wait for that head's own deadline instead of closing the connection early."""
+    with gateway(tmp_path, protocol, header_timeout_seconds=2.0, keepalive_timeout_seconds=30.0) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(HEAD + b"\r\n")
+        answer = sock.recv(65536)
+        time.sleep(1.5)  # the first head's deadline is 0.5 s away
+        sock.sendall(HEAD)
+        sock.setblocking(False)
+        closed = wait_until_closed([sock], trickle={0}, within=8)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    assert closed and 1.6 < closed[0] < 4.0, closed

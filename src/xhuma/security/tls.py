@@ -67,21 +67,26 @@ def connection_tls_info(transport: asyncio.BaseTransport) -> dict[str, Any] | No
 
 
 class ConnectionInfoApp:
-    """ASGI wrapper for one connection: adds the TLS extension and the transport peer to each scope."""
+    """ASGI wrapper for one connection: adds the TLS extension and the transport peer to each scope (built once per
+    connection; each request's scope gets its own copy of the extensions)."""
 
     def __init__(self, app: Any, *, peer: tuple[str, int] | None, tls: dict[str, Any] | None) -> None:
         self.app = app
         self.peer = peer
         self.tls = tls
+        self._extensions: dict[str, Any] = {PEER_EXTENSION: {"address": peer[0] if peer else None}}
+        if tls is not None:
+            self._extensions["tls"] = tls
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope.get("type") in ("http", "websocket"):
-            extensions = dict(scope.get("extensions") or {})
-            extensions[PEER_EXTENSION] = {"address": self.peer[0] if self.peer else None}
-            if self.tls is not None:
-                extensions["tls"] = self.tls
+        if scope["type"] in ("http", "websocket"):
+            given = scope.get("extensions")
+            if given:
+                extensions = {**given, **self._extensions}
+                if self.tls is None:
+                    extensions.pop("tls", None)
             else:
-                extensions.pop("tls", None)
+                extensions = self._extensions.copy()
             scope["extensions"] = extensions
         await self.app(scope, receive, send)
 
@@ -142,50 +147,77 @@ def peer_bytes_unread(transport: asyncio.BaseTransport) -> int:
 class _RequestHeadGuard:
     """The request-head limits of one connection. The deadline runs from the connection's opening and from the
     first byte of each further request; it stops when the head is complete (the body and the application's work
-    are not limited here). Idle keep-alive time between requests is uvicorn's ``timeout_keep_alive``."""
+    are not limited here). Idle keep-alive time between requests is uvicorn's ``timeout_keep_alive``.
+
+    One timer per connection, not one per request: a head that begins moves the deadline, and the timer, when it
+    fires before the deadline it finds (a later head's), is set again for that deadline; a head that completes only
+    says so. Setting and cancelling a timer for every request cost a keep-alive connection a heap push and a
+    cancelled handle each time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
         self._loop = loop
         self._transport = transport
         self._limits = request_head_limits()
         self._timer: asyncio.TimerHandle | None = None
+        self._pending = False  # a request head has begun and is not complete
+        self._deadline = 0.0  # the pending head's, on the loop's clock
+        self._timer_for = 0.0  # the deadline the timer was set for
         self._bytes = 0
 
     def start(self) -> None:
         """A request head begins (or may begin: a new connection)."""
-        if self._timer is None:
+        if not self._pending:
+            self._pending = True
             self._bytes = 0
-            self._timer = self._loop.call_later(self._limits.timeout_seconds, self._timed_out)
+            self._deadline = self._loop.time() + self._limits.timeout_seconds
+            if self._timer is None:
+                self._set_timer()
 
     def received(self, size: int) -> None:
         """Bytes received while a head is pending (some may turn out to be past its end)."""
-        if self._timer is not None:
+        if self._pending:
             self._bytes += size
 
     def check_size(self) -> None:
         """After parsing: a head still incomplete after more than the limit is answered 431 and closed."""
-        if self._timer is not None and self._bytes > self._limits.max_bytes:
-            self.stop()
+        if self._pending and self._bytes > self._limits.max_bytes:
+            self.close()
             if not self._transport.is_closing():
                 self._transport.write(_HEAD_TOO_LARGE)
                 self._transport.close()
 
     def stop(self) -> None:
+        """The pending head is complete (the timer, if any, finds nothing pending when it fires)."""
+        self._pending = False
+
+    def close(self) -> None:
+        """The connection is closing: nothing more to watch."""
+        self._pending = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     @property
     def running(self) -> bool:
-        return self._timer is not None
+        return self._pending
+
+    def _set_timer(self) -> None:
+        self._timer_for = self._deadline
+        self._timer = self._loop.call_at(self._deadline, self._timed_out)
 
     def _timed_out(self, late_reads: int = 0) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        if self._timer_for != self._deadline:
+            self._set_timer()  # set for an earlier head: this one's deadline is later
+            return
         if late_reads < LATE_READ_RETRIES and peer_bytes_unread(self._transport):
             # The client's bytes are here, unread: the loop is late, not the client. Read them, then decide.
             self._timer = self._loop.call_later(LATE_READ_DELAY_SECONDS, self._timed_out, late_reads + 1)
             return
         # No answer: a client this slow to send a request line and headers is not waiting for one (slowloris).
-        self._timer = None
+        self._pending = False
         if not self._transport.is_closing():
             self._transport.close()
 
@@ -209,7 +241,7 @@ class XhumaH11Protocol(H11Protocol):
             self.head_guard.stop()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.head_guard.stop()
+        self.head_guard.close()
         super().connection_lost(exc)
 
     def timeout_keep_alive_handler(self) -> None:
@@ -242,7 +274,7 @@ else:
             self.head_guard.start()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self.head_guard.stop()
+            self.head_guard.close()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
