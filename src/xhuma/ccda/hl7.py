@@ -255,33 +255,73 @@ def cd_markup(
     extra: str = "",
 ) -> str:
     """The markup ``cd`` writes, without writing it (for a ``frame`` slot)."""
-    primary: dict[str, str] | None = None
-    primary_index = -1
     allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
     all_codings = codings(concept)
+    key = _concept_key(concept, all_codings)
+    parts = None if key is None else _CONCEPTS.get((name, xsi_type, null_flavor, allowed, extra, key))
+    if parts is None:
+        parts = _cd_parts(name, concept, all_codings, xsi_type, null_flavor, allowed, extra)
+        if key is not None:
+            if len(_CONCEPTS) >= _CONCEPTS_MAX:
+                _CONCEPTS.clear()
+            _CONCEPTS[name, xsi_type, null_flavor, allowed, extra, key] = parts
+    head, original, tail = parts
+    if reference:
+        return f"{head}><originalText><reference{one_attr('value', reference)}/></originalText>{tail}</{name}>"
+    inner = original + tail
+    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
+
+
+# Concepts already written (a record repeats its codes: 86 distinct among 207 result codes in one sample), keyed
+# by everything their markup reads, only when that is all plain text (see _concept_key).
+_CONCEPTS: dict[tuple[Any, ...], tuple[str, str, str]] = memo_dict({})
+_CONCEPTS_MAX: Final = 4096  # a cache, not state: emptied when full
+
+
+def _concept_key(concept: object, all_codings: list[Mapping[str, Any]]) -> tuple[Any, ...] | None:
+    """What ``_cd_parts`` reads of a concept (text; each coding's system, code, display and chosen display), or
+    None when any of it is not a plain ``str`` or None (no key: 1, 1.0 and True are equal keys)."""
+    text = concept.get("text") if concept is not None and isinstance(concept, JSON_OBJECT) else None
+    key: list[Any] = [text]
+    for coding in all_codings:
+        key += (coding.get("system"), coding.get("code"), coding.get("display"), coding_display(coding))
+    for value in key:
+        if value is not None and value.__class__ is not str:
+            return None
+    return tuple(key)
+
+
+def _cd_parts(
+    name: str,
+    concept: object,
+    all_codings: list[Mapping[str, Any]],
+    xsi_type: str | None,
+    null_flavor: str,
+    allowed: frozenset[str],
+    extra: str,
+) -> tuple[str, str, str]:
+    """A CD's markup in three parts: the start tag unclosed, the originalText written when there is no
+    narrative reference, and what follows originalText (translations, ``extra``)."""
+    primary: dict[str, str] | None = None
+    primary_index = -1
     for index, coding in enumerate(all_codings):
         if coding.get("system") in allowed:
             primary = _code_attrs(coding)
             if primary is not None:
                 primary_index = index
                 break
-    # The text is needed only for a nulled code or an originalText without a narrative reference: most coded
-    # values have both a primary code and a reference, and skip it.
-    text = concept_text(concept) if primary is None or not reference else ""
-    if primary is None:
+    original = ""
+    if primary is None:  # the text is needed only for a nulled code (its flavor and originalText)
+        text = concept_text(concept)
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
+        if text:
+            original = leaf_markup("originalText", text=text)
     head = f"<{name}{attrs_markup({**primary, 'xsi:type': xsi_type} if xsi_type else primary)}"
-    if reference:
-        inner = f"<originalText><reference{one_attr('value', reference)}/></originalText>"
-    elif text and "nullFlavor" in primary:
-        inner = leaf_markup("originalText", text=text)
-    else:
-        inner = ""
+    tail = ""
     if len(all_codings) > 1 or primary_index < 0:  # translations: every coding but the primary one
-        inner += "".join(_translation_markup(coding) for index, coding in enumerate(all_codings)
-                         if index != primary_index)
-    inner += extra
-    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
+        tail = "".join(_translation_markup(coding) for index, coding in enumerate(all_codings)
+                       if index != primary_index)
+    return head, original, tail + extra
 
 
 def _translation_markup(coding: Mapping[str, Any]) -> str:
