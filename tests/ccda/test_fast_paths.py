@@ -5,7 +5,8 @@ from __future__ import annotations
 from lxml import etree
 
 from xhuma.ccda.fhir import extension, extensions, sub_extension, sub_extension_values
-from xhuma.ccda.hl7 import cd, pq
+from xhuma.ccda.hl7 import cd, cd_markup, pq
+from xhuma.ccda.memo import clear_all
 from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, inner_markup, leaf, markup_of
 
 TRICKY = ["a < b & c > d", 'quote " and \' apostrophe', "£5 – naïve ✓", "tab\there", "line\rfeed", "plain"]
@@ -115,3 +116,21 @@ def test_pq_markup_is_well_formed_and_escaped_as_lxml_escapes_it() -> None:
                 assert _as_lxml_writes_it(wrapped) == wrapped
                 if inclusive:
                     assert etree.fromstring(wrapped)[0].get("inclusive") == "true"
+
+
+def test_remembered_concepts_give_the_markup_written_afresh() -> None:
+    """cd_markup remembers concepts (a record repeats its codes): the narrative reference is never remembered,
+    and values that are equal keys without being the same text (1, 1.0, True) are not remembered at all."""
+    snomed = {"coding": [{"system": "http://snomed.info/sct", "code": "1234", "display": "Serum sodium"}]}
+    odd = [{"coding": [{"system": "http://example.org/local", "code": "X1", "display": value}]}
+           for value in (1, 1.0, True)]
+    calls = [(snomed, "#row-1-code"), (snomed, "#row-2-code"), (snomed, None), *((c, None) for c in odd)]
+    fresh = []
+    for concept, reference in calls:
+        clear_all()
+        fresh.append(cd_markup("code", concept, reference=reference))
+    clear_all()
+    for _ in range(2):  # filled by the first round, read by the second
+        assert [cd_markup("code", concept, reference=reference) for concept, reference in calls] == fresh
+    assert 'value="#row-2-code"' in fresh[1]
+    assert "X1 1<" in fresh[3] and "X1 1.0<" in fresh[4] and "X1 True<" in fresh[5]
