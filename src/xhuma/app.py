@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,7 +21,14 @@ from xhuma.audit import Auditor, audit_key
 from xhuma.compression import GzipMiddleware, GzipPolicy
 from xhuma.config import Settings, load_settings
 from xhuma.ihe.endpoints import SOAP_PATHS, SoapEndpoints
-from xhuma.observability import Metrics, configure_logging, new_request_id, request_id_var, trace_id_var
+from xhuma.observability import (
+    Metrics,
+    admissible_request_id,
+    configure_logging,
+    new_request_id,
+    request_id_var,
+    trace_id_var,
+)
 from xhuma.ports import Cache, GpConnectClient, PdsClient, SdsClient
 from xhuma.security.admin import require_admin
 from xhuma.store.audit import SqlAuditStore
@@ -59,7 +65,6 @@ class Runtime:
     soap: SoapServices | None = None  # what the SOAP endpoints use, built on their first request
 
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
@@ -84,10 +89,8 @@ class RequestContextMiddleware:
             elif name == b"x-trace-id":
                 given_trace_id = value.decode("latin-1")
         # A caller-supplied id goes into logs and the audit trail: accept only a short, plain token.
-        if given_request_id is None or not _SAFE_REQUEST_ID.match(given_request_id):
-            given_request_id = new_request_id()
-        request_id = given_request_id
-        if given_trace_id is None or not _SAFE_REQUEST_ID.match(given_trace_id):
+        request_id = given_request_id if admissible_request_id(given_request_id) else new_request_id()
+        if not admissible_request_id(given_trace_id):
             given_trace_id = request_id.replace("-", "")[:32]
         request_header = (b"x-request-id", request_id.encode("latin-1"))
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
@@ -31,6 +31,7 @@ trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 # Ten digits, optionally grouped 3-3-4 with spaces or hyphens, not part of a longer number (SPEC §9).
 NHS_NUMBER_SHAPE = re.compile(r"(?<![\d.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\d.])")
 REDACTED = "[REDACTED]"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def redact(text: str) -> str:
@@ -50,7 +51,18 @@ def _redact_value(value: Any) -> Any:
 
 
 def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return {key: _redact_value(value) for key, value in event_dict.items()}
+    # The request's own ids are left whole: they are ours or a caller's id admitted only without an NHS number's
+    # shape (``admissible_request_id``), and a random hex id holds ten digits in a row in about one line in forty,
+    # which redacting would make useless for correlation.
+    request_id, trace_id = request_id_var.get(), trace_id_var.get()
+    return {key: value if (key == "request_id" and value == request_id) or (key == "trace_id" and value == trace_id)
+            else _redact_value(value) for key, value in event_dict.items()}
+
+
+def admissible_request_id(value: str | None) -> TypeGuard[str]:
+    """Whether a caller's X-Request-ID / X-Trace-ID may label this request's logs and audit events: a short plain
+    token that could not be an NHS number (those lines are not redacted again)."""
+    return value is not None and _SAFE_REQUEST_ID.match(value) is not None and NHS_NUMBER_SHAPE.search(value) is None
 
 
 def _add_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
