@@ -27,7 +27,7 @@ from xhuma.ccda.hl7 import (
     reference_markup,
     snomed_code,
     template_id,
-    ts,
+    template_markup,
     ts_markup,
     uid_ii,
     uid_markup,
@@ -50,7 +50,7 @@ from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.sections.social_history import is_social_history
 from xhuma.ccda.sections.vital_signs import is_vital_sign
-from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, leaf, leaf_markup
+from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, leaf, leaf_markup, start_tag
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["results"]
@@ -261,7 +261,7 @@ class ReportEntries:
         report = self.report
         groups, standalone, comments = self._classify()
         header = self._report_row(groups, standalone, comments)
-        organizers: list[Element] = []
+        organizers: list[tuple[Element, list[str]]] = []
         for group, members in groups:
             organizers.append(self._organizer(group, members, "BATTERY", group.get("code")))
         if standalone:
@@ -269,7 +269,10 @@ class ReportEntries:
             organizers.append(self._organizer(None, standalone, "CLUSTER", code))
         # Report-level comments (filing comments, conclusion, coded diagnosis) go with the first organizer.
         if organizers and header is not None and (comments or self._conclusion_lines()):
-            comment_activity(self.section, organizers[0], header.reference, component=True)
+            organizers[0][1].append(comment_activity_markup(header.reference, component=True))
+        for entry, parts in organizers:
+            parts.append("</organizer>")
+            fragment(entry, "".join(parts))
         for comment in comments:
             if organizers:
                 self.section.mapped(comment, T.COMMENT_ACTIVITY)
@@ -371,7 +374,9 @@ class ReportEntries:
 
     # --- entries ---------------------------------------------------------------------------------------------
     def _organizer(self, group: Resource | None, members: Sequence[Resource], class_code: str,
-                   code: object) -> Element:
+                   code: object) -> tuple[Element, list[str]]:
+        """A Result Organizer as its entry and its markup, joined at once (``build`` closes it, after the report's
+        comments, which go with the first organizer)."""
         source = group or self.report
         if group is not None:
             row = self.table.row()
@@ -384,33 +389,33 @@ class ReportEntries:
             row.cell(lines_of(string(group.get("comment"))))
         else:
             row, code_ref = None, None
-        organizer = el(self.section.entry(), "organizer", {"classCode": class_code, "moodCode": "EVN"})
-        self.section.template(organizer, T.RESULT_ORGANIZER)
-        self.ids.write(organizer, source, "" if group is not None else "result-cluster")
-        cd(organizer, "code", code, reference=code_ref)
-        leaf(organizer, "statusCode", {"code": result_status(source, lambda: any(map(has_value, members)))})
+        entry = self.section.entry()
+        parts = [
+            start_tag("organizer", {"classCode": class_code, "moodCode": "EVN"}),
+            template_markup(T.RESULT_ORGANIZER),
+            self.ids.markup(source, "" if group is not None else "result-cluster"),
+            cd_markup("code", code, reference=code_ref),
+            leaf_markup("statusCode", {"code": result_status(source, lambda: any(map(has_value, members)))}),
+        ]
         moment = self.collected or (self._time(group) if group is not None else None)
         if moment is None and members:
             moment = self._time(members[0])
         if moment is not None:
-            interval = el(organizer, "effectiveTime")
-            ts(interval, "low", moment)
-            ts(interval, "high", moment)
+            parts.append(f"<effectiveTime>{ts_markup('low', moment)}{ts_markup('high', moment)}</effectiveTime>")
         specimen = self.index.resolve(group.get("specimen")) if group is not None else None
         for item in ([specimen] if specimen is not None else self.specimens)[:1]:
             if item.get("resourceType") == "Specimen" and codings(item.get("type")):
-                entity = el(el(el(organizer, "specimen"), "specimenRole"), "specimenPlayingEntity")
-                cd(entity, "code", item.get("type"))
-        for member in members:
-            self._result_observation(organizer, member)
+                parts.append(f"<specimen><specimenRole><specimenPlayingEntity>{cd_markup('code', item.get('type'))}"
+                             "</specimenPlayingEntity></specimenRole></specimen>")
+        parts += map(self._result_observation, members)
         if group is not None and row is not None and string(group.get("comment")):
-            comment_activity(self.section, organizer, row.reference, component=True)
+            parts.append(comment_activity_markup(row.reference, component=True))
         if group is not None:
             self.section.mapped(group, T.RESULT_ORGANIZER)
-        return organizer
+        return entry, parts
 
-    def _result_observation(self, organizer: Element, observation: Resource) -> None:
-        """A Result Observation, written at once as markup (a record has hundreds of results): the fixed start
+    def _result_observation(self, observation: Resource) -> str:
+        """A Result Observation, joined at once as markup (a record has hundreds of results): the fixed start
         (component, classCode/moodCode, templateIds) is a frame, the rest is joined into it."""
         moment = self._time(observation)
         comments = lines_of(string(observation.get("comment")))
@@ -433,8 +438,8 @@ class ReportEntries:
             parts.append(comment_activity_markup(row.reference))
         parts.append(reference_ranges_markup(observation))
         parts.append(tail)
-        fragment(organizer, "".join(parts))
         self.section.mapped(observation, T.RESULT_OBSERVATION)
+        return "".join(parts)
 
 
 class UnfiledResults(ReportEntries):
@@ -475,7 +480,7 @@ class UnfiledResults(ReportEntries):
             leaf(interval, "low", {"value": moments[0]})
             leaf(interval, "high", {"value": moments[-1]})
         for member in members:
-            self._result_observation(organizer, member)
+            fragment(organizer, self._result_observation(member))
 
 
 @memo()
