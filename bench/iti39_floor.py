@@ -160,7 +160,7 @@ def serve_required(port: int, workdir: Path) -> None:  # the floor plus what the
     from xhuma.ihe import soap, xca_query, xca_retrieve
     from xhuma.ihe.saml import UNIDENTIFIED, SamlVerifier
     from xhuma.ports import CallerIdentity, StoredDocument
-    from xhuma.records import dump_document, load_document
+    from xhuma.records import dump_document, load_content
     from xhuma.store.audit import SqlAuditStore
     from xhuma.store.cache import MemoryCache
     from xhuma.store.crypto import CacheKeyring, EncryptedCache
@@ -197,7 +197,7 @@ def serve_required(port: int, workdir: Path) -> None:  # the floor plus what the
             raise RuntimeError("not this community's document")
         raw = await cache.get(CacheKeys.document(item.document_unique_id))
         assert raw is not None
-        document = load_document(raw)
+        document = load_content(raw)
         await auditor.record("ITI-39", "success", nhs_number=document.nhs_number, caller=caller,
                              message_id=request.addressing.message_id, document_unique_id=document.unique_id,
                              duration_ms=round((time.perf_counter() - started) * 1000, 1))

@@ -120,10 +120,15 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+    # No access log (as `xhuma serve` asks uvicorn: access_log=False): uvicorn's protocol writes one line per response
+    # when this logger has handlers, through the whole chain above, and each IHE transaction already logs its own.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
     # httpx logs full URLs (which carry NHS numbers) at INFO: keep it at WARNING.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)

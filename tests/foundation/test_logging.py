@@ -146,3 +146,11 @@ def test_a_callers_request_or_trace_id_shaped_like_an_nhs_number_is_replaced_by_
     assert lines and all("7286" not in str(line) for line in lines)
     (line,) = [line for line in lines if line["event"] == "probe_handled"]
     assert line["request_id"] != "nhs-969-093-7286" and line["trace_id"] != "nhs-969-093-7286"
+
+
+def test_no_access_log_line_per_response_as_xhuma_serve_asks_of_uvicorn() -> None:
+    # uvicorn's HTTP protocols write an access line per response when "uvicorn.access" has handlers (hasHandlers),
+    # whatever access_log=False said; configuring our logging must not hand it the root's handler.
+    configure_logging("INFO", "json")
+    assert logging.getLogger("uvicorn.access").hasHandlers() is False
+    assert logging.getLogger("uvicorn.error").hasHandlers() is True  # start-up and errors still logged, redacted
