@@ -24,8 +24,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda.context import Hierarchy
+from xhuma.ccda.fhir import as_list, string
+from xhuma.ccda.narrative import Row, lines_of
 from xhuma.ccda.observation import has_value, sct_codes, uncategorised_observations
-from xhuma.ccda.section import ConversionState
+from xhuma.ccda.participation import author_label
+from xhuma.ccda.section import ConversionState, SectionWriter
 
 Resource = Mapping[str, Any]
 PAST_HISTORY = frozenset({Hierarchy.DISORDER, Hierarchy.FINDING, Hierarchy.PAST_HISTORY})
@@ -86,3 +89,15 @@ def why_not_placed(state: ConversionState, observation: Resource) -> str:
 
 __all__ = ["PAST_HISTORY", "candidates", "hierarchy", "on_problem_list", "placed", "problem_list_codes",
            "why_not_placed"]
+
+
+def remarks_and_recorder(section: SectionWriter, row: Row, observation: Resource) -> list[Any]:
+    """The last two cells of a row for an entry placed from uncategorised data (procedures, past history, family
+    history): its comment lines, with the confidentiality marking, and who recorded it (returned: its performers)."""
+    remarks = lines_of(string(observation.get("comment")))
+    if section.is_confidential(observation):
+        remarks.append("Not for disclosure to the patient (NOPAT)")
+    row.cell(remarks)
+    performers = as_list(observation.get("performer"))
+    row.cell([author_label(section.index, p) for p in performers])
+    return performers

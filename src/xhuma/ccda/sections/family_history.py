@@ -21,12 +21,12 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import Hierarchy
-from xhuma.ccda.fhir import as_list, concept_text, readable_date, string
+from xhuma.ccda.fhir import concept_text, readable_date, string
 from xhuma.ccda.hl7 import cd, fhir_ts, fixed_code, text_reference
-from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.observation import effective
-from xhuma.ccda.participation import author_label, author_participation
-from xhuma.ccda.placement import placed
+from xhuma.ccda.participation import author_participation
+from xhuma.ccda.placement import placed, remarks_and_recorder
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.xmlwriter import el, leaf
 
@@ -84,12 +84,7 @@ def _family_history(section: SectionWriter, table: NarrativeTable, observation: 
     row.cell(readable_date(effective(observation)) or "Unknown")
     row.cell(role[1].capitalize() if named else "Not stated")
     name = row.cell(concept_text(observation.get("code"), "Unnamed entry"), content="finding")
-    remarks = lines_of(string(observation.get("comment")))
-    if section.is_confidential(observation):
-        remarks.append("Not for disclosure to the patient (NOPAT)")
-    row.cell(remarks)
-    performers = as_list(observation.get("performer"))
-    row.cell([author_label(section.index, p) for p in performers])
+    performers = remarks_and_recorder(section, row, observation)
 
     organizer = el(section.entry(), "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
     section.template(organizer, T.FAMILY_HISTORY_ORGANIZER)

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import as_list, concept_text, readable_date, string
+from xhuma.ccda.fhir import concept_text, readable_date
 from xhuma.ccda.hl7 import cd, fhir_ts, fixed_code, ivl_ts, text_reference
-from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.observation import effective, sct_codes
-from xhuma.ccda.participation import author_label, author_participation
-from xhuma.ccda.placement import PAST_HISTORY, candidates, hierarchy, problem_list_codes
+from xhuma.ccda.participation import author_participation
+from xhuma.ccda.placement import PAST_HISTORY, candidates, hierarchy, problem_list_codes, remarks_and_recorder
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.xmlwriter import el, leaf
 
@@ -56,12 +56,7 @@ def _history(section: SectionWriter, table: NarrativeTable, observation: Resourc
     row = table.row()
     row.cell(readable_date(effective(observation)) or "Unknown")
     name = row.cell(concept_text(observation.get("code"), "Unnamed entry"), content="problem")
-    remarks = lines_of(string(observation.get("comment")))
-    if section.is_confidential(observation):
-        remarks.append("Not for disclosure to the patient (NOPAT)")
-    row.cell(remarks)
-    performers = as_list(observation.get("performer"))
-    row.cell([author_label(section.index, p) for p in performers])
+    performers = remarks_and_recorder(section, row, observation)
     problem = el(section.entry(), "observation", {"classCode": "OBS", "moodCode": "EVN"})
     section.template(problem, T.PROBLEM_OBSERVATION)
     section.add_ids(problem, observation)

@@ -15,12 +15,12 @@ from typing import Any
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.context import Hierarchy
-from xhuma.ccda.fhir import as_list, concept_text, readable_date, string
+from xhuma.ccda.fhir import concept_text, readable_date
 from xhuma.ccda.hl7 import cd, fhir_ts, text_reference, ts
-from xhuma.ccda.narrative import NarrativeTable, lines_of
+from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.observation import effective
-from xhuma.ccda.participation import author_label, author_participation
-from xhuma.ccda.placement import candidates, hierarchy
+from xhuma.ccda.participation import author_participation
+from xhuma.ccda.placement import candidates, hierarchy, remarks_and_recorder
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.xmlwriter import el, leaf
 
@@ -53,11 +53,7 @@ def _procedure(section: SectionWriter, table: NarrativeTable, observation: Resou
     row = table.row()
     row.cell(readable_date(effective(observation)) or "Unknown")
     name = row.cell(concept_text(observation.get("code"), "Unnamed procedure"), content="procedure")
-    remarks = lines_of(string(observation.get("comment")))
-    if section.is_confidential(observation):
-        remarks.append("Not for disclosure to the patient (NOPAT)")
-    row.cell(remarks)
-    row.cell([author_label(section.index, p) for p in as_list(observation.get("performer"))])
+    performers = remarks_and_recorder(section, row, observation)
     procedure = el(section.entry(), "procedure", {"classCode": "PROC", "moodCode": "EVN"})
     section.template(procedure, T.PROCEDURE_ACTIVITY_PROCEDURE)
     section.add_ids(procedure, observation)
@@ -65,7 +61,6 @@ def _procedure(section: SectionWriter, table: NarrativeTable, observation: Resou
     text_reference(procedure, row.reference)
     leaf(procedure, "statusCode", {"code": "completed"})
     ts(procedure, "effectiveTime", effective(observation))
-    performers = as_list(observation.get("performer"))
     author_participation(procedure, section.index, performers[0] if performers else None,
                          observation.get("issued") or effective(observation))
     section.mapped(observation, T.PROCEDURE_ACTIVITY_PROCEDURE)
