@@ -92,8 +92,14 @@ def coding_display(coding: Mapping[str, Any]) -> str | None:
 
 def concept_text(concept: object, default: str = "") -> str:
     """The human-readable term of a CodeableConcept: DescriptionDisplay > text > display > code."""
+    term = concept_term(concept)
+    return default if term is None else term
+
+
+def concept_term(concept: object) -> str | None:
+    """``concept_text`` without a default: None when the concept names nothing."""
     if concept is None or not isinstance(concept, JSON_OBJECT):
-        return default
+        return None
     all_codings = codings(concept)
     for coding in all_codings:
         if coding.get("system") == T.SNOMED_URI:
@@ -110,7 +116,7 @@ def concept_text(concept: object, default: str = "") -> str:
     for coding in all_codings:
         if isinstance(coding.get("code"), str):
             return str(coding["code"])
-    return default
+    return None
 
 
 

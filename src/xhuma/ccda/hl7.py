@@ -12,10 +12,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import FHIR_DATE, JSON_OBJECT, coding_display, codings, concept_text
+from xhuma.ccda.fhir import FHIR_DATE, JSON_OBJECT, coding_display, codings, concept_term
 from xhuma.ccda.memo import memo, memo_dict
 from xhuma.ccda.ucum import quantity_unit
 from xhuma.ccda.xmlwriter import (
@@ -255,26 +255,62 @@ def cd_markup(
     extra: str = "",
 ) -> str:
     """The markup ``cd`` writes, without writing it (for a ``frame`` slot)."""
+    return coded(name, concept, xsi_type=xsi_type, null_flavor=null_flavor, primary_systems=primary_systems,
+                 extra=extra).markup(reference)
+
+
+class Coded(NamedTuple):
+    """A CD's markup in three parts (the start tag unclosed, the originalText written when there is no narrative
+    reference, what follows originalText: translations, ``extra``) and its concept's text (``concept_term``)."""
+
+    name: str
+    head: str
+    original: str
+    tail: str
+    term: str | None
+
+    def text(self, default: str = "") -> str:
+        """``concept_text`` of the concept: for its narrative cell."""
+        return default if self.term is None else self.term
+
+    def markup(self, reference: str | None = None) -> str:
+        """The CD; ``reference`` points originalText at the narrative."""
+        name = self.name
+        if reference:
+            return (f"{self.head}><originalText><reference{one_attr('value', reference)}/></originalText>"
+                    f"{self.tail}</{name}>")
+        inner = self.original + self.tail
+        return f"{self.head}>{inner}</{name}>" if inner else f"{self.head}/>"
+
+
+def coded(
+    name: str,
+    concept: object,
+    *,
+    xsi_type: str | None = None,
+    null_flavor: str = "UNK",
+    primary_systems: Iterable[str] = T.PRIMARY_SYSTEMS,
+    extra: str = "",
+) -> Coded:
+    """A concept's CD and text looked up once (a narrative cell and its entry's CD read the same concept)."""
     allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
     all_codings = codings(concept)
     key = _concept_key(concept, all_codings)
-    parts = None if key is None else _CONCEPTS.get((name, xsi_type, null_flavor, allowed, extra, key))
-    if parts is None:
-        parts = _cd_parts(name, concept, all_codings, xsi_type, null_flavor, allowed, extra)
+    found = None if key is None else _CONCEPTS.get((name, xsi_type, null_flavor, allowed, extra, key))
+    if found is None:
+        term = concept_term(concept)
+        found = Coded(name, *_cd_parts(name, concept, all_codings, term, xsi_type, null_flavor, allowed, extra),
+                      term)
         if key is not None:
             if len(_CONCEPTS) >= _CONCEPTS_MAX:
                 _CONCEPTS.clear()
-            _CONCEPTS[name, xsi_type, null_flavor, allowed, extra, key] = parts
-    head, original, tail = parts
-    if reference:
-        return f"{head}><originalText><reference{one_attr('value', reference)}/></originalText>{tail}</{name}>"
-    inner = original + tail
-    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
+            _CONCEPTS[name, xsi_type, null_flavor, allowed, extra, key] = found
+    return found
 
 
 # Concepts already written (a record repeats its codes: 86 distinct among 207 result codes in one sample), keyed
 # by everything their markup reads, only when that is all plain text (see _concept_key).
-_CONCEPTS: dict[tuple[Any, ...], tuple[str, str, str]] = memo_dict({})
+_CONCEPTS: dict[tuple[Any, ...], Coded] = memo_dict({})
 _CONCEPTS_MAX: Final = 4096  # a cache, not state: emptied when full
 
 
@@ -295,6 +331,7 @@ def _cd_parts(
     name: str,
     concept: object,
     all_codings: list[Mapping[str, Any]],
+    term: str | None,
     xsi_type: str | None,
     null_flavor: str,
     allowed: frozenset[str],
@@ -312,7 +349,7 @@ def _cd_parts(
                 break
     original = ""
     if primary is None:  # the text is needed only for a nulled code (its flavor and originalText)
-        text = concept_text(concept)
+        text = term or ""
         primary = {"nullFlavor": "OTH" if (text or all_codings) else null_flavor}
         if text:
             original = leaf_markup("originalText", text=text)

@@ -29,8 +29,10 @@ from xhuma.ccda.fhir import (
     sub_extension_values,
 )
 from xhuma.ccda.hl7 import (
+    Coded,
     cd,
     cd_markup,
+    coded,
     fixed_code,
     format_number,
     ivl_ts_markup,
@@ -256,7 +258,10 @@ class MedicationActivity:
     def build(self) -> None:
         """The Medication Activity, its parts joined at once from markup (nothing is added to them afterwards)."""
         statement = self.statement
-        medication_ref, sig_ref = self._narrative()
+        concept = self.medication.get("code") if self.medication else None
+        primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
+        product = coded("code", concept, primary_systems=primary)  # its text for the row, its CD for the entry
+        medication_ref, sig_ref = self._narrative(product)
         activity = el(self.section.entry(), "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
         self.section.template(activity, T.MEDICATION_ACTIVITY)
         # An open-ended authorisation's high is NI (HL7 examples); an ended one's is its end, else unknown.
@@ -277,10 +282,8 @@ class MedicationActivity:
         if self.dmd.form is not None and not self._dose_has_unit():
             # A countable dose ("1") is counted in the product's dose form (dm+d): the administration unit.
             parts.append(_snomed_markup("administrationUnitCode", self.dmd.form))
-        concept = self.medication.get("code") if self.medication else None
-        primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
         head, tail = _product_frame()
-        parts.append(head + cd_markup("code", concept, reference=medication_ref, primary_systems=primary) + tail)
+        parts.append(head + product.markup(medication_ref) + tail)
         parts.append(author_markup(self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
                      or "")
         if sig_ref:
@@ -407,11 +410,10 @@ class MedicationActivity:
             leaf(value, "originalText", text="As required")
 
     # --- narrative ---------------------------------------------------------------------------------------------
-    def _narrative(self) -> tuple[str | None, str | None]:
+    def _narrative(self, product: Coded) -> tuple[str | None, str | None]:
         row = self.row
         plan = self.plan or {}
-        name = concept_text(self.medication.get("code") if self.medication else None, "Medication not recorded")
-        medication_ref = row.cell(name, content="drug")
+        medication_ref = row.cell(product.text("Medication not recorded"), content="drug")
         sig_ref = self._dosage_cell()
         row.cell(self._type_lines())
         row.cell(self._status_lines())

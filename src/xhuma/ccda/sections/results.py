@@ -20,8 +20,10 @@ from typing import Any, Final
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
 from xhuma.ccda.hl7 import (
+    Coded,
     cd,
     cd_markup,
+    coded,
     fhir_ts,
     fixed_code,
     reference_markup,
@@ -351,11 +353,11 @@ class ReportEntries:
             details.append("Not for disclosure to the patient (NOPAT)")
         return details
 
-    def _result_row(self, observation: Resource, moment: str | None, comments: list[str]) -> tuple[Row, str | None]:
-        """The narrative row of a result; ``comments``: its comment's lines."""
+    def _result_row(self, observation: Resource, code: Coded, moment: str | None,
+                    comments: list[str]) -> tuple[Row, str | None]:
+        """The narrative row of a result; ``code``: its code, ``comments``: its comment's lines."""
         row = self.table.row()
-        name = concept_text(observation.get("code"), "Unnamed test")
-        code_ref = row.cell(name, content="code")
+        code_ref = row.cell(code.text("Unnamed test"), content="code")
         row.cell(value_text(observation))
         row.cell(range_text(observation))
         row.cell(interpretation_text(observation))
@@ -419,12 +421,13 @@ class ReportEntries:
         (component, classCode/moodCode, templateIds) is a frame, the rest is joined into it."""
         moment = self._time(observation)
         comments = lines_of(string(observation.get("comment")))
-        row, code_ref = self._result_row(observation, moment, comments)
+        concept = coded("code", observation.get("code"))  # its text for the row, its CD for the entry
+        row, code_ref = self._result_row(observation, concept, moment, comments)
         head, tail = _result_observation_frame()
         parts = [
             head,
             self.ids.markup(observation),
-            cd_markup("code", observation.get("code"), reference=code_ref),
+            concept.markup(code_ref),
             reference_markup(row.reference),
             _STATUS_CODE[result_status(observation, lambda: has_value(observation))],
             ts_markup("effectiveTime", moment),
