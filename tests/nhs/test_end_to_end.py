@@ -26,6 +26,9 @@ def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key_file: Path
     values = {"XHUMA_WORKING_DIR": str(tmp_path), "XHUMA_PDS_PRIVATE_KEY_FILE": str(key_file),
               "XHUMA_PDS_KID": KID, "XHUMA_PDS_API_KEY": API_KEY,
               **{f"XHUMA_{name.upper()}": str(value) for name, value in FAST.items()}}
+    # Nothing here tests a timeout: a read may take as long as the largest record (1.15 MB) takes a loaded CI
+    # machine to answer (the suite's 0.6 s did not suffice once).
+    values["XHUMA_HTTP_READ_TIMEOUT_SECONDS"] = "5"
     if data is not None:
         values["XHUMA_SIMULATOR_DATA"] = str(data)
     for name, value in values.items():
