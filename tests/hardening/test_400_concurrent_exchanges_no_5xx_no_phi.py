@@ -45,10 +45,12 @@ async def test_400_concurrent_exchanges_and_fault_patients_answer_without_5xx_or
     # Upstream timeouts without retries, so the timing-out fault patients answer within the test, yet long enough
     # (3 s) that the in-process simulator, answering 400 exchanges on a loaded CI machine, is not taken for a timeout
     # (0.5 s was, for some demo ITI-38s, with three copies of the test running); the connection timers past the
-    # test's length (above).
+    # test's length (above), and so is the audit write deadline (on a loaded CI machine 400 exchanges' SQLite
+    # writes once queued past the default, answered "nothing was disclosed" as they must; tests/resilience tests
+    # that deadline).
     settings = Settings(working_dir=tmp_path, log_format="json", http_read_timeout_seconds=3.0, http_retries=0,
                         breaker_failure_threshold=1000, keepalive_timeout_seconds=300,
-                        header_timeout_seconds=300)
+                        header_timeout_seconds=300, audit_write_timeout_seconds=60)
     json_logs.readouterr()
     statuses: list[int] = []
     with serve(create_app(settings), **uvicorn_options(settings)) as port:
