@@ -219,11 +219,16 @@ class DocumentContent(NamedTuple):
 
 def _split_document(raw: bytes) -> tuple[dict[str, Any], memoryview]:
     """The stored header (decoded) and a read-only view of the document bytes after it."""
-    if not raw.startswith(_MAGIC):
-        raise DocumentNotFound("The stored document is unreadable")
+    # A value under a document key that is not a stored document is our trouble, never "not found": answered busy.
+    if not raw.startswith(_MAGIC) or len(raw) < 9:
+        raise CacheError("the stored document is unreadable")
     (length,) = struct.unpack_from(">I", raw, 5)
     view = memoryview(raw).toreadonly()
-    return orjson.loads(view[9 : 9 + length]), view[9 + length :]
+    try:
+        header = orjson.loads(view[9 : 9 + length])
+    except orjson.JSONDecodeError:
+        raise CacheError("the stored document's header is unreadable") from None
+    return header, view[9 + length :]
 
 
 def load_content(raw: bytes) -> DocumentContent:
