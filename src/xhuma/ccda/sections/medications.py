@@ -30,7 +30,6 @@ from xhuma.ccda.fhir import (
 )
 from xhuma.ccda.hl7 import (
     Coded,
-    cd,
     cd_markup,
     coded,
     fixed_code,
@@ -39,6 +38,7 @@ from xhuma.ccda.hl7 import (
     pq_markup,
     reference_markup,
     template_id,
+    template_markup,
 )
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
@@ -48,7 +48,6 @@ from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.ucum import UCUM_SYSTEM, dose_unit
 from xhuma.ccda.xmlwriter import (
     SLOT,
-    Element,
     el,
     element,
     fragment,
@@ -57,7 +56,6 @@ from xhuma.ccda.xmlwriter import (
     leaf_markup,
     markup,
     one_attr,
-    set_xsi_type,
     start_tag,
 )
 
@@ -148,6 +146,11 @@ def _snomed_markup(name: str, concept: tuple[str, str]) -> str:
                               "displayName": display})
 
 
+_ACTIVITY_HEAD: Final = start_tag("substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"}) + \
+    template_markup(T.MEDICATION_ACTIVITY)
+_STATUS_CODE: Final = {code: leaf_markup("statusCode", {"code": code}) for code in (*STATUS.values(), "completed")}
+_UNCODED_PRN: Final = start_tag("value", {"nullFlavor": "NI", "xsi:type": "CD"}) + \
+    leaf_markup("originalText", text="As required") + "</value>"
 _PIVL_TS_START: Final = start_tag("effectiveTime", {"operator": "A", "institutionSpecified": "true",
                                                     "xsi:type": "PIVL_TS"})
 _UNKNOWN_DOSE: Final = leaf_markup("doseQuantity", {"nullFlavor": "UNK"})
@@ -182,6 +185,16 @@ def _product_frame() -> tuple[str, str]:
     template_id(product, T.MEDICATION_INFORMATION)
     fragment(el(product, "manufacturedMaterial"), SLOT)  # code: the medication, originalText → the row
     return frame(consumable)
+
+
+@memo()
+def _precondition_frame() -> tuple[str, str]:
+    precondition = element("precondition", {"typeCode": "PRCN"})
+    criterion = el(precondition, "criterion")
+    template_id(criterion, T.PRECONDITION)  # the templateId sits on criterion (CONF:1098-31883)
+    fixed_code(criterion, "code", T.ASSERTION, xsi_type="CD")
+    fragment(criterion, SLOT)  # value: the condition
+    return frame(precondition)
 
 
 @memo()
@@ -256,20 +269,19 @@ class MedicationActivity:
         return None
 
     def build(self) -> None:
-        """The Medication Activity, its parts joined at once from markup (nothing is added to them afterwards)."""
+        """The Medication Activity, joined at once from markup (nothing is added to it afterwards)."""
         statement = self.statement
         concept = self.medication.get("code") if self.medication else None
         primary = () if self.section.context.product_coding is ProductCoding.TRANSLATION else T.PRIMARY_SYSTEMS
         product = coded("code", concept, primary_systems=primary)  # its text for the row, its CD for the entry
         medication_ref, sig_ref = self._narrative(product)
-        activity = el(self.section.entry(), "substanceAdministration", {"classCode": "SBADM", "moodCode": "EVN"})
-        self.section.template(activity, T.MEDICATION_ACTIVITY)
         # An open-ended authorisation's high is NI (HL7 examples); an ended one's is its end, else unknown.
         open_ended = self.status == "active" and not self.end
         parts = [
+            _ACTIVITY_HEAD,
             self.section.state.ids_markup(statement),
             reference_markup(self.row.reference),
-            leaf_markup("statusCode", {"code": self.status}),
+            _STATUS_CODE[self.status],
             ivl_ts_markup("effectiveTime", self.start, self.end or None, high_required=True,
                           high_null="NI" if open_ended else "UNK", xsi_type="IVL_TS"),
             self._frequency(),
@@ -293,10 +305,11 @@ class MedicationActivity:
             parts.append(self._instruction(instruction))
         if self.plan is not None:
             parts.append(self._supply_order(self.plan))
-        fragment(activity, "".join(parts))
         if self.dosage.get("asNeededBoolean") is True or json_object(
                 self.dosage.get("asNeededCodeableConcept")) is not None:
-            self._as_needed(activity)
+            parts.append(self._as_needed())
+        parts.append("</substanceAdministration>")
+        fragment(self.section.entry(), "".join(parts))
         self.section.mapped(statement, T.MEDICATION_ACTIVITY)
         self.section.supporting(self.medication, "Medication Information of a Medication Activity")
         self.section.supporting(self.plan, "Medication Supply Order (authorisation) of a Medication Activity")
@@ -358,10 +371,11 @@ class MedicationActivity:
             attrib["unit"] = unit
         return leaf_markup("doseQuantity", attrib)
 
-    # The Free Text Sig, the Instruction, the Supply Order start and the product are fixed structures around
-    # one part (the sig reference, the instruction text, the authorisation's ids and times, the medication code):
-    # built once with the builders (``_free_text_sig_frame``, ``_instruction_frame``, ``_supply_order_frame``,
-    # ``_product_frame``), then written as markup around that part.
+    # The Free Text Sig, the Instruction, the Supply Order start, the product and the PRN precondition are fixed
+    # structures around one part (the sig reference, the instruction text, the authorisation's ids and times, the
+    # medication code, the condition): built once with the builders (``_free_text_sig_frame``,
+    # ``_instruction_frame``, ``_supply_order_frame``, ``_product_frame``, ``_precondition_frame``), then written
+    # as markup around that part.
     def _free_text_sig(self, sig_ref: str) -> str:
         """The dosage text as literal text (what consumers read) and its narrative reference (issue 13)."""
         head, tail = _free_text_sig_frame()
@@ -380,7 +394,7 @@ class MedicationActivity:
         parts = [
             head,
             self.section.state.ids_markup(plan),
-            leaf_markup("statusCode", {"code": STATUS.get(str(plan.get("status")), "completed")}),
+            _STATUS_CODE[STATUS.get(str(plan.get("status")), "completed")],
             ivl_ts_markup("effectiveTime", validity.get("start") or plan.get("authoredOn"),
                           self.expiry or validity.get("end"), xsi_type="IVL_TS"),
         ]
@@ -395,19 +409,13 @@ class MedicationActivity:
         parts.append(tail)
         return "".join(parts)
 
-    def _as_needed(self, activity: Element) -> None:
+    def _as_needed(self) -> str:
         """PRN: Precondition for Substance Administration (4.25); the condition when coded, else nullFlavor."""
-        precondition = el(activity, "precondition", {"typeCode": "PRCN"})
-        criterion = el(precondition, "criterion")
-        self.section.template(criterion, T.PRECONDITION)  # the templateId sits on criterion (CONF:1098-31883)
-        fixed_code(criterion, "code", T.ASSERTION, xsi_type="CD")
+        head, tail = _precondition_frame()
         reason = self.dosage.get("asNeededCodeableConcept")
         if isinstance(reason, JSON_OBJECT):
-            cd(criterion, "value", reason, xsi_type="CD")
-        else:
-            value = el(criterion, "value", {"nullFlavor": "NI"})
-            set_xsi_type(value, "CD")
-            leaf(value, "originalText", text="As required")
+            return head + cd_markup("value", reason, xsi_type="CD") + tail
+        return head + _UNCODED_PRN + tail
 
     # --- narrative ---------------------------------------------------------------------------------------------
     def _narrative(self, product: Coded) -> tuple[str | None, str | None]:
