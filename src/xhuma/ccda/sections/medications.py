@@ -124,16 +124,11 @@ def _orphan_requests(section: SectionWriter) -> None:
                                   "medication statement or prescription refers to; nothing clinical to show")
 
 
-def supply_quantity(quantity: Mapping[str, Any], dmd_unit: tuple[str, str] | None = None) -> Mapping[str, Any]:
-    """The dispense quantity with its unit text: GP Connect puts the unit ("tablet", "pack of 40 gram(s)") in the
-    MedicationQuantityText extension; ``pq`` writes it as UCUM or keeps the text (ucum.py). With neither that text
-    nor a unit, dm+d's unit of measure of the product (``dmd_unit``, issue 13) names what is counted."""
-    text = string(mapping(extension(quantity, "MedicationQuantityText-1")).get("valueString"))
-    if text is None and dmd_unit is not None and not string(quantity.get("unit")) and not string(quantity.get("code")):
-        text = dmd_unit[1]
-    if text is None or (quantity.get("system") == UCUM_SYSTEM and string(quantity.get("code"))):
-        return quantity
-    return {"value": quantity.get("value"), "unit": text}
+@memo(maxsize=1024)
+def _counted_quantity_markup(number: str, text: str) -> str:
+    """A dispense quantity counted in a unit text ("28" "tablet"): ``pq`` writes the text as UCUM or keeps it
+    (ucum.py). A record repeats a few such pairs across its prescriptions."""
+    return pq_markup("quantity", {"value": number, "unit": text})
 
 
 NO_DMD = DmdFacts()
@@ -249,6 +244,16 @@ class MedicationActivity:
         self.agency, self.last_issue = extensions(statement, "PrescribingAgency-1",
                                                   "MedicationStatementLastIssueDate-1")
         self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
+        # The dispense request is read once: by the supply order and by the narrative's supply cell.
+        self.dispense = mapping(self.plan.get("dispenseRequest")) if self.plan is not None else {}
+        self.quantity = json_object(self.dispense.get("quantity")) or None
+        self.quantity_number: str | None = None
+        self.quantity_text: str | None = None
+        if self.quantity is not None:
+            self.quantity_number = format_number(self.quantity.get("value"))
+            # GP Connect puts the unit ("tablet", "pack of 40 gram(s)") in the MedicationQuantityText extension.
+            self.quantity_text = string(mapping(extension(self.quantity, "MedicationQuantityText-1")).get(
+                "valueString"))
         self.dosage: Mapping[str, Any] = first(statement.get("dosage")) or {}
         if not isinstance(self.dosage, JSON_OBJECT):
             self.dosage = {}
@@ -388,8 +393,7 @@ class MedicationActivity:
 
     def _supply_order(self, plan: Resource) -> str:
         """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
-        dispense = mapping(plan.get("dispenseRequest"))
-        validity = mapping(dispense.get("validityPeriod"))
+        validity = mapping(self.dispense.get("validityPeriod"))
         head, tail = _supply_order_frame()
         parts = [
             head,
@@ -401,13 +405,23 @@ class MedicationActivity:
         allowed_value = self.repeats_allowed
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
             parts.append(leaf_markup("repeatNumber", {"value": str(allowed_value)}))
-        quantity = json_object(dispense.get("quantity"))
-        if quantity is not None and format_number(quantity.get("value")) is not None:
-            parts.append(pq_markup("quantity", supply_quantity(quantity, self.dmd.unit)))
+        if self.quantity is not None and self.quantity_number is not None:
+            parts.append(self._supply_quantity(self.quantity, self.quantity_number))
         parts.append(author_markup(self.index, plan.get("recorder") or plan.get("requester"), plan.get("authoredOn"))
                      or "")
         parts.append(tail)
         return "".join(parts)
+
+    def _supply_quantity(self, quantity: Mapping[str, Any], number: str) -> str:
+        """The dispense quantity with its unit text (``quantity_text``); with neither that text nor a unit, dm+d's
+        unit of measure of the product names what is counted (issue 13)."""
+        text = self.quantity_text
+        if text is None and self.dmd.unit is not None and not string(quantity.get("unit")) \
+                and not string(quantity.get("code")):
+            text = self.dmd.unit[1]
+        if text is None or (quantity.get("system") == UCUM_SYSTEM and string(quantity.get("code"))):
+            return pq_markup("quantity", quantity)
+        return _counted_quantity_markup(number, text)
 
     def _as_needed(self) -> str:
         """PRN: Precondition for Substance Administration (4.25); the condition when coded, else nullFlavor."""
@@ -429,7 +443,7 @@ class MedicationActivity:
         row.cell(readable_date(self.end))
         last_issue = self.last_issue
         row.cell(readable_date((last_issue or {}).get("valueDateTime")))
-        row.cell(self._supply_text(plan))
+        row.cell(self._supply_text())
         row.cell(self._note_lines(plan))
         return medication_ref, sig_ref
 
@@ -482,21 +496,17 @@ class MedicationActivity:
             notes.append("Not for disclosure to the patient (NOPAT)")
         return notes
 
-    def _supply_text(self, plan: Mapping[str, Any]) -> list[str]:
+    def _supply_text(self) -> list[str]:
         """Quantity (value and/or quantity text — never "None 28", LESSONS 23), duration, repeats, issues."""
         lines: list[str] = []
-        dispense = mapping(plan.get("dispenseRequest"))
-        quantity = mapping(dispense.get("quantity"))
-        value = format_number(quantity.get("value")) if quantity else None
-        text_ext = extension(quantity, "MedicationQuantityText-1") if quantity else None
-        quantity_text = string((text_ext or {}).get("valueString")) or string(quantity.get("unit")) if quantity \
-            else None
-        parts = [p for p in (value, quantity_text) if p]
-        if parts:
-            lines.append("Quantity: " + " ".join(parts))
-        duration = dispense.get("expectedSupplyDuration")
-        if isinstance(duration, JSON_OBJECT) and format_number(duration.get("value")):
-            lines.append(f"Duration: {format_number(duration.get('value'))} {duration.get('unit') or ''}".strip())
+        quantity = self.quantity
+        if quantity is not None:
+            parts = [p for p in (self.quantity_number, self.quantity_text or string(quantity.get("unit"))) if p]
+            if parts:
+                lines.append("Quantity: " + " ".join(parts))
+        duration = json_object(self.dispense.get("expectedSupplyDuration"))
+        if duration is not None and (length := format_number(duration.get("value"))):
+            lines.append(f"Duration: {length} {duration.get('unit') or ''}".strip())
         allowed, issued, expiry = self.repeats_allowed, self.repeats_issued, self.expiry
         if allowed is not None and issued is not None:
             lines.append(f"Repeats: {issued} of {allowed} issued")
