@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, string
-from xhuma.ccda.hl7 import identifier_ii, template_id, ts_markup
-from xhuma.ccda.memo import memo
+from xhuma.ccda.hl7 import identifier_ii, template_markup, ts_markup
 from xhuma.ccda.xmlwriter import Element, el, element, fragment, leaf, markup_of, null
 
 Resource = Mapping[str, Any]
@@ -192,6 +191,13 @@ def author_participation(parent: Element, index: BundleIndex, reference: object,
 
 def author_markup(index: BundleIndex, reference: object, time: object) -> str | None:
     """The markup ``author_participation`` writes, without writing it."""
+    assigned = assigned_author(index, reference)
+    return None if assigned is None else author_at(assigned, time)
+
+
+def assigned_author(index: BundleIndex, reference: object) -> str | None:
+    """The assignedAuthor markup of a recorder/asserter/requester; None when nothing resolves. For an entry whose
+    one author is written at several times (``author_at``): resolved once."""
     person, organisation = practitioner_of(index, reference)
     if person is None and organisation is None:
         return None
@@ -201,13 +207,15 @@ def author_markup(index: BundleIndex, reference: object, time: object) -> str | 
     assigned = index.memo.get(key)
     if assigned is None:
         assigned = index.memo[key] = markup_of(_assigned_author(person, organisation))
-    return f"{_author_head()}{ts_markup('time', time)}{assigned}</author>"
+    return assigned
 
 
-@memo()
-def _author_head() -> str:
-    """``<author>`` and its templateIds."""
-    return "<author>" + template_id(element("author"), T.AUTHOR_PARTICIPATION)
+def author_at(assigned: str, time: object) -> str:
+    """Author Participation (4.119) of an ``assigned_author`` at ``time``."""
+    return f"{_AUTHOR_HEAD}{ts_markup('time', time)}{assigned}</author>"
+
+
+_AUTHOR_HEAD: Final = "<author>" + template_markup(T.AUTHOR_PARTICIPATION)  # and its templateIds
 
 
 def assigned_party(assigned: Element, person: Resource | None, organisation: Resource | None) -> None:

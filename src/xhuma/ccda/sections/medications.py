@@ -43,7 +43,7 @@ from xhuma.ccda.hl7 import (
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.observation import sct_codes
-from xhuma.ccda.participation import author_label, author_markup
+from xhuma.ccda.participation import assigned_author, author_at, author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
 from xhuma.ccda.ucum import UCUM_SYSTEM, dose_unit
 from xhuma.ccda.xmlwriter import (
@@ -244,6 +244,8 @@ class MedicationActivity:
         self.agency, self.last_issue = extensions(statement, "PrescribingAgency-1",
                                                   "MedicationStatementLastIssueDate-1")
         self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
+        # The plan's recorder authors the activity and the supply order: resolved once.
+        self.recorder = assigned_author(self.index, self.plan.get("recorder")) if self.plan is not None else None
         # The dispense request is read once: by the supply order and by the narrative's supply cell.
         self.dispense = mapping(self.plan.get("dispenseRequest")) if self.plan is not None else {}
         self.quantity = json_object(self.dispense.get("quantity")) or None
@@ -262,9 +264,10 @@ class MedicationActivity:
         self.start = period.get("start") if period else statement.get("effectiveDateTime")
         self.end = period.get("end") if period else None
         self.status = STATUS.get(str(status), "completed" if self.end else "active")
-        codes = sct_codes(self.medication.get("code")) if self.medication else []
         dmd = section.context.terminology.dmd
-        self.dmd: DmdFacts = next((dmd[c] for c in codes if c in dmd), NO_DMD)
+        self.dmd: DmdFacts = NO_DMD
+        if dmd and self.medication:  # (no dm+d facts without a terminology source)
+            self.dmd = next((dmd[c] for c in sct_codes(self.medication.get("code")) if c in dmd), NO_DMD)
 
     def _plan(self) -> Resource | None:
         for reference in as_list(self.statement.get("basedOn")):
@@ -301,8 +304,8 @@ class MedicationActivity:
             parts.append(_snomed_markup("administrationUnitCode", self.dmd.form))
         head, tail = _product_frame()
         parts.append(head + product.markup(medication_ref) + tail)
-        parts.append(author_markup(self.index, (self.plan or {}).get("recorder"), statement.get("dateAsserted"))
-                     or "")
+        if self.recorder is not None:
+            parts.append(author_at(self.recorder, statement.get("dateAsserted")))
         if sig_ref:
             parts.append(self._free_text_sig(sig_ref))
         instruction = string(self.dosage.get("patientInstruction"))
@@ -407,8 +410,9 @@ class MedicationActivity:
             parts.append(leaf_markup("repeatNumber", {"value": str(allowed_value)}))
         if self.quantity is not None and self.quantity_number is not None:
             parts.append(self._supply_quantity(self.quantity, self.quantity_number))
-        parts.append(author_markup(self.index, plan.get("recorder") or plan.get("requester"), plan.get("authoredOn"))
-                     or "")
+        author = self.recorder if plan.get("recorder") else assigned_author(self.index, plan.get("requester"))
+        if author is not None:
+            parts.append(author_at(author, plan.get("authoredOn")))
         parts.append(tail)
         return "".join(parts)
 
@@ -470,8 +474,10 @@ class MedicationActivity:
         type_code = None
         if prescription_type is not None:
             concept = prescription_type.get("valueCodeableConcept")
-            type_code = next((str(c.get("code")) for c in as_list((concept or {}).get("coding"))
-                              if isinstance(c, JSON_OBJECT)), None)
+            for coding in as_list((concept or {}).get("coding")):
+                if isinstance(coding, JSON_OBJECT):
+                    type_code = str(coding.get("code"))
+                    break
         agency = self.agency
         agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
         return [PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text]
