@@ -32,15 +32,18 @@ INTERPRETATION_SYSTEMS = frozenset({
 
 # --- values shared by every observation-based section -------------------------------------------------------------
 def quantity_text(quantity: object) -> str:
-    if not isinstance(quantity, JSON_OBJECT):
+    if quantity is None or not isinstance(quantity, JSON_OBJECT):
         return ""
     number = format_number(quantity.get("value"))
     if number is None:
         return ""
     unit = string(quantity.get("unit")) or string(quantity.get("code")) or ""
-    comparator = string(quantity.get("comparator")) or ""
-    approx = any(isinstance(e, JSON_OBJECT) and str(e.get("url", "")).endswith("ValueApproximation-1")
-                 and e.get("valueBoolean") is True for e in as_list(quantity.get("extension")))
+    comparator = quantity.get("comparator")  # absent from most quantities, like their extensions
+    comparator = "" if comparator is None else string(comparator) or ""
+    extensions = quantity.get("extension")
+    approx = extensions is not None and any(
+        isinstance(e, JSON_OBJECT) and str(e.get("url", "")).endswith("ValueApproximation-1")
+        and e.get("valueBoolean") is True for e in as_list(extensions))
     return f"{'approx. ' if approx else ''}{comparator}{number}{' ' + unit if unit else ''}"
 
 
@@ -73,8 +76,8 @@ def value_text(observation: Resource) -> str:
 
 
 def _absent_text(observation: Resource) -> str:
-    absent = json_object(observation.get("dataAbsentReason"))
-    if absent is not None:
+    absent = observation.get("dataAbsentReason")
+    if absent is not None and isinstance(absent, JSON_OBJECT):
         return f"No value ({concept_text(absent, 'reason not given')})"
     return ""
 
@@ -144,25 +147,31 @@ _NO_VALUE_MARKUP: Final = leaf_markup("value", _NO_VALUE)
 
 def interpretations(observation: Resource) -> list[tuple[str, str]]:
     """(HL7 ObservationInterpretation code, display) of FHIR interpretation codings."""
+    concept = observation.get("interpretation")
+    if concept is None:  # most observations
+        return []
     found = []
-    for coding in codings(observation.get("interpretation")):
+    for coding in codings(concept):
         if coding.get("system") in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
             found.append((str(coding["code"]), string(coding.get("display")) or str(coding["code"])))
     return found
 
 
 def interpretation_text(observation: Resource) -> str:
-    return concept_text(observation.get("interpretation"), "")
+    concept = observation.get("interpretation")
+    return "" if concept is None else concept_text(concept, "")  # (None: most observations)
 
 
 def range_text(observation: Resource) -> list[str]:
-    if not observation.get("referenceRange"):
+    ranges = observation.get("referenceRange")
+    if not ranges:  # most results
         return []
     out = []
     unit = ""
-    if isinstance(observation.get("valueQuantity"), JSON_OBJECT):
-        unit = string(observation["valueQuantity"].get("unit")) or ""
-    for reference_range in as_list(observation.get("referenceRange")):
+    quantity = observation.get("valueQuantity")
+    if isinstance(quantity, JSON_OBJECT):
+        unit = string(quantity.get("unit")) or ""
+    for reference_range in as_list(ranges):
         if not isinstance(reference_range, JSON_OBJECT):
             continue
         text = string(reference_range.get("text"))
@@ -182,19 +191,22 @@ def reference_ranges_markup(observation: Resource) -> str:
     """referenceRange/observationRange: IVL_PQ for low/high (unit of the result when the range has none), the
     text (and ST value) for textual ranges; observationRange SHALL have exactly one value (CONF:1198-32175).
     Written as markup ("" without ranges)."""
-    if not observation.get("referenceRange"):  # most results
+    ranges = observation.get("referenceRange")
+    if not ranges:  # most results
         return ""
     result_quantity = observation.get("valueQuantity")
-    return "".join(_range_markup(reference_range, result_quantity)
-                   for reference_range in as_list(observation.get("referenceRange"))
-                   if isinstance(reference_range, JSON_OBJECT))
+    result_unit = ({k: result_quantity[k] for k in _UNIT_KEYS if k in result_quantity}
+                   if isinstance(result_quantity, JSON_OBJECT) else None)
+    return "".join([_range_markup(reference_range, result_unit) for reference_range in as_list(ranges)
+                    if isinstance(reference_range, JSON_OBJECT)])
 
 
 _UNIT_KEYS: Final = ("unit", "system", "code")
 
 
-def _range_markup(reference_range: Resource, result_quantity: object) -> str:
-    """One ``referenceRange`` ("" when it has neither bounds nor text)."""
+def _range_markup(reference_range: Resource, result_unit: Mapping[str, Any] | None) -> str:
+    """One ``referenceRange`` ("" when it has neither bounds nor text); ``result_unit``: the unit keys of the
+    result's Quantity (None when the result is not one), for bounds without a unit."""
     low, high = reference_range.get("low"), reference_range.get("high")
     text = string(reference_range.get("text"))
     if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
@@ -207,10 +219,9 @@ def _range_markup(reference_range: Resource, result_quantity: object) -> str:
     if bounds:
         parts.append(_IVL_PQ_START)
         for name, quantity in bounds:
-            merged = dict(quantity)
-            if isinstance(result_quantity, JSON_OBJECT) and not any(k in quantity for k in _UNIT_KEYS):
-                merged.update({k: result_quantity[k] for k in _UNIT_KEYS if k in result_quantity})
-            parts.append(pq_markup(name, merged))
+            if result_unit is not None and quantity.keys().isdisjoint(_UNIT_KEYS):
+                quantity = {**quantity, **result_unit}
+            parts.append(pq_markup(name, quantity))
         parts.append("</value>")
     else:
         parts.append(leaf_markup("value", _XSI_ST, text=text or ""))

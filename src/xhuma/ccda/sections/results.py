@@ -180,8 +180,8 @@ def _comment_frame(component: bool) -> tuple[str, str]:
 
 def result_status(resource: Resource, has_result_value: bool | Callable[[], bool] = True) -> str:
     """``has_result_value`` may be a callable: it is asked only when the status does not decide (rarely)."""
-    status = str(resource.get("status") or "")
-    if status in RESULT_STATUS:
+    status = resource.get("status")
+    if isinstance(status, str) and status in RESULT_STATUS:  # (no other JSON value's str() is a status)
         return RESULT_STATUS[status]
     if callable(has_result_value):
         has_result_value = has_result_value()
@@ -365,11 +365,14 @@ class ReportEntries:
         extra = [f"Specimen: {specimen_text(s)}" for s in self._own_specimens(observation)]
         if self.section.is_confidential(observation):
             extra.append("Not for disclosure to the patient (NOPAT)")
-        row.cell(comments + extra)
+        row.cell(comments + extra if extra else comments)
         return row, code_ref
 
     def _own_specimens(self, observation: Resource) -> list[Resource]:
-        specimen = self.index.resolve(observation.get("specimen"))
+        reference = observation.get("specimen")
+        if reference is None:  # most results: the report's specimens are theirs
+            return []
+        specimen = self.index.resolve(reference)
         if specimen is None or any(specimen is s for s in self.specimens):
             return []
         return [specimen]
@@ -419,16 +422,17 @@ class ReportEntries:
     def _result_observation(self, observation: Resource) -> str:
         """A Result Observation, joined at once as markup (a record has hundreds of results): the fixed start
         (component, classCode/moodCode, templateIds) is a frame, the rest is joined into it."""
-        moment = self._time(observation)
+        moment = _observation_time(observation, self.collected, self.issued)
         comments = lines_of(string(observation.get("comment")))
         concept = coded("code", observation.get("code"))  # its text for the row, its CD for the entry
         row, code_ref = self._result_row(observation, concept, moment, comments)
+        text = reference_markup(row.reference)  # the result's row: its text, and its comment's
         head, tail = _result_observation_frame()
         parts = [
             head,
             self.ids.markup(observation),
             concept.markup(code_ref),
-            reference_markup(row.reference),
+            text,
             _STATUS_CODE[result_status(observation, lambda: has_value(observation))],
             ts_markup("effectiveTime", moment),
             value_markup(observation),
@@ -438,7 +442,8 @@ class ReportEntries:
                                                             "codeSystemName": "ObservationInterpretation",
                                                             "displayName": display}))
         if comments:
-            parts.append(comment_activity_markup(row.reference))
+            comment_head, comment_tail = _comment_frame(False)
+            parts += (comment_head, text, comment_tail)
         parts.append(reference_ranges_markup(observation))
         parts.append(tail)
         self.section.mapped(observation, T.RESULT_OBSERVATION)
