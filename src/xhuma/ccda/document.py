@@ -200,11 +200,12 @@ def _disabled_areas(state: ConversionState) -> None:
 def _account_for_everything(state: ConversionState) -> None:
     """Every resource gets an outcome; unaccounted ones are reported with a reason (issue 3)."""
     report = state.report
-    for key, resource in [*state.index.resources, *state.index.contained]:
-        if report.outcome_of(key) is not None:
+    recorded = report.outcomes  # ``key in recorded``: ``report.outcome_of(key) is not None`` without a call
+    for key, resource in (*state.index.resources, *state.index.contained):
+        if key in recorded:
             continue
         rtype = str(resource.get("resourceType") or "Unknown")
-        if "#entry" in key and report.outcome_of(key.split("#entry")[0]) is not None:
+        if "#entry" in key and key.split("#entry")[0] in recorded:
             first = key.split("#entry")[0]
             report.record(key, rtype, "not-mapped", reason=f"repeats the id of {first}, which was converted; "
                           "references cannot tell the two apart")
