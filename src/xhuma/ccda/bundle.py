@@ -83,6 +83,8 @@ class BundleIndex:
 
     # --- construction ------------------------------------------------------------------------------------------
     def _index(self) -> None:
+        by_ref, keys, by_type, resources = self._by_ref, self._keys, self._by_type, self.resources
+        resolved = self._resolved
         for position, entry in enumerate(as_list(self.bundle.get("entry"))):
             resource = entry.get("resource") if isinstance(entry, JSON_OBJECT) else None
             if not isinstance(resource, JSON_OBJECT):
@@ -90,33 +92,18 @@ class BundleIndex:
                 continue
             rtype = resource.get("resourceType")
             rid = resource.get("id")
-            rtype_s = rtype if isinstance(rtype, str) else "Unknown"
-            if isinstance(rid, str) and rid:
-                key = f"{rtype_s}/{rid}"
-                if key in self._by_ref:
-                    self.problems.append(
-                        IndexProblem(
-                            "duplicate-id",
-                            f"entry[{position}] repeats the id {key}; references resolve to the first occurrence",
-                            key,
-                        )
-                    )
-                    key = f"{key}#entry{position}"
-                else:
-                    self._by_ref[key] = resource
+            if isinstance(rtype, str) and isinstance(rid, str) and rid and "/" not in rid and rtype in KNOWN_TYPES \
+                    and (key := f"{rtype}/{rid}") not in by_ref:  # a well-formed resource (all of them, mostly)
+                # Its reference "Type/id" resolves to it: known to ``resolve`` at once (no parsing).
+                by_ref[key] = resolved[key] = resource
             else:
-                key = f"{rtype_s}#entry{position}"
-                self.problems.append(IndexProblem("missing-id", f"entry[{position}] ({rtype_s}) has no id", key))
-            if rtype_s not in KNOWN_TYPES:
-                self.problems.append(
-                    IndexProblem("unknown-resource-type", f"resource type {rtype_s} is not converted", key)
-                )
-            self._keys[id(resource)] = key
-            self.resources.append((key, resource))
+                key = self._irregular_key(position, rtype, rid, resource)
+            keys[id(resource)] = key
+            resources.append((key, resource))
             if isinstance(rtype, str):
-                same_type = self._by_type.get(rtype)
+                same_type = by_type.get(rtype)
                 if same_type is None:
-                    self._by_type[rtype] = [resource]
+                    by_type[rtype] = [resource]
                 else:
                     same_type.append(resource)
             if "contained" in resource:
@@ -124,6 +111,32 @@ class BundleIndex:
             if rtype == "List":
                 for code in self._list_codes(resource):
                     self._lists_by_code.setdefault(code, []).append(resource)
+
+    def _irregular_key(self, position: int, rtype: object, rid: object, resource: Resource) -> str:
+        """The key of a resource without id, with a repeated id, with "/" in its id or of an unknown type, and its
+        problems."""
+        rtype_s = rtype if isinstance(rtype, str) else "Unknown"
+        if isinstance(rid, str) and rid:
+            key = f"{rtype_s}/{rid}"
+            if key in self._by_ref:
+                self.problems.append(
+                    IndexProblem(
+                        "duplicate-id",
+                        f"entry[{position}] repeats the id {key}; references resolve to the first occurrence",
+                        key,
+                    )
+                )
+                key = f"{key}#entry{position}"
+            else:
+                self._by_ref[key] = resource
+        else:
+            key = f"{rtype_s}#entry{position}"
+            self.problems.append(IndexProblem("missing-id", f"entry[{position}] ({rtype_s}) has no id", key))
+        if rtype_s not in KNOWN_TYPES:
+            self.problems.append(
+                IndexProblem("unknown-resource-type", f"resource type {rtype_s} is not converted", key)
+            )
+        return key
 
     def _index_contained(self, key: str, resource: Resource) -> None:
         contained = as_list(resource.get("contained"))
@@ -191,14 +204,16 @@ class BundleIndex:
         if reference is None:  # absent (common): skip the Mapping ABC check
             return None
         ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
-        if not isinstance(ref, str) or not ref:
+        if not isinstance(ref, str):
             return None
-        if ref.startswith("#"):
-            if container is None:
-                return None
-            return self._contained.get(id(container), {}).get(ref[1:])
-        found = self._resolved.get(ref, _UNSEEN)
+        found = self._resolved.get(ref, _UNSEEN)  # never holds a "#id" (nor "")
         if found is _UNSEEN:
+            if not ref:
+                return None
+            if ref.startswith("#"):
+                if container is None:
+                    return None
+                return self._contained.get(id(container), {}).get(ref[1:])
             found = None
             parts = ref.rstrip("/").split("/")
             if len(parts) >= 2:
