@@ -320,11 +320,13 @@ def _concept_key(concept: object, all_codings: list[Mapping[str, Any]]) -> tuple
     text = concept.get("text") if concept is not None and isinstance(concept, JSON_OBJECT) else None
     key: list[Any] = [text]
     for coding in all_codings:
-        key += (coding.get("system"), coding.get("code"), coding.get("display"), coding_display(coding))
-    for value in key:
-        if value is not None and value.__class__ is not str:
-            return None
-    return tuple(key)
+        # Without extensions the chosen display is the display's, already in the key (most codings have none).
+        key += (coding.get("system"), coding.get("code"), coding.get("display"),
+                coding_display(coding) if "extension" in coding else None)
+    return tuple(key) if _STR_OR_NONE.issuperset(map(type, key)) else None
+
+
+_STR_OR_NONE: Final = frozenset({str, type(None)})
 
 
 def _cd_parts(
