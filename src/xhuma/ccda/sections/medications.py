@@ -34,11 +34,11 @@ from xhuma.ccda.hl7 import (
     coded,
     fixed_code,
     format_number,
-    ivl_ts_markup,
     pq_markup,
     reference_markup,
     template_id,
     template_markup,
+    ts_markup,
 )
 from xhuma.ccda.memo import memo
 from xhuma.ccda.narrative import Row
@@ -146,6 +146,8 @@ _ACTIVITY_HEAD: Final = start_tag("substanceAdministration", {"classCode": "SBAD
 _STATUS_CODE: Final = {code: leaf_markup("statusCode", {"code": code}) for code in (*STATUS.values(), "completed")}
 _UNCODED_PRN: Final = start_tag("value", {"nullFlavor": "NI", "xsi:type": "CD"}) + \
     leaf_markup("originalText", text="As required") + "</value>"
+# The effectiveTime intervals (the activity's, the supply order's): IVL_TS written as ``ivl_ts_markup`` writes it.
+_IVL_TS_START: Final = start_tag("effectiveTime", {"xsi:type": "IVL_TS"})
 _PIVL_TS_START: Final = start_tag("effectiveTime", {"operator": "A", "institutionSpecified": "true",
                                                     "xsi:type": "PIVL_TS"})
 _UNKNOWN_DOSE: Final = leaf_markup("doseQuantity", {"nullFlavor": "UNK"})
@@ -290,8 +292,10 @@ class MedicationActivity:
             self.section.state.ids_markup(statement),
             reference_markup(self.row.reference),
             _STATUS_CODE[self.status],
-            ivl_ts_markup("effectiveTime", self.start, self.end or None, high_required=True,
-                          high_null="NI" if open_ended else "UNK", xsi_type="IVL_TS"),
+            _IVL_TS_START,
+            ts_markup("low", self.start),
+            ts_markup("high", self.end, "NI" if open_ended else "UNK"),
+            "</effectiveTime>",
             self._frequency(),
             self._route(),
         ]
@@ -402,12 +406,14 @@ class MedicationActivity:
             head,
             self.section.state.ids_markup(plan),
             _STATUS_CODE[STATUS.get(str(plan.get("status")), "completed")],
-            ivl_ts_markup("effectiveTime", validity.get("start") or plan.get("authoredOn"),
-                          self.expiry or validity.get("end"), xsi_type="IVL_TS"),
+            _IVL_TS_START,
+            ts_markup("low", validity.get("start") or plan.get("authoredOn")),
         ]
+        high = self.expiry or validity.get("end")
+        parts.append("</effectiveTime>" if high is None else f"{ts_markup('high', high)}</effectiveTime>")
         allowed_value = self.repeats_allowed
         if isinstance(allowed_value, int) and not isinstance(allowed_value, bool) and allowed_value >= 0:
-            parts.append(leaf_markup("repeatNumber", {"value": str(allowed_value)}))
+            parts.append(f'<repeatNumber value="{allowed_value}"/>')  # digits: nothing to escape
         if self.quantity is not None and self.quantity_number is not None:
             parts.append(self._supply_quantity(self.quantity, self.quantity_number))
         author = self.recorder if plan.get("recorder") else assigned_author(self.index, plan.get("requester"))
