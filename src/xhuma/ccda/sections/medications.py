@@ -26,7 +26,6 @@ from xhuma.ccda.fhir import (
     readable_date,
     string,
     sub_extension,
-    sub_extension_values,
 )
 from xhuma.ccda.hl7 import (
     Coded,
@@ -216,6 +215,26 @@ def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
     return out
 
 
+# MedicationRepeatInformation's sub-extensions read: url → the value's key.
+_REPEAT_VALUES: Final = {"numberOfRepeatPrescriptionsAllowed": "valuePositiveInt",
+                         "numberOfRepeatPrescriptionsIssued": "valueUnsignedInt",
+                         "authorisationExpiryDate": "valueDateTime"}
+
+
+def _repeat_information(repeat: Mapping[str, Any] | None) -> tuple[Any, Any, Any]:
+    """(repeats allowed, repeats issued, authorisation expiry) of a MedicationRepeatInformation extension: the
+    value of the first sub-extension of each url, else None (``sub_extension_values`` for these three)."""
+    values: dict[str, Any] = {}
+    if repeat is not None:
+        for item in as_list(repeat.get("extension")):
+            if isinstance(item, JSON_OBJECT):
+                url = item.get("url")
+                if isinstance(url, str) and url not in values and (key := _REPEAT_VALUES.get(url)) is not None:
+                    values[url] = item.get(key)
+    return (values.get("numberOfRepeatPrescriptionsAllowed"), values.get("numberOfRepeatPrescriptionsIssued"),
+            values.get("authorisationExpiryDate"))
+
+
 def _start(statement: Resource) -> str:
     period = statement.get("effectivePeriod")
     value = period.get("start") if isinstance(period, JSON_OBJECT) else statement.get("effectiveDateTime")
@@ -228,28 +247,29 @@ class MedicationActivity:
     def __init__(self, section: SectionWriter, row: Row, statement: Resource,
                  issues_by_plan: dict[int, list[Resource]]) -> None:
         self.section = section
-        self.index = section.index
+        index = self.index = section.index
         self.row = row
         self.statement = statement
-        self.medication = self.index.resolve(statement.get("medicationReference"))
-        self.plan = self._plan()
-        # The extension facts are read once per statement, each extension list scanned once: the repeat
-        # information is used by the supply order and by the narrative's supply cell.
-        plan_extensions = extensions(self.plan, "MedicationRepeatInformation-1", "PrescriptionType-1",
-                                     "MedicationStatusReason-1") if self.plan else [None, None, None]
-        repeat = plan_extensions[0]
-        self.prescription_type: Mapping[str, Any] | None = plan_extensions[1]
-        self.status_reason: Mapping[str, Any] | None = plan_extensions[2]
-        self.repeats_allowed, self.repeats_issued, self.expiry = sub_extension_values(
-            repeat, ("numberOfRepeatPrescriptionsAllowed", "valuePositiveInt"),
-            ("numberOfRepeatPrescriptionsIssued", "valueUnsignedInt"), ("authorisationExpiryDate", "valueDateTime"))
+        self.medication = index.resolve(statement.get("medicationReference"))
+        plan = self.plan = self._plan()
+        # The plan's facts are read once per statement, each extension list scanned once: the repeat information
+        # and the dispense request are used by the supply order and by the narrative's supply cell, the plan's
+        # recorder authors the activity and the supply order.
+        repeat: Mapping[str, Any] | None = None
+        self.prescription_type: Mapping[str, Any] | None = None
+        self.status_reason: Mapping[str, Any] | None = None
+        self.issues: list[Resource] = []
+        self.recorder: str | None = None
+        self.dispense: Mapping[str, Any] = {}
+        if plan is not None:
+            repeat, self.prescription_type, self.status_reason = extensions(
+                plan, "MedicationRepeatInformation-1", "PrescriptionType-1", "MedicationStatusReason-1")
+            self.issues = issues_by_plan.get(id(plan), [])
+            self.recorder = assigned_author(index, plan.get("recorder"))
+            self.dispense = mapping(plan.get("dispenseRequest"))
+        self.repeats_allowed, self.repeats_issued, self.expiry = _repeat_information(repeat)
         self.agency, self.last_issue = extensions(statement, "PrescribingAgency-1",
                                                   "MedicationStatementLastIssueDate-1")
-        self.issues = issues_by_plan.get(id(self.plan), []) if self.plan is not None else []
-        # The plan's recorder authors the activity and the supply order: resolved once.
-        self.recorder = assigned_author(self.index, self.plan.get("recorder")) if self.plan is not None else None
-        # The dispense request is read once: by the supply order and by the narrative's supply cell.
-        self.dispense = mapping(self.plan.get("dispenseRequest")) if self.plan is not None else {}
         self.quantity = json_object(self.dispense.get("quantity")) or None
         self.quantity_number: str | None = None
         self.quantity_text: str | None = None
@@ -258,14 +278,14 @@ class MedicationActivity:
             # GP Connect puts the unit ("tablet", "pack of 40 gram(s)") in the MedicationQuantityText extension.
             self.quantity_text = string(mapping(extension(self.quantity, "MedicationQuantityText-1")).get(
                 "valueString"))
-        self.dosage: Mapping[str, Any] = first(statement.get("dosage")) or {}
-        if not isinstance(self.dosage, JSON_OBJECT):
-            self.dosage = {}
-        status = statement.get("status")
-        period = statement.get("effectivePeriod") if isinstance(statement.get("effectivePeriod"), JSON_OBJECT) else {}
+        # The dosage texts are read once: by the narrative's dosage cell and by the sig and the instruction.
+        dosage = self.dosage = json_object(first(statement.get("dosage"))) or {}
+        self.sig_text = string(dosage.get("text"))
+        self.instruction = string(dosage.get("patientInstruction"))
+        period = json_object(statement.get("effectivePeriod"))
         self.start = period.get("start") if period else statement.get("effectiveDateTime")
         self.end = period.get("end") if period else None
-        self.status = STATUS.get(str(status), "completed" if self.end else "active")
+        self.status = STATUS.get(str(statement.get("status")), "completed" if self.end else "active")
         dmd = section.context.terminology.dmd
         self.dmd: DmdFacts = NO_DMD
         if dmd and self.medication:  # (no dm+d facts without a terminology source)
@@ -312,9 +332,8 @@ class MedicationActivity:
             parts.append(author_at(self.recorder, statement.get("dateAsserted")))
         if sig_ref:
             parts.append(self._free_text_sig(sig_ref))
-        instruction = string(self.dosage.get("patientInstruction"))
-        if instruction:
-            parts.append(self._instruction(instruction))
+        if self.instruction:
+            parts.append(self._instruction(self.instruction))
         if self.plan is not None:
             parts.append(self._supply_order(self.plan))
         if self.dosage.get("asNeededBoolean") is True or json_object(
@@ -391,8 +410,7 @@ class MedicationActivity:
     def _free_text_sig(self, sig_ref: str) -> str:
         """The dosage text as literal text (what consumers read) and its narrative reference (issue 13)."""
         head, tail = _free_text_sig_frame()
-        sig_text = string(self.dosage.get("text")) or ""
-        return f"{head}<text>{markup(sig_text)}<reference{one_attr('value', sig_ref)}/></text>{tail}"
+        return f"{head}<text>{markup(self.sig_text or '')}<reference{one_attr('value', sig_ref)}/></text>{tail}"
 
     def _instruction(self, instruction: str) -> str:
         head, tail = _instruction_frame()
@@ -444,35 +462,37 @@ class MedicationActivity:
     # --- narrative ---------------------------------------------------------------------------------------------
     def _narrative(self, product: Coded) -> tuple[str | None, str | None]:
         row = self.row
-        plan = self.plan or {}
         medication_ref = row.cell(product.text("Medication not recorded"), content="drug")
         sig_ref = self._dosage_cell()
         row.cell(self._type_lines())
-        row.cell(self._status_lines())
+        row.cell(self._status_cell())
         row.cell(readable_date(self.start))
         row.cell(readable_date(self.end))
         last_issue = self.last_issue
         row.cell(readable_date((last_issue or {}).get("valueDateTime")))
         row.cell(self._supply_text())
-        row.cell(self._note_lines(plan))
+        row.cell(self._note_lines())
         return medication_ref, sig_ref
 
     def _dosage_cell(self) -> str | None:
         """The dosage cell; its reference when there is dosage text (the free-text sig points at it)."""
         dosage = self.dosage
-        sig_text = string(dosage.get("text"))
-        lines = [sig_text] if sig_text else []
-        extra = [string(i.get("text")) or concept_text(i) for i in as_list(dosage.get("additionalInstruction"))
-                 if isinstance(i, JSON_OBJECT)]
+        sig_text = self.sig_text
+        lines = [sig_text] if sig_text else []  # (the cell drops empty lines: an instruction without text)
+        additional = dosage.get("additionalInstruction")
+        if additional:
+            lines += [string(i.get("text")) or concept_text(i) for i in as_list(additional)
+                      if isinstance(i, JSON_OBJECT)]
         if dosage.get("asNeededBoolean") is True:
-            extra.append("As required (PRN)")
-        if json_object(dosage.get("route")) is not None:
-            extra.append(f"Route: {concept_text(dosage['route'])}")
-        if string(dosage.get("patientInstruction")):
-            extra.append(f"Patient instruction: {dosage['patientInstruction'].strip()}")
-        if lines:
-            return self.row.cell(lines + [e for e in extra if e], content="sig")
-        self.row.cell([e for e in extra if e])
+            lines.append("As required (PRN)")
+        route = json_object(dosage.get("route"))
+        if route is not None:
+            lines.append(f"Route: {concept_text(route)}")
+        if self.instruction:
+            lines.append(f"Patient instruction: {self.instruction}")
+        if sig_text:
+            return self.row.cell(lines, content="sig")
+        self.row.cell(lines)
         return None
 
     def _type_lines(self) -> list[str]:
@@ -488,20 +508,21 @@ class MedicationActivity:
         agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
         return [PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text]
 
-    def _status_lines(self) -> list[str]:
-        status_lines = [STATUS_TEXT.get(self.status, self.status)]
+    def _status_cell(self) -> str | list[str]:
+        """The status (never empty: a one-line cell), then the plan's status reason and its date when given."""
+        status = STATUS_TEXT.get(self.status, self.status)
         reason = self.status_reason
-        if reason is not None:
-            why = concept_text((sub_extension(reason, "statusReason") or {}).get("valueCodeableConcept"))
-            when = readable_date((sub_extension(reason, "statusChangeDate") or {}).get("valueDateTime"))
-            status_lines.append(" ".join(p for p in (why, when) if p))
-        return status_lines
+        if reason is None:
+            return status
+        why = concept_text((sub_extension(reason, "statusReason") or {}).get("valueCodeableConcept"))
+        when = readable_date((sub_extension(reason, "statusChangeDate") or {}).get("valueDateTime"))
+        return [status, " ".join(p for p in (why, when) if p)]
 
-    def _note_lines(self, plan: Mapping[str, Any]) -> list[str]:
+    def _note_lines(self) -> list[str]:
         statement = self.statement
         notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
                  and isinstance(n.get("text"), str)]
-        recorder = author_label(self.index, plan.get("recorder")) if plan else ""
+        recorder = author_label(self.index, self.plan.get("recorder")) if self.plan is not None else ""
         if recorder:
             notes.append(f"Authorised by {recorder}")
         if self.section.is_confidential(statement):
