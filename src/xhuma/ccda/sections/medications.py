@@ -98,7 +98,8 @@ def _orphan_requests(section: SectionWriter) -> None:
     """MedicationRequests no converted MedicationStatement explains (a plan without its statement, an issue
     without its plan): narrative rows, so that no prescription disappears (LESSONS 24)."""
     index = section.index
-    orphans = [r for r in index.of_type("MedicationRequest") if section.report.outcome_of(index.key(r)) is None]
+    key, outcome_of = index.key, section.report.outcome_of  # (asked of every request and medication)
+    orphans = [r for r in index.of_type("MedicationRequest") if outcome_of(key(r)) is None]
     if orphans:
         orphans.sort(key=lambda r: str(r.get("authoredOn") or ""), reverse=True)
         table = section.table(("Medication", "Prescription", "Authored", "Dose and directions", "Status"),
@@ -117,9 +118,9 @@ def _orphan_requests(section: SectionWriter) -> None:
 
         section.convert_each(orphans, row_for)
     for medication in index.of_type("Medication"):
-        key = index.key(medication)
-        if section.report.outcome_of(key) is None:
-            section.report.record(key, "Medication", "not-mapped", reason="medication definition that no "
+        medication_key = key(medication)
+        if outcome_of(medication_key) is None:
+            section.report.record(medication_key, "Medication", "not-mapped", reason="medication definition that no "
                                   "medication statement or prescription refers to; nothing clinical to show")
 
 
