@@ -245,6 +245,11 @@ def _start(statement: Resource) -> str:
 class MedicationActivity:
     """Medication Activity (4.16, moodCode EVN) for one MedicationStatement (an authorisation)."""
 
+    __slots__ = ("agency", "dispense", "dmd", "dosage", "end", "expiry", "index", "instruction", "issues",
+                 "last_issue", "medication", "plan", "prescription_type", "quantity", "quantity_number",
+                 "quantity_text", "recorder", "repeats_allowed", "repeats_issued", "row", "section", "sig_text",
+                 "start", "statement", "status", "status_reason")
+
     def __init__(self, section: SectionWriter, row: Row, statement: Resource,
                  issues_by_plan: dict[int, list[Resource]]) -> None:
         self.section = section
