@@ -333,7 +333,7 @@ class MedicationActivity:
             # A countable dose ("1") is counted in the product's dose form (dm+d): the administration unit.
             parts.append(_snomed_markup("administrationUnitCode", self.dmd.form))
         head, tail = _product_frame()
-        parts.append(head + product.markup(medication_ref) + tail)
+        parts += (head, product.markup(medication_ref), tail)
         if self.recorder is not None:
             parts.append(author_at(self.recorder, statement.get("dateAsserted")))
         if sig_ref:
