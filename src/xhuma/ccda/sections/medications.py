@@ -526,7 +526,7 @@ class MedicationActivity:
 
     def _note_lines(self) -> list[str]:
         statement = self.statement
-        notes = [str(n["text"]) for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
+        notes = [n["text"] for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
                  and isinstance(n.get("text"), str)]
         recorder = author_label(self.index, self.plan.get("recorder")) if self.plan is not None else ""
         if recorder:
@@ -540,9 +540,9 @@ class MedicationActivity:
         lines: list[str] = []
         quantity = self.quantity
         if quantity is not None:
-            parts = [p for p in (self.quantity_number, self.quantity_text or string(quantity.get("unit"))) if p]
-            if parts:
-                lines.append("Quantity: " + " ".join(parts))
+            amount = " ".join(filter(None, (self.quantity_number, self.quantity_text or string(quantity.get("unit")))))
+            if amount:
+                lines.append(f"Quantity: {amount}")
         duration = json_object(self.dispense.get("expectedSupplyDuration"))
         if duration is not None and (length := format_number(duration.get("value"))):
             lines.append(f"Duration: {length} {duration.get('unit') or ''}".strip())
