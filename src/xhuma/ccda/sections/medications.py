@@ -420,7 +420,7 @@ class MedicationActivity:
 
     def _instruction(self, instruction: str) -> str:
         head, tail = _instruction_frame()
-        return head + leaf_markup("text", text=instruction) + tail
+        return f"{head}<text>{markup(instruction)}</text>{tail}"  # (leaf_markup's text element)
 
     def _supply_order(self, plan: Resource) -> str:
         """Medication Supply Order (4.17, moodCode INT) from the authorisation (plan MedicationRequest)."""
