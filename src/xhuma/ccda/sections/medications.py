@@ -19,7 +19,6 @@ from xhuma.ccda.fhir import (
     as_list,
     concept_text,
     extension,
-    extensions,
     first,
     json_object,
     mapping,
@@ -59,6 +58,7 @@ from xhuma.ccda.xmlwriter import (
 )
 
 Resource = Mapping[str, Any]
+Extension = Mapping[str, Any] | None  # an extension looked up by its url's suffix, None when absent
 SPEC = T.SECTION_SPECS["medications"]
 
 # HL7 Pharmacy WG mapping of MedicationStatement.status (SPEC §8.4.2).
@@ -216,6 +216,35 @@ def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
     return out
 
 
+# The two extension scans below are ``fhir.extensions(resource, *suffixes)`` for their suffixes, written out: one
+# pass over the extensions, one test per suffix not yet found (no suffix ends another, so a url is of at most one
+# kind). ``extensions``' generic loop over its suffixes cost more than the scan itself, for every statement and plan.
+def _statement_extensions(statement: Resource) -> tuple[Extension, Extension]:
+    """The statement's first PrescribingAgency and MedicationStatementLastIssueDate extensions."""
+    agency = last_issue = None
+    for item in as_list(statement.get("extension")):
+        if isinstance(item, JSON_OBJECT) and isinstance(url := item.get("url"), str):
+            if agency is None and url.endswith("PrescribingAgency-1"):
+                agency = item
+            elif last_issue is None and url.endswith("MedicationStatementLastIssueDate-1"):
+                last_issue = item
+    return agency, last_issue
+
+
+def _plan_extensions(plan: Resource) -> tuple[Extension, Extension, Extension]:
+    """The plan's first MedicationRepeatInformation, PrescriptionType and MedicationStatusReason extensions."""
+    repeat = prescription_type = status_reason = None
+    for item in as_list(plan.get("extension")):
+        if isinstance(item, JSON_OBJECT) and isinstance(url := item.get("url"), str):
+            if repeat is None and url.endswith("MedicationRepeatInformation-1"):
+                repeat = item
+            elif prescription_type is None and url.endswith("PrescriptionType-1"):
+                prescription_type = item
+            elif status_reason is None and url.endswith("MedicationStatusReason-1"):
+                status_reason = item
+    return repeat, prescription_type, status_reason
+
+
 # MedicationRepeatInformation's sub-extensions read: url → the value's key.
 _REPEAT_VALUES: Final = {"numberOfRepeatPrescriptionsAllowed": "valuePositiveInt",
                          "numberOfRepeatPrescriptionsIssued": "valueUnsignedInt",
@@ -268,14 +297,12 @@ class MedicationActivity:
         self.recorder: str | None = None
         self.dispense: Mapping[str, Any] = {}
         if plan is not None:
-            repeat, self.prescription_type, self.status_reason = extensions(
-                plan, "MedicationRepeatInformation-1", "PrescriptionType-1", "MedicationStatusReason-1")
+            repeat, self.prescription_type, self.status_reason = _plan_extensions(plan)
             self.issues = issues_by_plan.get(id(plan), [])
             self.recorder = assigned_author(index, plan.get("recorder"))
             self.dispense = mapping(plan.get("dispenseRequest"))
         self.repeats_allowed, self.repeats_issued, self.expiry = _repeat_information(repeat)
-        self.agency, self.last_issue = extensions(statement, "PrescribingAgency-1",
-                                                  "MedicationStatementLastIssueDate-1")
+        self.agency, self.last_issue = _statement_extensions(statement)
         self.quantity = json_object(self.dispense.get("quantity")) or None
         self.quantity_number: str | None = None
         self.quantity_text: str | None = None
