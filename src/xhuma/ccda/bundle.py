@@ -75,6 +75,12 @@ class BundleIndex:
         self._resolved: dict[str, Resource | None] = {}  # reference string → resolve() result (the index is fixed)
         self._by_bare_id: dict[str, Resource | None] | None = None  # id → its only resource (None: several share it)
         self._listed: set[int] | None = None
+        # Answers about the bundle's Lists, worked out once (several sections ask, and the index is fixed): the
+        # secondary and uncoded Lists, and per List (by identity; the List is kept to check it) its resolved
+        # members, its unresolved references and its references by bare id.
+        self._secondary: list[Resource] | None = None
+        self._uncoded: list[Resource] | None = None
+        self._members: dict[int, tuple[Resource, list[Resource], list[str], list[str]]] = {}
         # Text and markup that depend only on resources of this bundle (an author's assignedAuthor and narrative
         # label), made once per conversion by their writer (participation.py); keys hold object ids, valid while
         # the bundle lives.
@@ -170,18 +176,22 @@ class BundleIndex:
         return [r for r in self._by_type.get(rtype, ()) if id(r) not in self._listed and "#entry" not in keys[id(r)]]
 
     def secondary_lists(self) -> list[Resource]:
-        return [lst for lst in self.of_type("List")
-                if any(c.get("system") == T.SECONDARY_LIST_SYSTEM for c in codings(lst.get("code")))]
+        if self._secondary is None:
+            self._secondary = [lst for lst in self.of_type("List")
+                               if any(c.get("system") == T.SECONDARY_LIST_SYSTEM for c in codings(lst.get("code")))]
+        return list(self._secondary)
 
     def uncoded_lists(self) -> list[Resource]:
         """Lists with no recognised primary, consultation-structure or secondary code."""
-        out = []
-        for lst in self.of_type("List"):
-            if any(c.get("system") == T.SECONDARY_LIST_SYSTEM for c in codings(lst.get("code"))):
-                continue
-            if not any(code in T.KNOWN_LIST_CODES for code in self._list_codes(lst)):
-                out.append(lst)
-        return out
+        if self._uncoded is None:
+            out = []
+            for lst in self.of_type("List"):
+                if any(c.get("system") == T.SECONDARY_LIST_SYSTEM for c in codings(lst.get("code"))):
+                    continue
+                if not any(code in T.KNOWN_LIST_CODES for code in self._list_codes(lst)):
+                    out.append(lst)
+            self._uncoded = out
+        return list(self._uncoded)
 
     @staticmethod
     def _list_codes(resource: Resource) -> list[str]:
@@ -242,14 +252,7 @@ class BundleIndex:
 
     def untyped_references(self, lst: Resource) -> list[str]:
         """Entries of a List that name a resource by bare id (resolved by ``_bare``): the report says so."""
-        refs = []
-        for entry in as_list(lst.get("entry")):
-            item = entry.get("item") if isinstance(entry, JSON_OBJECT) else None
-            ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
-            if isinstance(ref, str) and ref and "/" not in ref and ":" not in ref and not ref.startswith("#") \
-                    and self.resolve(ref) is not None:
-                refs.append(ref)
-        return refs
+        return list(self._list_entries(lst)[3])
 
     def of_type(self, rtype: str) -> Iterator[Resource]:
         return iter(self._by_type.get(rtype, ()))
@@ -260,9 +263,20 @@ class BundleIndex:
 
     def list_members(self, lst: Resource) -> tuple[list[Resource], list[str]]:
         """Resolved members of a List, de-duplicated by identity, and the references that did not resolve."""
+        _, members, unresolved, _ = self._list_entries(lst)
+        return list(members), list(unresolved)
+
+    def _list_entries(self, lst: Resource) -> tuple[Resource, list[Resource], list[str], list[str]]:
+        """``lst``, its resolved members, its unresolved references and its entries that name their item by bare
+        id (``untyped_references``), from one pass over its entries, made on the first question about that List
+        (the answers are shared: callers get copies)."""
+        known = self._members.get(id(lst))
+        if known is not None and known[0] is lst:
+            return known
         members: list[Resource] = []
         seen: set[int] = set()
         unresolved: list[str] = []
+        untyped: list[str] = []
         for entry in as_list(lst.get("entry")):
             item = entry.get("item") if isinstance(entry, JSON_OBJECT) else None
             resolved = self.resolve(item, lst)
@@ -271,10 +285,14 @@ class BundleIndex:
                 display = item.get("display") if isinstance(item, JSON_OBJECT) else None
                 unresolved.append(str(ref or display or "an entry without reference"))
                 continue
+            ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
+            if isinstance(ref, str) and "/" not in ref and ":" not in ref and not ref.startswith("#"):
+                untyped.append(ref)
             if id(resolved) not in seen:
                 seen.add(id(resolved))
                 members.append(resolved)
-        return members, unresolved
+        known = self._members[id(lst)] = (lst, members, unresolved, untyped)
+        return known
 
     # --- well-known resources ----------------------------------------------------------------------------------
     @property
