@@ -110,6 +110,8 @@ def _end(allergy: Resource) -> tuple[str | None, str | None]:
     """(endDate, reason) from Extension-CareConnect-GPC-AllergyIntoleranceEnd-1; spec says endReason, examples
     reasonEnded — read both (SPEC §7.4)."""
     end = extension(allergy, "AllergyIntoleranceEnd-1")
+    if end is None:  # most allergies
+        return None, None
     date = sub_extension(end, "endDate")
     reason = sub_extension(end, "endReason") or sub_extension(end, "reasonEnded")
     return (
@@ -174,6 +176,13 @@ class AllergyConcernAct:
         self.end_date, self.end_reason = _end(allergy)
         self.agent_code = snomed_code(allergy.get("code"))
         self.no_known = NO_KNOWN_ALLERGY.get(self.agent_code or "")
+        # Facts both the narrative row and the observation use, read once. The observation's value: the allergy
+        # type (the category of a "no known allergy").
+        self.value = self.no_known or self._allergy_type()
+        self.criticality = CRITICALITY.get(str(allergy.get("criticality")))
+        self.manifestations = self._manifestations()
+        # The recorder at the asserted date: the concern act's author and the observation's.
+        self.author = author_markup(section.index, allergy.get("recorder"), allergy.get("assertedDate")) or ""
 
     def build(self) -> None:
         """The concern act, joined at once from markup (nothing is added to it afterwards)."""
@@ -183,18 +192,17 @@ class AllergyConcernAct:
         # Concern time = when the concern was recorded; an ended concern SHALL have high (unknown → UNK).
         concern_time = ivl_ts_markup("effectiveTime", allergy.get("assertedDate"),
                                      self.end_date if self.ended else None, high_required=self.ended)
-        author = author_markup(state.index, allergy.get("recorder"), allergy.get("assertedDate")) or ""
         observation = self._observation(agent_ref)
         fragment(self.section.entry(), "".join((
             _CONCERN_HEAD, state.ids_markup(allergy, "allergy-concern"), _CONCERN_CODE,
-            _COMPLETED if self.ended else _ACTIVE, concern_time, author, _CONCERN_SUBJECT, observation,
+            _COMPLETED if self.ended else _ACTIVE, concern_time, self.author, _CONCERN_SUBJECT, observation,
             "</entryRelationship></act>")))
         self.section.mapped(allergy, T.ALLERGY_CONCERN_ACT)
 
     def _observation(self, agent_ref: str | None) -> str:
-        """The Allergy-Intolerance Observation (in the concern's entryRelationship: ``_concern_frame``)."""
+        """The Allergy-Intolerance Observation (inside the concern act's SUBJ entryRelationship)."""
         allergy = self.allergy
-        code, display = self.no_known or self._allergy_type()
+        code, display = self.value
         parts = [
             _NO_KNOWN_HEAD if self.no_known else _OBSERVATION_HEAD,
             self.section.state.ids_markup(allergy),
@@ -204,16 +212,15 @@ class AllergyConcernAct:
             ivl_ts_markup("effectiveTime", allergy.get("onsetDateTime"), self.end_date if self.ended else None,
                           high_required=self.ended),
             snomed_markup("value", code, display, xsi_type="CD"),
-            author_markup(self.section.index, allergy.get("recorder"), allergy.get("assertedDate")) or "",
+            self.author,
             _AGENT_START,
             # SPEC §8.3 rule 4: no agent for "no known allergy"
             _NO_AGENT if self.no_known else cd_markup("code", allergy.get("code"), reference=agent_ref),
             _AGENT_END,
         ]
-        criticality = CRITICALITY.get(str(allergy.get("criticality")))
-        if criticality is not None and not self.no_known:
-            parts.append(_criticality_markup(*criticality))
-        for position, (manifestation, severity, description) in enumerate(self._manifestations()):
+        if self.criticality is not None and not self.no_known:
+            parts.append(_criticality_markup(*self.criticality))
+        for position, (manifestation, severity, description) in enumerate(self.manifestations):
             parts.append(self._reaction(position, manifestation, severity, description))
         parts.append("</observation>")
         return "".join(parts)
@@ -265,10 +272,9 @@ class AllergyConcernAct:
         if self.agent_code == TRANSFER_DEGRADED:
             agent = f"{agent} (transfer-degraded record: the original coding was lost in a GP2GP transfer)"
         agent_ref = row.cell(agent, content="agent")
-        row.cell("No known allergy (positive assertion)" if self.no_known else self._allergy_type()[1])
+        row.cell("No known allergy (positive assertion)" if self.no_known else self.value[1])
         row.cell(self._reaction_lines())
-        criticality = CRITICALITY.get(str(allergy.get("criticality")))
-        row.cell(criticality[1].capitalize() if criticality else "")
+        row.cell(self.criticality[1].capitalize() if self.criticality else "")
         row.cell("Ended" if self.ended else "Active")
         row.cell(readable_date(allergy.get("onsetDateTime")))
         recorded = readable_date(allergy.get("assertedDate"))
@@ -283,7 +289,7 @@ class AllergyConcernAct:
 
     def _reaction_lines(self) -> list[str]:
         reactions = []
-        for manifestation, severity, description in self._manifestations():
+        for manifestation, severity, description in self.manifestations:
             text = concept_text(manifestation, description or "Unspecified reaction")
             reactions.append(f"{text} ({severity})" if severity else text)
         if not reactions:
@@ -293,9 +299,11 @@ class AllergyConcernAct:
 
     def _note_lines(self) -> list[str]:
         allergy = self.allergy
-        notes = [n.get("text") for n in as_list(allergy.get("note")) if isinstance(n, JSON_OBJECT)]
+        lines = [text for n in as_list(allergy.get("note")) if isinstance(n, JSON_OBJECT)
+                 if isinstance(text := n.get("text"), str)]
         last = allergy.get("lastOccurrence")
-        extra = [f"Last occurrence: {readable_date(last)}"] if isinstance(last, str) else []
+        if isinstance(last, str):
+            lines.append(f"Last occurrence: {readable_date(last)}")
         if self.section.is_confidential(allergy):
-            extra.append("Not for disclosure to the patient (NOPAT)")
-        return [str(n) for n in notes if isinstance(n, str)] + extra
+            lines.append("Not for disclosure to the patient (NOPAT)")
+        return lines
