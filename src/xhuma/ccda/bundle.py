@@ -169,8 +169,7 @@ class BundleIndex:
         if self._listed is None:
             listed: set[int] = set()
             for lst in self.of_type("List"):
-                members, _ = self.list_members(lst)
-                listed.update(id(m) for m in members)
+                listed.update(map(id, self._list_entries(lst)[1]))
             self._listed = listed
         keys = self._keys
         return [r for r in self._by_type.get(rtype, ()) if id(r) not in self._listed and "#entry" not in keys[id(r)]]
@@ -277,15 +276,18 @@ class BundleIndex:
         seen: set[int] = set()
         unresolved: list[str] = []
         untyped: list[str] = []
+        known_refs = self._resolved
         for entry in as_list(lst.get("entry")):
             item = entry.get("item") if isinstance(entry, JSON_OBJECT) else None
-            resolved = self.resolve(item, lst)
+            ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
+            # A "Type/id" of the bundle (almost every entry) is answered by resolve's cache without the call.
+            resolved = known_refs.get(ref) if ref.__class__ is str else None
             if resolved is None:
-                ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
+                resolved = self.resolve(item, lst)
+            if resolved is None:
                 display = item.get("display") if isinstance(item, JSON_OBJECT) else None
                 unresolved.append(str(ref or display or "an entry without reference"))
                 continue
-            ref = item.get("reference") if isinstance(item, JSON_OBJECT) else None
             if isinstance(ref, str) and "/" not in ref and ":" not in ref and not ref.startswith("#"):
                 untyped.append(ref)
             if id(resolved) not in seen:
