@@ -142,6 +142,13 @@ _REACTION_HEAD: Final = (start_tag("entryRelationship", {"typeCode": "MFST", "in
 
 
 @memo()
+def _value_markup(code: str, display: str) -> str:
+    """The observation's value: an allergy type (from ``ALLERGY_TYPE`` or ``NO_KNOWN_ALLERGY``, a few: written
+    once each)."""
+    return snomed_markup("value", code, display, xsi_type="CD")
+
+
+@memo()
 def _criticality_markup(code: str, display: str) -> str:
     """A Criticality Observation (one per criticality: built once with the builders)."""
     relationship = element("entryRelationship", {"typeCode": "SUBJ", "inversionInd": "true"})
@@ -202,7 +209,6 @@ class AllergyConcernAct:
     def _observation(self, agent_ref: str | None) -> str:
         """The Allergy-Intolerance Observation (inside the concern act's SUBJ entryRelationship)."""
         allergy = self.allergy
-        code, display = self.value
         parts = [
             _NO_KNOWN_HEAD if self.no_known else _OBSERVATION_HEAD,
             self.section.state.ids_markup(allergy),
@@ -211,7 +217,7 @@ class AllergyConcernAct:
             _COMPLETED,
             ivl_ts_markup("effectiveTime", allergy.get("onsetDateTime"), self.end_date if self.ended else None,
                           high_required=self.ended),
-            snomed_markup("value", code, display, xsi_type="CD"),
+            _value_markup(*self.value),
             self.author,
             _AGENT_START,
             # SPEC §8.3 rule 4: no agent for "no known allergy"
