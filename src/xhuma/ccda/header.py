@@ -5,7 +5,7 @@ Every SHALL header element is written, with a nullFlavor where the bundle has no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,21 +60,25 @@ def _local_stamp(value: str) -> str | None:
     return None if stamp is None else stamp[:14].split("+")[0].split("-")[0]
 
 
-def _clinical_dates(resource: Mapping[str, Any]) -> list[Any]:
-    """The clinical date values of a resource of a clinical type (none for other resources), not yet checked to
-    be strings; absent (and other falsy) values left out."""
-    rtype = resource.get("resourceType")
-    if not isinstance(rtype, str) or rtype not in _CLINICAL_TYPES:
-        return []
-    # The elements that carry clinical time on GP Connect resources, in this order (the first of equal dates wins),
-    # each read by name: cheaper than a loop over the names (a few hundred resources per record).
-    values = [resource.get("assertedDate"), resource.get("onsetDateTime"), resource.get("effectiveDateTime"),
-              resource.get("date"), resource.get("authoredOn"), resource.get("issued"), resource.get("dateAsserted"),
-              resource.get("abatementDateTime")]
-    for period in (resource.get("effectivePeriod"), resource.get("period")):
-        if period is not None and isinstance(period, JSON_OBJECT):  # mostly absent: no Mapping ABC check
-            values += (period.get("start"), period.get("end"))
-    return list(filter(None, values))
+def _clinical_dates(resources: Iterable[tuple[str, Resource]]) -> list[Any]:
+    """The clinical date values of the resources of a clinical type among ``resources`` (index entries: key,
+    resource), in order: resource by resource, each resource's elements in the order below. Not yet checked to be
+    strings; absent values included (None)."""
+    values: list[Any] = []
+    for _, resource in resources:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in _CLINICAL_TYPES:
+            continue
+        # The elements that carry clinical time on GP Connect resources, in this order (the first of equal dates
+        # wins), each read by name and added at once: cheaper than a loop over the names, or than a list per
+        # resource (a few hundred resources per record).
+        values += (resource.get("assertedDate"), resource.get("onsetDateTime"), resource.get("effectiveDateTime"),
+                   resource.get("date"), resource.get("authoredOn"), resource.get("issued"),
+                   resource.get("dateAsserted"), resource.get("abatementDateTime"))
+        for period in (resource.get("effectivePeriod"), resource.get("period")):
+            if period is not None and isinstance(period, JSON_OBJECT):  # mostly absent: no Mapping ABC check
+                values += (period.get("start"), period.get("end"))
+    return values
 
 
 def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
@@ -86,8 +90,9 @@ def clinical_range(state: ConversionState) -> tuple[tuple[datetime, str] | None,
     """
     earliest: tuple[str, str] | None = None
     latest: tuple[str, str] | None = None
-    dates = [value for _, resource in (*state.index.resources, *state.index.contained)
-             for value in _clinical_dates(resource) if isinstance(value, str)]
+    # Absent (and other falsy) values left out first, in C.
+    dates = [value for value in filter(None, _clinical_dates((*state.index.resources, *state.index.contained)))
+             if isinstance(value, str)]
     for value in dict.fromkeys(dates):  # each distinct date once (a record repeats its dates), first seen first
         local = _local_stamp(value)
         if local is None:
