@@ -13,15 +13,15 @@ here (an entry), so "Other GP record entries" does not repeat it (docs/mapping/p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, extension, mapping, readable_date, string, sub_extension
-from xhuma.ccda.hl7 import cd, fixed_code, ivl_ts, text_reference
+from xhuma.ccda.hl7 import cd_markup, fixed_code_attrs, ivl_ts_markup, reference_markup, template_markup
 from xhuma.ccda.narrative import Row
-from xhuma.ccda.participation import author_label, author_participation
+from xhuma.ccda.participation import author_label, author_markup
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.xmlwriter import el, leaf
+from xhuma.ccda.xmlwriter import fragment, leaf_markup, start_tag
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["problems"]
@@ -82,6 +82,20 @@ def _significance(condition: Resource) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# The fixed parts of the concern act and its observation, written as markup around the parts that vary.
+_CONCERN_HEAD: Final = start_tag("act", {"classCode": "ACT", "moodCode": "EVN"}) + template_markup(
+    T.PROBLEM_CONCERN_ACT)
+_CONCERN_CODE: Final = leaf_markup("code", fixed_code_attrs(T.CONCERN))
+_ACTIVE: Final = leaf_markup("statusCode", {"code": "active"})
+_COMPLETED: Final = leaf_markup("statusCode", {"code": "completed"})
+_OBSERVATION_HEAD: Final = (start_tag("entryRelationship", {"typeCode": "SUBJ"})
+                            + start_tag("observation", {"classCode": "OBS", "moodCode": "EVN"})
+                            + template_markup(T.PROBLEM_OBSERVATION))
+# A Problem Type SNOMED code SHALL carry its LOINC translation (CONF:1198-32950).
+_PROBLEM_CODE: Final = (start_tag("code", fixed_code_attrs(T.PROBLEM))
+                        + leaf_markup("translation", fixed_code_attrs(T.PROBLEM_LOINC)) + "</code>")
+
+
 class ProblemConcernAct:
     """Problem Concern Act (4.3) wrapping one Problem Observation (4.4) for one ProblemHeader Condition."""
 
@@ -94,36 +108,33 @@ class ProblemConcernAct:
         self.abatement = abatement if isinstance(abatement, str) else None
 
     def build(self) -> None:
+        """The concern act and its Problem Observation, joined at once from markup (nothing is added to them
+        afterwards)."""
         condition = self.condition
+        section = self.section
+        state = section.state
         problem_ref = self._narrative()
-        act = el(self.section.entry(), "act", {"classCode": "ACT", "moodCode": "EVN"})
-        self.section.template(act, T.PROBLEM_CONCERN_ACT)
-        self.section.add_ids(act, condition, "problem-concern")
-        fixed_code(act, "code", T.CONCERN)
-        leaf(act, "statusCode", {"code": "completed" if self.inactive else "active"})
-        ivl_ts(act, "effectiveTime", condition.get("assertedDate"), self.abatement if self.inactive else None,
-               high_required=self.inactive)
-        author_participation(act, self.section.index, condition.get("asserter"), condition.get("assertedDate"))
-        observation = el(el(act, "entryRelationship", {"typeCode": "SUBJ"}), "observation",
-                         {"classCode": "OBS", "moodCode": "EVN"})
-        self.section.template(observation, T.PROBLEM_OBSERVATION)
-        self.section.add_ids(observation, condition)
+        # The asserter at the asserted date: the concern act's author and the observation's.
+        author = author_markup(section.index, condition.get("asserter"), condition.get("assertedDate")) or ""
+        concern_ids = state.ids_markup(condition, "problem-concern")
+        observation_ids = state.ids_markup(condition)
         actual = self._actual_observation()
         if actual is not None and not _same_identifiers(actual, condition):
-            self.section.add_ids(observation, actual)
-        code = fixed_code(observation, "code", T.PROBLEM)
-        # A Problem Type SNOMED code SHALL carry its LOINC translation (CONF:1198-32950).
-        fixed_code(code, "translation", T.PROBLEM_LOINC)
-        text_reference(observation, self.row.reference)
-        leaf(observation, "statusCode", {"code": "completed"})
-        ivl_ts(observation, "effectiveTime", condition.get("onsetDateTime"), self.abatement,
-               high_required=self.inactive)
-        cd(observation, "value", condition.get("code"), reference=problem_ref, xsi_type="CD")
-        author_participation(observation, self.section.index, condition.get("asserter"),
-                             condition.get("assertedDate"))
-        self.section.mapped(condition, T.PROBLEM_CONCERN_ACT)
+            observation_ids += state.ids_markup(actual)
+        fragment(section.entry(), "".join((
+            _CONCERN_HEAD, concern_ids, _CONCERN_CODE, _COMPLETED if self.inactive else _ACTIVE,
+            ivl_ts_markup("effectiveTime", condition.get("assertedDate"), self.abatement if self.inactive else None,
+                          high_required=self.inactive),
+            author,
+            _OBSERVATION_HEAD, observation_ids, _PROBLEM_CODE, reference_markup(self.row.reference), _COMPLETED,
+            ivl_ts_markup("effectiveTime", condition.get("onsetDateTime"), self.abatement,
+                          high_required=self.inactive),
+            cd_markup("value", condition.get("code"), reference=problem_ref, xsi_type="CD"),
+            author,
+            "</observation></entryRelationship></act>")))
+        section.mapped(condition, T.PROBLEM_CONCERN_ACT)
         if actual is not None:
-            self.section.mapped(actual, T.PROBLEM_OBSERVATION)
+            section.mapped(actual, T.PROBLEM_OBSERVATION)
 
     def _actual_observation(self) -> Resource | None:
         """The Observation this problem was made of (its actual problem), if it is one and resolves."""
