@@ -82,9 +82,10 @@ class BundleIndex:
         self._uncoded: list[Resource] | None = None
         self._members: dict[int, tuple[Resource, list[Resource], list[str], list[str]]] = {}
         # Text and markup that depend only on resources of this bundle (an author's assignedAuthor and narrative
-        # label), made once per conversion by their writer (participation.py); keys hold object ids, valid while
-        # the bundle lives.
-        self.memo: dict[tuple[str, int, int], str] = {}
+        # label, an encounter's performer and location), made once per conversion by their writer
+        # (participation.py, sections/encounters.py); keys start with the kind of text and hold object ids, valid
+        # while the bundle lives.
+        self.memo: dict[tuple[object, ...], str] = {}
         self._index()
 
     # --- construction ------------------------------------------------------------------------------------------

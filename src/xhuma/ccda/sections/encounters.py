@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.bundle import BundleIndex
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, readable_date, string
-from xhuma.ccda.hl7 import cd, fhir_ts, text_reference, ts
+from xhuma.ccda.hl7 import cd_markup, fhir_ts, reference_markup, template_markup, ts_markup
 from xhuma.ccda.narrative import NarrativeTable
 from xhuma.ccda.participation import (
     address,
@@ -30,7 +30,7 @@ from xhuma.ccda.participation import (
     telecoms,
 )
 from xhuma.ccda.section import ConversionState, SectionWriter
-from xhuma.ccda.xmlwriter import Element, el, leaf
+from xhuma.ccda.xmlwriter import el, element, fragment, leaf, markup_of, start_tag
 
 Resource = Mapping[str, Any]
 SPEC = T.SECTION_SPECS["encounters"]
@@ -235,6 +235,10 @@ def build(state: ConversionState) -> None:
                          lambda enc: EncounterActivity(section, table, by_source[id(enc)]).build())
 
 
+_ENCOUNTER_HEAD: Final = start_tag("encounter", {"classCode": "ENC", "moodCode": "EVN"}) + template_markup(
+    T.ENCOUNTER_ACTIVITY)
+
+
 class EncounterActivity:
     def __init__(self, section: SectionWriter, table: NarrativeTable, consultation: Consultation) -> None:
         self.section = section
@@ -270,53 +274,67 @@ class EncounterActivity:
             status.append("Not for disclosure to the patient (NOPAT)")
         row.cell(status)
 
-        act = el(self.section.entry(), "encounter", {"classCode": "ENC", "moodCode": "EVN"})
-        self.section.template(act, T.ENCOUNTER_ACTIVITY)
-        self.section.add_ids(act, encounter)
+        # The Encounter Activity, joined at once from markup (nothing is added to it afterwards).
         types = [t for t in as_list(encounter.get("type")) if isinstance(t, JSON_OBJECT)]
-        cd(act, "code", types[0] if types else None, reference=type_ref)
-        text_reference(act, row.reference)
+        parts = [_ENCOUNTER_HEAD, self.section.state.ids_markup(encounter),
+                 cd_markup("code", types[0] if types else None, reference=type_ref), reference_markup(row.reference)]
         if isinstance(end, str) and end:
-            interval = el(act, "effectiveTime")
-            ts(interval, "low", start)
-            ts(interval, "high", end)
+            parts.append(f"<effectiveTime>{ts_markup('low', start)}{ts_markup('high', end)}</effectiveTime>")
         else:
-            ts(act, "effectiveTime", start)
-        self._performer(act, performer)
-        for location, label in places:
-            self._location(act, location, label)
+            parts.append(ts_markup("effectiveTime", start))
+        parts.append(self._performer(performer))
+        parts += [self._location(location, label) for location, label in places]
+        parts.append("</encounter>")
+        fragment(self.section.entry(), "".join(parts))
         self.section.mapped(encounter, T.ENCOUNTER_ACTIVITY)
         for location, _ in places:
             self.section.supporting(location, "service delivery location of an encounter")
 
-    def _performer(self, act: Element, reference: object) -> None:
-        person, organisation = practitioner_of(self.section.index, reference)
-        provider = self.section.index.resolve(self.encounter.get("serviceProvider"))
+    def _performer(self, reference: object) -> str:
+        """The performer ("" when nothing resolves). A record's consultations are held by a few clinicians: each
+        performer is built once per conversion and then written as markup."""
+        index = self.section.index
+        person, organisation = practitioner_of(index, reference)
+        provider = index.resolve(self.encounter.get("serviceProvider"))
         if person is None and organisation is None:
-            return
-        assigned = el(el(act, "performer"), "assignedEntity")
-        assigned_party(assigned, person, organisation)
+            return ""
         org = organisation or (provider if provider is not None and provider.get("resourceType") == "Organization"
                                else None)
-        if org is not None:
-            represented_organisation(assigned, org)
+        key = ("performer", id(person), id(organisation), id(org))
+        markup = index.memo.get(key)
+        if markup is None:
+            performer = element("performer")
+            assigned = el(performer, "assignedEntity")
+            assigned_party(assigned, person, organisation)
+            if org is not None:
+                represented_organisation(assigned, org)
+            markup = index.memo[key] = markup_of(performer)
+        return markup
 
-    def _location(self, act: Element, location: Resource | None, label: str) -> None:
-        role = el(el(act, "participant", {"typeCode": "LOC"}), "participantRole", {"classCode": "SDLOC"})
-        self.section.template(role, T.SERVICE_DELIVERY_LOCATION)
-        kind = location.get("type") if location is not None else None
-        # HealthcareServiceLocation is a US (CDC HSLOC) value set: keep the GP system's text instead.
-        code = el(role, "code", {"nullFlavor": "OTH" if concept_text(kind) else "NI"})
-        if concept_text(kind):
-            leaf(code, "originalText", text=concept_text(kind))
-        if location is not None:
-            if location.get("address"):
-                address(role, [location.get("address")] if isinstance(location.get("address"), JSON_OBJECT)
-                        else location.get("address"), required=False)
-            telecoms(role, location.get("telecom"), required=False)
-        entity = el(role, "playingEntity", {"classCode": "PLC"})
-        if label:
-            leaf(entity, "name", text=label)
+    def _location(self, location: Resource | None, label: str) -> str:
+        """A Service Delivery Location participant; each (location, label) built once per conversion (a few
+        places hold a record's consultations) and then written as markup."""
+        key = ("location", id(location), label)
+        markup = self.section.index.memo.get(key)
+        if markup is None:
+            participant = element("participant", {"typeCode": "LOC"})
+            role = el(participant, "participantRole", {"classCode": "SDLOC"})
+            self.section.template(role, T.SERVICE_DELIVERY_LOCATION)
+            kind = location.get("type") if location is not None else None
+            # HealthcareServiceLocation is a US (CDC HSLOC) value set: keep the GP system's text instead.
+            code = el(role, "code", {"nullFlavor": "OTH" if concept_text(kind) else "NI"})
+            if concept_text(kind):
+                leaf(code, "originalText", text=concept_text(kind))
+            if location is not None:
+                if location.get("address"):
+                    address(role, [location.get("address")] if isinstance(location.get("address"), JSON_OBJECT)
+                            else location.get("address"), required=False)
+                telecoms(role, location.get("telecom"), required=False)
+            entity = el(role, "playingEntity", {"classCode": "PLC"})
+            if label:
+                leaf(entity, "name", text=label)
+            markup = self.section.index.memo[key] = markup_of(participant)
+        return markup
 
 
 __all__ = ["Consultation", "Topic", "build", "consultations", "encounter_type_text", "name_text"]
