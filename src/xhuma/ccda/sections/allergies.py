@@ -15,6 +15,7 @@ from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, extension, readable_date, string, sub_extension
 from xhuma.ccda.hl7 import (
     cd_markup,
+    coded,
     fixed_code,
     fixed_code_attrs,
     ivl_ts_markup,
@@ -183,6 +184,8 @@ class AllergyConcernAct:
         self.end_date, self.end_reason = _end(allergy)
         self.agent_code = snomed_code(allergy.get("code"))
         self.no_known = NO_KNOWN_ALLERGY.get(self.agent_code or "")
+        # The agent's CD and text, looked up once for the row and the participant ("no known allergy": no agent).
+        self.agent = None if self.no_known else coded("code", allergy.get("code"))
         # Facts both the narrative row and the observation use, read once. The observation's value: the allergy
         # type (the category of a "no known allergy").
         self.value = self.no_known or self._allergy_type()
@@ -221,7 +224,7 @@ class AllergyConcernAct:
             self.author,
             _AGENT_START,
             # SPEC §8.3 rule 4: no agent for "no known allergy"
-            _NO_AGENT if self.no_known else cd_markup("code", allergy.get("code"), reference=agent_ref),
+            _NO_AGENT if self.agent is None else self.agent.markup(agent_ref),
             _AGENT_END,
         ]
         if self.criticality is not None and not self.no_known:
@@ -274,7 +277,8 @@ class AllergyConcernAct:
     def _narrative(self) -> str | None:
         allergy = self.allergy
         row = self.row
-        agent = concept_text(allergy.get("code"), "Unspecified allergen")
+        agent = (concept_text(allergy.get("code"), "Unspecified allergen") if self.agent is None
+                 else self.agent.text("Unspecified allergen"))
         if self.agent_code == TRANSFER_DEGRADED:
             agent = f"{agent} (transfer-degraded record: the original coding was lost in a GP2GP transfer)"
         agent_ref = row.cell(agent, content="agent")
