@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, concept_text, extension, mapping, readable_date, string, sub_extension
-from xhuma.ccda.hl7 import cd_markup, fixed_code_attrs, ivl_ts_markup, reference_markup, template_markup
+from xhuma.ccda.hl7 import coded, fixed_code_attrs, ivl_ts_markup, reference_markup, template_markup
 from xhuma.ccda.narrative import Row
 from xhuma.ccda.participation import author_label, author_markup
 from xhuma.ccda.section import ConversionState, SectionWriter
@@ -106,6 +106,8 @@ class ProblemConcernAct:
         self.inactive = _is_inactive(condition)
         abatement = condition.get("abatementDateTime")
         self.abatement = abatement if isinstance(abatement, str) else None
+        # The problem's CD and text, looked up once for the observation's value and the row.
+        self.problem = coded("value", condition.get("code"), xsi_type="CD")
 
     def build(self) -> None:
         """The concern act and its Problem Observation, joined at once from markup (nothing is added to them
@@ -129,7 +131,7 @@ class ProblemConcernAct:
             _OBSERVATION_HEAD, observation_ids, _PROBLEM_CODE, reference_markup(self.row.reference), _COMPLETED,
             ivl_ts_markup("effectiveTime", condition.get("onsetDateTime"), self.abatement,
                           high_required=self.inactive),
-            cd_markup("value", condition.get("code"), reference=problem_ref, xsi_type="CD"),
+            self.problem.markup(problem_ref),
             author,
             "</observation></entryRelationship></act>")))
         section.mapped(condition, T.PROBLEM_CONCERN_ACT)
@@ -145,7 +147,7 @@ class ProblemConcernAct:
     def _narrative(self) -> str | None:
         condition = self.condition
         row = self.row
-        problem_ref = row.cell(concept_text(condition.get("code"), "Problem not recorded"), content="problem")
+        problem_ref = row.cell(self.problem.text("Problem not recorded"), content="problem")
         row.cell(SIGNIFICANCE.get(_significance(condition) or "", ""))
         row.cell("Inactive" if self.inactive else "Active")
         row.cell(readable_date(condition.get("onsetDateTime")) or "Unknown")
