@@ -90,7 +90,7 @@ def _convert(bundle: Mapping[str, Any], context: ConversionContext | None) -> Co
     xml = serialize(root)
     document = {
         "id": facts.document_id,
-        "effective_time": hl7_ts(now),
+        "effective_time": facts.effective_time,
         "sections": [s.key for s in ordered],
     }
     order = [key for key, _ in index.resources] + [key for key, _ in index.contained]

@@ -42,6 +42,7 @@ class HeaderFacts:
     practice_name: str | None
     service_start: datetime | None
     service_stop: datetime | None
+    effective_time: str  # the document's effectiveTime (``hl7_ts`` of the conversion's now)
 
 
 def nhs_number(patient: Resource | None) -> str | None:
@@ -112,12 +113,13 @@ def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
     patient = index.patient
     practice = index.practice
     nhs = nhs_number(patient)
+    effective_time = hl7_ts(state.now)  # written four times in the header
     seed = "|".join(
         [
             "document",
             str(index.bundle.get("id") or ""),
             nhs or "",
-            hl7_ts(state.now),
+            effective_time,
             context.document_seed or "",
             str(len(index.resources)),
         ]
@@ -133,7 +135,7 @@ def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
     ii(root, document_id)
     fixed_code(root, "code", T.CCD_CODE)
     leaf(root, "title", text=context.title)
-    leaf(root, "effectiveTime", {"value": hl7_ts(state.now)})
+    leaf(root, "effectiveTime", {"value": effective_time})
     leaf(root, "confidentialityCode", {"code": context.confidentiality_code, "codeSystem": T.CONFIDENTIALITY_OID,
                                      "codeSystemName": "Confidentiality"})
     leaf(root, "languageCode", {"code": context.language_code})
@@ -141,10 +143,10 @@ def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
     leaf(root, "versionNumber", {"value": str(context.version_number)})
 
     _record_target(root, state, patient, practice)
-    _author(root, state, practice)
+    _author(root, state, practice, effective_time)
     _custodian(root, state)
     earliest, latest = clinical_range(state)
-    _documentation_of(root, state, patient, earliest)
+    _documentation_of(root, state, patient, practice, earliest, effective_time)
 
     if patient is None:
         state.report.warn("no-patient", "the bundle has no Patient; the record target is filled with nullFlavors")
@@ -163,6 +165,7 @@ def build_header(state: ConversionState) -> tuple[Element, HeaderFacts]:
         practice_name=string(practice.get("name")) if practice is not None else None,
         service_start=earliest[0] if earliest else None,
         service_stop=latest[0] if latest else None,
+        effective_time=effective_time,
     )
     return root, facts
 
@@ -204,9 +207,9 @@ def _record_target(root: Element, state: ConversionState, patient: Resource | No
         represented_organisation(role, practice, "providerOrganization", full=True)
 
 
-def _author(root: Element, state: ConversionState, practice: Resource | None) -> None:
+def _author(root: Element, state: ConversionState, practice: Resource | None, effective_time: str) -> None:
     author = el(root, "author")
-    leaf(author, "time", {"value": hl7_ts(state.now)})
+    leaf(author, "time", {"value": effective_time})
     assigned = el(author, "assignedAuthor")
     # A device author has no NPI; the gateway organisation id stands in (SPEC §8.1 author row).
     ii(assigned, state.context.custodian_id_root, state.context.custodian_id_extension)
@@ -234,7 +237,8 @@ def _custodian(root: Element, state: ConversionState) -> None:
 
 
 def _documentation_of(
-    root: Element, state: ConversionState, patient: Resource | None, earliest: tuple[datetime, str] | None
+    root: Element, state: ConversionState, patient: Resource | None, practice: Resource | None,
+    earliest: tuple[datetime, str] | None, effective_time: str,
 ) -> None:
     event = el(el(root, "documentationOf"), "serviceEvent", {"classCode": "PCPR"})
     period = el(event, "effectiveTime")
@@ -245,7 +249,7 @@ def _documentation_of(
         leaf(period, "low", {"value": low})
     else:
         null(period, "low", "UNK")
-    leaf(period, "high", {"value": hl7_ts(state.now)})
+    leaf(period, "high", {"value": effective_time})
     gp = state.index.usual_gp
     if gp is not None:
         performer = el(event, "performer", {"typeCode": "PRF"})
@@ -257,7 +261,7 @@ def _documentation_of(
         if written == 0:
             null(entity, "id", "UNK")
         person_name(el(entity, "assignedPerson"), human_name(gp))
-        if state.index.practice is not None:
-            represented_organisation(entity, state.index.practice)
+        if practice is not None:
+            represented_organisation(entity, practice)
         state.report.record(state.index.key(gp), "Practitioner", "supporting",
                             reason="usual GP (serviceEvent performer)")
