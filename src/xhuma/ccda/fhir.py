@@ -150,18 +150,6 @@ def extension(resource: Mapping[str, Any], url_suffix: str) -> Mapping[str, Any]
     return None
 
 
-def extensions(resource: Mapping[str, Any], *url_suffixes: str) -> list[Mapping[str, Any] | None]:
-    """``[extension(resource, suffix) for suffix in url_suffixes]`` in one pass over the extensions (for a
-    resource whose extensions are read for several facts)."""
-    found: list[Mapping[str, Any] | None] = [None] * len(url_suffixes)
-    for item in as_list(resource.get("extension")):
-        if isinstance(item, JSON_OBJECT) and isinstance(url := item.get("url"), str):
-            for at, suffix in enumerate(url_suffixes):
-                if found[at] is None and url.endswith(suffix):
-                    found[at] = item
-    return found
-
-
 def sub_extension_values(parent: Mapping[str, Any] | None, *wanted: tuple[str, str]) -> list[Any]:
     """``[(sub_extension(parent, url) or {}).get(key) for url, key in wanted]`` in one pass over the
     sub-extensions."""
