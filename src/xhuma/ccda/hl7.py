@@ -89,7 +89,7 @@ def ts(parent: Element, name: str, value: object, null_flavor: str = "UNK") -> s
 
 def ts_markup(name: str, value: object, null_flavor: str = "UNK") -> str:
     """The markup ``ts`` writes, without writing it."""
-    converted = fhir_ts(value)
+    converted = _fhir_ts(value) if isinstance(value, str) else None  # fhir_ts, without its call
     if converted is None:
         return f"<{name}{attrs_markup({'nullFlavor': null_flavor})}/>"
     return f'<{name} value="{converted}"/>'  # digits, '.', '+', '-' only
@@ -164,7 +164,7 @@ def identifier_markup(identifier: Mapping[str, Any], name: str = "id") -> str | 
         return ii_markup(oid, value, name)
     if len(value) == 36 and is_uuid(value):  # (stripped: no "uuid\n" for the pattern's ``$``) most are not
         return uid_markup(value.lower(), name)
-    return uid_markup(derived_uuid(f"{system}|{value}"), name)
+    return f'<{name} root="{derived_uuid(f"{system}|{value}")}"/>'  # uid_markup, without its call
 
 
 def uid_ii(parent: Element, uuid: str, name: str = "id") -> str:
@@ -479,6 +479,8 @@ def _pq_parts(quantity: object, xsi_type: str | None) -> tuple[dict[str, str], s
 
 def format_number(value: object) -> str | None:
     """A number as the CDA ``real`` lexical form, or None."""
+    if type(value) is int:  # most numbers, answered first (bool, a subclass of int, is not of this type)
+        return str(value)
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
