@@ -154,11 +154,10 @@ def identifier_ii(parent: Element, identifier: Mapping[str, Any], name: str = "i
 
 def identifier_markup(identifier: Mapping[str, Any], name: str = "id") -> str | None:
     """The markup ``identifier_ii`` writes, without writing it (None: the identifier has no value)."""
-    system = identifier.get("system")
     value = identifier.get("value")
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not (value := value.strip()):
         return None
-    value = value.strip()
+    system = identifier.get("system")
     oid = T.IDENTIFIER_SYSTEMS.get(system) if isinstance(system, str) else None
     if oid is not None:
         return ii_markup(oid, value, name)

@@ -32,7 +32,6 @@ _XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ff
 # set, with lxml's own check on the rare value that is not plainly printable, so invalid data fails at the same
 # point as before (ValueError/TypeError inside the entry being converted).
 _CLARK_OF: Final = {"xsi:type": XSI_TYPE}
-_TEXT_SPECIAL = re.compile("[&<>\r]")
 
 
 # Whether a value needs no escaping at all. isprintable() rejects every XML-forbidden character and \t \n \r; the
@@ -200,9 +199,8 @@ def markup(value: object) -> str:
 
 
 def escape_text(value: str) -> str:
-    """As libxml2 escapes text content."""
-    if _TEXT_SPECIAL.search(value) is None:
-        return value
+    """As libxml2 escapes text content (``str.replace`` answers the string itself when there is nothing to replace:
+    four scans for a single character each are cheaper than one regex search)."""
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
