@@ -184,7 +184,7 @@ _NAMESPACE_SHA1: Final = hashlib.sha1(T.XHUMA_ID_NAMESPACE.bytes, usedforsecurit
 def derived_uuid(name: str) -> str:
     """``str(uuid.uuid5(T.XHUMA_ID_NAMESPACE, name))`` without the ``UUID`` object (thousands per document)."""
     sha1 = _NAMESPACE_SHA1.copy()
-    sha1.update(name.encode("utf-8"))
+    sha1.update(name.encode())  # UTF-8 (the default: no encoding name to look up)
     h = sha1.hexdigest()
     # Version nibble 5; variant bits 10 in the top of byte 8 (RFC 4122).
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
@@ -446,33 +446,34 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
 
 def pq_markup(name: str, quantity: object, *, xsi_type: str | None = None, inclusive: str | None = None) -> str:
     """The markup ``pq`` writes, without writing it."""
-    attrib, inner = _pq_parts(quantity, xsi_type)
-    if inclusive is not None:
-        attrib["inclusive"] = inclusive
-    head = f"<{name}{attrs_markup(attrib)}"
-    return f"{head}>{inner}</{name}>" if inner else f"{head}/>"
-
-
-def _pq_parts(quantity: object, xsi_type: str | None) -> tuple[dict[str, str], str]:
-    """The attributes of a PQ element and its children's markup (``pq``); the unit by ``ucum.quantity_unit``."""
-    attrib: dict[str, str] = {}
-    number = format_number(quantity.get("value")) if isinstance(quantity, JSON_OBJECT) else None
-    original = None
-    if number is None or not isinstance(quantity, JSON_OBJECT):
-        attrib["nullFlavor"] = "UNK"
-    else:
-        attrib["value"] = number
-        unit = quantity_unit(quantity)
-        if unit.code is not None:
-            attrib["unit"] = unit.code
-        original = unit.original
+    attrs, inner = _pq_parts(quantity)
     if xsi_type:
-        attrib["xsi:type"] = xsi_type  # last, as set_xsi_type would add it
-    if original is not None and number is not None:
-        # The exact unit text beside its annotation (docs/mapping/results.md "Units").
-        translation = attrs_markup({"value": number, "nullFlavor": "OTH"})
-        return attrib, f"<translation{translation}>{leaf_markup('originalText', text=original)}</translation>"
-    return attrib, ""
+        attrs += one_attr("xsi:type", xsi_type)  # after the value's, as set_xsi_type would add it
+    if inclusive is not None:
+        attrs += one_attr("inclusive", inclusive)
+    return f"<{name}{attrs}>{inner}</{name}>" if inner else f"<{name}{attrs}/>"
+
+
+def _pq_parts(quantity: object) -> tuple[str, str]:
+    """The serialised value and unit attributes of a PQ (nullFlavor without a number) and its children's markup
+    (``pq``); the unit by ``ucum.quantity_unit``. Written directly: each number is another attribute set."""
+    if not isinstance(quantity, JSON_OBJECT):
+        return _UNKNOWN_QUANTITY, ""
+    number = format_number(quantity.get("value"))
+    if number is None:
+        return _UNKNOWN_QUANTITY, ""
+    attrs = f' value="{number}"'  # a CDA real: digits, sign, point, exponent (nothing to escape)
+    unit = quantity_unit(quantity)
+    if unit.code is not None:
+        attrs += one_attr("unit", unit.code)
+    if unit.original is None:
+        return attrs, ""
+    # The exact unit text beside its annotation (docs/mapping/results.md "Units").
+    original = leaf_markup("originalText", text=unit.original)
+    return attrs, f'<translation value="{number}" nullFlavor="OTH">{original}</translation>'
+
+
+_UNKNOWN_QUANTITY: Final = attrs_markup({"nullFlavor": "UNK"})
 
 
 def format_number(value: object) -> str | None:
