@@ -216,9 +216,9 @@ def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
     return out
 
 
-# The two extension scans below are ``fhir.extensions(resource, *suffixes)`` for their suffixes, written out: one
-# pass over the extensions, one test per suffix not yet found (no suffix ends another, so a url is of at most one
-# kind). ``extensions``' generic loop over its suffixes cost more than the scan itself, for every statement and plan.
+# The two extension scans below find several extensions of one resource in one pass over its extensions, one test
+# per suffix not yet found (no suffix ends another, so a url is of at most one kind): a generic loop over the
+# suffixes cost more than the scan itself, for every statement and plan.
 def _statement_extensions(statement: Resource) -> tuple[Extension, Extension]:
     """The statement's first PrescribingAgency and MedicationStatementLastIssueDate extensions."""
     agency = last_issue = None
