@@ -141,6 +141,14 @@ def value_markup(observation: Resource, reference: str | None = None) -> str:
     return _NO_VALUE_MARKUP
 
 
+def value_text_and_markup(observation: Resource) -> tuple[str, str]:
+    """``(value_text(observation), value_markup(observation))`` with the value's presence tested once: a result's
+    narrative cell and its entry's value (most results of a record have no value, only a code and a comment)."""
+    if not has_value(observation):
+        return _absent_text(observation), _NO_VALUE_MARKUP
+    return value_text(observation), value_markup(observation)
+
+
 _IVL_PQ_START: Final = start_tag("value", _XSI_IVL_PQ)
 _NO_VALUE_MARKUP: Final = leaf_markup("value", _NO_VALUE)
 

@@ -45,8 +45,8 @@ from xhuma.ccda.observation import (
     range_text,
     reference_ranges_markup,
     uncategorised_observations,
-    value_markup,
     value_text,
+    value_text_and_markup,
 )
 from xhuma.ccda.participation import author_label
 from xhuma.ccda.section import ConversionState, SectionWriter
@@ -353,12 +353,13 @@ class ReportEntries:
             details.append("Not for disclosure to the patient (NOPAT)")
         return details
 
-    def _result_row(self, observation: Resource, code: Coded, moment: str | None,
+    def _result_row(self, observation: Resource, code: Coded, value: str, moment: str | None,
                     comments: list[str]) -> tuple[Row, str | None]:
-        """The narrative row of a result; ``code``: its code, ``comments``: its comment's lines."""
+        """The narrative row of a result; ``code``: its code, ``value``: its value's text, ``comments``: its
+        comment's lines."""
         row = self.table.row()
         code_ref = row.cell(code.text("Unnamed test"), content="code")
-        row.cell(value_text(observation))
+        row.cell(value)
         row.cell(range_text(observation))
         row.cell(interpretation_text(observation))
         row.cell(readable_date(moment))
@@ -425,7 +426,8 @@ class ReportEntries:
         moment = _observation_time(observation, self.collected, self.issued)
         comments = lines_of(string(observation.get("comment")))
         concept = coded("code", observation.get("code"))  # its text for the row, its CD for the entry
-        row, code_ref = self._result_row(observation, concept, moment, comments)
+        value, value_xml = value_text_and_markup(observation)  # likewise its value
+        row, code_ref = self._result_row(observation, concept, value, moment, comments)
         text = reference_markup(row.reference)  # the result's row: its text, and its comment's
         head, tail = _result_observation_frame()
         parts = [
@@ -435,7 +437,7 @@ class ReportEntries:
             text,
             _STATUS_CODE[result_status(observation, lambda: has_value(observation))],
             ts_markup("effectiveTime", moment),
-            value_markup(observation),
+            value_xml,
         ]
         for code, display in interpretations(observation):
             parts.append(leaf_markup("interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
