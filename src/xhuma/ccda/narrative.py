@@ -36,7 +36,7 @@ class Row:
                 text = value
             else:
                 text = markup(value)
-        elif value is None:
+        elif not value:  # None, or no lines
             self.cells.append("<td/>")
             return None
         else:
@@ -128,4 +128,6 @@ def lines_of(text: str | None) -> list[str]:
     if "\n" not in text and "\r" not in text:  # most comments: one line
         line = text.strip()
         return [line] if line else []
-    return list(filter(None, map(str.strip, text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))))
+    if "\r" in text:  # (most multi-line texts have plain newlines)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return list(filter(None, map(str.strip, text.split("\n"))))
