@@ -80,6 +80,23 @@ class ConversionState:
                 return f"{identifier.get('system')}|{str(identifier['value']).strip()}"
         return self.index.key(resource)
 
+    def seed_and_ids(self, resource: Resource) -> tuple[str, str]:
+        """``(resource_seed(resource), ids_markup(resource))`` in one pass over the identifiers: the seed is the
+        first identifier that has a value, which is also the first that ``ids_markup`` writes."""
+        seed = None
+        written = ""
+        for identifier in as_list(resource.get("identifier")):
+            if isinstance(identifier, JSON_OBJECT):
+                xml = identifier_markup(identifier)
+                if xml is not None:  # (exactly when the identifier has a value)
+                    written += xml
+                    if seed is None:
+                        seed = f"{identifier.get('system')}|{identifier['value'].strip()}"
+        if seed is None:
+            key = self.index.key(resource)
+            return key, uid_markup(self.derived_id("resource", key))
+        return seed, written
+
     def add_ids(self, parent: Element, resource: Resource, role: str = "") -> None:
         """Write the ``id`` elements of an entry for ``resource`` (``ids_markup``)."""
         fragment(parent, self.ids_markup(resource, role))

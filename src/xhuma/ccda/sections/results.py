@@ -137,7 +137,7 @@ class UniqueIds:
 
     def __init__(self, section: SectionWriter) -> None:
         self.section = section
-        self.used: set[str] = set()
+        self.used: set[tuple[str, str]] = set()  # (role, resource_seed)
 
     def write(self, parent: Element, resource: Resource, role: str = "") -> None:
         fragment(parent, self.markup(resource, role))
@@ -145,11 +145,14 @@ class UniqueIds:
     def markup(self, resource: Resource, role: str = "") -> str:
         """The ids ``write`` writes, without writing them."""
         state = self.section.state
-        seed = f"{role}|{state.resource_seed(resource)}"
-        if seed in self.used:
+        if role:
+            seed, ids = state.resource_seed(resource), None
+        else:  # the resource's own ids, found with its seed in one pass over its identifiers
+            seed, ids = state.seed_and_ids(resource)
+        if (role, seed) in self.used:
             return uid_markup(state.derived_id(role or "resource", state.index.key(resource)))
-        self.used.add(seed)
-        return state.ids_markup(resource, role)
+        self.used.add((role, seed))
+        return state.ids_markup(resource, role) if ids is None else ids
 
 
 def comment_activity(section: SectionWriter, parent: Element, reference: str, *, component: bool = False) -> None:
