@@ -44,7 +44,16 @@ class Row:
             if not lines:
                 self.cells.append("<td/>")
                 return None
-            text = _lines(lines)
+            # The lines separated by ``<br/>``, each escaped. They are plainly safe together exactly when each one
+            # is (markup's test is per character): one test of their concatenation instead of one per line.
+            try:
+                whole = "".join(lines)
+            except TypeError:  # a line that is not a str: ``markup`` writes its str()
+                whole = "<"
+            if whole.isprintable() and "&" not in whole and "<" not in whole and ">" not in whole:
+                text = "<br/>".join(lines)
+            else:
+                text = "<br/>".join(map(markup, lines))
         if content:
             content_id = f"{self.id}-{content}"
             self.cells.append(f"<td><content{one_attr('ID', content_id)}>{text}</content></td>")
@@ -100,18 +109,6 @@ class NarrativeTable:
 
 
 _TABLE = {"border": "1", "width": "100%"}
-
-
-def _lines(lines: Sequence[str]) -> str:
-    """Text lines separated by ``<br/>`` (each line escaped). The lines are plainly safe together exactly when
-    each one is (``markup``'s test is per character): one test of their concatenation instead of one per line."""
-    try:
-        whole = "".join(lines)
-    except TypeError:  # a line that is not a str: ``markup`` writes its str()
-        whole = "<"
-    if whole.isprintable() and "&" not in whole and "<" not in whole and ">" not in whole:  # markup's test
-        return "<br/>".join(lines)
-    return "<br/>".join(map(markup, lines))
 
 
 def paragraph(text: Element, value: str, style: str | None = None) -> Element:
