@@ -98,7 +98,10 @@ class NarrativeTable:
                     parts.append(f"<tr{attrs}/>")
                     continue
                 cells = row.cells
-                tds = "".join(cells[:width] if len(cells) >= width else [*cells, *["<td/>"] * (width - len(cells))])
+                if len(cells) == width:  # most rows
+                    tds = "".join(cells)
+                else:  # extra cells dropped, missing ones empty
+                    tds = "".join(cells[:width] if len(cells) > width else [*cells, *["<td/>"] * (width - len(cells))])
                 parts.append(f"<tr{attrs}>{tds}</tr>")
             parts.append("</tbody>")
         parts.append("</table>")
