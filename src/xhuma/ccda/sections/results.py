@@ -366,20 +366,24 @@ class ReportEntries:
         row.cell(range_text(observation))
         row.cell(interpretation_text(observation))
         row.cell(readable_date(moment))
-        extra = [f"Specimen: {specimen_text(s)}" for s in self._own_specimens(observation)]
+        extra: list[str] = []
+        specimen = self._own_specimen(observation)
+        if specimen is not None:
+            extra.append(f"Specimen: {specimen_text(specimen)}")
         if self.section.is_confidential(observation):
             extra.append("Not for disclosure to the patient (NOPAT)")
         row.cell(comments + extra if extra else comments)
         return row, code_ref
 
-    def _own_specimens(self, observation: Resource) -> list[Resource]:
+    def _own_specimen(self, observation: Resource) -> Resource | None:
+        """The result's specimen when it is not one of the report's (None for most results: theirs are)."""
         reference = observation.get("specimen")
-        if reference is None:  # most results: the report's specimens are theirs
-            return []
+        if reference is None:
+            return None
         specimen = self.index.resolve(reference)
         if specimen is None or any(specimen is s for s in self.specimens):
-            return []
-        return [specimen]
+            return None
+        return specimen
 
     # --- entries ---------------------------------------------------------------------------------------------
     def _organizer(self, group: Resource | None, members: Sequence[Resource], class_code: str,
