@@ -265,7 +265,8 @@ class ReportEntries:
     def build(self) -> None:
         report = self.report
         groups, standalone, comments = self._classify()
-        header = self._report_row(groups, standalone, comments)
+        requests, conclusion = self._requests(), self._conclusion_lines()  # for the row and the entries
+        header = self._report_row(groups, standalone, comments, requests, conclusion)
         organizers: list[tuple[Element, list[str]]] = []
         for group, members in groups:
             organizers.append(self._organizer(group, members, "BATTERY", group.get("code")))
@@ -273,7 +274,7 @@ class ReportEntries:
             code = standalone[0].get("code") if len(standalone) == 1 else self._cluster_code()
             organizers.append(self._organizer(None, standalone, "CLUSTER", code))
         # Report-level comments (filing comments, conclusion, coded diagnosis) go with the first organizer.
-        if organizers and header is not None and (comments or self._conclusion_lines()):
+        if organizers and header is not None and (comments or conclusion):
             organizers[0][1].append(comment_activity_markup(header.reference, component=True))
         for entry, parts in organizers:
             parts.append("</organizer>")
@@ -285,7 +286,7 @@ class ReportEntries:
                 self.section.narrative_only(comment, "filing comment of a report without test results")
         for specimen in self.specimens:
             self.section.supporting(specimen, "specimen of a result organizer (narrative and specimen element)")
-        for request in self._requests():
+        for request in requests:
             self.section.supporting(request, "original request of an investigation report, shown in its narrative")
         if organizers:
             self.section.mapped(report, T.RESULT_ORGANIZER)
@@ -314,7 +315,7 @@ class ReportEntries:
         return category if codings(category) else self.report.get("code")
 
     def _report_row(self, groups: Sequence[tuple[Resource, list[Resource]]], standalone: Sequence[Resource],
-                    comments: Sequence[Resource]) -> Row | None:
+                    comments: Sequence[Resource], requests: Sequence[Resource], conclusion: list[str]) -> Row | None:
         report = self.report
         row = self.table.row()
         row.style = BOLD
@@ -328,11 +329,13 @@ class ReportEntries:
         row.cell("")
         row.cell(_status_label(report))
         row.cell(["Issued " + readable_date(report.get("issued"))] if report.get("issued") else [])
-        row.cell(self._report_details(comments))
+        row.cell(self._report_details(comments, requests, conclusion))
         return row
 
-    def _report_details(self, comments: Sequence[Resource]) -> list[str]:
-        """The comments cell of a report's row: performer, specimens, requests, filing comments, conclusion."""
+    def _report_details(self, comments: Sequence[Resource], requests: Sequence[Resource],
+                        conclusion: list[str]) -> list[str]:
+        """The comments cell of a report's row: performer, specimens, requests (``_requests``), filing comments,
+        conclusion (``_conclusion_lines``)."""
         report = self.report
         details: list[str] = []
         labs = [author_label(self.index, p.get("actor")) for p in as_list(report.get("performer"))
@@ -340,7 +343,7 @@ class ReportEntries:
         details += [f"Performed by: {lab}" for lab in labs if lab]
         for specimen in self.specimens:
             details.append(f"Specimen: {specimen_text(specimen)}")
-        for request in self._requests():
+        for request in requests:
             requested = concept_text(request.get("code"), "request")
             notes = "; ".join(notes_text(request))
             requester = author_label(self.index, (request.get("requester") or {}).get("agent"))
@@ -351,7 +354,7 @@ class ReportEntries:
             when = readable_date(comment.get("effectiveDateTime") or comment.get("issued"))
             details.append("Filing comment" + (f" ({who}, {when})" if who or when else "") + ":")
             details += lines_of(string(comment.get("comment")))
-        details += self._conclusion_lines()
+        details += conclusion
         if self.section.is_confidential(report):
             details.append("Not for disclosure to the patient (NOPAT)")
         return details
