@@ -205,8 +205,11 @@ def reference_ranges_markup(observation: Resource) -> str:
     result_quantity = observation.get("valueQuantity")
     result_unit = ({k: result_quantity[k] for k in _UNIT_KEYS if k in result_quantity}
                    if isinstance(result_quantity, JSON_OBJECT) else None)
-    return "".join([_range_markup(reference_range, result_unit) for reference_range in as_list(ranges)
-                    if isinstance(reference_range, JSON_OBJECT)])
+    written = ""
+    for reference_range in as_list(ranges):  # (a loop: most results have one range, a comprehension costs a call)
+        if isinstance(reference_range, JSON_OBJECT):
+            written += _range_markup(reference_range, result_unit)
+    return written
 
 
 _UNIT_KEYS: Final = ("unit", "system", "code")
@@ -219,8 +222,10 @@ def _range_markup(reference_range: Resource, result_unit: Mapping[str, Any] | No
     text = string(reference_range.get("text"))
     if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
         return ""
-    bounds = [(name, q) for name, q in (("low", low), ("high", high))
-              if isinstance(q, JSON_OBJECT) and format_number(q.get("value")) is not None]
+    bounds = []
+    for name, quantity in (("low", low), ("high", high)):
+        if isinstance(quantity, JSON_OBJECT) and format_number(quantity.get("value")) is not None:
+            bounds.append((name, quantity))
     parts = ["<referenceRange><observationRange>"]
     if text or not bounds:
         parts.append(leaf_markup("text", text=text or ""))
