@@ -7,6 +7,7 @@ import copy
 import os
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -74,3 +75,31 @@ def test_mutated_bundles_convert_to_schema_valid_documents(source: str, data: st
     schema = cda_schema()
     assert schema.validate(document), str(schema.error_log)
     assert conversion.report["resources"] is not None
+
+
+def _replace_everywhere(node: Any, key: str, value: Any) -> None:
+    if isinstance(node, dict):
+        for name in list(node):
+            if name == key:
+                node[name] = copy.deepcopy(value)
+            else:
+                _replace_everywhere(node[name], key, value)
+    elif isinstance(node, list):
+        for item in node:
+            _replace_everywhere(item, key, value)
+
+
+@pytest.mark.parametrize("key", ["system", "code", "url", "status", "use", "unit", "comparator", "gender"])
+@pytest.mark.parametrize("value", [[], {}], ids=["list", "object"])
+def test_a_list_or_object_where_every_resource_has_a_string_still_converts_to_a_valid_document(
+        key: str, value: Any) -> None:
+    """Bad input is a clear outcome, never a crash: a JSON list or object (unhashable: a set or dict lookup of it
+    raises TypeError) in place of every ``system``, ``code``, … of the bundle's resources. Found by the property
+    test above (an organisation identifier's ``system`` as a list made the header, and so the whole conversion,
+    fail)."""
+    schema = cda_schema()
+    for source in SOURCES:
+        bundle = copy.deepcopy(load(source))  # load's bundles are shared
+        _replace_everywhere(bundle["entry"], key, value)
+        document = etree.fromstring(convert(bundle, CONTEXT).xml)
+        assert schema.validate(document), f"{source}: {schema.error_log}"

@@ -160,7 +160,8 @@ def interpretations(observation: Resource) -> list[tuple[str, str]]:
         return []
     found = []
     for coding in codings(concept):
-        if coding.get("system") in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
+        system = coding.get("system")  # (a str test first: a set lookup of an unhashable JSON value raises)
+        if isinstance(system, str) and system in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
             found.append((str(coding["code"]), string(coding.get("display")) or str(coding["code"])))
     return found
 

@@ -134,7 +134,9 @@ def ods_code(organisation: Resource | None) -> str | None:
     if organisation is None:
         return None
     for identifier in as_list(organisation.get("identifier")):
-        if isinstance(identifier, JSON_OBJECT) and identifier.get("system") in T.ODS_SYSTEMS:
+        # (a str test first: a set lookup of an unhashable JSON value raises)
+        if isinstance(identifier, JSON_OBJECT) and isinstance(system := identifier.get("system"), str) \
+                and system in T.ODS_SYSTEMS:
             return string(identifier.get("value"))
     return None
 
