@@ -200,16 +200,25 @@ def author_markup(index: BundleIndex, reference: object, time: object) -> str | 
 def assigned_author(index: BundleIndex, reference: object) -> str | None:
     """The assignedAuthor markup of a recorder/asserter/requester; None when nothing resolves. For an entry whose
     one author is written at several times (``author_at``): resolved once."""
-    person, organisation = practitioner_of(index, reference)
-    if person is None and organisation is None:
+    ref = _reference_string(reference)
+    if ref is None:
         return None
-    # A record's entries are authored by a handful of practitioners: their assignedAuthor is built once per
-    # conversion and then written as markup.
-    key = ("assignedAuthor", id(person), id(organisation))
+    # A record's entries are authored by a handful of practitioners: the assignedAuthor behind each reference is
+    # resolved and built once per conversion ("" when nothing resolves), then written as markup.
+    key = ("assignedAuthor", ref)
     assigned = index.memo.get(key)
     if assigned is None:
-        assigned = index.memo[key] = markup_of(_assigned_author(person, organisation))
-    return assigned
+        person, organisation = practitioner_of(index, ref)
+        assigned = index.memo[key] = "" if person is None and organisation is None \
+            else markup_of(_assigned_author(person, organisation))
+    return assigned or None
+
+
+def _reference_string(reference: object) -> str | None:
+    """The reference string of a Reference (or of a reference string): what ``BundleIndex.resolve`` resolves, the
+    same resource each time within one conversion; None when it is not a string (nothing resolves)."""
+    ref = reference.get("reference") if isinstance(reference, JSON_OBJECT) else reference
+    return ref if isinstance(ref, str) else None
 
 
 def author_at(assigned: str, time: object) -> str:
@@ -243,12 +252,13 @@ def _assigned_author(person: Resource | None, organisation: Resource | None) -> 
 
 def author_label(index: BundleIndex, reference: object) -> str:
     """Narrative label of a recorder: "Dr A Smith (Practice)"; else the reference's display."""
-    person, organisation = practitioner_of(index, reference)
+    ref = _reference_string(reference)
     label = ""
-    if person is not None or organisation is not None:
-        key = ("author_label", id(person), id(organisation))  # a handful of authors label most rows
+    if ref is not None:
+        key = ("author_label", ref)  # a handful of authors label most rows: resolved once per conversion
         cached = index.memo.get(key)
         if cached is None:
+            person, organisation = practitioner_of(index, ref)
             cached = index.memo[key] = _label(person, organisation)
         label = cached
     if label:
