@@ -150,6 +150,8 @@ _UNCODED_PRN: Final = start_tag("value", {"nullFlavor": "NI", "xsi:type": "CD"})
 _IVL_TS_START: Final = start_tag("effectiveTime", {"xsi:type": "IVL_TS"})
 _PIVL_TS_START: Final = start_tag("effectiveTime", {"operator": "A", "institutionSpecified": "true",
                                                     "xsi:type": "PIVL_TS"})
+# The activity's high when the statement has no end: NI when open-ended (active), else UNK (``ts_markup`` of None).
+_NO_HIGH: Final = {True: ts_markup("high", None, "NI"), False: ts_markup("high", None, "UNK")}
 _UNKNOWN_DOSE: Final = leaf_markup("doseQuantity", {"nullFlavor": "UNK"})
 
 
@@ -347,7 +349,7 @@ class MedicationActivity:
             _STATUS_CODE[self.status],
             _IVL_TS_START,
             ts_markup("low", self.start),
-            ts_markup("high", self.end, "NI" if open_ended else "UNK"),
+            ts_markup("high", self.end) if self.end else _NO_HIGH[open_ended],  # (an end: not open-ended)
             "</effectiveTime>",
             self._frequency(),
             self._route(),
@@ -533,12 +535,12 @@ class MedicationActivity:
         type_code = None
         if prescription_type is not None:
             concept = prescription_type.get("valueCodeableConcept")
-            for coding in as_list((concept or {}).get("coding")):
+            for coding in as_list(concept.get("coding") if concept else None):
                 if isinstance(coding, JSON_OBJECT):
                     type_code = str(coding.get("code"))
                     break
         agency = self.agency
-        agency_text = concept_text((agency or {}).get("valueCodeableConcept"))
+        agency_text = concept_text(agency.get("valueCodeableConcept")) if agency is not None else ""
         return [PRESCRIPTION_TYPE.get(type_code or "", type_code or ""), agency_text]
 
     def _status_cell(self) -> str | list[str]:
@@ -553,8 +555,10 @@ class MedicationActivity:
 
     def _note_lines(self) -> list[str]:
         statement = self.statement
-        notes = [n["text"] for n in as_list(statement.get("note")) if isinstance(n, JSON_OBJECT)
-                 and isinstance(n.get("text"), str)]
+        notes: list[str] = []
+        for note in as_list(statement.get("note")):  # (a loop: a comprehension is a call of its own)
+            if isinstance(note, JSON_OBJECT) and isinstance(text := note.get("text"), str):
+                notes.append(text)
         recorder = author_label(self.index, self.plan.get("recorder")) if self.plan is not None else ""
         if recorder:
             notes.append(f"Authorised by {recorder}")
