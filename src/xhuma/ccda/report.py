@@ -70,13 +70,27 @@ class ReportBuilder:
         template: str | None = None,
         reason: str | None = None,
     ) -> None:
+        self.add(key, resource_type, outcome, section, template, reason)
+
+    def add(
+        self,
+        key: str,
+        resource_type: str,
+        outcome: Outcome,
+        section: str | None,
+        template: str | None,
+        reason: str | None,
+    ) -> None:
+        """``record`` with every argument given in order: the section writers' calls, several hundred per conversion
+        (a call with keyword arguments costs more)."""
         current = self.outcomes.get(key)
-        if current is not None and _RANK[current.outcome] > _RANK[outcome]:
-            return
-        if current is not None and current.outcome == outcome == "entry" and current.section != section:
-            # Rendered twice (e.g. a problem also inside an encounter): keep the first, note the second.
-            current.reason = f"also in section {section}"
-            return
+        if current is not None:
+            if _RANK[current.outcome] > _RANK[outcome]:
+                return
+            if current.outcome == outcome == "entry" and current.section != section:
+                # Rendered twice (e.g. a problem also inside an encounter): keep the first, note the second.
+                current.reason = f"also in section {section}"
+                return
         self.outcomes[key] = ResourceOutcome(key, resource_type, outcome, section, template, reason)
         if section is not None and outcome in ("entry", "narrative"):
             area = self.counts.get(section)

@@ -284,14 +284,14 @@ class SectionWriter:
     # --- report ------------------------------------------------------------------------------------------------
     def mapped(self, resource: Resource, template: T.TemplateId | None) -> None:
         name = None if template is None else _template_name(template)
-        self.report.record(self.index.key(resource), _type(resource), "entry", section=self.key, template=name)
+        self.report.add(self.index.key(resource), _type(resource), "entry", self.key, name, None)
 
     def narrative_only(self, resource: Resource, reason: str) -> None:
-        self.report.record(self.index.key(resource), _type(resource), "narrative", section=self.key, reason=reason)
+        self.report.add(self.index.key(resource), _type(resource), "narrative", self.key, None, reason)
 
     def supporting(self, resource: Resource | None, reason: str) -> None:
         if resource is not None:
-            self.report.record(self.index.key(resource), _type(resource), "supporting", reason=reason)
+            self.report.add(self.index.key(resource), _type(resource), "supporting", None, None, reason)
 
     def warn(self, code: str, message: str, resource: Resource | None = None) -> None:
         self.report.warn(code, message, section=self.key,
