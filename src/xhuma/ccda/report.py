@@ -36,7 +36,7 @@ class ResourceOutcome:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to create, and a warning is only listed
 class Warning:
     code: str
     message: str
