@@ -95,8 +95,16 @@ class NarrativeTable:
         else:
             parts.append("<tbody>")
             width = len(self.headers)
+            # A row's ID is this table's prefix, "-" and a number (``row``): plainly safe when the prefix is (the
+            # registry's prefixes all are), written then without one test per row.
+            plain_ids = one_attr("ID", self.id_prefix) == f' ID="{self.id_prefix}"'
             for row in self.rows:
-                attrs = unique_attrs({"ID": row.id, "styleCode": row.style}) if row.style else one_attr("ID", row.id)
+                if row.style:
+                    attrs = unique_attrs({"ID": row.id, "styleCode": row.style})
+                elif plain_ids:
+                    attrs = f' ID="{row.id}"'
+                else:
+                    attrs = one_attr("ID", row.id)
                 if not width:
                     parts.append(f"<tr{attrs}/>")
                     continue
