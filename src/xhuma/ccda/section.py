@@ -187,8 +187,8 @@ class SectionWriter:
     def is_confidential(self, resource: Resource) -> bool:
         """``meta.security`` NOPAT: not to be disclosed to the patient (SPEC §7.4, §8.5)."""
         meta = resource.get("meta")
-        labels = as_list(meta.get("security")) if isinstance(meta, JSON_OBJECT) else []
-        if not labels:  # most resources
+        labels = meta.get("security") if isinstance(meta, JSON_OBJECT) else None
+        if not labels or not isinstance(labels, list):  # most resources have no security labels
             return False
         return any(isinstance(label, JSON_OBJECT) and label.get("code") == "NOPAT" for label in labels)
 
@@ -307,7 +307,9 @@ class SectionWriter:
         becomes a 'not converted' narrative row plus a report warning — never a lost section (LESSONS 24)."""
         for resource in resources:
             entries_mark = len(self.entries)
-            rows_mark = [len(t.rows) for t in self.tables]
+            rows_mark: list[int] = []  # (a loop, not a comprehension: that is a function call of its own, per resource)
+            for table in self.tables:
+                rows_mark.append(len(table.rows))
             try:
                 convert(resource)
             except Exception as error:
