@@ -233,12 +233,14 @@ class SectionWriter:
                              f"their item by id alone (FHIR references are Type/id); each matched the bundle's only "
                              f"resource with that id", section=self.key, resource=self.index.key(lst))
         if types:
-            kept = [m for m in members if m.get("resourceType") in types]
-            for other in members:
-                if other.get("resourceType") not in types:
+            kept = []  # one pass: the members of these types kept, any other one a warning (in List order)
+            for member in members:
+                if member.get("resourceType") in types:
+                    kept.append(member)
+                else:
                     self.report.warn("unexpected-list-member",
-                                     f"{other.get('resourceType')} in list {self.index.key(lst)} is not converted "
-                                     f"by section {self.key}", section=self.key, resource=self.index.key(other))
+                                     f"{member.get('resourceType')} in list {self.index.key(lst)} is not converted "
+                                     f"by section {self.key}", section=self.key, resource=self.index.key(member))
             return kept
         return members
 
