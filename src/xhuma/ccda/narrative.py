@@ -58,11 +58,20 @@ class Row:
             else:
                 text = "<br/>".join(map(markup, lines))
         if content:
-            content_id = f"{self.id}-{content}"
-            self.cells.append(f"<td><content{one_attr('ID', content_id)}>{text}</content></td>")
-            return f"#{content_id}"
+            return self._content_cell(text, content)
         self.cells.append(f"<td>{text}</td>")
         return None
+
+    def _content_cell(self, text: str, content: str) -> str:
+        """A cell whose text (markup) is wrapped in ``<content ID=row-content>``; its reference."""
+        content_id = f"{self.id}-{content}"
+        # one_attr's plain-value test inline (a row's ID and a content name: plainly safe in practice)
+        if content_id.isprintable() and "&" not in content_id and "<" not in content_id and ">" not in content_id \
+                and '"' not in content_id:
+            self.cells.append(f'<td><content ID="{content_id}">{text}</content></td>')
+        else:
+            self.cells.append(f"<td><content{one_attr('ID', content_id)}>{text}</content></td>")
+        return f"#{content_id}"
 
 
 @dataclass(slots=True)
