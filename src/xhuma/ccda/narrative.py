@@ -105,13 +105,13 @@ class NarrativeTable:
             parts.append("<tbody>")
             width = len(self.headers)
             # A row's ID is this table's prefix, "-" and a number (``row``): plainly safe when the prefix is (the
-            # registry's prefixes all are), written then without one test per row.
+            # registry's prefixes all are), written then without one test per row (only a row's styleCode is tested).
             plain_ids = one_attr("ID", self.id_prefix) == f' ID="{self.id_prefix}"'
             for row in self.rows:
-                if row.style:
+                if plain_ids:
+                    attrs = f' ID="{row.id}"{one_attr("styleCode", row.style)}' if row.style else f' ID="{row.id}"'
+                elif row.style:
                     attrs = unique_attrs({"ID": row.id, "styleCode": row.style})
-                elif plain_ids:
-                    attrs = f' ID="{row.id}"'
                 else:
                     attrs = one_attr("ID", row.id)
                 if not width:
