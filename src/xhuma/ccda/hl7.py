@@ -316,11 +316,18 @@ _CONCEPTS_MAX: Final = 4096  # a cache, not state: emptied when full
 def _concept_key(concept: object, all_codings: list[Mapping[str, Any]]) -> tuple[Any, ...] | None:
     """What ``_cd_parts`` reads of a concept (text; each coding's system, code, display and chosen display), or
     None when any of it is not a plain ``str`` or None (no key: 1, 1.0 and True are equal keys)."""
-    key: tuple[Any, ...] = (concept.get("text") if concept is not None and isinstance(concept, JSON_OBJECT) else None,)
-    for coding in all_codings:
-        # Without extensions the chosen display is the display's, already in the key (most codings have none).
-        key += (coding.get("system"), coding.get("code"), coding.get("display"),
-                coding_display(coding) if "extension" in coding else None)
+    text = concept.get("text") if concept is not None and isinstance(concept, JSON_OBJECT) else None
+    key: tuple[Any, ...]
+    if len(all_codings) == 1:  # most concepts: the key built at once, without a loop of tuple concatenations
+        coding = all_codings[0]
+        key = (text, coding.get("system"), coding.get("code"), coding.get("display"),
+               coding_display(coding) if "extension" in coding else None)
+    else:
+        key = (text,)
+        for coding in all_codings:
+            # Without extensions the chosen display is the display's, already in the key (most codings have none).
+            key += (coding.get("system"), coding.get("code"), coding.get("display"),
+                    coding_display(coding) if "extension" in coding else None)
     return key if _STR_OR_NONE.issuperset(map(type, key)) else None
 
 
