@@ -64,6 +64,7 @@ def _readable_date(value: str) -> str:
 
 
 def codings(concept: object) -> list[Mapping[str, Any]]:
+    """The codings of a CodeableConcept that are JSON objects, as a new list (the caller may change it)."""
     # ``is None`` first here and in the other accessors called with absent values: isinstance(None, Mapping)
     # goes through the ABC machinery, a Python-level call (thousands of absent values per document).
     if concept is None or not isinstance(concept, JSON_OBJECT):
@@ -75,6 +76,20 @@ def codings(concept: object) -> list[Mapping[str, Any]]:
         if coding.__class__ is not dict:
             return [c for c in found if isinstance(c, JSON_OBJECT)]
     return found[:]
+
+
+def coding_view(concept: object) -> Sequence[Mapping[str, Any]]:
+    """``codings`` for callers that only read them: the concept's own list when every coding is a JSON object
+    (parsed JSON: nearly always), without a copy. Not to be changed."""
+    if concept is None or not isinstance(concept, JSON_OBJECT):
+        return ()
+    found = concept.get("coding")
+    if not isinstance(found, list):
+        return ()
+    for coding in found:  # parsed JSON: codings are dicts
+        if coding.__class__ is not dict:
+            return [c for c in found if isinstance(c, JSON_OBJECT)]
+    return found
 
 
 def coding_display(coding: Mapping[str, Any]) -> str | None:
@@ -100,7 +115,7 @@ def concept_term(concept: object) -> str | None:
     """``concept_text`` without a default: None when the concept names nothing."""
     if concept is None or not isinstance(concept, JSON_OBJECT):
         return None
-    all_codings = codings(concept)
+    all_codings = coding_view(concept)
     for coding in all_codings:
         if coding.get("system") == T.SNOMED_URI:
             display = coding_display(coding)

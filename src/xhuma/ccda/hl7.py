@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import FHIR_DATE, JSON_OBJECT, coding_display, codings, concept_term
+from xhuma.ccda.fhir import FHIR_DATE, JSON_OBJECT, coding_display, coding_view, concept_term
 from xhuma.ccda.memo import memo, memo_dict
 from xhuma.ccda.ucum import quantity_unit
 from xhuma.ccda.xmlwriter import (
@@ -195,7 +195,7 @@ _VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abc
 
 # --- CD ----------------------------------------------------------------------------------------------------------
 def snomed_code(concept: object) -> str | None:
-    for coding in codings(concept):
+    for coding in coding_view(concept):
         if coding.get("system") == T.SNOMED_URI and is_code(coding.get("code")):
             return str(coding["code"])
     return None
@@ -293,7 +293,7 @@ def coded(
 ) -> Coded:
     """A concept's CD and text looked up once (a narrative cell and its entry's CD read the same concept)."""
     allowed = primary_systems if isinstance(primary_systems, frozenset) else frozenset(primary_systems)
-    all_codings = codings(concept)
+    all_codings = coding_view(concept)
     key = _concept_key(concept, all_codings)
     found = None if key is None else _CONCEPTS.get((name, xsi_type, null_flavor, allowed, extra, key))
     if found is None:
@@ -313,7 +313,7 @@ _CONCEPTS: dict[tuple[Any, ...], Coded] = memo_dict({})
 _CONCEPTS_MAX: Final = 4096  # a cache, not state: emptied when full
 
 
-def _concept_key(concept: object, all_codings: list[Mapping[str, Any]]) -> tuple[Any, ...] | None:
+def _concept_key(concept: object, all_codings: Sequence[Mapping[str, Any]]) -> tuple[Any, ...] | None:
     """What ``_cd_parts`` reads of a concept (text; each coding's system, code, display and chosen display), or
     None when any of it is not a plain ``str`` or None (no key: 1, 1.0 and True are equal keys)."""
     text = concept.get("text") if concept is not None and isinstance(concept, JSON_OBJECT) else None
@@ -337,7 +337,7 @@ _STR_OR_NONE: Final = frozenset({str, type(None)})
 def _cd_parts(
     name: str,
     concept: object,
-    all_codings: list[Mapping[str, Any]],
+    all_codings: Sequence[Mapping[str, Any]],
     term: str | None,
     xsi_type: str | None,
     null_flavor: str,

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, json_object, readable_date, string
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, coding_view, concept_text, json_object, readable_date, string
 from xhuma.ccda.hl7 import cd_markup, format_number, is_code, pq_markup
 from xhuma.ccda.narrative import lines_of
 from xhuma.ccda.xmlwriter import Element, fragment, leaf_markup, start_tag
@@ -159,7 +159,7 @@ def interpretations(observation: Resource) -> list[tuple[str, str]]:
     if concept is None:  # most observations
         return []
     found = []
-    for coding in codings(concept):
+    for coding in coding_view(concept):
         system = coding.get("system")  # (a str test first: a set lookup of an unhashable JSON value raises)
         if isinstance(system, str) and system in INTERPRETATION_SYSTEMS and is_code(coding.get("code")):
             found.append((str(coding["code"]), string(coding.get("display")) or str(coding["code"])))
@@ -245,7 +245,7 @@ def _range_markup(reference_range: Resource, result_unit: Mapping[str, Any] | No
 
 def sct_codes(concept: object) -> list[str]:
     """SNOMED codes of a concept, whitespace-trimmed (some suppliers send ``" 86290005"``)."""
-    return [str(c.get("code")).strip() for c in codings(concept)
+    return [str(c.get("code")).strip() for c in coding_view(concept)
             if c.get("system") == T.SNOMED_URI and isinstance(c.get("code"), str)]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from xhuma.ccda import templates as T
-from xhuma.ccda.fhir import JSON_OBJECT, as_list, codings, concept_text, notes_text, readable_date, string
+from xhuma.ccda.fhir import JSON_OBJECT, as_list, coding_view, concept_text, notes_text, readable_date, string
 from xhuma.ccda.hl7 import (
     Coded,
     cd,
@@ -308,11 +308,11 @@ class ReportEntries:
 
     def _cluster_code(self) -> object:
         category = self.report.get("category")
-        for coding in codings(category):
+        for coding in coding_view(category):
             if coding.get("system") in ("http://hl7.org/fhir/v2/0074", "http://terminology.hl7.org/CodeSystem/v2-0074"):
                 return {"coding": [{"system": f"urn:oid:{V2_0074_OID}", "code": coding.get("code"),
                                     "display": coding.get("display")}]}
-        return category if codings(category) else self.report.get("code")
+        return category if coding_view(category) else self.report.get("code")
 
     def _report_row(self, groups: Sequence[tuple[Resource, list[Resource]]], standalone: Sequence[Resource],
                     comments: Sequence[Resource], requests: Sequence[Resource], conclusion: list[str]) -> Row | None:
@@ -420,7 +420,7 @@ class ReportEntries:
             parts.append(f"<effectiveTime>{ts_markup('low', moment)}{ts_markup('high', moment)}</effectiveTime>")
         specimen = self.index.resolve(group.get("specimen")) if group is not None else None
         for item in ([specimen] if specimen is not None else self.specimens)[:1]:
-            if item.get("resourceType") == "Specimen" and codings(item.get("type")):
+            if item.get("resourceType") == "Specimen" and coding_view(item.get("type")):
                 parts.append(f"<specimen><specimenRole><specimenPlayingEntity>{cd_markup('code', item.get('type'))}"
                              "</specimenPlayingEntity></specimenRole></specimen>")
         parts += map(self._result_observation, members)
