@@ -453,7 +453,11 @@ def pq(parent: Element, name: str, quantity: object, *, xsi_type: str | None = N
 
 def pq_markup(name: str, quantity: object, *, xsi_type: str | None = None, inclusive: str | None = None) -> str:
     """The markup ``pq`` writes, without writing it."""
-    attrs, inner = _pq_parts(quantity)
+    attrs, inner = _UNKNOWN_QUANTITY, ""
+    if isinstance(quantity, JSON_OBJECT):
+        number = format_number(quantity.get("value"))
+        if number is not None:
+            attrs, inner = _pq_parts(number, quantity)
     if xsi_type:
         attrs += one_attr("xsi:type", xsi_type)  # after the value's, as set_xsi_type would add it
     if inclusive is not None:
@@ -461,14 +465,19 @@ def pq_markup(name: str, quantity: object, *, xsi_type: str | None = None, inclu
     return f"<{name}{attrs}>{inner}</{name}>" if inner else f"<{name}{attrs}/>"
 
 
-def _pq_parts(quantity: object) -> tuple[str, str]:
-    """The serialised value and unit attributes of a PQ (nullFlavor without a number) and its children's markup
+def number_pq_markup(name: str, number: str, unit_of: Mapping[str, Any], *, inclusive: str | None = None) -> str:
+    """``pq_markup`` of a Quantity whose value's ``format_number`` the caller already has (``number``, not None),
+    with the unit of ``unit_of`` (a Quantity: only its system, code and unit are read, by ``ucum.quantity_unit``).
+    For bounds: a reference range's bound in its result's unit, a comparator's bound."""
+    attrs, inner = _pq_parts(number, unit_of)
+    if inclusive is not None:
+        attrs += one_attr("inclusive", inclusive)
+    return f"<{name}{attrs}>{inner}</{name}>" if inner else f"<{name}{attrs}/>"
+
+
+def _pq_parts(number: str, quantity: Mapping[str, Any]) -> tuple[str, str]:
+    """The serialised value and unit attributes of a PQ whose value is ``number`` and its children's markup
     (``pq``); the unit by ``ucum.quantity_unit``. Written directly: each number is another attribute set."""
-    if not isinstance(quantity, JSON_OBJECT):
-        return _UNKNOWN_QUANTITY, ""
-    number = format_number(quantity.get("value"))
-    if number is None:
-        return _UNKNOWN_QUANTITY, ""
     attrs = f' value="{number}"'  # a CDA real: digits, sign, point, exponent (nothing to escape)
     unit = quantity_unit(quantity)
     if unit.code is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from xhuma.ccda import templates as T
 from xhuma.ccda.fhir import JSON_OBJECT, as_list, coding_view, concept_text, json_object, readable_date, string
-from xhuma.ccda.hl7 import cd_markup, format_number, is_code, pq_markup
+from xhuma.ccda.hl7 import cd_markup, format_number, is_code, number_pq_markup, pq_markup
 from xhuma.ccda.narrative import lines_of
 from xhuma.ccda.xmlwriter import Element, fragment, leaf_markup, start_tag
 
@@ -117,9 +117,9 @@ def value_markup(observation: Resource, reference: str | None = None) -> str:
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, JSON_OBJECT):
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
-        if comparator is not None and format_number(quantity.get("value")) is not None:
-            bound = pq_markup(comparator[0], {k: v for k, v in quantity.items() if k != "comparator"},
-                              inclusive=comparator[1])
+        number = None if comparator is None else format_number(quantity.get("value"))
+        if comparator is not None and number is not None:
+            bound = number_pq_markup(comparator[0], number, quantity, inclusive=comparator[1])
             return f"{_IVL_PQ_START}{bound}</value>"
         return pq_markup("value", quantity, xsi_type="PQ")
     concept = observation.get("valueCodeableConcept")
@@ -204,8 +204,7 @@ def reference_ranges_markup(observation: Resource) -> str:
     if not ranges:  # most results
         return ""
     result_quantity = observation.get("valueQuantity")
-    result_unit = ({k: result_quantity[k] for k in _UNIT_KEYS if k in result_quantity}
-                   if isinstance(result_quantity, JSON_OBJECT) else None)
+    result_unit = result_quantity if isinstance(result_quantity, JSON_OBJECT) else None
     written = ""
     for reference_range in as_list(ranges):  # (a loop: most results have one range, a comprehension costs a call)
         if isinstance(reference_range, JSON_OBJECT):
@@ -217,26 +216,25 @@ _UNIT_KEYS: Final = ("unit", "system", "code")
 
 
 def _range_markup(reference_range: Resource, result_unit: Mapping[str, Any] | None) -> str:
-    """One ``referenceRange`` ("" when it has neither bounds nor text); ``result_unit``: the unit keys of the
-    result's Quantity (None when the result is not one), for bounds without a unit."""
+    """One ``referenceRange`` ("" when it has neither bounds nor text); ``result_unit``: the result's Quantity
+    (None when the result is not one), whose unit (system, code, unit) is that of bounds without one."""
     low, high = reference_range.get("low"), reference_range.get("high")
     text = string(reference_range.get("text"))
     if not (isinstance(low, JSON_OBJECT) or isinstance(high, JSON_OBJECT) or text):
         return ""
-    bounds = []
-    for name, quantity in (("low", low), ("high", high)):
-        if isinstance(quantity, JSON_OBJECT) and format_number(quantity.get("value")) is not None:
-            bounds.append((name, quantity))
+    bounds = ""
+    for name, quantity in (("low", low), ("high", high)):  # each bound's number formatted once
+        if isinstance(quantity, JSON_OBJECT):
+            number = format_number(quantity.get("value"))
+            if number is not None:
+                if result_unit is not None and quantity.keys().isdisjoint(_UNIT_KEYS):
+                    quantity = result_unit
+                bounds += number_pq_markup(name, number, quantity)
     parts = ["<referenceRange><observationRange>"]
     if text or not bounds:
         parts.append(leaf_markup("text", text=text or ""))
     if bounds:
-        parts.append(_IVL_PQ_START)
-        for name, quantity in bounds:
-            if result_unit is not None and quantity.keys().isdisjoint(_UNIT_KEYS):
-                quantity = {**quantity, **result_unit}
-            parts.append(pq_markup(name, quantity))
-        parts.append("</value>")
+        parts += (_IVL_PQ_START, bounds, "</value>")
     else:
         parts.append(leaf_markup("value", _XSI_ST, text=text or ""))
     parts.append("</observationRange></referenceRange>")
