@@ -439,13 +439,18 @@ class ReportEntries:
         value, value_xml = value_text_and_markup(observation)  # likewise its value
         row, code_ref = self._result_row(observation, concept, value, moment, comments)
         text = reference_markup(row.reference)  # the result's row: its text, and its comment's
+        status = observation.get("status")
+        if isinstance(status, str) and status in RESULT_STATUS:  # most results: result_status without its call
+            status_code = _STATUS_CODE[RESULT_STATUS[status]]
+        else:
+            status_code = _STATUS_CODE[result_status(observation, has_value(observation))]
         head, tail = _result_observation_frame()
         parts = [
             head,
             self.ids.markup(observation),
             concept.markup(code_ref),
             text,
-            _STATUS_CODE[result_status(observation, lambda: has_value(observation))],
+            status_code,
             ts_markup("effectiveTime", moment),
             value_xml,
         ]
