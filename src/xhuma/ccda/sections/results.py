@@ -438,7 +438,9 @@ class ReportEntries:
         concept = coded("code", observation.get("code"))  # its text for the row, its CD for the entry
         value, value_xml = value_text_and_markup(observation)  # likewise its value
         row, code_ref = self._result_row(observation, concept, value, moment, comments)
-        text = reference_markup(row.reference)  # the result's row: its text, and its comment's
+        # The result's row: its text, and its comment's (reference_markup, written directly: a row's ID is the
+        # section's NCName prefix and a number, an attribute value with nothing to escape).
+        text = f'<text><reference value="{row.reference}"/></text>'
         status = observation.get("status")
         if isinstance(status, str) and status in RESULT_STATUS:  # most results: result_status without its call
             status_code = _STATUS_CODE[RESULT_STATUS[status]]
@@ -454,14 +456,16 @@ class ReportEntries:
             ts_markup("effectiveTime", moment),
             value_xml,
         ]
-        for code, display in interpretations(observation):
-            parts.append(leaf_markup("interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
-                                                            "codeSystemName": "ObservationInterpretation",
-                                                            "displayName": display}))
+        if "interpretation" in observation:  # (absent from most results, like reference ranges)
+            for code, display in interpretations(observation):
+                parts.append(leaf_markup("interpretationCode", {"code": code, "codeSystem": INTERPRETATION_OID,
+                                                                "codeSystemName": "ObservationInterpretation",
+                                                                "displayName": display}))
         if comments:
             comment_head, comment_tail = _comment_frame(False)
             parts += (comment_head, text, comment_tail)
-        parts.append(reference_ranges_markup(observation))
+        if "referenceRange" in observation:
+            parts.append(reference_ranges_markup(observation))
         parts.append(tail)
         self.section.mapped(observation, T.RESULT_OBSERVATION)
         return "".join(parts)
