@@ -366,8 +366,9 @@ class ReportEntries:
         row = self.table.row()
         code_ref = row.cell(code.text("Unnamed test"), content="code")
         row.cell(value)
-        row.cell(range_text(observation))
-        row.cell(interpretation_text(observation))
+        # Most results have neither reference ranges nor interpretations: their (empty) cells without the calls.
+        row.cell(range_text(observation) if "referenceRange" in observation else ())
+        row.cell(interpretation_text(observation) if "interpretation" in observation else "")
         row.cell(readable_date(moment))
         extra: list[str] = []
         specimen = self._own_specimen(observation)
