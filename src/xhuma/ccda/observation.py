@@ -114,6 +114,11 @@ def value_markup(observation: Resource, reference: str | None = None) -> str:
     INT, IVL_PQ for ranges; no value → ``PQ nullFlavor="NI"`` (value is SHALL) with the text in the narrative."""
     if not has_value(observation):  # the common case for group headers and free-text results
         return _NO_VALUE_MARKUP
+    return _present_value_markup(observation, reference)
+
+
+def _present_value_markup(observation: Resource, reference: str | None) -> str:
+    """``value_markup`` of an observation that has a ``value[x]`` key (``has_value``)."""
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, JSON_OBJECT):
         comparator = _COMPARATOR.get(str(quantity.get("comparator")))
@@ -146,7 +151,7 @@ def value_text_and_markup(observation: Resource) -> tuple[str, str]:
     narrative cell and its entry's value (most results of a record have no value, only a code and a comment)."""
     if not has_value(observation):
         return _absent_text(observation), _NO_VALUE_MARKUP
-    return value_text(observation), value_markup(observation)
+    return value_text(observation), _present_value_markup(observation, None)
 
 
 _IVL_PQ_START: Final = start_tag("value", _XSI_IVL_PQ)
