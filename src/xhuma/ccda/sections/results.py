@@ -370,13 +370,17 @@ class ReportEntries:
         row.cell(range_text(observation) if "referenceRange" in observation else ())
         row.cell(interpretation_text(observation) if "interpretation" in observation else "")
         row.cell(readable_date(moment))
+        specimen = self._own_specimen(observation) if "specimen" in observation else None  # (most have none)
+        confidential = self.section.is_confidential(observation)
+        if specimen is None and not confidential:  # most results: the comment's lines alone
+            row.cell(comments)
+            return row, code_ref
         extra: list[str] = []
-        specimen = self._own_specimen(observation)
         if specimen is not None:
             extra.append(f"Specimen: {specimen_text(specimen)}")
-        if self.section.is_confidential(observation):
+        if confidential:
             extra.append("Not for disclosure to the patient (NOPAT)")
-        row.cell(comments + extra if extra else comments)
+        row.cell(comments + extra)
         return row, code_ref
 
     def _own_specimen(self, observation: Resource) -> Resource | None:
