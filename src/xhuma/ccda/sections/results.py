@@ -416,7 +416,7 @@ class ReportEntries:
             template_markup(T.RESULT_ORGANIZER),
             self.ids.markup(source, "" if group is not None else "result-cluster"),
             cd_markup("code", code, reference=code_ref),
-            leaf_markup("statusCode", {"code": result_status(source, lambda: any(map(has_value, members)))}),
+            _STATUS_CODE[result_status(source, lambda: any(map(has_value, members)))],
         ]
         moment = self.collected or (self._time(group) if group is not None else None)
         if moment is None and members:
