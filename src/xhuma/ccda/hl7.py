@@ -328,10 +328,10 @@ def _concept_key(concept: object, all_codings: Sequence[Mapping[str, Any]]) -> t
             # Without extensions the chosen display is the display's, already in the key (most codings have none).
             key += (coding.get("system"), coding.get("code"), coding.get("display"),
                     coding_display(coding) if "extension" in coding else None)
-    return key if _STR_OR_NONE.issuperset(map(type, key)) else None
-
-
-_STR_OR_NONE: Final = frozenset({str, type(None)})
+    for part in key:
+        if part is not None and part.__class__ is not str:
+            return None
+    return key
 
 
 def _cd_parts(
