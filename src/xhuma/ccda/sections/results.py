@@ -301,8 +301,11 @@ class ReportEntries:
                 if r is not None and r.get("resourceType") == "ProcedureRequest"]
 
     def _conclusion_lines(self) -> list[str]:
-        out = [f"Conclusion: {line}" for line in lines_of(string(self.report.get("conclusion")))]
-        out += [f"Coded diagnosis: {concept_text(c)}" for c in as_list(self.report.get("codedDiagnosis"))
+        report = self.report
+        if "conclusion" not in report and "codedDiagnosis" not in report:  # most reports
+            return []
+        out = [f"Conclusion: {line}" for line in lines_of(string(report.get("conclusion")))]
+        out += [f"Coded diagnosis: {concept_text(c)}" for c in as_list(report.get("codedDiagnosis"))
                 if concept_text(c)]
         return out
 
@@ -319,7 +322,9 @@ class ReportEntries:
         report = self.report
         row = self.table.row()
         row.style = BOLD
-        count = sum(len(m) for _, m in groups) + len(standalone)
+        count = len(standalone)
+        for _, members in groups:  # (a loop: a generator costs a call of its own)
+            count += len(members)
         if len(groups) + len(standalone) == 1:  # one group or one result: its name is the title
             title = concept_text((groups[0][0] if groups else standalone[0]).get("code"))
         else:
