@@ -201,8 +201,11 @@ class ReportEntries:
         self.table = table
         self.ids = ids
         self.report = report
-        self.specimens = [s for s in (self.index.resolve(r) for r in as_list(report.get("specimen")))
-                          if s is not None and s.get("resourceType") == "Specimen"]
+        self.specimens: list[Resource] = []
+        for reference in as_list(report.get("specimen")):  # (a loop: comprehensions cost calls of their own)
+            specimen = self.index.resolve(reference)
+            if specimen is not None and specimen.get("resourceType") == "Specimen":
+                self.specimens.append(specimen)
         # Per report, not per result: the fallbacks of every result's time (``_observation_time``).
         self.collected = _collection_time(self.specimens)
         issued = report.get("issued")
@@ -297,8 +300,12 @@ class ReportEntries:
 
     # --- narrative -------------------------------------------------------------------------------------------
     def _requests(self) -> list[Resource]:
-        return [r for r in (self.index.resolve(b) for b in as_list(self.report.get("basedOn")))
-                if r is not None and r.get("resourceType") == "ProcedureRequest"]
+        requests: list[Resource] = []
+        for reference in as_list(self.report.get("basedOn")):  # (a loop, as for the specimens)
+            request = self.index.resolve(reference)
+            if request is not None and request.get("resourceType") == "ProcedureRequest":
+                requests.append(request)
+        return requests
 
     def _conclusion_lines(self) -> list[str]:
         report = self.report
@@ -343,9 +350,11 @@ class ReportEntries:
         conclusion (``_conclusion_lines``)."""
         report = self.report
         details: list[str] = []
-        labs = [author_label(self.index, p.get("actor")) for p in as_list(report.get("performer"))
-                if isinstance(p, JSON_OBJECT)]
-        details += [f"Performed by: {lab}" for lab in labs if lab]
+        for performer in as_list(report.get("performer")):
+            if isinstance(performer, JSON_OBJECT):
+                lab = author_label(self.index, performer.get("actor"))
+                if lab:
+                    details.append(f"Performed by: {lab}")
         for specimen in self.specimens:
             details.append(f"Specimen: {specimen_text(specimen)}")
         for request in requests:
