@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from xhuma.ccda.fhir import sub_extension, sub_extension_values
+from xhuma.ccda.fhir import extension, extensions, sub_extension, sub_extension_values
 from xhuma.ccda.hl7 import cd, cd_markup, pq
 from xhuma.ccda.memo import clear_all
 from xhuma.ccda.xmlwriter import SLOT, Element, el, element, fragment, frame, inner_markup, leaf, markup_of
@@ -36,6 +36,21 @@ def test_frame_around_inner_markup_is_the_built_tree() -> None:
         for text in TRICKY:
             leaf(parent, "text", text=text)
     assert head + inner_markup(scratch) + tail == markup_of(built_root)
+
+
+def test_extensions_finds_what_extension_finds() -> None:
+    resource = {"extension": [
+        "not an object",
+        {"url": 7},
+        {"url": "https://x/StructureDefinition/Extension-A-1", "valueString": "first A"},
+        {"url": "https://y/Extension-B-1", "valueString": "B"},
+        {"url": "https://z/Extension-A-1", "valueString": "second A"},
+        {"url": "https://z/Extension-D-1", "valueString": "none of the suffixes"},
+    ]}
+    suffixes = ("A-1", "B-1", "C-1")
+    assert extensions(resource, *suffixes) == [extension(resource, s) for s in suffixes]
+    assert extensions(resource, *suffixes)[0] == resource["extension"][2]  # the first of two
+    assert extensions({}, *suffixes) == [None, None, None]
 
 
 def test_sub_extension_values_reads_what_sub_extension_reads() -> None:

@@ -165,18 +165,38 @@ def extension(resource: Mapping[str, Any], url_suffix: str) -> Mapping[str, Any]
     return None
 
 
+def extensions(resource: Mapping[str, Any], *url_suffixes: str) -> list[Mapping[str, Any] | None]:
+    """``[extension(resource, suffix) for suffix in url_suffixes]`` in one pass over the extensions (for a
+    resource whose extensions are read for several facts). An extension whose url ends with none of the suffixes
+    (most of them) is passed over with one ``endswith`` of them all."""
+    found: list[Mapping[str, Any] | None] = [None] * len(url_suffixes)
+    for item in as_list(resource.get("extension")):
+        if isinstance(item, JSON_OBJECT) and isinstance(url := item.get("url"), str) and url.endswith(url_suffixes):
+            at = 0
+            for suffix in url_suffixes:
+                if found[at] is None and url.endswith(suffix):
+                    found[at] = item
+                at += 1
+    return found
+
+
 def sub_extension_values(parent: Mapping[str, Any] | None, *wanted: tuple[str, str]) -> list[Any]:
     """``[(sub_extension(parent, url) or {}).get(key) for url, key in wanted]`` in one pass over the
     sub-extensions."""
-    found: list[Mapping[str, Any] | None] = [None] * len(wanted)
-    if parent is not None:
-        for item in as_list(parent.get("extension")):
-            if isinstance(item, JSON_OBJECT):
-                url = item.get("url")
-                for at, (name, _) in enumerate(wanted):
-                    if found[at] is None and url == name:
-                        found[at] = item
-    return [None if item is None else item.get(key) for item, (_, key) in zip(found, wanted, strict=True)]
+    values: list[Any] = [None] * len(wanted)
+    if parent is None:
+        return values
+    found = [False] * len(wanted)
+    for item in as_list(parent.get("extension")):
+        if isinstance(item, JSON_OBJECT):
+            url = item.get("url")
+            at = 0
+            for name, key in wanted:
+                if url == name and not found[at]:
+                    found[at] = True
+                    values[at] = item.get(key)
+                at += 1
+    return values
 
 
 def sub_extension(parent: Mapping[str, Any] | None, url: str) -> Mapping[str, Any] | None:

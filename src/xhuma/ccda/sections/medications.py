@@ -19,12 +19,14 @@ from xhuma.ccda.fhir import (
     as_list,
     concept_text,
     extension,
+    extensions,
     first,
     json_object,
     mapping,
     readable_date,
     string,
     sub_extension,
+    sub_extension_values,
 )
 from xhuma.ccda.hl7 import (
     Coded,
@@ -58,7 +60,6 @@ from xhuma.ccda.xmlwriter import (
 )
 
 Resource = Mapping[str, Any]
-Extension = Mapping[str, Any] | None  # an extension looked up by its url's suffix, None when absent
 SPEC = T.SECTION_SPECS["medications"]
 
 # HL7 Pharmacy WG mapping of MedicationStatement.status (SPEC §8.4.2).
@@ -218,55 +219,6 @@ def _issues_by_plan(state: ConversionState) -> dict[int, list[Resource]]:
     return out
 
 
-# The two extension scans below find several extensions of one resource in one pass over its extensions, one test
-# per suffix not yet found (no suffix ends another, so a url is of at most one kind): a generic loop over the
-# suffixes cost more than the scan itself, for every statement and plan.
-def _statement_extensions(statement: Resource) -> tuple[Extension, Extension]:
-    """The statement's first PrescribingAgency and MedicationStatementLastIssueDate extensions."""
-    agency = last_issue = None
-    for item in as_list(statement.get("extension")):
-        if isinstance(item, JSON_OBJECT) and isinstance(url := item.get("url"), str):
-            if agency is None and url.endswith("PrescribingAgency-1"):
-                agency = item
-            elif last_issue is None and url.endswith("MedicationStatementLastIssueDate-1"):
-                last_issue = item
-    return agency, last_issue
-
-
-def _plan_extensions(plan: Resource) -> tuple[Extension, Extension, Extension]:
-    """The plan's first MedicationRepeatInformation, PrescriptionType and MedicationStatusReason extensions."""
-    repeat = prescription_type = status_reason = None
-    for item in as_list(plan.get("extension")):
-        if isinstance(item, JSON_OBJECT) and isinstance(url := item.get("url"), str):
-            if repeat is None and url.endswith("MedicationRepeatInformation-1"):
-                repeat = item
-            elif prescription_type is None and url.endswith("PrescriptionType-1"):
-                prescription_type = item
-            elif status_reason is None and url.endswith("MedicationStatusReason-1"):
-                status_reason = item
-    return repeat, prescription_type, status_reason
-
-
-# MedicationRepeatInformation's sub-extensions read: url → the value's key.
-_REPEAT_VALUES: Final = {"numberOfRepeatPrescriptionsAllowed": "valuePositiveInt",
-                         "numberOfRepeatPrescriptionsIssued": "valueUnsignedInt",
-                         "authorisationExpiryDate": "valueDateTime"}
-
-
-def _repeat_information(repeat: Mapping[str, Any] | None) -> tuple[Any, Any, Any]:
-    """(repeats allowed, repeats issued, authorisation expiry) of a MedicationRepeatInformation extension: the
-    value of the first sub-extension of each url, else None (``sub_extension_values`` for these three)."""
-    values: dict[str, Any] = {}
-    if repeat is not None:
-        for item in as_list(repeat.get("extension")):
-            if isinstance(item, JSON_OBJECT):
-                url = item.get("url")
-                if isinstance(url, str) and url not in values and (key := _REPEAT_VALUES.get(url)) is not None:
-                    values[url] = item.get(key)
-    return (values.get("numberOfRepeatPrescriptionsAllowed"), values.get("numberOfRepeatPrescriptionsIssued"),
-            values.get("authorisationExpiryDate"))
-
-
 def _start(statement: Resource) -> str:
     period = statement.get("effectivePeriod")
     value = period.get("start") if isinstance(period, JSON_OBJECT) else statement.get("effectiveDateTime")
@@ -299,12 +251,16 @@ class MedicationActivity:
         self.recorder: str | None = None
         self.dispense: Mapping[str, Any] = {}
         if plan is not None:
-            repeat, self.prescription_type, self.status_reason = _plan_extensions(plan)
+            repeat, self.prescription_type, self.status_reason = extensions(
+                plan, "MedicationRepeatInformation-1", "PrescriptionType-1", "MedicationStatusReason-1")
             self.issues = issues_by_plan.get(id(plan), [])
             self.recorder = assigned_author(index, plan.get("recorder"))
             self.dispense = mapping(plan.get("dispenseRequest"))
-        self.repeats_allowed, self.repeats_issued, self.expiry = _repeat_information(repeat)
-        self.agency, self.last_issue = _statement_extensions(statement)
+        self.repeats_allowed, self.repeats_issued, self.expiry = sub_extension_values(
+            repeat, ("numberOfRepeatPrescriptionsAllowed", "valuePositiveInt"),
+            ("numberOfRepeatPrescriptionsIssued", "valueUnsignedInt"), ("authorisationExpiryDate", "valueDateTime"))
+        self.agency, self.last_issue = extensions(statement, "PrescribingAgency-1",
+                                                  "MedicationStatementLastIssueDate-1")
         self.quantity = json_object(self.dispense.get("quantity")) or None
         self.quantity_number: str | None = None
         self.quantity_text: str | None = None
