@@ -65,24 +65,12 @@ class ReportBuilder:
         key: str,
         resource_type: str,
         outcome: Outcome,
-        *,
         section: str | None = None,
         template: str | None = None,
         reason: str | None = None,
     ) -> None:
-        self.add(key, resource_type, outcome, section, template, reason)
-
-    def add(
-        self,
-        key: str,
-        resource_type: str,
-        outcome: Outcome,
-        section: str | None,
-        template: str | None,
-        reason: str | None,
-    ) -> None:
-        """``record`` with every argument given in order: the section writers' calls, several hundred per conversion
-        (a call with keyword arguments costs more)."""
+        """One resource's outcome. The section writers (several hundred calls per conversion) give every argument
+        in order: a call with keyword arguments costs more."""
         current = self.outcomes.get(key)
         if current is not None:
             if _RANK[current.outcome] > _RANK[outcome]:
