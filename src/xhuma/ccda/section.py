@@ -110,11 +110,7 @@ class ConversionState:
         """
         if role:
             return uid_markup(self.derived_id(role, self.resource_seed(resource)))
-        written = ""
-        for identifier in as_list(resource.get("identifier")):
-            if isinstance(identifier, JSON_OBJECT):
-                written += identifier_markup(identifier) or ""
-        return written or uid_markup(self.derived_id("resource", self.index.key(resource)))
+        return self.seed_and_ids(resource)[1]
 
 
 class SectionWriter:
@@ -286,14 +282,14 @@ class SectionWriter:
     # --- report ------------------------------------------------------------------------------------------------
     def mapped(self, resource: Resource, template: T.TemplateId | None) -> None:
         name = None if template is None else _template_name(template)
-        self.report.add(self.index.key(resource), _type(resource), "entry", self.key, name, None)
+        self.report.record(self.index.key(resource), _type(resource), "entry", self.key, name, None)
 
     def narrative_only(self, resource: Resource, reason: str) -> None:
-        self.report.add(self.index.key(resource), _type(resource), "narrative", self.key, None, reason)
+        self.report.record(self.index.key(resource), _type(resource), "narrative", self.key, None, reason)
 
     def supporting(self, resource: Resource | None, reason: str) -> None:
         if resource is not None:
-            self.report.add(self.index.key(resource), _type(resource), "supporting", None, None, reason)
+            self.report.record(self.index.key(resource), _type(resource), "supporting", None, None, reason)
 
     def warn(self, code: str, message: str, resource: Resource | None = None) -> None:
         self.report.warn(code, message, section=self.key,

@@ -457,9 +457,7 @@ class ReportEntries:
         concept = coded("code", observation.get("code"))  # its text for the row, its CD for the entry
         value, value_xml = value_text_and_markup(observation)  # likewise its value
         row, code_ref = self._result_row(observation, concept, value, moment, comments)
-        # The result's row: its text, and its comment's (reference_markup, written directly: a row's ID is the
-        # section's NCName prefix and a number, an attribute value with nothing to escape).
-        text = f'<text><reference value="{row.reference}"/></text>'
+        text = reference_markup(row.reference)  # the result's row: its text, and its comment's
         status = observation.get("status")
         if isinstance(status, str) and status in RESULT_STATUS:  # most results: result_status without its call
             status_code = _STATUS_CODE[RESULT_STATUS[status]]
